@@ -1,0 +1,1 @@
+//! palisade-chaos (in progress).

@@ -1,0 +1,1 @@
+//! palisade-circuit-breaker (in progress).

@@ -1,0 +1,202 @@
+//! Deadlines: an absolute point in (tokio) time by which a request must be answered.
+//!
+//! A deadline travels with the request in two ways:
+//!
+//! - **In process, ambiently.** A timeout layer makes its deadline current while the
+//!   layers and the service inside it run (while their `call` runs and while their futures
+//!   are polled), so any inner layer reads it with [`Deadline::current`], whatever the
+//!   request type. A per-attempt timeout inside a retry takes the smaller of its own
+//!   duration and the time left; a retry never sleeps past it.
+//! - **On the request, explicitly.** Request types that cross a boundary (an HTTP request
+//!   to another service, a job handed to another task) implement [`RequestDeadline`];
+//!   `palisade-timeout`'s `DeadlineLayer` copies between the two. Behind the `http` feature,
+//!   `http::Request` implements it through its extensions.
+//!
+//! The ambient deadline is set for the duration of each synchronous `call` and `poll`, not
+//! for the task, so it is correct when futures move between threads and nests cleanly: an
+//! inner scope can only shorten it.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// An absolute deadline on tokio's clock.
+///
+/// ```
+/// use palisade_core::Deadline;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let deadline = Deadline::after(Duration::from_secs(2));
+/// assert_eq!(Deadline::current(), None);
+/// deadline.scope(|| {
+///     let now = Deadline::current().expect("inside the scope");
+///     assert_eq!(now, deadline);
+/// });
+/// tokio::time::advance(Duration::from_secs(3)).await;
+/// assert!(deadline.is_expired());
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(Instant);
+
+thread_local! {
+    static CURRENT: Cell<Option<Deadline>> = const { Cell::new(None) };
+}
+
+impl Deadline {
+    /// The deadline at `instant`.
+    pub const fn at(instant: Instant) -> Self {
+        Self(instant)
+    }
+
+    /// The deadline `duration` from now (saturating far in the future).
+    pub fn after(duration: Duration) -> Self {
+        let now = Instant::now();
+        Self(now.checked_add(duration).unwrap_or_else(|| far_future(now)))
+    }
+
+    /// The instant of the deadline.
+    pub const fn instant(self) -> Instant {
+        self.0
+    }
+
+    /// Time left until the deadline, zero once it has passed.
+    pub fn remaining(self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+
+    /// Time left until the deadline as seen from `now`.
+    pub fn remaining_at(self, now: Instant) -> Duration {
+        self.0.saturating_duration_since(now)
+    }
+
+    /// `true` once the deadline has passed.
+    pub fn is_expired(self) -> bool {
+        Instant::now() >= self.0
+    }
+
+    /// The earlier of two optional deadlines.
+    pub fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+
+    /// The deadline in effect for the code running now, if any layer set one.
+    pub fn current() -> Option<Deadline> {
+        CURRENT.with(Cell::get)
+    }
+
+    /// Run `f` with this deadline in effect (or the current one, if that is earlier).
+    pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
+        scope(Some(self), f)
+    }
+}
+
+/// Run `f` with `deadline` in effect, keeping the current deadline if it is earlier.
+/// `None` leaves the current deadline unchanged. The previous deadline is restored when
+/// `f` returns or unwinds.
+pub fn scope<R>(deadline: Option<Deadline>, f: impl FnOnce() -> R) -> R {
+    let Some(deadline) = deadline else {
+        return f();
+    };
+    let previous = CURRENT.with(Cell::get);
+    let effective = Deadline::earliest(previous, Some(deadline));
+    let _restore = Restore(previous);
+    CURRENT.with(|c| c.set(effective));
+    f()
+}
+
+struct Restore(Option<Deadline>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+fn far_future(now: Instant) -> Instant {
+    // About 30 years: tokio's own "never" for sleeps.
+    now + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// Request types that carry their deadline with them (across a task or process boundary).
+///
+/// ```
+/// use palisade_core::{Deadline, RequestDeadline};
+///
+/// struct Job { payload: Vec<u8>, deadline: Option<Deadline> }
+///
+/// impl RequestDeadline for Job {
+///     fn deadline(&self) -> Option<Deadline> { self.deadline }
+///     fn set_deadline(&mut self, deadline: Deadline) { self.deadline = Some(deadline); }
+/// }
+/// ```
+pub trait RequestDeadline {
+    /// The deadline the request carries, if any.
+    fn deadline(&self) -> Option<Deadline>;
+    /// Store `deadline` on the request.
+    fn set_deadline(&mut self, deadline: Deadline);
+}
+
+#[cfg(feature = "http")]
+impl<B> RequestDeadline for http::Request<B> {
+    fn deadline(&self) -> Option<Deadline> {
+        self.extensions().get::<Deadline>().copied()
+    }
+
+    fn set_deadline(&mut self, deadline: Deadline) {
+        self.extensions_mut().insert(deadline);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn nested_scopes_only_shorten_and_restore() {
+        let long = Deadline::after(Duration::from_secs(10));
+        let short = Deadline::after(Duration::from_secs(1));
+        long.scope(|| {
+            assert_eq!(Deadline::current(), Some(long));
+            short.scope(|| assert_eq!(Deadline::current(), Some(short)));
+            assert_eq!(Deadline::current(), Some(long));
+            // an inner, later deadline cannot extend the outer one
+            Deadline::after(Duration::from_secs(60))
+                .scope(|| assert_eq!(Deadline::current(), Some(long)));
+        });
+        assert_eq!(Deadline::current(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scope_restores_on_unwind() {
+        let d = Deadline::after(Duration::from_secs(1));
+        let r = std::panic::catch_unwind(|| d.scope(|| panic!("inside")));
+        assert!(r.is_err());
+        assert_eq!(Deadline::current(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn remaining_saturates() {
+        let d = Deadline::after(Duration::from_millis(5));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(d.remaining(), Duration::ZERO);
+        assert!(d.is_expired());
+    }
+
+    #[cfg(feature = "http")]
+    #[tokio::test(start_paused = true)]
+    async fn http_requests_carry_a_deadline() {
+        let mut req = http::Request::new(());
+        assert_eq!(req.deadline(), None);
+        let d = Deadline::after(Duration::from_secs(1));
+        req.set_deadline(d);
+        assert_eq!(RequestDeadline::deadline(&req), Some(d));
+    }
+}

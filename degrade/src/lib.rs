@@ -1,0 +1,1 @@
+//! palisade-degrade (in progress).

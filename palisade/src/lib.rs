@@ -1,0 +1,1 @@
+//! palisade facade (in progress).

@@ -1,0 +1,1 @@
+//! palisade-rate-limit (in progress).

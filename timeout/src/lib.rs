@@ -1,0 +1,1 @@
+//! palisade-timeout (in progress).
