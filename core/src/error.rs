@@ -136,7 +136,13 @@ macro_rules! from_rejection {
     )*};
 }
 
-from_rejection!(Elapsed, CircuitOpen, RateLimited, Overloaded, RetriesExhausted);
+from_rejection!(
+    Elapsed,
+    CircuitOpen,
+    RateLimited,
+    Overloaded,
+    RetriesExhausted
+);
 
 #[cfg(test)]
 mod tests {
@@ -155,7 +161,10 @@ mod tests {
         let err: Error<std::io::Error> =
             RateLimited::new(Name::new("api"), Duration::from_secs(1)).into();
         assert!(err.is_rejection());
-        assert_eq!(err.as_rejection().map(|r| r.kind()), Some(RejectionKind::RateLimited));
+        assert_eq!(
+            err.as_rejection().map(|r| r.kind()),
+            Some(RejectionKind::RateLimited)
+        );
         let src = err.source().expect("source");
         assert!(src.is::<RateLimited>());
     }

@@ -402,9 +402,18 @@ mod tests {
     #[test]
     fn messages_name_the_layer() {
         let cases: Vec<(BoxError, &str)> = vec![
-            (Elapsed::new("t".into(), Duration::from_secs(1)).into(), "'t'"),
-            (CircuitOpen::new("c".into(), Some(Duration::from_millis(4200))).into(), "4.2s"),
-            (RateLimited::new("r".into(), Duration::from_secs(1)).into(), "'r'"),
+            (
+                Elapsed::new("t".into(), Duration::from_secs(1)).into(),
+                "'t'",
+            ),
+            (
+                CircuitOpen::new("c".into(), Some(Duration::from_millis(4200))).into(),
+                "4.2s",
+            ),
+            (
+                RateLimited::new("r".into(), Duration::from_secs(1)).into(),
+                "'r'",
+            ),
             (
                 Overloaded::new("o".into(), "max in-flight")
                     .with_priority(Priority::Sheddable)

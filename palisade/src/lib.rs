@@ -1,1 +1,79 @@
-//! palisade facade (in progress).
+//! Palisade: resilience middleware for Rust services and data pipelines, as
+//! [tower](https://docs.rs/tower) layers.
+//!
+//! This facade re-exports each palisade crate behind a cargo feature of its name (all on by
+//! default) and offers a [`prelude`]. Every layer wraps any `tower::Service`: an HTTP or
+//! database client, a queue consumer, a plain `async fn` through `service_fn`.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade::prelude::*;
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! // A flaky stage of a pipeline: here, one that hangs.
+//! let stage = service_fn(|record: u64| async move {
+//!     if record == 13 {
+//!         std::future::pending::<()>().await;
+//!     }
+//!     Ok::<_, BoxError>(record * 2)
+//! });
+//! let mut stage = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_millis(250)))
+//!     .service(stage);
+//!
+//! assert_eq!(stage.ready().await.unwrap().call(21).await.unwrap(), 42);
+//! let err = stage.ready().await.unwrap().call(13).await.unwrap_err();
+//! assert!(err.is::<Elapsed>(), "the hung call was cancelled after 250 ms");
+//! # }
+//! ```
+//!
+//! # Crates
+//!
+//! | feature | crate | what it does |
+//! |---|---|---|
+//! | (always) | [`core`] | classification, flat errors, events, metrics naming, deadlines |
+//! | `timeout` | [`timeout`] | per-call timeouts and deadline propagation |
+//!
+//! Other features: `metrics` (feed the `metrics` facade), `serde` (configs from data),
+//! `http` (deadlines in `http::Request` extensions).
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use palisade_core as core;
+pub use palisade_core::{
+    AsRejection, BoxError, CircuitOpen, Classify, ConfigError, Deadline, DefaultClassifier,
+    Elapsed, Error, Name, Outcome, Overloaded, Priority, RateLimited, Rejection, RejectionKind,
+    RetriesExhausted, find_rejection,
+};
+
+#[cfg(feature = "timeout")]
+pub use palisade_timeout as timeout;
+
+// The README's examples are tested with the crate's doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
+/// Every metric the enabled layers emit, for dashboards and alert-rule checks.
+pub fn metrics() -> Vec<palisade_core::metrics::MetricDef> {
+    #[allow(unused_mut)]
+    let mut all: Vec<palisade_core::metrics::MetricDef> = Vec::new();
+    #[cfg(feature = "timeout")]
+    all.extend_from_slice(palisade_timeout::METRICS);
+    all
+}
+
+/// The names most programs need: `use palisade::prelude::*;`.
+pub mod prelude {
+    pub use palisade_core::{
+        AsRejection, BoxError, CircuitOpen, Classify, Deadline, Elapsed, Error, Name, Outcome,
+        Overloaded, Priority, RateLimited, RetriesExhausted,
+    };
+
+    #[cfg(feature = "timeout")]
+    pub use palisade_timeout::{TimeoutConfig, TimeoutLayer};
+}

@@ -1,1 +1,100 @@
-//! palisade-timeout (in progress).
+//! Timeouts and deadline propagation for [tower] services: part of
+//! [Palisade](https://github.com/palisade-rs/palisade).
+//!
+//! [`TimeoutLayer`] fails a call with [`Elapsed`] when it takes
+//! longer than its timeout, and drops (cancels) the inner future at that moment. The
+//! timeout is fixed, changeable at run time through a [`TimeoutHandle`], or chosen per
+//! request by a closure.
+//!
+//! Deadlines propagate: while the inner service runs, the layer's deadline is in effect
+//! ([`Deadline::current`]), and an inner timeout takes the
+//! smaller of its own duration and the time left. So a per-attempt timeout inside a retry
+//! never outlives the overall timeout outside it. [`PropagateDeadlineLayer`] carries the
+//! deadline on requests that cross a process or task boundary
+//! ([`RequestDeadline`]; `http::Request` with the `http`
+//! feature).
+//!
+//! Errors stay flat: the service's error type is the inner one, which must implement
+//! `From<Elapsed>`: both `tower::BoxError` and [`palisade_core::Error<E>`] do.
+//!
+//! # Example
+//!
+//! An overall 1 s deadline around a slow call with a 5 s timeout of its own: the inner
+//! timeout is shortened to what is left of the deadline.
+//!
+//! ```
+//! use palisade_core::Error;
+//! use palisade_timeout::TimeoutConfig;
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let slow = service_fn(|_req: &str| async {
+//!     tokio::time::sleep(Duration::from_secs(30)).await;
+//!     Ok::<_, Error<std::io::Error>>("done")
+//! });
+//! let overall = TimeoutConfig::builder().name("overall").timeout(Duration::from_secs(1));
+//! let attempt = TimeoutConfig::builder().name("attempt").timeout(Duration::from_secs(5));
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(overall.build().unwrap())
+//!     .layer(attempt.build().unwrap())
+//!     .service(slow);
+//!
+//! let start = tokio::time::Instant::now();
+//! let err = svc.ready().await.unwrap().call("report").await.unwrap_err();
+//! match err {
+//!     Error::Elapsed(elapsed) => assert_eq!(elapsed.timeout(), Duration::from_secs(1)),
+//!     other => panic!("expected a timeout, got {other}"),
+//! }
+//! assert_eq!(start.elapsed(), Duration::from_secs(1));
+//! # }
+//! ```
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature (names per [`palisade_core::metrics`]): see [`METRICS`].
+//!
+//! [tower]: https://docs.rs/tower
+#![forbid(unsafe_code)]
+
+mod config;
+mod event;
+mod future;
+mod layer;
+mod propagate;
+mod service;
+
+pub use config::{DEFAULT_TIMEOUT, TimeoutBuilder, TimeoutConfig};
+pub use event::TimeoutEvent;
+pub use future::ResponseFuture;
+pub use layer::{Fixed, PerRequest, RequestTimeout, TimeoutHandle, TimeoutLayer};
+pub use palisade_core::{Deadline, Elapsed, RequestDeadline};
+pub use propagate::{DeadlineFuture, PropagateDeadline, PropagateDeadlineLayer};
+pub use service::Timeout;
+
+use palisade_core::metrics::{MetricDef, MetricKind};
+
+/// The metrics a timeout layer emits (label `name` on all).
+pub const METRICS: &[MetricDef] = &[
+    MetricDef::new(
+        "palisade_timeout_calls_total",
+        MetricKind::Counter,
+        "calls through a timeout layer; label outcome = completed | elapsed",
+    ),
+    MetricDef::new(
+        "palisade_timeout_call_duration_seconds",
+        MetricKind::Histogram,
+        "time from call to completion, or to cancellation when the timeout elapsed",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_follow_the_naming_scheme() {
+        for m in super::METRICS {
+            assert!(m.follows_scheme(), "{m:?}");
+        }
+    }
+}

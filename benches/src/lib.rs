@@ -1,1 +1,0 @@
-//! Benches (in progress).

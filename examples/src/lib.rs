@@ -1,1 +1,0 @@
-//! Example pipelines (in progress).

@@ -1,0 +1,179 @@
+//! Configuration of a timeout layer.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::{ConfigError, Listeners, Name, config::ensure};
+
+use crate::event::TimeoutEvent;
+use crate::layer::{PerRequest, TimeoutLayer};
+
+/// The data of a timeout layer's configuration: what an operator sets in a file.
+///
+/// With the `serde` feature it loads from TOML, JSON or any serde format; durations are
+/// written `"250ms"`, `"2s"` or as a number of milliseconds:
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use palisade_timeout::TimeoutConfig;
+/// use std::time::Duration;
+///
+/// let config: TimeoutConfig =
+///     serde_json::from_str(r#"{ "name": "orders-db", "timeout": "1.5s" }"#).unwrap();
+/// assert_eq!(config.timeout, Duration::from_millis(1500));
+/// let layer = config.into_layer().expect("valid config");
+/// assert_eq!(layer.handle().timeout(), Duration::from_millis(1500));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct TimeoutConfig {
+    /// The layer's name, on errors, events and metrics. Default: `"timeout"`.
+    #[cfg_attr(feature = "serde", serde(default = "default_name"))]
+    pub name: Name,
+    /// How long a call may take. Default: 10 s, a ceiling for a remote call that still
+    /// frees a stuck caller well before a typical 30 s load-balancer or client timeout.
+    /// Must be above zero (a zero timeout would fail every call).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "default_timeout", with = "palisade_core::config::duration")
+    )]
+    pub timeout: Duration,
+}
+
+fn default_name() -> Name {
+    Name::from_static("timeout")
+}
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
+/// The default timeout (see [`TimeoutConfig::timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            name: default_name(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+impl TimeoutConfig {
+    /// Start a builder with the defaults.
+    pub fn builder() -> TimeoutBuilder {
+        TimeoutBuilder::default()
+    }
+
+    /// Check every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_timeout(self.timeout)
+    }
+
+    /// Validate and build a layer with a fixed timeout and no listeners.
+    pub fn into_layer(self) -> Result<TimeoutLayer, ConfigError> {
+        TimeoutBuilder {
+            config: self,
+            listeners: Listeners::new(),
+        }
+        .build()
+    }
+}
+
+pub(crate) fn validate_timeout(timeout: Duration) -> Result<(), ConfigError> {
+    ensure(
+        !timeout.is_zero(),
+        "timeout",
+        "timeout",
+        timeout,
+        "a duration above zero",
+    )
+}
+
+/// Builds a [`TimeoutLayer`]; every setter has a documented default.
+///
+/// ```
+/// use palisade_timeout::TimeoutConfig;
+/// use std::time::Duration;
+///
+/// let layer = TimeoutConfig::builder()
+///     .name("orders-db")
+///     .timeout(Duration::from_millis(800))
+///     .on_event(|event| println!("{event:?}"))
+///     .build()
+///     .expect("valid config");
+/// # let _ = layer;
+///
+/// let err = TimeoutConfig::builder().timeout(Duration::ZERO).build().unwrap_err();
+/// assert_eq!(err.field(), "timeout");
+/// ```
+#[derive(Default)]
+pub struct TimeoutBuilder {
+    config: TimeoutConfig,
+    listeners: Listeners<TimeoutEvent>,
+}
+
+impl TimeoutBuilder {
+    /// The layer's name (default `"timeout"`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Name>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The fixed timeout (default 10 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// Register a listener for the layer's events.
+    #[must_use]
+    pub fn on_event(mut self, listener: impl Fn(&TimeoutEvent) + Send + Sync + 'static) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Validate and build a layer with the fixed timeout.
+    pub fn build(self) -> Result<TimeoutLayer, ConfigError> {
+        self.config.validate()?;
+        Ok(TimeoutLayer::from_parts(
+            self.config,
+            self.listeners,
+            crate::layer::Fixed,
+        ))
+    }
+
+    /// Validate and build a layer whose timeout is chosen per request by `timeout_for`
+    /// (`None`: no timeout of this layer's own for that request; an outer deadline still
+    /// holds). The configured timeout stays the one the handle reports and updates, for
+    /// closures that want a default to fall back on.
+    pub fn per_request<Req, F>(
+        self,
+        timeout_for: F,
+    ) -> Result<TimeoutLayer<PerRequest<F>>, ConfigError>
+    where
+        F: Fn(&Req) -> Option<Duration>,
+    {
+        self.config.validate()?;
+        Ok(TimeoutLayer::from_parts(
+            self.config,
+            self.listeners,
+            PerRequest(Arc::new(timeout_for)),
+        ))
+    }
+}
+
+impl fmt::Debug for TimeoutBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeoutBuilder")
+            .field("config", &self.config)
+            .field("listeners", &self.listeners)
+            .finish()
+    }
+}

@@ -1,0 +1,119 @@
+//! The timeout's response future.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{Deadline, Elapsed, Name, deadline};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+
+use crate::event::TimeoutEvent;
+use crate::layer::Shared;
+
+pin_project! {
+    /// The response future of [`Timeout`](crate::Timeout): the inner future raced against
+    /// the deadline.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        #[pin]
+        sleep: Option<Sleep>,
+        deadline: Option<Deadline>,
+        start: Option<Instant>,
+        // Only when someone observes (metrics, listeners, tracing): spares the happy path
+        // an atomic reference count.
+        shared: Option<Arc<Shared>>,
+        name: Name,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(
+        inner: F,
+        deadline: Option<Deadline>,
+        start: Option<Instant>,
+        shared: &Arc<Shared>,
+    ) -> Self {
+        let observed = cfg!(feature = "metrics") || shared.observing();
+        Self {
+            inner: Some(inner),
+            sleep: deadline.map(|d| sleep_until(d.instant())),
+            deadline,
+            start,
+            shared: observed.then(|| Arc::clone(shared)),
+            name: shared.name().clone(),
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: From<Elapsed>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+
+        // First, poll the inner future, with the deadline in effect for everything inside.
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            panic!("ResponseFuture polled after completion");
+        };
+        if let Poll::Ready(result) = deadline::scope(*this.deadline, || inner.poll(cx)) {
+            if let Some(shared) = this.shared {
+                completed(shared, *this.start);
+            }
+            return Poll::Ready(result);
+        }
+
+        // Now check the timer. No timer: no timeout of our own and no outer deadline.
+        let Some(sleep) = this.sleep.as_pin_mut() else {
+            return Poll::Pending;
+        };
+        if sleep.poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+
+        // Elapsed: cancel the inner call now, not when the caller drops us.
+        this.inner.set(None);
+        let timeout = match (*this.deadline, *this.start) {
+            (Some(deadline), Some(start)) => deadline.instant().saturating_duration_since(start),
+            _ => std::time::Duration::ZERO,
+        };
+        if let Some(shared) = this.shared {
+            elapsed(shared, timeout);
+        }
+        Poll::Ready(Err(Elapsed::new(this.name.clone(), timeout).into()))
+    }
+}
+
+fn completed(shared: &Shared, start: Option<Instant>) {
+    shared.completed.increment(1);
+    let Some(start) = start else { return };
+    if !shared.observing() {
+        return;
+    }
+    let took = start.elapsed();
+    shared.duration.record(took.as_secs_f64());
+    shared
+        .emitter
+        .emit(|| TimeoutEvent::Completed { elapsed: took });
+}
+
+fn elapsed(shared: &Shared, timeout: std::time::Duration) {
+    shared.elapsed.increment(1);
+    shared.duration.record(timeout.as_secs_f64());
+    shared.emitter.emit(|| TimeoutEvent::Elapsed { timeout });
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,238 @@
+//! The timeout layer.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_core::metrics::{Counter, Histogram};
+use palisade_core::{ConfigError, Emitter, Listeners, Name};
+use tower_layer::Layer;
+
+use crate::config::{TimeoutConfig, validate_timeout};
+use crate::event::TimeoutEvent;
+use crate::service::Timeout;
+
+/// Applies a timeout to every call of the wrapped service.
+///
+/// All clones of a layer, and all services it builds, share one state: the name, the
+/// listeners, the metric handles and the timeout the [`TimeoutHandle`] can change at run
+/// time.
+///
+/// ```
+/// use palisade_timeout::TimeoutLayer;
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, service_fn};
+///
+/// let svc = ServiceBuilder::new()
+///     .layer(TimeoutLayer::new(Duration::from_secs(2)))
+///     .service(service_fn(|x: u32| async move { Ok::<_, palisade_core::BoxError>(x) }));
+/// # let _ = svc;
+/// ```
+pub struct TimeoutLayer<T = Fixed> {
+    policy: T,
+    shared: Arc<Shared>,
+}
+
+/// The timeout policy of a layer built with a fixed duration: every request gets the
+/// configured timeout (which [`TimeoutHandle::set_timeout`] can change at run time).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fixed;
+
+/// The timeout policy of a layer built with
+/// [`TimeoutBuilder::per_request`](crate::TimeoutBuilder::per_request): a closure picks each
+/// request's timeout.
+pub struct PerRequest<F>(pub(crate) Arc<F>);
+
+impl<F> Clone for PerRequest<F> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<F> fmt::Debug for PerRequest<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PerRequest(..)")
+    }
+}
+
+/// Chooses the timeout of one request. Implemented by [`Fixed`] and [`PerRequest`];
+/// implement it to derive timeouts from your own request type.
+pub trait RequestTimeout<Req> {
+    /// The timeout for `req`, given the layer's configured timeout; `None` for no timeout
+    /// of this layer's own (an outer deadline still holds).
+    fn timeout_for(&self, req: &Req, configured: Duration) -> Option<Duration>;
+}
+
+impl<Req> RequestTimeout<Req> for Fixed {
+    #[inline]
+    fn timeout_for(&self, _req: &Req, configured: Duration) -> Option<Duration> {
+        Some(configured)
+    }
+}
+
+impl<Req, F> RequestTimeout<Req> for PerRequest<F>
+where
+    F: Fn(&Req) -> Option<Duration>,
+{
+    #[inline]
+    fn timeout_for(&self, req: &Req, _configured: Duration) -> Option<Duration> {
+        (self.0)(req)
+    }
+}
+
+/// The state shared by every clone of one layer.
+pub(crate) struct Shared {
+    pub(crate) emitter: Emitter<TimeoutEvent>,
+    timeout_nanos: AtomicU64,
+    pub(crate) completed: Counter,
+    pub(crate) elapsed: Counter,
+    pub(crate) duration: Histogram,
+}
+
+impl Shared {
+    #[inline]
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_nanos(self.timeout_nanos.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn name(&self) -> &Name {
+        self.emitter.name()
+    }
+
+    /// Whether anyone wants a call's duration (listeners, tracing or a histogram).
+    #[inline]
+    pub(crate) fn observing(&self) -> bool {
+        self.duration.is_enabled() || self.emitter.is_active()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+// ===== impl TimeoutLayer =====
+
+impl TimeoutLayer {
+    /// A layer named `"timeout"` with a fixed `timeout` and no listeners. A zero timeout
+    /// fails every call at once; use [`TimeoutConfig::builder`] to have it refused instead.
+    pub fn new(timeout: Duration) -> Self {
+        let config = TimeoutConfig {
+            timeout,
+            ..TimeoutConfig::default()
+        };
+        Self::from_parts(config, Listeners::new(), Fixed)
+    }
+}
+
+impl<T> TimeoutLayer<T> {
+    pub(crate) fn from_parts(
+        config: TimeoutConfig,
+        listeners: Listeners<TimeoutEvent>,
+        policy: T,
+    ) -> Self {
+        let name = config.name;
+        let shared = Shared {
+            completed: Counter::register(
+                "palisade_timeout_calls_total",
+                &name,
+                &[("outcome", "completed")],
+            ),
+            elapsed: Counter::register(
+                "palisade_timeout_calls_total",
+                &name,
+                &[("outcome", "elapsed")],
+            ),
+            duration: Histogram::register("palisade_timeout_call_duration_seconds", &name, &[]),
+            timeout_nanos: AtomicU64::new(nanos(config.timeout)),
+            emitter: Emitter::new(name, listeners),
+        };
+        Self {
+            policy,
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// A handle to read and change this layer's timeout at run time.
+    pub fn handle(&self) -> TimeoutHandle {
+        TimeoutHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, T: Clone> Layer<S> for TimeoutLayer<T> {
+    type Service = Timeout<S, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timeout::from_parts(inner, self.policy.clone(), Arc::clone(&self.shared))
+    }
+}
+
+impl<T: Clone> Clone for TimeoutLayer<T> {
+    fn clone(&self) -> Self {
+        Self {
+            policy: self.policy.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> fmt::Debug for TimeoutLayer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeoutLayer")
+            .field("name", self.shared.name())
+            .field("timeout", &self.shared.timeout())
+            .finish()
+    }
+}
+
+// ===== impl TimeoutHandle =====
+
+/// Reads and changes one timeout layer's configured timeout, for all its clones at once.
+///
+/// ```
+/// use palisade_timeout::TimeoutLayer;
+/// use std::time::Duration;
+///
+/// let layer = TimeoutLayer::new(Duration::from_secs(1));
+/// let handle = layer.handle();
+/// handle.set_timeout(Duration::from_millis(300)).expect("above zero");
+/// assert_eq!(layer.handle().timeout(), Duration::from_millis(300));
+/// assert!(handle.set_timeout(Duration::ZERO).is_err());
+/// ```
+#[derive(Clone)]
+pub struct TimeoutHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl TimeoutHandle {
+    /// The layer's name.
+    pub fn name(&self) -> &Name {
+        self.shared.name()
+    }
+
+    /// The configured timeout now in effect for new calls.
+    pub fn timeout(&self) -> Duration {
+        self.shared.timeout()
+    }
+
+    /// Change the configured timeout for calls made from now on (calls in flight keep
+    /// theirs). Refuses zero.
+    pub fn set_timeout(&self, timeout: Duration) -> Result<(), ConfigError> {
+        validate_timeout(timeout)?;
+        self.shared
+            .timeout_nanos
+            .store(nanos(timeout), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TimeoutHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeoutHandle")
+            .field("name", self.name())
+            .field("timeout", &self.timeout())
+            .finish()
+    }
+}
