@@ -53,6 +53,24 @@ pub use palisade_core::{
 #[cfg(feature = "timeout")]
 pub use palisade_timeout as timeout;
 
+#[cfg(feature = "retry")]
+pub use palisade_retry as retry;
+
+#[cfg(feature = "circuit-breaker")]
+pub use palisade_circuit_breaker as circuit_breaker;
+
+#[cfg(feature = "rate-limit")]
+pub use palisade_rate_limit as rate_limit;
+
+#[cfg(feature = "degrade")]
+pub use palisade_degrade as degrade;
+
+#[cfg(feature = "chaos")]
+pub use palisade_chaos as chaos;
+
+mod stack;
+pub use stack::Stack;
+
 // The README's examples are tested with the crate's doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
@@ -73,6 +91,8 @@ pub mod prelude {
         AsRejection, BoxError, CircuitOpen, Classify, Deadline, Elapsed, Error, Name, Outcome,
         Overloaded, Priority, RateLimited, RetriesExhausted,
     };
+
+    pub use crate::Stack;
 
     #[cfg(feature = "timeout")]
     pub use palisade_timeout::{TimeoutConfig, TimeoutLayer};

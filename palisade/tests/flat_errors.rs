@@ -28,7 +28,10 @@ macro_rules! check_stack {
         let err = svc.clone().oneshot(0).await.unwrap_err();
         assert!($is_elapsed(&err), "hang should time out: {err:?}");
         let err = svc.clone().oneshot(1).await.unwrap_err();
-        assert!($is_inner(&err), "backend error should pass through: {err:?}");
+        assert!(
+            $is_inner(&err),
+            "backend error should pass through: {err:?}"
+        );
         assert_eq!(svc.oneshot(2).await.unwrap(), 2);
     }};
 }
@@ -55,9 +58,11 @@ async fn boxed_errors_in_two_orders() {
 async fn typed_errors_in_two_orders() {
     let overall = TimeoutLayer::new(Duration::from_secs(2));
     let attempt = TimeoutLayer::new(Duration::from_millis(500));
-    let a = overall
-        .clone()
-        .layer(attempt.clone().layer(service_fn(|x: u32| backend(x, Error::Inner))));
+    let a = overall.clone().layer(
+        attempt
+            .clone()
+            .layer(service_fn(|x: u32| backend(x, Error::Inner))),
+    );
     let b = attempt.layer(overall.layer(service_fn(|x: u32| backend(x, Error::Inner))));
     let is_elapsed = |e: &Error<std::io::Error>| matches!(e, Error::Elapsed(_));
     let is_inner = |e: &Error<std::io::Error>| matches!(e, Error::Inner(_));
