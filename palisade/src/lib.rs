@@ -82,6 +82,16 @@ pub fn metrics() -> Vec<palisade_core::metrics::MetricDef> {
     let mut all: Vec<palisade_core::metrics::MetricDef> = Vec::new();
     #[cfg(feature = "timeout")]
     all.extend_from_slice(palisade_timeout::METRICS);
+    #[cfg(feature = "retry")]
+    all.extend_from_slice(palisade_retry::METRICS);
+    #[cfg(feature = "circuit-breaker")]
+    all.extend_from_slice(palisade_circuit_breaker::METRICS);
+    #[cfg(feature = "rate-limit")]
+    all.extend_from_slice(palisade_rate_limit::METRICS);
+    #[cfg(feature = "degrade")]
+    all.extend_from_slice(palisade_degrade::METRICS);
+    #[cfg(feature = "chaos")]
+    all.extend_from_slice(palisade_chaos::METRICS);
     all
 }
 

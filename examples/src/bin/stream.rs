@@ -9,6 +9,10 @@
 //! the offset of the last event it applied). Replaying from offset 0 rebuilds the output
 //! exactly (Kappa-style reprocessing).
 //!
+//! Layers: each event passes a per-key rate limit (palisade-rate-limit, keyed, waiting for
+//! quota); each batch is written through a circuit breaker (palisade-circuit-breaker) to a
+//! sink whose failures are injected by palisade-chaos.
+//!
 //! Run: `cargo run -p palisade-examples --bin stream -- --events 2000 --fail-rate 0.2`
 //! Replay: add `--replay`. Options: `--dir`, `--events`, `--keys`, `--seed`, `--fail-rate`,
 //! `--batch`, `--rate` (events per second per key).
@@ -22,9 +26,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use palisade::BoxError;
+use palisade::chaos::{ChaosConfig, ChaosLayer};
+use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
+use palisade::rate_limit::{RateLimitConfig, RateLimitLayer};
+use palisade::{BoxError, CircuitOpen};
 use serde::{Deserialize, Serialize};
-use tower::{Service, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 // ===== the durable log =====
 
@@ -160,19 +167,15 @@ impl Sink {
     }
 }
 
-/// The sink as a tower service: each write takes `latency` (a round trip to a database),
-/// and a fraction of writes fail (the chaos) before touching the store, like a database
-/// that refuses connections.
+/// The sink as a tower service: each write takes `latency` (a round trip to a database).
+/// Failures are injected around it by palisade-chaos, like a database refusing connections.
 #[derive(Clone)]
 struct SinkService {
     sink: Sink,
-    rng: Arc<std::sync::Mutex<fastrand::Rng>>,
-    fail_rate: f64,
     latency: Duration,
-    failures: Arc<AtomicU64>,
 }
 
-impl Service<Arc<Vec<Event>>> for SinkService {
+impl Service<Batch> for SinkService {
     type Response = ();
     type Error = BoxError;
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -184,20 +187,78 @@ impl Service<Arc<Vec<Event>>> for SinkService {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, batch: Arc<Vec<Event>>) -> Self::Future {
-        let roll = self.rng.lock().map(|mut r| r.f64()).unwrap_or(0.0);
-        let fail = roll < self.fail_rate;
-        let (sink, failures, latency) =
-            (self.sink.clone(), Arc::clone(&self.failures), self.latency);
+    fn call(&mut self, batch: Batch) -> Self::Future {
+        let (sink, latency) = (self.sink.clone(), self.latency);
         Box::pin(async move {
             tokio::time::sleep(latency).await;
-            if fail {
-                failures.fetch_add(1, Ordering::Relaxed);
-                return Err("sink unavailable (injected)".into());
-            }
             sink.apply(&batch)
         })
     }
+}
+
+/// A batch of events on its way to the sink (shared, so a retried write does not copy it).
+type Batch = Arc<Vec<Event>>;
+
+/// The write path: chaos (the sink's failures) under a circuit breaker, so a sink that keeps
+/// failing is given room to recover instead of being hammered by the consumer.
+fn write_path(
+    sink: Sink,
+    s: &Settings,
+) -> Result<
+    (
+        impl Service<Batch, Response = (), Error = BoxError, Future: Send> + Clone + Send,
+        CircuitBreakerHandle,
+    ),
+    BoxError,
+> {
+    let chaos = ChaosConfig::builder()
+        .name("sink-chaos")
+        .seed(s.seed ^ 0x5eed)
+        .error(s.fail_rate, |_: &Batch| -> BoxError {
+            "sink unavailable (injected)".into()
+        })
+        .build()?;
+    let breaker = CircuitBreakerLayer::new(
+        CircuitBreakerConfig::builder()
+            .name("sink")
+            .count_window(20)
+            .minimum_calls(10)
+            .failure_rate_threshold(60.0)
+            .open_duration(Duration::from_millis(200))
+            .half_open_probes(1)
+            .build()?,
+    );
+    let handle = breaker.handle();
+    let svc = ServiceBuilder::new()
+        .layer(breaker)
+        .layer(ChaosLayer::new(chaos))
+        .service(SinkService {
+            sink,
+            latency: Duration::from_millis(2),
+        });
+    Ok((svc, handle))
+}
+
+/// The processing stage: validates an event, at most `rate` events per second per key (a
+/// noisy account cannot starve the others), waiting for its key's quota.
+fn process_stage(
+    s: &Settings,
+) -> Result<
+    impl Service<Event, Response = Event, Error = BoxError, Future: Send> + Clone + Send,
+    BoxError,
+> {
+    let per_key = RateLimitConfig::builder(s.rate, Duration::from_secs(1))
+        .name("per-account")
+        .max_wait(Duration::from_secs(60))
+        .build()?;
+    Ok(ServiceBuilder::new()
+        .layer(RateLimitLayer::keyed(per_key, |e: &Event| e.key.clone()))
+        .service_fn(|event: Event| async move {
+            if event.key.is_empty() {
+                return Err::<Event, BoxError>(format!("event {} has no key", event.offset).into());
+            }
+            Ok(event)
+        }))
 }
 
 // ===== the consumer =====
@@ -211,6 +272,7 @@ struct Settings {
     seed: u64,
     fail_rate: f64,
     batch: usize,
+    rate: u32,
     replay: bool,
 }
 
@@ -223,6 +285,7 @@ impl Default for Settings {
             seed: 7,
             fail_rate: 0.2,
             batch: 50,
+            rate: 1_000,
             replay: false,
         }
     }
@@ -234,9 +297,9 @@ struct RunReport {
     committed: u64,
     batches: u64,
     sink_failures: u64,
+    breaker_rejections: u64,
     applied: u64,
     skipped_redelivered: u64,
-    backoffs: u64,
 }
 
 struct Consumer {
@@ -273,34 +336,40 @@ impl Consumer {
             let _ = fs::remove_file(&self.sink.path);
             self.offsets.commit(0)?;
         }
-        let failures = Arc::new(AtomicU64::new(0));
-        let mut sink = SinkService {
-            sink: self.sink.clone(),
-            rng: Arc::new(std::sync::Mutex::new(fastrand::Rng::with_seed(
-                s.seed ^ 0x5eed,
-            ))),
-            fail_rate: s.fail_rate,
-            latency: Duration::from_millis(2),
-            failures: Arc::clone(&failures),
-        };
+        let (mut sink, breaker) = write_path(self.sink.clone(), s)?;
+        let mut process = process_stage(s)?;
         let mut report = RunReport::default();
         let mut next = self.offsets.load()?;
         loop {
-            let batch = self.log.read_from(next, s.batch)?;
-            let Some(last) = batch.last().map(|e| e.offset) else {
+            let events = self.log.read_from(next, s.batch)?;
+            let Some(last) = events.last().map(|e| e.offset) else {
                 break;
             };
+            let mut batch = Vec::with_capacity(events.len());
+            for event in events {
+                batch.push(process.ready().await?.call(event).await?);
+            }
             let batch = Arc::new(batch);
-            // Never skip a batch: wait out sink failures with capped backoff, then retry
-            // the same batch. The offset moves only after the sink applied it.
+            // Never skip a batch: wait out sink failures (and an open breaker, as long as it
+            // says), then write the same batch again. The offset moves only after the sink
+            // applied it.
             let mut delay = Duration::from_millis(10);
             loop {
                 match sink.ready().await?.call(Arc::clone(&batch)).await {
                     Ok(()) => break,
                     Err(err) => {
-                        tracing::warn!(error = %err, offset = next, "sink write failed; backing off");
-                        report.backoffs += 1;
-                        tokio::time::sleep(delay).await;
+                        let wait = match err.downcast_ref::<CircuitOpen>() {
+                            Some(open) => {
+                                report.breaker_rejections += 1;
+                                open.retry_after().unwrap_or(Duration::from_secs(1))
+                            }
+                            None => {
+                                report.sink_failures += 1;
+                                delay
+                            }
+                        };
+                        tracing::warn!(error = %err, offset = next, state = ?breaker.state(), "sink write failed; waiting {wait:?}");
+                        tokio::time::sleep(wait).await;
                         delay = (delay * 2).min(Duration::from_secs(1));
                     }
                 }
@@ -310,7 +379,6 @@ impl Consumer {
             report.batches += 1;
         }
         report.committed = next;
-        report.sink_failures = failures.load(Ordering::Relaxed);
         report.applied = self.sink.applied.load(Ordering::Relaxed);
         report.skipped_redelivered = self.sink.skipped.load(Ordering::Relaxed);
         Ok(report)
@@ -331,6 +399,7 @@ fn parse_args() -> Result<Settings, BoxError> {
             "--seed" => s.seed = value()?.parse()?,
             "--fail-rate" => s.fail_rate = value()?.parse()?,
             "--batch" => s.batch = value()?.parse()?,
+            "--rate" => s.rate = value()?.parse()?,
             "--replay" => s.replay = true,
             other => return Err(format!("unknown flag {other}; see the file's docs").into()),
         }
@@ -338,8 +407,8 @@ fn parse_args() -> Result<Settings, BoxError> {
     if !(0.0..1.0).contains(&s.fail_rate) {
         return Err(format!("--fail-rate {} must be in [0, 1)", s.fail_rate).into());
     }
-    if s.batch == 0 || s.keys == 0 {
-        return Err("--batch and --keys must be above zero".into());
+    if s.batch == 0 || s.keys == 0 || s.rate == 0 {
+        return Err("--batch, --keys and --rate must be above zero".into());
     }
     Ok(s)
 }
@@ -367,12 +436,13 @@ async fn main() -> Result<(), BoxError> {
         "  sink failures        {} (retried, nothing lost)",
         report.sink_failures
     )?;
-    writeln!(out, "  events applied       {}", report.applied)?;
     writeln!(
         out,
-        "  re-deliveries skipped {}",
-        report.skipped_redelivered
+        "  breaker rejections   {} (waited out as the breaker asked)",
+        report.breaker_rejections
     )?;
+    writeln!(out, "  events applied       {}", report.applied)?;
+    writeln!(out, "  redeliveries skipped {}", report.skipped_redelivered)?;
     writeln!(
         out,
         "  accounts             {} (events {events}, balance {total})",
@@ -393,6 +463,7 @@ mod tests {
             seed: 42,
             fail_rate,
             batch: 25,
+            rate: 200,
             replay: false,
         }
     }
@@ -454,6 +525,18 @@ mod tests {
         assert_eq!(restarted.sink.load().unwrap(), expected);
         let _ = fs::remove_dir_all(&dir);
         let _ = fs::remove_dir_all(&clean_dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mostly_down_sink_opens_the_breaker_and_still_loses_nothing() {
+        let dir = temp_dir("outage");
+        let consumer = Consumer::new(settings(&dir, 0.9)).unwrap();
+        let report = consumer.run().await.unwrap();
+        assert!(report.breaker_rejections > 0, "the breaker never opened: {report:?}");
+        assert_eq!(report.committed, 600);
+        let events: u64 = consumer.sink.load().unwrap().values().map(|a| a.events).sum();
+        assert_eq!(events, 600);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(start_paused = true)]
