@@ -88,6 +88,7 @@ impl Deadline {
     }
 
     /// The deadline in effect for the code running now, if any layer set one.
+    #[inline]
     pub fn current() -> Option<Deadline> {
         CURRENT.with(Cell::get)
     }
@@ -101,6 +102,7 @@ impl Deadline {
 /// Run `f` with `deadline` in effect, keeping the current deadline if it is earlier.
 /// `None` leaves the current deadline unchanged. The previous deadline is restored when
 /// `f` returns or unwinds.
+#[inline]
 pub fn scope<R>(deadline: Option<Deadline>, f: impl FnOnce() -> R) -> R {
     let Some(deadline) = deadline else {
         return f();

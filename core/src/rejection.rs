@@ -197,9 +197,11 @@ impl StdError for Overloaded {}
 
 // ===== RetriesExhausted =====
 
-/// A retry layer gave up without a result of its own to return (for example, a request it
-/// could not clone for another attempt). When the last attempt produced a result, retry
-/// returns that result unchanged instead.
+/// A retry or hedging layer gave up without a result of its own to return. palisade-retry
+/// itself always returns the last attempt's result unchanged; this rejection is for layers
+/// that have no result to return (a hedge whose copies were all refused, a user's own
+/// retry loop) and is what retry's default classifier refuses to retry again (retrying a
+/// nested retry multiplies load).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetriesExhausted {
     name: Name,

@@ -37,6 +37,11 @@
 //! |---|---|---|
 //! | (always) | [`core`] | classification, flat errors, events, metrics naming, deadlines |
 //! | `timeout` | [`timeout`] | per-call timeouts and deadline propagation |
+//! | `retry` | [`retry`] | retry with backoff and jitter, retry budgets, Retry-After, hedging |
+//! | `circuit-breaker` | [`circuit_breaker`] | circuit breakers with sliding windows, keyed breakers |
+//! | `rate-limit` | [`rate_limit`] | GCRA rate limits (direct, keyed), concurrency and adaptive limits |
+//! | `degrade` | [`degrade`] | fallbacks, serve-stale, load shedding, degraded marks |
+//! | `chaos` | [`chaos`] | fault injection and a deterministic incident simulation kit |
 //!
 //! Other features: `metrics` (feed the `metrics` facade), `serde` (configs from data),
 //! `http` (deadlines in `http::Request` extensions).
@@ -106,4 +111,25 @@ pub mod prelude {
 
     #[cfg(feature = "timeout")]
     pub use palisade_timeout::{TimeoutConfig, TimeoutLayer};
+
+    #[cfg(feature = "retry")]
+    pub use palisade_retry::{Backoff, Jitter, RetryBudget, RetryConfig, RetryLayer};
+
+    #[cfg(feature = "circuit-breaker")]
+    pub use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+
+    #[cfg(feature = "rate-limit")]
+    pub use palisade_rate_limit::{
+        AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
+        RateLimitConfig, RateLimitLayer,
+    };
+
+    #[cfg(feature = "degrade")]
+    pub use palisade_degrade::{
+        Degraded, FallbackConfig, FallbackLayer, Marked, ShedConfig, ShedLayer, StaleCacheLayer,
+        StaleConfig, Switch,
+    };
+
+    #[cfg(feature = "chaos")]
+    pub use palisade_chaos::{ChaosConfig, ChaosLayer};
 }

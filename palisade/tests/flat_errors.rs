@@ -1,12 +1,16 @@
-//! Errors stay flat in any layer order: one stack, two orders, two error types.
+//! Errors stay flat in any layer order: one stack of every palisade layer, built in two
+//! orders, with each of the two error types.
 //!
 //! Every palisade layer requires only `S::Error: From<TheRejection>` and returns `S::Error`,
-//! so `BoxError` and `palisade_core::Error<E>` both satisfy any stack in any order.
+//! so `BoxError` and `palisade_core::Error<E>` both satisfy any stack in any order, and a
+//! caller tells a rejection from the backend's own error by type, never by message.
 
 use std::time::Duration;
 
+use palisade::circuit_breaker::CircuitBreakerHandle;
 use palisade::prelude::*;
-use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+use palisade::{RejectionKind, Stack};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
 /// A backend that hangs on request 0, fails on 1 and answers otherwise; `wrap` turns its
 /// own error into the stack's error type.
@@ -22,58 +26,145 @@ fn boxed(e: std::io::Error) -> BoxError {
     e.into()
 }
 
-macro_rules! check_stack {
-    ($svc:expr, $is_elapsed:expr, $is_inner:expr) => {{
-        let svc = $svc;
-        let err = svc.clone().oneshot(0).await.unwrap_err();
-        assert!($is_elapsed(&err), "hang should time out: {err:?}");
-        let err = svc.clone().oneshot(1).await.unwrap_err();
-        assert!(
-            $is_inner(&err),
-            "backend error should pass through: {err:?}"
-        );
-        assert_eq!(svc.oneshot(2).await.unwrap(), 2);
-    }};
+/// One of each layer, fresh for each stack.
+struct Layers {
+    overall: TimeoutLayer,
+    attempt: TimeoutLayer,
+    retry: RetryLayer,
+    breaker: CircuitBreakerLayer,
+    limit: RateLimitLayer,
+    handle: CircuitBreakerHandle,
+}
+
+fn layers() -> Layers {
+    let breaker = CircuitBreakerLayer::new(
+        CircuitBreakerConfig::builder()
+            .name("flat")
+            .minimum_calls(100)
+            .build()
+            .unwrap(),
+    );
+    Layers {
+        overall: TimeoutConfig::builder()
+            .name("overall")
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+        attempt: TimeoutConfig::builder()
+            .name("attempt")
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+        retry: RetryLayer::new(
+            RetryConfig::builder()
+                .name("flat")
+                .max_attempts(2)
+                .no_budget()
+                .build()
+                .unwrap(),
+        ),
+        handle: breaker.handle(),
+        breaker,
+        limit: RateLimitConfig::builder(1_000, Duration::from_secs(1))
+            .name("flat")
+            .reject()
+            .build()
+            .unwrap(),
+    }
+}
+
+/// What the stack's error is, as seen by a caller.
+fn kind_of_boxed(e: &BoxError) -> Option<RejectionKind> {
+    e.as_rejection().map(|r| r.kind())
+}
+
+fn kind_of_typed(e: &Error<std::io::Error>) -> Option<RejectionKind> {
+    e.as_rejection().map(|r| r.kind())
+}
+
+/// Drive a stack through the four outcomes: success, backend error, hang, open circuit.
+async fn check<S, E>(
+    mut svc: S,
+    handle: &CircuitBreakerHandle,
+    kind: fn(&E) -> Option<RejectionKind>,
+) where
+    S: Service<u32, Response = u32, Error = E> + Clone,
+    E: std::fmt::Debug,
+{
+    assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2);
+
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert_eq!(
+        kind(&err),
+        None,
+        "the backend's error must pass through: {err:?}"
+    );
+
+    let err = svc.ready().await.unwrap().call(0).await.unwrap_err();
+    assert_eq!(kind(&err), Some(RejectionKind::Elapsed), "{err:?}");
+
+    handle.force_open();
+    let err = svc.ready().await.unwrap().call(2).await.unwrap_err();
+    assert_eq!(kind(&err), Some(RejectionKind::CircuitOpen), "{err:?}");
+    handle.reset();
 }
 
 #[tokio::test(start_paused = true)]
 async fn boxed_errors_in_two_orders() {
-    let overall = TimeoutLayer::new(Duration::from_secs(2));
-    let attempt = TimeoutLayer::new(Duration::from_millis(500));
-    let a = ServiceBuilder::new()
-        .layer(overall.clone())
-        .layer(attempt.clone())
+    // The recommended order, through the facade's Stack.
+    let l = layers();
+    let recommended = Stack::new()
+        .timeout(l.overall)
+        .retry(l.retry)
+        .circuit_breaker(l.breaker)
+        .limit(l.limit)
+        .attempt_timeout(l.attempt)
+        .layer(service_fn(|x: u32| backend(x, boxed)));
+    check(recommended, &l.handle, kind_of_boxed).await;
+
+    // The same layers turned upside down.
+    let l = layers();
+    let reversed = ServiceBuilder::new()
+        .layer(l.attempt)
+        .layer(l.limit)
+        .layer(l.breaker)
+        .layer(l.retry)
+        .layer(l.overall)
         .service(service_fn(|x: u32| backend(x, boxed)));
-    let b = ServiceBuilder::new()
-        .layer(attempt)
-        .layer(overall)
-        .service(service_fn(|x: u32| backend(x, boxed)));
-    let is_elapsed = |e: &BoxError| e.is::<Elapsed>() && e.as_rejection().is_some();
-    let is_inner = |e: &BoxError| e.is::<std::io::Error>() && e.as_rejection().is_none();
-    check_stack!(a, is_elapsed, is_inner);
-    check_stack!(b, is_elapsed, is_inner);
+    check(reversed, &l.handle, kind_of_boxed).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn typed_errors_in_two_orders() {
-    let overall = TimeoutLayer::new(Duration::from_secs(2));
-    let attempt = TimeoutLayer::new(Duration::from_millis(500));
-    let a = overall.clone().layer(
-        attempt
-            .clone()
-            .layer(service_fn(|x: u32| backend(x, Error::Inner))),
-    );
-    let b = attempt.layer(overall.layer(service_fn(|x: u32| backend(x, Error::Inner))));
-    let is_elapsed = |e: &Error<std::io::Error>| matches!(e, Error::Elapsed(_));
-    let is_inner = |e: &Error<std::io::Error>| matches!(e, Error::Inner(_));
-    check_stack!(a, is_elapsed, is_inner);
-    check_stack!(b, is_elapsed, is_inner);
+    let l = layers();
+    let recommended = Stack::new()
+        .timeout(l.overall)
+        .retry(l.retry)
+        .circuit_breaker(l.breaker)
+        .limit(l.limit)
+        .attempt_timeout(l.attempt)
+        .layer(service_fn(|x: u32| backend(x, Error::Inner)));
+    check(recommended, &l.handle, kind_of_typed).await;
+
+    let l = layers();
+    let reversed = ServiceBuilder::new()
+        .layer(l.attempt)
+        .layer(l.limit)
+        .layer(l.breaker)
+        .layer(l.retry)
+        .layer(l.overall)
+        .service(service_fn(|x: u32| backend(x, Error::Inner)));
+    check(reversed, &l.handle, kind_of_typed).await;
 }
 
 #[test]
 fn the_metric_list_follows_the_scheme() {
     let all = palisade::metrics();
-    assert!(!all.is_empty());
+    assert!(all.len() > 20, "every crate's metrics are listed");
+    let mut names: Vec<_> = all.iter().map(|m| m.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all.len(), "no metric is listed twice");
     for m in &all {
         assert!(m.follows_scheme(), "{m:?}");
     }

@@ -1,1 +1,149 @@
-//! palisade-rate-limit (in progress).
+//! Rate limits, concurrency limits and adaptive concurrency for tower services.
+//!
+//! Limits protect a backend from its callers, and a caller from its own bursts:
+//!
+//! - [`RateLimitLayer`]: GCRA rate limits on [`governor`] (lock-free, one atomic word per
+//!   limiter): one quota for all calls, or one per key with [`RateLimitBuilder::keyed`]
+//!   (tenant, user, API key, host); a [cost](RateLimitLayer::cost) per request; reject or
+//!   wait mode.
+//! - [`ConcurrencyLimitLayer`]: a bulkhead of at most N calls in flight, waiting in a
+//!   bounded queue or rejecting.
+//! - [`AdaptiveLimitLayer`]: a concurrency limit that follows the backend's capacity,
+//!   with [`Aimd`] or [`Gradient`].
+//!
+//! Rejections are palisade's shared ones: [`RateLimited`](palisade_core::RateLimited)
+//! (with the exact `retry_after` governor computed) and
+//! [`Overloaded`](palisade_core::Overloaded). Each service has `type Error = S::Error` and
+//! requires `S::Error: From<TheRejection>`, so [`BoxError`](palisade_core::BoxError) and
+//! [`palisade_core::Error<E>`] both work.
+//!
+//! ```
+//! use palisade_core::{BoxError, RateLimited};
+//! use palisade_rate_limit::RateLimitConfig;
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let limit = RateLimitConfig::builder(2, Duration::from_secs(1))
+//!     .name("api")
+//!     .build()?;
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(limit)
+//!     .service(service_fn(|req: u32| async move { Ok::<_, BoxError>(req * 2) }));
+//!
+//! assert_eq!(svc.ready().await?.call(1).await?, 2);
+//! assert_eq!(svc.ready().await?.call(2).await?, 4);
+//! // The quota is used up: the third call fails fast with the exact wait.
+//! let err = svc.ready().await?.call(3).await.unwrap_err();
+//! let limited = err.downcast_ref::<RateLimited>().expect("rate limited");
+//! assert_eq!(limited.retry_after(), Duration::from_millis(500));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Keyed limits, cost and wait mode
+//!
+//! ```
+//! use palisade_core::BoxError;
+//! use palisade_rate_limit::RateLimitConfig;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! struct Batch { tenant: &'static str, rows: u32 }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! // 1000 rows per second per tenant; a batch waits up to 2s for its rows.
+//! let layer = RateLimitConfig::builder(1000, Duration::from_secs(1))
+//!     .name("ingest")
+//!     .max_wait(Duration::from_secs(2))
+//!     .keyed(|b: &Batch| b.tenant)?
+//!     .cost(|b: &Batch| b.rows);
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|b: Batch| async move { Ok::<_, BoxError>(b.rows) }));
+//!
+//! let start = tokio::time::Instant::now();
+//! svc.clone().oneshot(Batch { tenant: "a", rows: 1000 }).await?;
+//! // Tenant a's quota is spent: its next batch waits 500ms; tenant b's does not wait.
+//! svc.clone().oneshot(Batch { tenant: "b", rows: 1000 }).await?;
+//! assert_eq!(start.elapsed(), Duration::ZERO);
+//! svc.clone().oneshot(Batch { tenant: "a", rows: 500 }).await?;
+//! assert_eq!(start.elapsed(), Duration::from_millis(500));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Time
+//!
+//! Everything runs on tokio's clock: the limiter's governor state reads it through
+//! [`clock::TokioClock`], and waits are `tokio::time::sleep_until` the instant governor
+//! names (never governor's own `until_ready`, whose timer tokio cannot pause). Tests and
+//! simulations on paused time (`#[tokio::test(start_paused = true)]`) see the limits
+//! follow virtual time exactly.
+//!
+//! # Readiness
+//!
+//! - The rate limit's `poll_ready` is the inner service's: the cost and the key come from
+//!   the request, so the limit is applied in `call`. A conforming call goes straight to the
+//!   inner service; a waiting one waits in the response future, holding the readied inner
+//!   service (hence `S: Clone`), in FIFO order for direct limits; see
+//!   [`rate::ResponseFuture`]. Cells are taken only when a call is admitted, so a dropped
+//!   waiter costs no quota.
+//! - The concurrency and adaptive limits take a permit in `poll_ready` (waiting for one in
+//!   the concurrency limit's wait mode) and release it when the response future completes,
+//!   fails, panics or is dropped, or when a readied service is dropped before `call`. A call
+//!   that cannot get one is refused from `call` with `Overloaded`; `poll_ready` never fails.
+//! - In wait mode, no layer waits past the request's ambient
+//!   [`Deadline`](palisade_core::Deadline) set by an outer timeout.
+//!
+//! # Observability
+//!
+//! Listeners registered with `.on_event(..)` on a builder receive [`LimitEvent`]s
+//! (admitted after waiting, rejected, limit changed); the same events go to `tracing` on
+//! the target `palisade::rate_limit`. With the `metrics` feature the layers feed the
+//! metrics in [`METRICS`] (admitted, rejected, wait time, limit, in flight, keys), labelled
+//! with the layer's `name` and `kind`.
+//!
+//! # Features
+//!
+//! - `metrics`: feed the [`metrics`](https://docs.rs/metrics) facade.
+//! - `serde`: load [`RateLimitConfig`], [`ConcurrencyLimitConfig`] and
+//!   [`AdaptiveLimitConfig`] from data (durations as `"250ms"`, `"2s"`).
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod adaptive;
+pub mod clock;
+pub mod concurrency;
+mod event;
+pub mod metrics;
+pub mod rate;
+
+/// When a call that may wait `max_wait` from `now` must give up: `max_wait` from now, or
+/// the request's ambient deadline (set by an outer timeout) if that comes first, since a
+/// call admitted after its deadline is wasted.
+pub(crate) fn give_up_at(
+    now: tokio::time::Instant,
+    max_wait: std::time::Duration,
+) -> tokio::time::Instant {
+    let own = palisade_core::Deadline::at(now.checked_add(max_wait).unwrap_or(now));
+    palisade_core::Deadline::earliest(Some(own), palisade_core::Deadline::current())
+        .map_or(now, palisade_core::Deadline::instant)
+}
+
+pub use adaptive::{
+    AdaptiveLimit, AdaptiveLimitBuilder, AdaptiveLimitConfig, AdaptiveLimitHandle,
+    AdaptiveLimitLayer, Aimd, Algorithm, Gradient,
+};
+pub use concurrency::{
+    ConcurrencyLimit, ConcurrencyLimitBuilder, ConcurrencyLimitConfig, ConcurrencyLimitHandle,
+    ConcurrencyLimitLayer,
+};
+pub use event::{LimitEvent, LimitKind};
+pub use metrics::METRICS;
+pub use rate::{
+    Cost, DEFAULT_CLEANUP_INTERVAL, Direct, Keyed, Limiter, RateLimit, RateLimitBuilder,
+    RateLimitConfig, RateLimitLayer, UnitCost,
+};

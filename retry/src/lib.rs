@@ -1,1 +1,175 @@
-//! palisade-retry (in progress).
+//! Retry with exponential backoff and jitter, retry budgets, server hints and hedging, as
+//! [tower](https://docs.rs/tower) middleware. Part of
+//! [Palisade](https://github.com/palisade-rs/palisade).
+//!
+//! Retries are where resilience libraries most often make outages worse: synchronized
+//! retry waves, retry storms that multiply load exactly when a backend struggles, retries
+//! past the caller's deadline. This crate makes the safe thing the default:
+//!
+//! - **Backoff with jitter** ([`Backoff`], [`Jitter`]): exponential from 100 ms with full
+//!   jitter by default; constant and linear shapes; equal and decorrelated jitter; a
+//!   seedable RNG; any `Iterator<Item = Duration>` plugs in.
+//! - **A retry budget** ([`RetryBudget`]), on by default: retries add at most 20% extra
+//!   load (plus a floor of 10 per second), shared by all clones and by handle across
+//!   layers; gRPC-style token-bucket throttling as an alternative.
+//! - **Deadlines**: a retry never starts if its delay would pass the request's
+//!   [`Deadline`](palisade_core::Deadline) (set by an outer `palisade-timeout` layer).
+//! - **Classification** with palisade-core's [`Classify`](palisade_core::Classify): a `503`
+//!   can be retried and a `400` not. By default ([`RejectionAware`]) every `Err` is retried
+//!   except an open circuit and an inner retry layer that already gave up; a rate limit's
+//!   `retry_after` becomes the next delay ([`RetryAfter`] for HTTP `Retry-After`).
+//! - **Flat errors**: when it gives up, retry returns the last attempt's result unchanged.
+//! - **Hedging** ([`hedge`]): send a second copy of a slow idempotent request, take the
+//!   first good answer, cancel the rest.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_core::BoxError;
+//! use palisade_retry::{Backoff, RetryConfig, RetryLayer};
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! // A flaky backend: the first two calls fail.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let counter = Arc::clone(&calls);
+//! let backend = tower::service_fn(move |name: &'static str| {
+//!     let n = counter.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         if n < 2 { Err::<String, BoxError>("connection reset".into()) } else { Ok(format!("hello {name}")) }
+//!     }
+//! });
+//!
+//! let config = RetryConfig::builder()
+//!     .name("greeter")
+//!     .max_attempts(3)
+//!     .backoff(Backoff::exponential(Duration::from_millis(100)))
+//!     .build()?;
+//! let service = ServiceBuilder::new().layer(RetryLayer::new(config)).service(backend);
+//!
+//! let reply = service.oneshot("world").await?;
+//! assert_eq!(reply, "hello world");
+//! assert_eq!(calls.load(Ordering::SeqCst), 3);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Error types
+//!
+//! The default classifier and hint ([`RejectionAware`]) look for palisade rejections in the
+//! error, so they need `S::Error: AsRejection`: `BoxError` or `palisade_core::Error<E>`.
+//! For any other error type, say which results to retry yourself:
+//!
+//! ```
+//! use palisade_core::DefaultClassifier;
+//! use palisade_retry::{NoRetryAfter, RetryConfig, RetryLayer};
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let backend = tower::service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) });
+//! let config = RetryConfig::builder()
+//!     .classify(DefaultClassifier) // every Err is retried
+//!     .retry_after(NoRetryAfter)
+//!     .build()
+//!     .unwrap();
+//! let svc = RetryLayer::new(config).layer(backend);
+//! assert_eq!(svc.oneshot(4).await.unwrap(), 4);
+//! # }
+//! ```
+//!
+//! # Where it goes in a stack
+//!
+//! Outside the circuit breaker and the per-attempt timeout, inside the overall timeout:
+//! the overall timeout's deadline bounds all attempts, each attempt gets its own timeout,
+//! and an open breaker answers at once (and is not retried). A [`hedge::HedgeLayer`] goes
+//! next to the retry layer; give both the same [`RetryBudget`] handle so retries and hedges
+//! together stay within one ratio of extra load.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, the layer feeds the [`METRICS`] listed below, labelled with
+//! the layer's `name`.
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
+mod budget;
+mod config;
+mod event;
+mod future;
+pub mod hedge;
+mod layer;
+mod policy;
+mod service;
+
+pub use backoff::{Backoff, Jitter, Schedule};
+pub use budget::{BudgetConfig, RetryBudget};
+pub use config::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryConfig, RetryConfigBuilder};
+pub use event::{HedgeEvent, RetryEvent, StopReason};
+pub use future::ResponseFuture;
+pub use layer::RetryLayer;
+pub use policy::{CloneRequest, Cloned, NoRetryAfter, RejectionAware, RetryAfter};
+pub use service::Retry;
+
+use palisade_core::metrics::{MetricDef, MetricKind};
+
+/// Every metric this crate emits (with the `metrics` feature), each labelled `name`.
+pub const METRICS: &[MetricDef] = &[
+    MetricDef::new(
+        "palisade_retry_attempts_total",
+        MetricKind::Counter,
+        "attempts sent by a retry layer, first tries included",
+    ),
+    MetricDef::new(
+        "palisade_retry_retries_total",
+        MetricKind::Counter,
+        "retries sent (attempts after the first)",
+    ),
+    MetricDef::new(
+        "palisade_retry_exhausted_total",
+        MetricKind::Counter,
+        "requests that failed and were not retried further (attempt limit, deadline, max_elapsed)",
+    ),
+    MetricDef::new(
+        "palisade_retry_budget_rejected_total",
+        MetricKind::Counter,
+        "retries refused by the retry budget",
+    ),
+    MetricDef::new(
+        "palisade_retry_attempts",
+        MetricKind::Histogram,
+        "attempts per request",
+    ),
+    MetricDef::new(
+        "palisade_retry_hedges_total",
+        MetricKind::Counter,
+        "hedged copies sent by a hedge layer",
+    ),
+    MetricDef::new(
+        "palisade_retry_hedge_wins_total",
+        MetricKind::Counter,
+        "requests answered by a hedged copy rather than the original",
+    ),
+    MetricDef::new(
+        "palisade_retry_hedge_budget_rejected_total",
+        MetricKind::Counter,
+        "hedges refused by the hedge budget",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_follow_the_scheme() {
+        for metric in METRICS {
+            assert!(metric.follows_scheme(), "{}", metric.name);
+        }
+    }
+}

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use palisade::chaos::{ChaosConfig, ChaosLayer};
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
-use palisade::rate_limit::{RateLimitConfig, RateLimitLayer};
+use palisade::rate_limit::RateLimitConfig;
 use palisade::{BoxError, CircuitOpen};
 use serde::{Deserialize, Serialize};
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -250,9 +250,9 @@ fn process_stage(
     let per_key = RateLimitConfig::builder(s.rate, Duration::from_secs(1))
         .name("per-account")
         .max_wait(Duration::from_secs(60))
-        .build()?;
+        .keyed(|e: &Event| e.key.clone())?;
     Ok(ServiceBuilder::new()
-        .layer(RateLimitLayer::keyed(per_key, |e: &Event| e.key.clone()))
+        .layer(per_key)
         .service_fn(|event: Event| async move {
             if event.key.is_empty() {
                 return Err::<Event, BoxError>(format!("event {} has no key", event.offset).into());
@@ -532,9 +532,18 @@ mod tests {
         let dir = temp_dir("outage");
         let consumer = Consumer::new(settings(&dir, 0.9)).unwrap();
         let report = consumer.run().await.unwrap();
-        assert!(report.breaker_rejections > 0, "the breaker never opened: {report:?}");
+        assert!(
+            report.breaker_rejections > 0,
+            "the breaker never opened: {report:?}"
+        );
         assert_eq!(report.committed, 600);
-        let events: u64 = consumer.sink.load().unwrap().values().map(|a| a.events).sum();
+        let events: u64 = consumer
+            .sink
+            .load()
+            .unwrap()
+            .values()
+            .map(|a| a.events)
+            .sum();
         assert_eq!(events, 600);
         let _ = fs::remove_dir_all(&dir);
     }

@@ -1,0 +1,547 @@
+//! The breaker's configuration and its builder.
+
+use std::time::Duration;
+
+use palisade_core::config::ensure;
+use palisade_core::{ConfigError, Listeners, Name};
+
+use crate::CircuitBreakerEvent;
+
+const LAYER: &str = "circuit_breaker";
+
+/// Largest count window: one byte per call slot, so 500,000 slots is 500 KB per breaker.
+pub const MAX_COUNT_WINDOW: u32 = 500_000;
+/// Most buckets in a time window.
+pub const MAX_BUCKETS: u32 = 1_000;
+const DEFAULT_MINIMUM_CALLS: u32 = 20;
+
+/// Most probe calls in half-open.
+pub const MAX_PROBES: u32 = 1_000;
+
+/// Which calls the breaker's rates are computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+pub enum SlidingWindow {
+    /// The last `size` calls. Each call pushes the oldest out, so the rates always describe
+    /// the last `size` calls, not everything since the breaker last closed.
+    Count {
+        /// How many calls the window holds (1 to [`MAX_COUNT_WINDOW`]).
+        size: u32,
+    },
+    /// The calls of the last `duration`, in `buckets` buckets of `duration / buckets` each;
+    /// the window slides one bucket at a time. Up to about a million calls per bucket are
+    /// counted; beyond that a bucket's rates stand for the rest of its calls.
+    Time {
+        /// How far back the window reaches.
+        #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
+        duration: Duration,
+        /// How many buckets the window is split in (1 to [`MAX_BUCKETS`]; each at least 1ms).
+        buckets: u32,
+    },
+}
+
+/// A circuit breaker's configuration: build one with [`CircuitBreakerConfig::builder`] (or
+/// load it from data with the `serde` feature), then make a layer with
+/// [`CircuitBreakerLayer::new`](crate::CircuitBreakerLayer::new).
+///
+/// ```
+/// use palisade_circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
+/// use std::time::Duration;
+///
+/// let config = CircuitBreakerConfig::builder()
+///     .name("payments")
+///     .time_window(Duration::from_secs(30), 10)
+///     .failure_rate_threshold(25.0)
+///     .minimum_calls(10)
+///     .slow_call_duration(Duration::from_secs(2))
+///     .slow_call_rate_threshold(50.0)
+///     .consecutive_failures(5)
+///     .open_duration(Duration::from_secs(10))
+///     .open_duration_backoff(2.0, Duration::from_secs(120))
+///     .half_open_probes(3)
+///     .build()
+///     .expect("valid config");
+/// assert_eq!(config.window(), SlidingWindow::Time { duration: Duration::from_secs(30), buckets: 10 });
+///
+/// // Bad values are refused, naming the field:
+/// let err = CircuitBreakerConfig::builder().failure_rate_threshold(0.0).build().unwrap_err();
+/// assert_eq!(err.field(), "failure_rate_threshold");
+/// ```
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerConfig {
+    pub(crate) name: Name,
+    pub(crate) window: SlidingWindow,
+    pub(crate) failure_rate_threshold: f64,
+    pub(crate) slow_call_rate_threshold: f64,
+    pub(crate) slow_call_duration: Option<Duration>,
+    /// `None`: the default, 20 or the count window's size if smaller.
+    pub(crate) minimum_calls: Option<u32>,
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) open_duration: Duration,
+    pub(crate) open_duration_multiplier: f64,
+    pub(crate) max_open_duration: Duration,
+    pub(crate) half_open_probes: u32,
+    pub(crate) listeners: Listeners<CircuitBreakerEvent>,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            name: Name::from_static("circuit_breaker"),
+            window: SlidingWindow::Count { size: 100 },
+            failure_rate_threshold: 50.0,
+            slow_call_rate_threshold: 100.0,
+            slow_call_duration: None,
+            minimum_calls: None,
+            consecutive_failures: None,
+            open_duration: Duration::from_secs(30),
+            open_duration_multiplier: 2.0,
+            max_open_duration: Duration::from_secs(300),
+            half_open_probes: 5,
+            listeners: Listeners::new(),
+        }
+    }
+}
+
+// ===== impl CircuitBreakerConfig =====
+
+impl CircuitBreakerConfig {
+    /// A builder starting from the defaults documented on its methods.
+    pub fn builder() -> CircuitBreakerConfigBuilder {
+        CircuitBreakerConfigBuilder {
+            config: Self::default(),
+        }
+    }
+
+    /// The breaker's name (errors, events, the `name` metric label).
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// The sliding window.
+    pub fn window(&self) -> SlidingWindow {
+        self.window
+    }
+
+    /// Failure rate (percent) at or above which the breaker opens.
+    pub fn failure_rate_threshold(&self) -> f64 {
+        self.failure_rate_threshold
+    }
+
+    /// Slow-call rate (percent) at or above which the breaker opens.
+    pub fn slow_call_rate_threshold(&self) -> f64 {
+        self.slow_call_rate_threshold
+    }
+
+    /// Calls taking at least this long are slow; `None`: slowness is not tracked.
+    pub fn slow_call_duration(&self) -> Option<Duration> {
+        self.slow_call_duration
+    }
+
+    /// Calls the window must hold before a rate may open the breaker.
+    pub fn minimum_calls(&self) -> u32 {
+        match (self.minimum_calls, self.window) {
+            (Some(m), _) => m,
+            (None, SlidingWindow::Count { size }) => DEFAULT_MINIMUM_CALLS.min(size),
+            (None, SlidingWindow::Time { .. }) => DEFAULT_MINIMUM_CALLS,
+        }
+    }
+
+    /// Consecutive failures that open the breaker whatever the rates; `None`: off.
+    pub fn consecutive_failures(&self) -> Option<u32> {
+        self.consecutive_failures
+    }
+
+    /// How long the breaker stays open the first time.
+    pub fn open_duration(&self) -> Duration {
+        self.open_duration
+    }
+
+    /// Factor the open duration grows by on each re-open without a close in between.
+    pub fn open_duration_multiplier(&self) -> f64 {
+        self.open_duration_multiplier
+    }
+
+    /// The cap on the grown open duration.
+    pub fn max_open_duration(&self) -> Duration {
+        self.max_open_duration
+    }
+
+    /// Probe calls admitted in half-open.
+    pub fn half_open_probes(&self) -> u32 {
+        self.half_open_probes
+    }
+
+    /// The open duration for the `reopens`-th re-open in a row (0 for the first opening).
+    pub fn open_duration_for(&self, reopens: u32) -> Duration {
+        let factor = self
+            .open_duration_multiplier
+            .powi(i32::try_from(reopens).unwrap_or(i32::MAX));
+        let grown = self.open_duration.as_secs_f64() * factor;
+        if !grown.is_finite() || grown >= self.max_open_duration.as_secs_f64() {
+            self.max_open_duration
+        } else {
+            Duration::from_secs_f64(grown).min(self.max_open_duration)
+        }
+    }
+
+    /// Check every field; the builder and the `serde` loader call this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_window()?;
+        let rate = |v: f64| v.is_finite() && v > 0.0 && v <= 100.0;
+        let f = self.failure_rate_threshold;
+        ensure(
+            rate(f),
+            LAYER,
+            "failure_rate_threshold",
+            f,
+            "above 0 and at most 100 (percent)",
+        )?;
+        let s = self.slow_call_rate_threshold;
+        ensure(
+            rate(s),
+            LAYER,
+            "slow_call_rate_threshold",
+            s,
+            "above 0 and at most 100 (percent)",
+        )?;
+        if let Some(d) = self.slow_call_duration {
+            ensure(!d.is_zero(), LAYER, "slow_call_duration", d, "above 0")?;
+        }
+        let m = self.minimum_calls();
+        ensure(m >= 1, LAYER, "minimum_calls", m, "1 or more")?;
+        if let SlidingWindow::Count { size } = self.window {
+            ensure(
+                m <= size,
+                LAYER,
+                "minimum_calls",
+                m,
+                format!("at most the window size ({size})"),
+            )?;
+        }
+        if let Some(n) = self.consecutive_failures {
+            ensure(n >= 1, LAYER, "consecutive_failures", n, "1 or more")?;
+        }
+        self.validate_open()?;
+        let p = self.half_open_probes;
+        ensure(
+            (1..=MAX_PROBES).contains(&p),
+            LAYER,
+            "half_open_probes",
+            p,
+            format!("1 to {MAX_PROBES}"),
+        )
+    }
+
+    fn validate_window(&self) -> Result<(), ConfigError> {
+        match self.window {
+            SlidingWindow::Count { size } => ensure(
+                (1..=MAX_COUNT_WINDOW).contains(&size),
+                LAYER,
+                "window.size",
+                size,
+                format!("1 to {MAX_COUNT_WINDOW}"),
+            ),
+            SlidingWindow::Time { duration, buckets } => {
+                ensure(
+                    (1..=MAX_BUCKETS).contains(&buckets),
+                    LAYER,
+                    "window.buckets",
+                    buckets,
+                    format!("1 to {MAX_BUCKETS}"),
+                )?;
+                ensure(
+                    duration / buckets >= Duration::from_millis(1),
+                    LAYER,
+                    "window.duration",
+                    duration,
+                    "at least 1ms per bucket",
+                )
+            }
+        }
+    }
+
+    fn validate_open(&self) -> Result<(), ConfigError> {
+        let d = self.open_duration;
+        ensure(!d.is_zero(), LAYER, "open_duration", d, "above 0")?;
+        let m = self.open_duration_multiplier;
+        ensure(
+            m.is_finite() && m >= 1.0,
+            LAYER,
+            "open_duration_multiplier",
+            m,
+            "1.0 or more",
+        )?;
+        let max = self.max_open_duration;
+        ensure(
+            max >= d,
+            LAYER,
+            "max_open_duration",
+            max,
+            "at least open_duration",
+        )
+    }
+}
+
+// ===== CircuitBreakerConfigBuilder =====
+
+/// Builds a [`CircuitBreakerConfig`]; [`build`](Self::build) validates it.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CircuitBreakerConfigBuilder {
+    config: CircuitBreakerConfig,
+}
+
+impl CircuitBreakerConfigBuilder {
+    /// The breaker's name, used in errors, events and the `name` metric label.
+    /// Default `"circuit_breaker"`: name every breaker you run more than one of.
+    pub fn name(mut self, name: impl Into<Name>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The sliding window. Default: the last 100 calls (resilience4j's default: enough calls
+    /// for a rate to mean something, few enough to react within seconds at modest traffic).
+    pub fn window(mut self, window: SlidingWindow) -> Self {
+        self.config.window = window;
+        self
+    }
+
+    /// Compute rates over the last `size` calls.
+    pub fn count_window(self, size: u32) -> Self {
+        self.window(SlidingWindow::Count { size })
+    }
+
+    /// Compute rates over the last `duration`, in `buckets` buckets.
+    pub fn time_window(self, duration: Duration, buckets: u32) -> Self {
+        self.window(SlidingWindow::Time { duration, buckets })
+    }
+
+    /// Open when at least this percent of the window's calls failed. Default 50%
+    /// (resilience4j's default; far below it a breaker flaps on ordinary error noise).
+    pub fn failure_rate_threshold(mut self, percent: f64) -> Self {
+        self.config.failure_rate_threshold = percent;
+        self
+    }
+
+    /// Open when at least this percent of the window's calls were slow. Default 100%: only a
+    /// window of nothing but slow calls opens it (resilience4j's default).
+    pub fn slow_call_rate_threshold(mut self, percent: f64) -> Self {
+        self.config.slow_call_rate_threshold = percent;
+        self
+    }
+
+    /// Calls taking at least `duration` count as slow, whether they succeeded or not.
+    /// Default: off (no clock is read per call for it).
+    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
+        self.config.slow_call_duration = Some(duration);
+        self
+    }
+
+    /// The window must hold at least this many calls before a rate may open the breaker.
+    /// Default 20 (or the count window's size, if smaller): a couple of unlucky failures on
+    /// a quiet service must not trip it.
+    pub fn minimum_calls(mut self, calls: u32) -> Self {
+        self.config.minimum_calls = Some(calls);
+        self
+    }
+
+    /// Also open after `n` failures in a row, whatever the rates: a quick reaction to a
+    /// backend that went fully down. Default: off.
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.config.consecutive_failures = Some(n);
+        self
+    }
+
+    /// How long the breaker stays open before it admits probes. Default 30s: long enough for
+    /// a restart or a failover to finish, short enough that recovery is noticed quickly.
+    pub fn open_duration(mut self, duration: Duration) -> Self {
+        self.config.open_duration = duration;
+        self
+    }
+
+    /// Each re-open (probes failed) multiplies the open duration by `multiplier`, up to
+    /// `max`; a close resets it. Default 2.0 up to 5 minutes, so a dead backend is probed
+    /// ever less often but still within minutes of coming back. `(1.0, open_duration)`
+    /// keeps the duration fixed.
+    pub fn open_duration_backoff(mut self, multiplier: f64, max: Duration) -> Self {
+        self.config.open_duration_multiplier = multiplier;
+        self.config.max_open_duration = max;
+        self
+    }
+
+    /// How many probe calls half-open admits; when all have completed, the breaker closes
+    /// if their rates are under the thresholds and re-opens otherwise. Default 5: one lucky
+    /// success does not close a still-failing backend, and a recovering one is not hammered.
+    pub fn half_open_probes(mut self, probes: u32) -> Self {
+        self.config.half_open_probes = probes;
+        self
+    }
+
+    /// Register a listener for the breaker's events (state transitions, rejected calls,
+    /// recorded calls). Listeners run on the calling thread, outside any lock: keep them quick.
+    pub fn on_event(
+        mut self,
+        listener: impl Fn(&CircuitBreakerEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.listeners.push(listener);
+        self
+    }
+
+    /// Validate and return the config.
+    pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+// ===== serde =====
+
+#[cfg(feature = "serde")]
+mod data {
+    use super::*;
+
+    /// The config as data; every field optional, defaulting as the builder does.
+    #[derive(Default, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub(super) struct ConfigData {
+        name: Option<String>,
+        window: Option<SlidingWindow>,
+        failure_rate_threshold: Option<f64>,
+        slow_call_rate_threshold: Option<f64>,
+        #[serde(with = "palisade_core::config::duration::option")]
+        slow_call_duration: Option<Duration>,
+        minimum_calls: Option<u32>,
+        consecutive_failures: Option<u32>,
+        #[serde(with = "palisade_core::config::duration::option")]
+        open_duration: Option<Duration>,
+        open_duration_multiplier: Option<f64>,
+        #[serde(with = "palisade_core::config::duration::option")]
+        max_open_duration: Option<Duration>,
+        half_open_probes: Option<u32>,
+    }
+
+    impl TryFrom<ConfigData> for CircuitBreakerConfig {
+        type Error = ConfigError;
+
+        fn try_from(d: ConfigData) -> Result<Self, ConfigError> {
+            let mut c = CircuitBreakerConfig::default();
+            if let Some(n) = d.name {
+                c.name = Name::from(n);
+            }
+            c.window = d.window.unwrap_or(c.window);
+            c.failure_rate_threshold = d.failure_rate_threshold.unwrap_or(c.failure_rate_threshold);
+            c.slow_call_rate_threshold = d
+                .slow_call_rate_threshold
+                .unwrap_or(c.slow_call_rate_threshold);
+            c.slow_call_duration = d.slow_call_duration.or(c.slow_call_duration);
+            c.minimum_calls = d.minimum_calls.or(c.minimum_calls);
+            c.consecutive_failures = d.consecutive_failures.or(c.consecutive_failures);
+            c.open_duration = d.open_duration.unwrap_or(c.open_duration);
+            c.open_duration_multiplier = d
+                .open_duration_multiplier
+                .unwrap_or(c.open_duration_multiplier);
+            c.max_open_duration = d.max_open_duration.unwrap_or(c.max_open_duration);
+            c.half_open_probes = d.half_open_probes.unwrap_or(c.half_open_probes);
+            c.validate()?;
+            Ok(c)
+        }
+    }
+}
+
+/// Loads from data (TOML, JSON, …): every field is optional and defaults as the builder
+/// does; durations are strings like `"30s"` or integers of milliseconds. The result is
+/// validated.
+///
+/// ```
+/// use palisade_circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
+/// use std::time::Duration;
+///
+/// let config: CircuitBreakerConfig = serde_json::from_str(r#"{
+///     "name": "orders-db",
+///     "window": { "kind": "time", "duration": "60s", "buckets": 12 },
+///     "failure_rate_threshold": 40,
+///     "open_duration": "15s"
+/// }"#).unwrap();
+/// assert_eq!(config.open_duration(), Duration::from_secs(15));
+/// assert!(serde_json::from_str::<CircuitBreakerConfig>(r#"{ "half_open_probes": 0 }"#).is_err());
+/// ```
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for CircuitBreakerConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let data = <data::ConfigData as serde::Deserialize>::deserialize(d)?;
+        CircuitBreakerConfig::try_from(data).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        CircuitBreakerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let b = CircuitBreakerConfig::builder;
+        let cases = [
+            (b().count_window(0).build(), "window.size"),
+            (
+                b().count_window(10).minimum_calls(11).build(),
+                "minimum_calls",
+            ),
+            (
+                b().time_window(Duration::from_millis(5), 10).build(),
+                "window.duration",
+            ),
+            (
+                b().time_window(Duration::from_secs(5), 0).build(),
+                "window.buckets",
+            ),
+            (
+                b().failure_rate_threshold(f64::NAN).build(),
+                "failure_rate_threshold",
+            ),
+            (
+                b().slow_call_rate_threshold(101.0).build(),
+                "slow_call_rate_threshold",
+            ),
+            (
+                b().slow_call_duration(Duration::ZERO).build(),
+                "slow_call_duration",
+            ),
+            (b().minimum_calls(0).build(), "minimum_calls"),
+            (b().consecutive_failures(0).build(), "consecutive_failures"),
+            (b().open_duration(Duration::ZERO).build(), "open_duration"),
+            (
+                b().open_duration_backoff(0.5, Duration::from_secs(60))
+                    .build(),
+                "open_duration_multiplier",
+            ),
+            (
+                b().open_duration_backoff(2.0, Duration::from_secs(1))
+                    .build(),
+                "max_open_duration",
+            ),
+            (b().half_open_probes(0).build(), "half_open_probes"),
+        ];
+        for (res, field) in cases {
+            assert_eq!(res.unwrap_err().field(), field);
+        }
+    }
+
+    #[test]
+    fn open_duration_grows_to_the_cap() {
+        let c = CircuitBreakerConfig::builder()
+            .open_duration(Duration::from_secs(10))
+            .open_duration_backoff(3.0, Duration::from_secs(100))
+            .build()
+            .unwrap();
+        let got: Vec<_> = (0..5).map(|n| c.open_duration_for(n).as_secs()).collect();
+        assert_eq!(got, [10, 30, 90, 100, 100]);
+        assert_eq!(c.open_duration_for(u32::MAX), Duration::from_secs(100));
+    }
+}

@@ -1,0 +1,99 @@
+//! Reading a breaker's state and controlling it at run time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::{ConfigError, Name};
+use tokio::time::Instant;
+
+use crate::state::{Breaker, WindowSnapshot};
+use crate::{CircuitBreakerConfig, State};
+
+/// Reads and controls one breaker: its state, its window, operator states and its config.
+///
+/// Every clone of a layer, of its services and of this handle acts on the same breaker.
+///
+/// ```
+/// use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+///
+/// let layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+/// let handle = layer.handle();
+/// handle.force_open();
+/// assert_eq!(handle.state(), State::ForcedOpen);
+/// handle.reset();
+/// assert_eq!(handle.state(), State::Closed);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerHandle {
+    breaker: Arc<Breaker>,
+}
+
+impl CircuitBreakerHandle {
+    pub(crate) fn new(breaker: Arc<Breaker>) -> Self {
+        Self { breaker }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &Name {
+        self.breaker.emitter().name()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.breaker.state()
+    }
+
+    /// `true` in metrics-only mode: the state machine runs, but no call is rejected.
+    pub fn is_metrics_only(&self) -> bool {
+        self.breaker.is_metrics_only()
+    }
+
+    /// The window (calls, failure and slow-call rates) and state, as of now.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        self.breaker.snapshot(Instant::now())
+    }
+
+    /// While open: how long until a probe is admitted.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.breaker.retry_after(Instant::now())
+    }
+
+    /// Isolate the backend: reject every call (with `retry_after: None`) until
+    /// [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.breaker.force_open();
+    }
+
+    /// Force the breaker closed: admit every call and keep recording, but never open, until
+    /// [`reset`](Self::reset).
+    pub fn disable(&self) {
+        self.breaker.disable();
+    }
+
+    /// Shadow mode: keep running the state machine (transitions, events, metrics) but let
+    /// every call through, to tune thresholds on live traffic before enforcing them. Calls
+    /// the breaker would have rejected are reported as `CallRejected { enforced: false }`
+    /// and not recorded. Ends with [`reset`](Self::reset), [`force_open`](Self::force_open)
+    /// or [`disable`](Self::disable).
+    pub fn set_metrics_only(&self) {
+        self.breaker.set_metrics_only();
+    }
+
+    /// Back to closed and enforcing, with an empty window and the open-duration backoff
+    /// reset.
+    pub fn reset(&self) {
+        self.breaker.reset();
+    }
+
+    /// Apply new thresholds, durations and probe counts to the running breaker; its state
+    /// and window are kept. The window's shape cannot change (its slots are the history the
+    /// thresholds apply to: build a new breaker for that), nor can the name or listeners.
+    pub fn update_config(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
+        self.breaker.update_config(config)
+    }
+
+    /// The config in effect.
+    pub fn config(&self) -> CircuitBreakerConfig {
+        self.breaker.config()
+    }
+}

@@ -1,0 +1,68 @@
+//! The layer.
+
+use std::fmt;
+use std::sync::Arc;
+
+use palisade_core::DefaultClassifier;
+use tokio::time::Instant;
+use tower_layer::Layer;
+
+use crate::event::Metrics;
+use crate::state::Breaker;
+use crate::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle};
+
+/// Applies a circuit breaker to a service. The layer owns one breaker: every service it
+/// wraps, and every clone of it, shares that breaker (wrap two backends with two layers).
+///
+/// The classifier decides which results count as failures; by default every `Err` is one
+/// (which includes rejections of inner layers, such as a timeout's `Elapsed`).
+#[derive(Clone)]
+pub struct CircuitBreakerLayer<C = DefaultClassifier> {
+    breaker: Arc<Breaker>,
+    classifier: C,
+}
+
+impl CircuitBreakerLayer {
+    /// A layer with a new, closed breaker.
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        let metrics = Metrics::register(config.name(), true);
+        Self {
+            breaker: Arc::new(Breaker::new(config, Instant::now(), metrics)),
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl<C> CircuitBreakerLayer<C> {
+    /// Judge results with `classifier` (a `palisade_core::Classify`, e.g. a closure
+    /// `|res: &Result<Res, E>| -> Outcome`). It is cloned per call: keep it cheap (a
+    /// closure without captures, or an `Arc` inside).
+    pub fn with_classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
+        CircuitBreakerLayer {
+            breaker: self.breaker,
+            classifier,
+        }
+    }
+
+    /// The handle of this layer's breaker.
+    pub fn handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle::new(Arc::clone(&self.breaker))
+    }
+}
+
+impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
+    type Service = CircuitBreaker<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker::from_parts(inner, Arc::clone(&self.breaker), self.classifier.clone())
+    }
+}
+
+impl<C> fmt::Debug for CircuitBreakerLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerLayer")
+            .field("breaker", &self.breaker.emitter().name())
+            .field("state", &self.breaker.state())
+            .finish_non_exhaustive()
+    }
+}

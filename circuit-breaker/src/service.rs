@@ -1,0 +1,115 @@
+//! The service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{CircuitOpen, Classify, DefaultClassifier};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::future::{Recorder, ResponseFuture};
+use crate::state::Breaker;
+use crate::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
+
+/// A service guarded by a circuit breaker: calls are admitted while the breaker is closed,
+/// rejected with [`CircuitOpen`] (converted into `S::Error`) while it is open, and sampled
+/// as probes while it is half-open. Clones share the breaker.
+///
+/// `poll_ready` only asks the inner service: an open breaker rejects from `call`, so a
+/// caller gets the rejection (with its `retry_after`) instead of a service that never
+/// becomes ready. `retry_after` is the time left in the open period; zero while half-open
+/// with every probe out (the verdict is pending); `None` when forced open.
+pub struct CircuitBreaker<S, C = DefaultClassifier> {
+    inner: S,
+    breaker: Arc<Breaker>,
+    classifier: C,
+}
+
+// ===== impl CircuitBreaker =====
+
+impl<S> CircuitBreaker<S> {
+    /// Wrap `inner` in a new breaker (with the default classifier: every `Err` is a failure).
+    pub fn new(inner: S, config: CircuitBreakerConfig) -> Self {
+        tower_layer::Layer::layer(&CircuitBreakerLayer::new(config), inner)
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn from_parts(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
+        Self {
+            inner,
+            breaker,
+            classifier,
+        }
+    }
+
+    /// The handle of this service's breaker.
+    pub fn handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle::new(Arc::clone(&self.breaker))
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: From<CircuitOpen>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.breaker.acquire(Instant::now) {
+            Ok(permit) => {
+                let start = self.breaker.needs_start().then(Instant::now);
+                let recorder = Recorder::new(Arc::clone(&self.breaker), permit, start);
+                ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
+            }
+            Err(retry_after) => {
+                let name = self.breaker.emitter().name().clone();
+                ResponseFuture::rejected(CircuitOpen::new(name, retry_after))
+            }
+        }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            breaker: Arc::clone(&self.breaker),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.breaker.emitter().name())
+            .field("state", &self.breaker.state())
+            .finish_non_exhaustive()
+    }
+}

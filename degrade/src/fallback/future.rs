@@ -1,0 +1,152 @@
+//! The fallback response future.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use palisade_core::{AsRejection, Classify};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::{FallbackSource, Shared};
+use crate::{DegradeEvent, Degraded, Mark, Trigger};
+
+type SourceOf<S, F, Req> =
+    <F as FallbackSource<Req, <S as Service<Req>>::Response, <S as Service<Req>>::Error>>::Future;
+type SavedOf<S, F, Req> =
+    <F as FallbackSource<Req, <S as Service<Req>>::Response, <S as Service<Req>>::Error>>::Saved;
+
+pin_project! {
+    /// The response future of [`Fallback`](super::Fallback).
+    pub struct ResponseFuture<S, F, C, Req>
+    where
+        S: Service<Req>,
+        F: FallbackSource<Req, S::Response, S::Error>,
+    {
+        shared: Arc<Shared<F, C>>,
+        #[pin]
+        state: State<S::Future, SourceOf<S, F, Req>, SavedOf<S, F, Req>, Result<S::Response, S::Error>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<Live, Backup, Saved, Original> {
+        // Waiting for the live answer; `saved` is what the fallback may need.
+        Live { #[pin] fut: Live, saved: Option<Saved> },
+        // Waiting for the fallback; `original` is the live result it replaces (`None` in
+        // manual mode).
+        Fallback { #[pin] fut: Backup, trigger: Trigger, original: Option<Original> },
+    }
+}
+
+impl<S, F, C, Req> ResponseFuture<S, F, C, Req>
+where
+    S: Service<Req>,
+    F: FallbackSource<Req, S::Response, S::Error>,
+{
+    pub(crate) fn live(
+        shared: Arc<Shared<F, C>>,
+        fut: S::Future,
+        saved: SavedOf<S, F, Req>,
+    ) -> Self {
+        Self {
+            shared,
+            state: State::Live {
+                fut,
+                saved: Some(saved),
+            },
+        }
+    }
+
+    pub(crate) fn manual(shared: Arc<Shared<F, C>>, saved: SavedOf<S, F, Req>) -> Self {
+        let fut = shared.source.answer(saved, None);
+        Self {
+            shared,
+            state: State::Fallback {
+                fut,
+                trigger: Trigger::Manual,
+                original: None,
+            },
+        }
+    }
+}
+
+impl<S, F, C, Req> Future for ResponseFuture<S, F, C, Req>
+where
+    S: Service<Req>,
+    S::Response: Mark,
+    S::Error: AsRejection,
+    F: FallbackSource<Req, S::Response, S::Error>,
+    C: Classify<S::Response, S::Error>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let shared: &Shared<F, C> = this.shared;
+        loop {
+            match this.state.as_mut().project() {
+                // First the live answer: return it unless it triggers the fallback.
+                StateProj::Live { fut, saved } => {
+                    let result = ready!(fut.poll(cx));
+                    let Some(trigger) = shared.triggers.check(&shared.classifier, &result) else {
+                        return Poll::Ready(result);
+                    };
+                    let saved = saved.take().expect("the live state is left once");
+                    let backup = shared.source.answer(saved, result.as_ref().err());
+                    this.state.set(State::Fallback {
+                        fut: backup,
+                        trigger,
+                        original: Some(result),
+                    });
+                }
+                // Then the fallback: marked if it answers, joined to the original if not.
+                StateProj::Fallback {
+                    fut,
+                    trigger,
+                    original,
+                } => {
+                    let trigger = *trigger;
+                    return match ready!(fut.poll(cx)) {
+                        Ok(mut res) => {
+                            res.mark(Degraded::fallback(shared.name.clone(), trigger));
+                            shared.served.increment(trigger);
+                            shared
+                                .emitter
+                                .emit(|| DegradeEvent::FallbackServed { trigger });
+                            Poll::Ready(Ok(res))
+                        }
+                        Err(failure) => {
+                            shared.failed.increment(1);
+                            shared
+                                .emitter
+                                .emit(|| DegradeEvent::FallbackFailed { trigger });
+                            Poll::Ready(match original.take() {
+                                // The live path did answer (a response classified as a
+                                // failure): that real answer beats an error.
+                                Some(Ok(res)) => Ok(res),
+                                Some(Err(e)) => Err(F::failed(&shared.name, failure, Some(e))),
+                                None => Err(F::failed(&shared.name, failure, None)),
+                            })
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl<S, F, C, Req> fmt::Debug for ResponseFuture<S, F, C, Req>
+where
+    S: Service<Req>,
+    F: FallbackSource<Req, S::Response, S::Error>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,230 @@
+//! The shedder's shared state and admission decision.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use palisade_core::{Emitter, Name, Overloaded, Priority};
+
+use super::{ShedConfig, Signal};
+use crate::metrics::{ByPriority, mode_gauge, priority_index};
+use crate::{DegradeEvent, Switch};
+
+/// State shared by a layer and all its services.
+pub(crate) struct Shared {
+    pub(crate) name: Name,
+    // Per priority (sheddable, default, critical): the in-flight count it may make.
+    caps: Option<[usize; 3]>,
+    // Per priority: the queueing delay (nanoseconds) above which it is shed.
+    delay_limits: Option<[u64; 3]>,
+    signal: Option<Signal>,
+    pub(crate) switch: Switch,
+    in_flight: AtomicUsize,
+    // The queueing delay estimate, nanoseconds.
+    delay: AtomicU64,
+    emitter: Emitter<DegradeEvent>,
+    shed: ByPriority,
+}
+
+impl Shared {
+    pub(crate) fn new(config: ShedConfig) -> Self {
+        let ShedConfig {
+            name,
+            max_in_flight,
+            target_delay,
+            thresholds,
+            signal,
+            listeners,
+            switch,
+        } = config;
+        let per_priority = |f: &dyn Fn(f64) -> u64| {
+            [Priority::Sheddable, Priority::Default, Priority::Critical]
+                .map(|p| f(thresholds.get(p)))
+        };
+        // At least one request of each priority may be in flight, or a small limit would
+        // shed a priority completely even when idle.
+        let caps = max_in_flight.map(|max| {
+            per_priority(&|t| ((t * max as f64).floor() as u64).max(1)).map(|c| c as usize)
+        });
+        let delay_limits = target_delay.map(|target| {
+            per_priority(&|t| target.mul_f64(t).as_nanos().min(u64::MAX as u128) as u64)
+        });
+        let emitter = Emitter::new(name.clone(), listeners);
+        switch.watch(emitter.clone(), mode_gauge(&name));
+        Self {
+            shed: ByPriority::register("palisade_degrade_shed_total", &name),
+            name,
+            caps,
+            delay_limits,
+            signal,
+            switch,
+            in_flight: AtomicUsize::new(0),
+            delay: AtomicU64::new(0),
+            emitter,
+        }
+    }
+
+    /// Requests in flight now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The current queueing delay estimate.
+    pub(crate) fn queue_delay(&self) -> Duration {
+        Duration::from_nanos(self.delay.load(Ordering::Relaxed))
+    }
+
+    /// Whether `poll_ready` waits should be timed.
+    pub(crate) fn measures_delay(&self) -> bool {
+        self.delay_limits.is_some()
+    }
+
+    /// Fold one readiness wait into the estimate: it jumps up to a larger sample at once
+    /// (react to overload within one request) and decays by 1/8 of the gap per smaller
+    /// sample (release load gradually, so shedding does not flap).
+    pub(crate) fn record_wait(&self, sample: Duration) {
+        let sample = sample.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.delay.load(Ordering::Relaxed);
+        let new = if sample >= old {
+            sample
+        } else {
+            old - (old - sample).div_ceil(8)
+        };
+        if new != old {
+            self.delay.store(new, Ordering::Relaxed);
+        }
+    }
+
+    /// Admit a request of `priority`, or say which limit sheds it.
+    pub(crate) fn admit(self: &Arc<Self>, priority: Priority) -> Result<InFlight, Overloaded> {
+        let i = priority_index(priority);
+        let below_critical = priority < Priority::Critical;
+        let refused = if below_critical && self.switch.is_degraded() {
+            Some("degraded mode")
+        } else if below_critical && self.signal.as_ref().is_some_and(|s| s()) {
+            Some("overload signal")
+        } else if self
+            .delay_limits
+            .is_some_and(|limits| self.delay.load(Ordering::Relaxed) > limits[i])
+        {
+            Some("queueing delay")
+        } else {
+            None
+        };
+        if let Some(limit) = refused {
+            return Err(self.refuse(priority, limit));
+        }
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(caps) = self.caps
+            && now > caps[i]
+        {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.refuse(priority, "max in-flight"));
+        }
+        Ok(InFlight(Arc::clone(self)))
+    }
+
+    fn refuse(&self, priority: Priority, limit: &'static str) -> Overloaded {
+        self.shed.increment(priority);
+        self.emitter.emit(|| DegradeEvent::Shed { priority, limit });
+        Overloaded::new(self.name.clone(), limit).with_priority(priority)
+    }
+}
+
+/// One admitted request; releases its in-flight slot when dropped.
+pub(crate) struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InFlight")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shed::Thresholds;
+
+    fn shared(config: ShedConfig) -> Arc<Shared> {
+        Arc::new(Shared::new(config))
+    }
+
+    #[test]
+    fn lower_priorities_hit_their_caps_first() {
+        let s = shared(ShedConfig::builder().max_in_flight(10).build().unwrap());
+        // Sheddable may make up to 5 in flight, default 8, critical 10.
+        let mut held: Vec<InFlight> = (0..5)
+            .map(|_| s.admit(Priority::Sheddable).unwrap())
+            .collect();
+        assert_eq!(
+            s.admit(Priority::Sheddable).unwrap_err().priority(),
+            Some(Priority::Sheddable)
+        );
+        held.extend((0..3).map(|_| s.admit(Priority::Default).unwrap()));
+        assert!(s.admit(Priority::Default).is_err());
+        held.extend((0..2).map(|_| s.admit(Priority::Critical).unwrap()));
+        assert_eq!(
+            s.admit(Priority::Critical).unwrap_err().limit(),
+            "max in-flight"
+        );
+        assert_eq!(s.in_flight(), 10);
+        drop(held);
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn delay_estimate_jumps_up_and_decays() {
+        let s = shared(
+            ShedConfig::builder()
+                .target_delay(Duration::from_millis(100))
+                .thresholds(Thresholds {
+                    sheddable: 0.5,
+                    default: 0.8,
+                    critical: 1.0,
+                })
+                .build()
+                .unwrap(),
+        );
+        s.record_wait(Duration::from_millis(90));
+        assert_eq!(s.queue_delay(), Duration::from_millis(90));
+        assert_eq!(
+            s.admit(Priority::Default).unwrap_err().limit(),
+            "queueing delay"
+        );
+        assert!(s.admit(Priority::Critical).is_ok());
+        for _ in 0..40 {
+            s.record_wait(Duration::ZERO);
+        }
+        assert!(s.queue_delay() < Duration::from_millis(5));
+        assert!(s.admit(Priority::Sheddable).is_ok());
+    }
+
+    #[test]
+    fn signal_and_switch_spare_only_critical() {
+        let s = shared(
+            ShedConfig::builder()
+                .overloaded_when(|| true)
+                .build()
+                .unwrap(),
+        );
+        assert_eq!(
+            s.admit(Priority::Default).unwrap_err().limit(),
+            "overload signal"
+        );
+        assert!(s.admit(Priority::Critical).is_ok());
+        let s = shared(ShedConfig::default());
+        s.switch.degrade();
+        assert_eq!(
+            s.admit(Priority::Sheddable).unwrap_err().limit(),
+            "degraded mode"
+        );
+        assert!(s.admit(Priority::Critical).is_ok());
+    }
+}

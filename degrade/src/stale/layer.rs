@@ -1,0 +1,104 @@
+//! The stale cache layer.
+
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use palisade_core::DefaultClassifier;
+use tower_layer::Layer;
+
+use super::{OnFailure, Shared, StaleCache, StaleConfig, WhileRevalidating};
+use crate::Switch;
+
+/// Remembers the last good answer per key and serves it, marked stale, when the live call
+/// fails; see the [module docs](super).
+///
+/// All clones (and all services it builds) share one cache, so put the layer around one
+/// logical backend.
+pub struct StaleCacheLayer<KF, K, V, C = DefaultClassifier, M = OnFailure> {
+    shared: Arc<Shared<KF, K, V, C>>,
+    _mode: PhantomData<fn() -> M>,
+}
+
+impl<KF, K: Hash + Eq + Clone, V> StaleCacheLayer<KF, K, V> {
+    /// A cache keyed by `key(&request)`; every `Err` is a failure.
+    pub fn new(config: StaleConfig, key: KF) -> Self {
+        Self::with_classifier(config, key, DefaultClassifier)
+    }
+}
+
+impl<KF, K: Hash + Eq + Clone, V, C> StaleCacheLayer<KF, K, V, C> {
+    /// A cache keyed by `key(&request)`, with `classifier` deciding which answers are good
+    /// (only successes are remembered) and which are failures.
+    pub fn with_classifier(config: StaleConfig, key: KF, classifier: C) -> Self {
+        Self {
+            shared: Arc::new(Shared::new(config, key, classifier)),
+            _mode: PhantomData,
+        }
+    }
+
+    /// Stale-while-revalidate: answer keys with a fresh-enough entry from the cache at
+    /// once, refreshing each in the background (one call per key at a time); see
+    /// [`WhileRevalidating`]. The answers are marked stale with
+    /// [`Trigger::Revalidate`](crate::Trigger::Revalidate).
+    pub fn stale_while_revalidate(self) -> StaleCacheLayer<KF, K, V, C, WhileRevalidating> {
+        StaleCacheLayer {
+            shared: self.shared,
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<KF, K: Hash + Eq + Clone, V, C, M> StaleCacheLayer<KF, K, V, C, M> {
+    /// The degrade switch: in degraded mode answers come from the cache when it has a
+    /// fresh-enough entry.
+    pub fn switch(&self) -> &Switch {
+        &self.shared.switch
+    }
+
+    /// How many answers are remembered.
+    pub fn len(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// `true` when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forget every answer.
+    pub fn clear(&self) {
+        self.shared.clear();
+    }
+
+    /// Forget the answer for `key`; `true` if there was one.
+    pub fn remove(&self, key: &K) -> bool {
+        self.shared.remove(key)
+    }
+}
+
+impl<S, KF, K, V, C, M> Layer<S> for StaleCacheLayer<KF, K, V, C, M> {
+    type Service = StaleCache<S, KF, K, V, C, M>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StaleCache::from_shared(inner, Arc::clone(&self.shared))
+    }
+}
+
+impl<KF, K, V, C, M> Clone for StaleCacheLayer<KF, K, V, C, M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<KF, K, V, C, M> fmt::Debug for StaleCacheLayer<KF, K, V, C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaleCacheLayer")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}

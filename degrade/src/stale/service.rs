@@ -1,0 +1,326 @@
+//! The stale cache service and its shared state.
+
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_core::metrics::{Counter, Histogram};
+use palisade_core::{AsRejection, Classify, DefaultClassifier, Emitter, Name};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::store::Store;
+use super::{ResponseFuture, StaleConfig};
+use crate::metrics::{ByTrigger, mode_gauge, stale_age};
+use crate::{DegradeEvent, Degraded, Mark, Switch, Trigger, Triggers};
+
+/// State shared by a layer and all its services: the cache itself, config and metrics.
+pub(crate) struct Shared<KF, K, V, C> {
+    pub(crate) name: Name,
+    triggers: Triggers,
+    max_staleness: Duration,
+    key: KF,
+    classifier: C,
+    store: Mutex<Store<K, V>>,
+    emitter: Emitter<DegradeEvent>,
+    served: ByTrigger,
+    missed: Counter,
+    age: Histogram,
+    pub(crate) switch: Switch,
+}
+
+impl<KF, K, V, C> Shared<KF, K, V, C>
+where
+    K: Hash + Eq + Clone,
+{
+    pub(crate) fn new(config: StaleConfig, key: KF, classifier: C) -> Self {
+        let StaleConfig {
+            name,
+            capacity,
+            max_staleness,
+            triggers,
+            listeners,
+            switch,
+        } = config;
+        let emitter = Emitter::new(name.clone(), listeners);
+        switch.watch(emitter.clone(), mode_gauge(&name));
+        Self {
+            served: ByTrigger::register("palisade_degrade_stale_total", &name),
+            missed: Counter::register("palisade_degrade_stale_missed_total", &name, &[]),
+            age: stale_age(&name),
+            store: Mutex::new(Store::new(capacity)),
+            name,
+            triggers,
+            max_staleness,
+            key,
+            classifier,
+            emitter,
+            switch,
+        }
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store<K, V>> {
+        // A panic elsewhere cannot leave the store inconsistent (every method restores its
+        // invariants before returning), so a poisoned lock is still usable.
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.store().len()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.store().clear();
+    }
+
+    pub(crate) fn remove(&self, key: &K) -> bool {
+        self.store().remove(key)
+    }
+
+    /// Remember a live answer (cloned outside the lock; the lock is held for the insert).
+    pub(crate) fn remember(&self, key: K, value: &V)
+    where
+        V: Clone,
+    {
+        let value = Arc::new(value.clone());
+        let now = Instant::now();
+        self.store().insert(key, value, now);
+    }
+
+    /// The entry for `key` and its age, if it is fresh enough to serve.
+    fn lookup(&self, key: &K) -> Option<(Arc<V>, Duration)> {
+        let now = Instant::now();
+        self.store().get(key, now, self.max_staleness)
+    }
+
+    /// Serve a remembered answer: clone it (outside the lock), mark it, count it.
+    fn serve(&self, value: &V, age: Duration, trigger: Trigger) -> V
+    where
+        V: Clone + Mark,
+    {
+        let mut answer = value.clone();
+        answer.mark(Degraded::stale(self.name.clone(), age, trigger));
+        self.served.increment(trigger);
+        self.age.record(age.as_secs_f64());
+        self.emitter
+            .emit(|| DegradeEvent::StaleServed { age, trigger });
+        answer
+    }
+
+    /// A fresh-enough answer for `key`, marked stale, or `None` (reported as a miss).
+    pub(crate) fn stale(&self, key: &K, trigger: Trigger) -> Option<V>
+    where
+        V: Clone + Mark,
+    {
+        let Some((value, age)) = self.lookup(key) else {
+            self.missed.increment(1);
+            self.emitter.emit(|| DegradeEvent::StaleMissed { trigger });
+            return None;
+        };
+        Some(self.serve(&value, age, trigger))
+    }
+
+    /// Whether `result` is a good live answer worth remembering: a success by the
+    /// classifier and not already degraded by an inner layer ("the last good response").
+    fn is_good<E>(&self, result: &Result<V, E>) -> bool
+    where
+        V: Mark,
+        C: Classify<V, E>,
+    {
+        matches!(result, Ok(answer) if answer.degraded().is_none())
+            && self.classifier.classify(result).is_success()
+    }
+
+    /// Settle a live result: serve stale if it triggers, remember it if it is good.
+    pub(crate) fn settle<E>(&self, key: K, result: Result<V, E>) -> Result<V, E>
+    where
+        V: Clone + Mark,
+        E: AsRejection,
+        C: Classify<V, E>,
+    {
+        if let Some(trigger) = self.triggers.check(&self.classifier, &result) {
+            return self.stale(&key, trigger).map_or(result, Ok);
+        }
+        if let Ok(answer) = &result
+            && self.is_good(&result)
+        {
+            self.remember(key, answer);
+        }
+        result
+    }
+}
+
+/// Mode: every call goes live; the cache answers only when the live call fails (the
+/// default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnFailure;
+
+/// Mode: stale-while-revalidate. A key with a fresh-enough entry is answered from the cache
+/// at once (marked [`Trigger::Revalidate`]) while one background call per key refreshes it;
+/// keys without one go live as in [`OnFailure`]. Needs a tokio runtime to spawn on (without
+/// one, calls go live) and `Send + 'static` service futures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WhileRevalidating;
+
+/// A service that remembers the last good answer per key and serves it, marked stale, when
+/// the live call fails. Built by [`StaleCacheLayer`](super::StaleCacheLayer).
+pub struct StaleCache<S, KF, K, V, C = DefaultClassifier, M = OnFailure> {
+    inner: S,
+    shared: Arc<Shared<KF, K, V, C>>,
+    _mode: PhantomData<fn() -> M>,
+}
+
+impl<S, KF, K, V, C, M> StaleCache<S, KF, K, V, C, M> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<KF, K, V, C>>) -> Self {
+        Self {
+            inner,
+            shared,
+            _mode: PhantomData,
+        }
+    }
+
+    /// The degrade switch.
+    pub fn switch(&self) -> &Switch {
+        &self.shared.switch
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, KF, K, V, C, Req> Service<Req> for StaleCache<S, KF, K, V, C, OnFailure>
+where
+    S: Service<Req, Response = V>,
+    S::Error: AsRejection,
+    KF: Fn(&Req) -> K,
+    K: Hash + Eq + Clone,
+    V: Clone + Mark,
+    C: Classify<V, S::Error>,
+{
+    type Response = V;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, KF, K, V, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Even in degraded mode a call may need the service (a key with no entry).
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let key = (self.shared.key)(&req);
+        if self.shared.switch.is_degraded()
+            && let Some(answer) = self.shared.stale(&key, Trigger::Manual)
+        {
+            return ResponseFuture::cached(answer);
+        }
+        let fut = self.inner.call(req);
+        ResponseFuture::live(Arc::clone(&self.shared), fut, key)
+    }
+}
+
+impl<S, KF, K, V, C, Req> Service<Req> for StaleCache<S, KF, K, V, C, WhileRevalidating>
+where
+    S: Service<Req, Response = V>,
+    S::Future: Send + 'static,
+    S::Error: AsRejection + Send + 'static,
+    KF: Fn(&Req) -> K + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Mark + Send + Sync + 'static,
+    C: Classify<V, S::Error> + Send + Sync + 'static,
+{
+    type Response = V;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, KF, K, V, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let key = (self.shared.key)(&req);
+        if self.shared.switch.is_degraded()
+            && let Some(answer) = self.shared.stale(&key, Trigger::Manual)
+        {
+            return ResponseFuture::cached(answer);
+        }
+        let runtime = tokio::runtime::Handle::try_current();
+        let found = runtime.as_ref().ok().and_then(|_| self.shared.lookup(&key));
+        let (Ok(runtime), Some((value, age))) = (runtime, found) else {
+            let fut = self.inner.call(req);
+            return ResponseFuture::live(Arc::clone(&self.shared), fut, key);
+        };
+        if self.shared.store().begin_refresh(&key) {
+            let refresh = Refresh {
+                shared: Arc::clone(&self.shared),
+                key: Some(key),
+            };
+            let fut = self.inner.call(req);
+            runtime.spawn(async move { refresh.finish(&fut.await) });
+        }
+        ResponseFuture::cached(self.shared.serve(&value, age, Trigger::Revalidate))
+    }
+}
+
+/// One background refresh of a key; ends the refresh even if the task is dropped.
+struct Refresh<KF, K: Hash + Eq + Clone, V, C> {
+    shared: Arc<Shared<KF, K, V, C>>,
+    key: Option<K>,
+}
+
+impl<KF, K: Hash + Eq + Clone, V, C> Refresh<KF, K, V, C> {
+    fn finish<E>(mut self, result: &Result<V, E>)
+    where
+        V: Clone + Mark,
+        C: Classify<V, E>,
+    {
+        let key = self.key.take().expect("finished once");
+        let refreshed = self.shared.is_good(result);
+        self.shared.store().end_refresh(&key);
+        if let Ok(answer) = result
+            && refreshed
+        {
+            self.shared.remember(key, answer);
+        }
+        self.shared
+            .emitter
+            .emit(|| DegradeEvent::Revalidated { refreshed });
+    }
+}
+
+impl<KF, K: Hash + Eq + Clone, V, C> Drop for Refresh<KF, K, V, C> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.shared.store().end_refresh(&key);
+        }
+    }
+}
+
+impl<S: Clone, KF, K, V, C, M> Clone for StaleCache<S, KF, K, V, C, M> {
+    fn clone(&self) -> Self {
+        Self::from_shared(self.inner.clone(), Arc::clone(&self.shared))
+    }
+}
+
+impl<S: fmt::Debug, KF, K, V, C, M> fmt::Debug for StaleCache<S, KF, K, V, C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaleCache")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}

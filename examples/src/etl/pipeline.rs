@@ -1,0 +1,451 @@
+//! The run: extract pages → transform → load in batches → drain the journal → reconcile.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use palisade::circuit_breaker::{CircuitBreakerHandle, State};
+use palisade::{AsRejection, BoxError};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+use tracing::Instrument;
+
+use super::client::{SourceClient, SourceError};
+use super::config::{EtlConfig, SinkTarget};
+use super::journal::Journal;
+use super::sink::{Batch, Sink};
+use super::source::{Page, SourceServer};
+use super::stack::{ExtractService, LoadStack, extract_stack, load_stack};
+use super::stats::{Check, Reconciliation, Stage, Stats, Summary};
+use super::transform::Transform;
+
+/// Run the pipeline once with `config`; the summary says whether reconciliation held.
+///
+/// Starts the built-in source API when `config.source_url` is `None` (and stops it at the
+/// end). Errors are setup failures (the sink cannot be opened, the source sends something
+/// that is not a page); faults the stacks ride out end up in the summary instead.
+pub async fn run(config: &EtlConfig) -> Result<Summary, BoxError> {
+    run_with_progress(config, progress_bar(config)).await
+}
+
+/// [`run`], drawing progress on `progress` (e.g. the bar the logs were told about with
+/// [`telemetry::init_logs`](super::telemetry::init_logs), so log lines do not tear it).
+pub async fn run_with_progress(
+    config: &EtlConfig,
+    progress: ProgressBar,
+) -> Result<Summary, BoxError> {
+    // Every log line of the run carries the sink and the scenario.
+    let span = tracing::info_span!(
+        "etl",
+        sink = %redact(&config.sink),
+        scenario = %if config.chaos.is_some() { "custom" } else { config.scenario.as_str() },
+        chaos_seed = config.chaos_seed
+    );
+    pipeline(config, progress).instrument(span).await
+}
+
+async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, BoxError> {
+    config.validate()?;
+    let started = Instant::now();
+    let deadline = started + config.max_run_time;
+    let scenario = config.chaos_scenario()?;
+    let stats = Arc::new(Stats::default());
+
+    let server = match &config.source_url {
+        Some(_) => None,
+        None => Some(SourceServer::start(&config.dataset, &scenario, config.chaos_seed).await?),
+    };
+    let (source_url, source_tag) = match &server {
+        Some(server) => (
+            server.url(),
+            format!(
+                "builtin:seed={}:rows={}:page={}",
+                config.dataset.seed, config.dataset.rows, config.dataset.page_size
+            ),
+        ),
+        None => {
+            let url = config.source_url.clone().unwrap_or_default();
+            (url.clone(), url)
+        }
+    };
+
+    let target = SinkTarget::parse(&config.sink);
+    let sink = Sink::open(&target).await?;
+    let journal = Journal::open(&config.journal_path())?;
+    let (extract, source_breaker) = extract_stack(
+        SourceClient::new(&source_url),
+        &config.resilience,
+        config.rate,
+        config.burst,
+        config.chaos_seed,
+        &stats,
+    )?;
+    let load = load_stack(
+        sink.clone(),
+        &journal,
+        &config.resilience,
+        &scenario,
+        config.chaos_seed,
+        &stats,
+    )?;
+    let mut loader = Loader::new(load, journal, Arc::clone(&stats)).await?;
+    // Batches a previous run spilled and never replayed go first.
+    loader.replay().await;
+
+    let mut extractor = Extractor {
+        service: extract,
+        breaker: source_breaker,
+        stats: Arc::clone(&stats),
+        deadline,
+    };
+    let transform = Transform::new();
+    let mut batch = Batch::empty(0, &source_tag);
+    let mut source_rows = 0;
+    let mut complete = false;
+    let mut next = Some(0);
+    while let Some(number) = next {
+        if Instant::now() >= deadline {
+            // A source that pages forever must not keep the run alive.
+            tracing::error!(page = number, "run deadline reached; extraction stopped");
+            break;
+        }
+        let Some(page) = extractor.fetch(number, &progress).await? else {
+            tracing::error!(page = number, "run deadline reached; extraction stopped");
+            break;
+        };
+        source_rows = page.total_rows;
+        progress.set_length(page.total_rows);
+        progress.inc(page.rows.len() as u64);
+        next = page.next;
+        complete = next.is_none();
+
+        let t0 = Instant::now();
+        let out = transform.apply(&page);
+        stats.observe(Stage::Transform, t0.elapsed());
+        stats.count(&stats.valid, "valid", out.valid.len() as u64);
+        stats.count(&stats.rejected, "rejected", out.rejected.len() as u64);
+        stats.count(&stats.duplicates, "duplicate", out.duplicates);
+
+        batch.records.extend(out.valid);
+        batch.rejected.extend(out.rejected);
+        while batch.records.len() >= config.batch_size {
+            let mut next_batch = Batch::empty(batch.seq + 1, &source_tag);
+            next_batch.records = batch.records.split_off(config.batch_size);
+            let full = std::mem::replace(&mut batch, next_batch);
+            loader.load(full).await?;
+            progress.set_message(loader.status());
+        }
+    }
+    if !batch.is_empty() {
+        loader.load(batch).await?;
+    }
+    progress.set_message("draining the journal");
+    loader.drain(deadline).await;
+    progress.finish_and_clear();
+
+    let sink_counts = sink.counts(&source_tag).await?;
+    let faults = [
+        server.as_ref().map_or(0, |s| s.chaos().injected_total()),
+        loader.stack.chaos.injected_total(),
+    ];
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    let summary = Summary {
+        source: source_tag,
+        sink: redact(&config.sink),
+        elapsed: started.elapsed(),
+        source_rows,
+        complete,
+        pages: stats.pages.load(Relaxed),
+        extracted: stats.extracted.load(Relaxed),
+        valid: stats.valid.load(Relaxed),
+        rejected: stats.rejected.load(Relaxed),
+        duplicates: stats.duplicates.load(Relaxed),
+        load: stats.load_report(),
+        spilled_batches: stats.spilled_batches.load(Relaxed),
+        replayed_batches: stats.replayed_batches.load(Relaxed),
+        journal_pending: loader.pending as u64,
+        retries: [
+            stats.source_retries.load(Relaxed),
+            stats.sink_retries.load(Relaxed),
+            stats.budget_refusals.load(Relaxed),
+            stats.page_rounds.load(Relaxed),
+        ],
+        breaker_trips: [
+            stats.source_trips.load(Relaxed),
+            stats.sink_trips.load(Relaxed),
+        ],
+        degraded: stats.degraded(),
+        faults,
+        latency: Stage::ALL.iter().map(|s| stats.latency(*s)).collect(),
+        sink_counts,
+        reconciliation: Reconciliation::default(),
+    };
+    Ok(reconcile(summary))
+}
+
+/// Source count vs what went through the stages vs what the sink holds.
+fn reconcile(mut summary: Summary) -> Summary {
+    let s = &summary;
+    summary.reconciliation.checks = vec![
+        Check {
+            what: "last source page reached",
+            expected: 1,
+            actual: u64::from(s.complete),
+        },
+        Check {
+            what: "extracted = source rows",
+            expected: s.source_rows,
+            actual: s.extracted,
+        },
+        Check {
+            what: "valid + rejected + duplicates = extracted",
+            expected: s.extracted,
+            actual: s.valid + s.rejected + s.duplicates,
+        },
+        Check {
+            what: "sink records = valid",
+            expected: s.valid,
+            actual: s.sink_counts.records,
+        },
+        Check {
+            what: "sink rejected rows = rejected",
+            expected: s.rejected,
+            actual: s.sink_counts.rejected,
+        },
+        Check {
+            what: "journal batches pending = 0",
+            expected: 0,
+            actual: s.journal_pending,
+        },
+    ];
+    summary
+}
+
+/// A sink string without its password (`postgres://user:secret@host` → `user:***@host`).
+fn redact(sink: &str) -> String {
+    let Some((scheme, rest)) = sink.split_once("://") else {
+        return sink.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => sink.to_owned(),
+    }
+}
+
+/// The progress bar `config` asks for: hidden without `progress`, with JSON logs, or when
+/// stderr is not a terminal.
+pub fn progress_bar(config: &EtlConfig) -> ProgressBar {
+    if !config.progress || config.json_logs {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} [{bar:32}] {pos}/{len} rows {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+// ===== Batch =====
+
+impl Batch {
+    fn empty(seq: u64, source: &str) -> Self {
+        Batch {
+            seq,
+            source: source.to_owned(),
+            records: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+}
+
+// ===== Extractor =====
+
+struct Extractor {
+    service: ExtractService,
+    breaker: CircuitBreakerHandle,
+    stats: Arc<Stats>,
+    deadline: Instant,
+}
+
+impl Extractor {
+    /// Fetch page `number` through the stack, coming back to it (after the breaker's
+    /// `retry_after`, or a pause) when the stack gives up, until the run's deadline:
+    /// no page is skipped. `None` when the deadline passed.
+    async fn fetch(
+        &mut self,
+        number: u64,
+        progress: &ProgressBar,
+    ) -> Result<Option<Page>, BoxError> {
+        loop {
+            let t0 = Instant::now();
+            let result = match self.service.ready().await {
+                Ok(svc) => svc.call(number).await,
+                Err(err) => Err(err),
+            };
+            self.stats.observe(Stage::Extract, t0.elapsed());
+            let err = match result {
+                Ok(page) => {
+                    self.stats.pages.fetch_add(1, Relaxed);
+                    self.stats
+                        .count(&self.stats.extracted, "extracted", page.rows.len() as u64);
+                    return Ok(Some(page));
+                }
+                Err(err) => err,
+            };
+            if let Some(source) = err.downcast_ref::<SourceError>()
+                && !source.is_transient()
+            {
+                return Err(format!("page {number}: {source}").into());
+            }
+            if Instant::now() >= self.deadline {
+                return Ok(None);
+            }
+            self.stats.page_rounds.fetch_add(1, Relaxed);
+            let pause = err
+                .as_rejection()
+                .and_then(|r| r.retry_after())
+                .or_else(|| self.breaker.retry_after())
+                .unwrap_or(Duration::from_millis(100))
+                .clamp(Duration::from_millis(10), Duration::from_secs(1));
+            tracing::warn!(page = number, error = %err, ?pause, "page failed; coming back to it");
+            progress.set_message(format!("source degraded ({})", self.breaker.state()));
+            tokio::time::sleep_until((Instant::now() + pause).min(self.deadline)).await;
+        }
+    }
+}
+
+// ===== Loader =====
+
+struct Loader {
+    stack: LoadStack,
+    journal: Journal,
+    stats: Arc<Stats>,
+    pending: usize,
+}
+
+impl Loader {
+    async fn new(stack: LoadStack, journal: Journal, stats: Arc<Stats>) -> Result<Self, BoxError> {
+        let pending = journal.pending().await?.len();
+        metrics::gauge!("etl_journal_pending_batches").set(pending as f64);
+        Ok(Self {
+            stack,
+            journal,
+            stats,
+            pending,
+        })
+    }
+
+    fn status(&self) -> String {
+        match (self.pending, self.stack.breaker.state()) {
+            (0, State::Closed) => String::new(),
+            (n, state) => format!("sink {state}, {n} batch(es) in the journal"),
+        }
+    }
+
+    /// Load one batch: to the sink, or to the journal if the sink fails. An error only if
+    /// the journal cannot be written either (nothing is acknowledged then).
+    async fn load(&mut self, batch: Batch) -> Result<(), BoxError> {
+        if self.pending > 0 && self.stack.breaker.state() != State::Open {
+            self.replay().await;
+        }
+        let seq = batch.seq;
+        let t0 = Instant::now();
+        let answer = self.stack.live.ready().await?.call(batch).await?;
+        self.stats.observe(Stage::Load, t0.elapsed());
+        if answer.is_degraded() {
+            tracing::warn!(
+                batch = seq,
+                "sink unavailable; batch spilled to the journal"
+            );
+            self.stats.spilled_batches.fetch_add(1, Relaxed);
+            self.stats.sink_degraded(true);
+            self.pending += 1;
+            metrics::gauge!("etl_journal_pending_batches").set(self.pending as f64);
+        }
+        self.stats.loaded(&answer);
+        Ok(())
+    }
+
+    /// Replay the journal through the guarded sink, oldest first, until one fails.
+    async fn replay(&mut self) {
+        let guarded = self.stack.guarded.clone();
+        let replayed = self
+            .journal
+            .replay(|batch| {
+                let svc = guarded.clone();
+                async move { svc.oneshot(batch).await }
+            })
+            .await;
+        match replayed {
+            Ok(r) => {
+                for report in &r.loaded {
+                    self.stats.loaded(report);
+                }
+                let n = r.loaded.len() as u64;
+                self.stats.replayed_batches.fetch_add(n, Relaxed);
+                if n > 0 {
+                    metrics::counter!("etl_records_total", "stage" => "replayed").increment(
+                        r.loaded
+                            .iter()
+                            .map(|l| l.inserted + l.updated + l.unchanged)
+                            .sum(),
+                    );
+                    tracing::info!(batches = n, left = r.remaining, "journal replayed");
+                }
+                if let Some(err) = r.error {
+                    tracing::debug!(error = %err, "journal replay paused: sink still failing");
+                }
+                self.pending = r.remaining;
+            }
+            Err(err) => tracing::error!(error = %err, "cannot read the journal"),
+        }
+        metrics::gauge!("etl_journal_pending_batches").set(self.pending as f64);
+        if self.pending == 0 {
+            self.stats.sink_degraded(false);
+        }
+    }
+
+    /// Replay until the journal is empty or the deadline passes.
+    async fn drain(&mut self, deadline: Instant) {
+        loop {
+            self.replay().await;
+            if self.pending == 0 || Instant::now() >= deadline {
+                return;
+            }
+            let pause = self
+                .stack
+                .breaker
+                .retry_after()
+                .unwrap_or(Duration::from_millis(50))
+                .clamp(Duration::from_millis(10), Duration::from_millis(500));
+            tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://etl:s3cret@127.0.0.1:5432/db"),
+            "postgres://etl:***@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            redact("postgres://etl@127.0.0.1/db"),
+            "postgres://etl@127.0.0.1/db"
+        );
+        assert_eq!(redact("/tmp/etl.sqlite"), "/tmp/etl.sqlite");
+    }
+}

@@ -1,0 +1,88 @@
+//! AIMD: additive increase, multiplicative decrease.
+
+use std::time::Duration;
+
+use super::Sample;
+
+/// Additive increase, multiplicative decrease, as in TCP congestion control and Netflix's
+/// `AIMDLimit`: each success while the limit is in use adds `1 / limit` (about one per
+/// round trip of a full window); a failure, or a latency above
+/// [`latency_threshold`](Aimd::latency_threshold), multiplies the limit by
+/// [`backoff_ratio`](Aimd::backoff_ratio), at most once per round trip (samples from calls
+/// that started before the last decrease do not decrease it again).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Aimd {
+    pub(crate) backoff_ratio: f64,
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
+    pub(crate) latency_threshold: Duration,
+}
+
+impl Default for Aimd {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Aimd {
+    /// AIMD with the defaults: backoff ratio 0.9 and latency threshold 5s.
+    pub const fn new() -> Self {
+        Self {
+            backoff_ratio: 0.9,
+            latency_threshold: Duration::from_secs(5),
+        }
+    }
+
+    /// The factor applied to the limit on a failure or slow call. Default 0.9 (Netflix's
+    /// default): a gentle step, since it may repeat every round trip. Valid: 0.5 to 1.0
+    /// (exclusive).
+    #[must_use]
+    pub const fn backoff_ratio(mut self, ratio: f64) -> Self {
+        self.backoff_ratio = ratio;
+        self
+    }
+
+    /// A call slower than this counts as a sign of overload. Default 5s (Netflix's
+    /// `AIMDLimit` timeout); set it to a small multiple of the backend's normal latency.
+    #[must_use]
+    pub const fn latency_threshold(mut self, threshold: Duration) -> Self {
+        self.latency_threshold = threshold;
+        self
+    }
+
+    /// The next limit after `sample`, given the current `limit`; `None` for no change.
+    pub(crate) fn update(&self, limit: f64, sample: &Sample, may_decrease: bool) -> Option<f64> {
+        let overloaded = sample.dropped || sample.rtt > self.latency_threshold;
+        if overloaded {
+            return may_decrease.then_some(limit * self.backoff_ratio);
+        }
+        // Grow only when the limit is what holds calls back, not when the caller is idle.
+        let in_use = (sample.in_flight as f64) * 2.0 >= limit;
+        in_use.then_some(limit + 1.0 / limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rtt_ms: u64, in_flight: usize, dropped: bool) -> Sample {
+        Sample {
+            rtt: Duration::from_millis(rtt_ms),
+            in_flight,
+            dropped,
+        }
+    }
+
+    #[test]
+    fn increases_additively_and_decreases_multiplicatively() {
+        let aimd = Aimd::new().latency_threshold(Duration::from_millis(100));
+        assert_eq!(aimd.update(10.0, &sample(10, 10, false), true), Some(10.1));
+        assert_eq!(aimd.update(10.0, &sample(10, 10, true), true), Some(9.0));
+        assert_eq!(aimd.update(10.0, &sample(200, 10, false), true), Some(9.0));
+        // Idle caller: no growth. Already decreased this round trip: no second decrease.
+        assert_eq!(aimd.update(10.0, &sample(10, 2, false), true), None);
+        assert_eq!(aimd.update(10.0, &sample(10, 10, true), false), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! The adaptive limit's config and builder.
+
+use std::fmt;
+
+use palisade_core::config::ensure;
+use palisade_core::{ConfigError, Listeners, Name};
+
+use super::{AdaptiveLimitLayer, Aimd, Gradient};
+use crate::event::LimitEvent;
+
+const LAYER: &str = "adaptive_limit";
+
+/// Which algorithm moves the limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Algorithm {
+    /// Additive increase, multiplicative decrease on failures and slow calls.
+    Aimd(Aimd),
+    /// The ratio of no-load to measured round trip time.
+    Gradient(Gradient),
+}
+
+impl Default for Algorithm {
+    /// [`Gradient`]: it needs no latency threshold to be tuned.
+    fn default() -> Self {
+        Algorithm::Gradient(Gradient::new())
+    }
+}
+
+impl From<Aimd> for Algorithm {
+    fn from(a: Aimd) -> Self {
+        Algorithm::Aimd(a)
+    }
+}
+
+impl From<Gradient> for Algorithm {
+    fn from(g: Gradient) -> Self {
+        Algorithm::Gradient(g)
+    }
+}
+
+/// The data of an adaptive limit's configuration.
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use palisade_rate_limit::AdaptiveLimitConfig;
+///
+/// let config: AdaptiveLimitConfig = serde_json::from_str(
+///     r#"{ "algorithm": { "aimd": { "latency_threshold": "250ms" } }, "max_limit": 200 }"#,
+/// ).unwrap();
+/// let layer = config.into_layer().expect("valid config");
+/// assert_eq!(layer.handle().limit(), 20);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct AdaptiveLimitConfig {
+    /// The layer's name, on errors, events and metrics. Default: `"adaptive_limit"`.
+    pub name: Name,
+    /// The algorithm ([`Aimd`] or [`Gradient`]). Default [`Gradient`]: it needs no latency
+    /// threshold to be tuned.
+    pub algorithm: Algorithm,
+    /// The limit before the first sample. Default 20 (Netflix's default): enough to
+    /// measure a backend without flooding it.
+    pub initial_limit: usize,
+    /// The lowest limit. Default 1: a failing backend still gets a probe through.
+    pub min_limit: usize,
+    /// The highest limit. Default 1000 (Netflix's default): a bug cannot open the
+    /// floodgates.
+    pub max_limit: usize,
+}
+
+impl Default for AdaptiveLimitConfig {
+    fn default() -> Self {
+        Self {
+            name: Name::from_static("adaptive_limit"),
+            algorithm: Algorithm::default(),
+            initial_limit: 20,
+            min_limit: 1,
+            max_limit: 1000,
+        }
+    }
+}
+
+impl AdaptiveLimitConfig {
+    /// A builder with the defaults.
+    pub fn builder() -> AdaptiveLimitBuilder {
+        AdaptiveLimitBuilder::default()
+    }
+
+    /// Check every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.min_limit >= 1,
+            LAYER,
+            "min_limit",
+            self.min_limit,
+            "1 or more",
+        )?;
+        ensure(
+            self.max_limit >= self.min_limit,
+            LAYER,
+            "max_limit",
+            self.max_limit,
+            format!("at least min_limit ({})", self.min_limit),
+        )?;
+        ensure(
+            (self.min_limit..=self.max_limit).contains(&self.initial_limit),
+            LAYER,
+            "initial_limit",
+            self.initial_limit,
+            format!("{} to {}", self.min_limit, self.max_limit),
+        )?;
+        validate_algorithm(&self.algorithm)
+    }
+
+    /// Validate and build a layer with no listeners, counting every `Err` as a failure.
+    pub fn into_layer(self) -> Result<AdaptiveLimitLayer, ConfigError> {
+        AdaptiveLimitBuilder {
+            config: self,
+            listeners: Listeners::new(),
+        }
+        .build()
+    }
+}
+
+/// Builds an [`AdaptiveLimitLayer`]; every setter has a documented default (see the fields
+/// of [`AdaptiveLimitConfig`]).
+///
+/// ```
+/// use palisade_rate_limit::{AdaptiveLimitConfig, Aimd};
+/// use std::time::Duration;
+///
+/// let layer = AdaptiveLimitConfig::builder()
+///     .name("search")
+///     .algorithm(Aimd::new().latency_threshold(Duration::from_millis(250)))
+///     .initial_limit(10)
+///     .limits(2, 200)
+///     .build()
+///     .expect("valid config");
+/// assert_eq!(layer.handle().limit(), 10);
+///
+/// let err = AdaptiveLimitConfig::builder().limits(10, 5).build().unwrap_err();
+/// assert_eq!(err.field(), "max_limit");
+/// ```
+#[derive(Default)]
+pub struct AdaptiveLimitBuilder {
+    config: AdaptiveLimitConfig,
+    listeners: Listeners<LimitEvent>,
+}
+
+impl AdaptiveLimitBuilder {
+    /// The layer's name (default `"adaptive_limit"`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Name>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The algorithm (default [`Gradient`]).
+    #[must_use]
+    pub fn algorithm(mut self, algorithm: impl Into<Algorithm>) -> Self {
+        self.config.algorithm = algorithm.into();
+        self
+    }
+
+    /// The limit before the first sample (default 20).
+    #[must_use]
+    pub fn initial_limit(mut self, limit: usize) -> Self {
+        self.config.initial_limit = limit;
+        self
+    }
+
+    /// The range the limit moves in (default 1 to 1000).
+    #[must_use]
+    pub fn limits(mut self, min: usize, max: usize) -> Self {
+        self.config.min_limit = min;
+        self.config.max_limit = max;
+        self
+    }
+
+    /// Register a listener for the layer's [`LimitEvent`]s.
+    #[must_use]
+    pub fn on_event(mut self, listener: impl Fn(&LimitEvent) + Send + Sync + 'static) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Validate and build the layer; every `Err` counts as a failure (change it with
+    /// [`AdaptiveLimitLayer::classifier`]).
+    pub fn build(self) -> Result<AdaptiveLimitLayer, ConfigError> {
+        self.config.validate()?;
+        Ok(AdaptiveLimitLayer::from_parts(self.config, self.listeners))
+    }
+}
+
+impl fmt::Debug for AdaptiveLimitBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveLimitBuilder")
+            .field("config", &self.config)
+            .field("listeners", &self.listeners)
+            .finish()
+    }
+}
+
+fn validate_algorithm(algorithm: &Algorithm) -> Result<(), ConfigError> {
+    match algorithm {
+        Algorithm::Aimd(a) => {
+            ensure(
+                (0.5..1.0).contains(&a.backoff_ratio),
+                LAYER,
+                "aimd.backoff_ratio",
+                a.backoff_ratio,
+                "0.5 to 1.0 (exclusive)",
+            )?;
+            ensure(
+                !a.latency_threshold.is_zero(),
+                LAYER,
+                "aimd.latency_threshold",
+                a.latency_threshold,
+                "more than zero",
+            )
+        }
+        Algorithm::Gradient(g) => {
+            ensure(
+                g.tolerance >= 1.0 && g.tolerance.is_finite(),
+                LAYER,
+                "gradient.tolerance",
+                g.tolerance,
+                "1.0 or more",
+            )?;
+            ensure(
+                g.smoothing > 0.0 && g.smoothing <= 1.0,
+                LAYER,
+                "gradient.smoothing",
+                g.smoothing,
+                "above 0.0, up to 1.0",
+            )?;
+            ensure(
+                g.min_rtt_window >= 1,
+                LAYER,
+                "gradient.min_rtt_window",
+                g.min_rtt_window,
+                "1 or more",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bad_algorithm_parameters() {
+        let b = AdaptiveLimitConfig::builder;
+        let field = |r: Result<AdaptiveLimitLayer, ConfigError>| r.unwrap_err().field();
+        assert_eq!(field(b().limits(0, 5).build()), "min_limit");
+        assert_eq!(field(b().initial_limit(2000).build()), "initial_limit");
+        assert_eq!(
+            field(b().algorithm(Aimd::new().backoff_ratio(1.0)).build()),
+            "aimd.backoff_ratio"
+        );
+        assert_eq!(
+            field(b().algorithm(Gradient::new().tolerance(0.5)).build()),
+            "gradient.tolerance"
+        );
+        assert_eq!(
+            field(b().algorithm(Gradient::new().smoothing(0.0)).build()),
+            "gradient.smoothing"
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! Adaptive concurrency: a concurrency limit that follows the backend's capacity.
+
+mod aimd;
+mod config;
+mod future;
+mod gradient;
+mod layer;
+mod service;
+
+use std::time::Duration;
+
+pub use aimd::Aimd;
+pub use config::{AdaptiveLimitBuilder, AdaptiveLimitConfig, Algorithm};
+pub use future::ResponseFuture;
+pub use gradient::Gradient;
+pub use layer::AdaptiveLimitLayer;
+pub use service::{AdaptiveLimit, AdaptiveLimitHandle};
+
+/// One finished call, as the algorithms see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sample {
+    /// How long the call took.
+    pub(crate) rtt: Duration,
+    /// Calls in flight when it started (itself included).
+    pub(crate) in_flight: usize,
+    /// It failed (by the layer's classifier).
+    pub(crate) dropped: bool,
+}

@@ -1,0 +1,294 @@
+//! The adaptive limit service and its shared state.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use palisade_core::{Classify, Emitter, Listeners, Name, Outcome, Overloaded};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::Sample;
+use super::config::{AdaptiveLimitConfig, Algorithm};
+use super::future::ResponseFuture;
+use super::gradient::GradientState;
+use crate::event::{LimitEvent, LimitKind};
+use crate::metrics::Metrics;
+
+// ===== Shared =====
+
+/// The state all clones of one layer share.
+pub(crate) struct Shared {
+    /// The limit admission reads: a plain atomic, so admitting takes no lock.
+    limit: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// The algorithm's state; locked only when a call completes.
+    algorithm: Mutex<AlgorithmState>,
+    min_limit: usize,
+    max_limit: usize,
+    emitter: Emitter<LimitEvent>,
+    metrics: Metrics,
+}
+
+struct AlgorithmState {
+    algorithm: Algorithm,
+    gradient: GradientState,
+    /// The exact limit; admission uses its floor.
+    limit: f64,
+    /// Calls started before the last decrease do not decrease the limit again.
+    last_decrease: Option<Instant>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: AdaptiveLimitConfig, listeners: Listeners<LimitEvent>) -> Self {
+        let metrics = Metrics::register(&config.name, LimitKind::Adaptive);
+        metrics.limit.set(config.initial_limit as f64);
+        Self {
+            limit: AtomicUsize::new(config.initial_limit),
+            in_flight: AtomicUsize::new(0),
+            algorithm: Mutex::new(AlgorithmState {
+                algorithm: config.algorithm,
+                gradient: GradientState::default(),
+                limit: config.initial_limit as f64,
+                last_decrease: None,
+            }),
+            min_limit: config.min_limit,
+            max_limit: config.max_limit,
+            emitter: Emitter::new(config.name, listeners),
+            metrics,
+        }
+    }
+
+    /// Take a slot if fewer than `limit` calls are in flight.
+    fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let limit = self.limit.load(Ordering::Acquire);
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        let in_flight = taken.ok()? + 1;
+        self.metrics.in_flight.add(1.0);
+        Some(Slot {
+            shared: Arc::clone(self),
+            started: Instant::now(),
+            in_flight,
+        })
+    }
+
+    fn on_sample(&self, started: Instant, sample: &Sample) {
+        let mut state = self
+            .algorithm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let may_decrease = state.last_decrease.is_none_or(|at| started >= at);
+        let current = state.limit;
+        let next = match state.algorithm {
+            Algorithm::Aimd(aimd) => aimd.update(current, sample, may_decrease),
+            Algorithm::Gradient(params) => {
+                state
+                    .gradient
+                    .update(&params, current, sample, may_decrease)
+            }
+        };
+        let Some(next) = next else { return };
+        let next = next.clamp(self.min_limit as f64, self.max_limit as f64);
+        if next < current {
+            state.last_decrease = Some(Instant::now());
+        }
+        state.limit = next;
+        drop(state);
+        self.publish(next as usize);
+    }
+
+    fn publish(&self, to: usize) {
+        let from = self.limit.swap(to, Ordering::AcqRel);
+        if from != to {
+            self.metrics.limit.set(to as f64);
+            self.emitter.emit(|| LimitEvent::LimitChanged { from, to });
+        }
+    }
+
+    fn rejected(&self) -> Overloaded {
+        self.metrics.rejected.increment(1);
+        let limit = "max in-flight";
+        self.emitter.emit(|| LimitEvent::Overloaded {
+            kind: LimitKind::Adaptive,
+            limit,
+        });
+        Overloaded::new(self.emitter.name().clone(), limit)
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", self.emitter.name())
+            .field("limit", &self.limit.load(Ordering::Relaxed))
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One admitted call's place under the limit; dropping it frees the place.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    started: Instant,
+    in_flight: usize,
+}
+
+impl Slot {
+    /// The call finished with `outcome`: feed its sample to the algorithm.
+    pub(crate) fn complete(self, outcome: Outcome) {
+        if outcome == Outcome::Ignore {
+            return;
+        }
+        let sample = Sample {
+            rtt: self.started.elapsed(),
+            in_flight: self.in_flight,
+            dropped: outcome.is_failure(),
+        };
+        self.shared.on_sample(self.started, &sample);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.shared.metrics.in_flight.add(-1.0);
+    }
+}
+
+/// Reads an adaptive limit's state; from
+/// [`AdaptiveLimitLayer::handle`](super::AdaptiveLimitLayer::handle).
+#[derive(Debug, Clone)]
+pub struct AdaptiveLimitHandle {
+    shared: Arc<Shared>,
+}
+
+impl AdaptiveLimitHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The limit's name.
+    pub fn name(&self) -> &Name {
+        self.shared.emitter.name()
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.shared.limit.load(Ordering::Acquire)
+    }
+
+    /// Slots held now: calls in flight plus services readied but not yet called.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Acquire)
+    }
+}
+
+// ===== AdaptiveLimit =====
+
+/// A service whose calls in flight are limited by an adaptive limit; built by
+/// [`AdaptiveLimitLayer`](super::AdaptiveLimitLayer).
+///
+/// `poll_ready` takes a slot if one is free, then readies the inner service; if none is,
+/// it returns `Ready(Ok)` without readying the inner service and `call` fails with
+/// [`Overloaded`]. A slot taken in `poll_ready` is freed if the service is dropped before
+/// `call`.
+pub struct AdaptiveLimit<S, C> {
+    inner: S,
+    shared: Arc<Shared>,
+    classifier: C,
+    readiness: Option<Option<Slot>>,
+}
+
+impl<S, C> AdaptiveLimit<S, C> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
+        Self {
+            inner,
+            shared,
+            classifier,
+            readiness: None,
+        }
+    }
+
+    /// A handle reading the limit's state.
+    pub fn handle(&self) -> AdaptiveLimitHandle {
+        AdaptiveLimitHandle::new(Arc::clone(&self.shared))
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, consuming the limit.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, Req> Service<Req> for AdaptiveLimit<S, C>
+where
+    S: Service<Req>,
+    S::Error: From<Overloaded>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let slot = self
+            .readiness
+            .get_or_insert_with(|| self.shared.try_acquire());
+        match slot {
+            // The call will be refused: do not reserve the inner service for it.
+            None => Poll::Ready(Ok(())),
+            Some(_) => self.inner.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let readiness = self
+            .readiness
+            .take()
+            .expect("AdaptiveLimit::call without poll_ready returning Ready first");
+        match readiness {
+            Some(slot) => {
+                self.shared.metrics.admitted.increment(1);
+                let fut = self.inner.call(req);
+                ResponseFuture::called(fut, slot, self.classifier.clone())
+            }
+            None => ResponseFuture::rejected(self.shared.rejected()),
+        }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for AdaptiveLimit<S, C> {
+    /// A clone shares the limit but not readiness: it must be polled ready itself.
+    fn clone(&self) -> Self {
+        Self::from_parts(
+            self.inner.clone(),
+            Arc::clone(&self.shared),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for AdaptiveLimit<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveLimit")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,173 @@
+//! The concurrency limit's config (plain data) and builder.
+
+use std::fmt;
+use std::time::Duration;
+
+use palisade_core::config::ensure;
+use palisade_core::{ConfigError, Listeners, Name};
+
+use super::layer::ConcurrencyLimitLayer;
+use crate::event::LimitEvent;
+
+const LAYER: &str = "concurrency_limit";
+
+/// The data of a concurrency limit's (bulkhead's) configuration: at most `max_in_flight`
+/// calls at once; the others wait (up to `max_wait`, at most `max_queue` of them) or are
+/// rejected.
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use palisade_rate_limit::ConcurrencyLimitConfig;
+///
+/// let config: ConcurrencyLimitConfig =
+///     serde_json::from_str(r#"{ "name": "db-pool", "max_in_flight": 32, "max_wait": "100ms" }"#)
+///         .unwrap();
+/// let layer = config.into_layer().expect("valid config");
+/// assert_eq!(layer.handle().max_in_flight(), 32);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct ConcurrencyLimitConfig {
+    /// The layer's name, on errors, events and metrics. Default: `"concurrency_limit"`.
+    #[cfg_attr(feature = "serde", serde(default = "default_name"))]
+    pub name: Name,
+    /// The most calls in flight at once. Required; 1 or more.
+    pub max_in_flight: usize,
+    /// Wait mode: how long a call finding every permit taken may wait for one (in arrival
+    /// order), then it is rejected with [`Overloaded`](palisade_core::Overloaded). Default
+    /// zero: reject mode, a bulkhead sheds at once rather than queue silently.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, with = "palisade_core::config::duration")
+    )]
+    pub max_wait: Duration,
+    /// The most calls waiting at once in wait mode; more are rejected at once. Default
+    /// (`None`): `max_in_flight`, one waiting call per running one, so a waiter's wait is
+    /// bounded by about one service time when calls take similar time.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub max_queue: Option<usize>,
+}
+
+fn default_name() -> Name {
+    Name::from_static("concurrency_limit")
+}
+
+impl ConcurrencyLimitConfig {
+    /// A limit of `max_in_flight` concurrent calls, with the defaults for the rest.
+    pub fn new(max_in_flight: usize) -> Self {
+        Self {
+            name: default_name(),
+            max_in_flight,
+            max_wait: Duration::ZERO,
+            max_queue: None,
+        }
+    }
+
+    /// A builder for a limit of `max_in_flight` concurrent calls.
+    pub fn builder(max_in_flight: usize) -> ConcurrencyLimitBuilder {
+        ConcurrencyLimitBuilder {
+            config: Self::new(max_in_flight),
+            listeners: Listeners::new(),
+        }
+    }
+
+    /// The queue bound in effect: [`max_queue`](Self::max_queue) or `max_in_flight`.
+    pub fn effective_max_queue(&self) -> usize {
+        self.max_queue.unwrap_or(self.max_in_flight)
+    }
+
+    /// Check every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // tokio's semaphore holds at most `usize::MAX >> 3` permits.
+        let max = tokio::sync::Semaphore::MAX_PERMITS;
+        ensure(
+            (1..=max).contains(&self.max_in_flight),
+            LAYER,
+            "max_in_flight",
+            self.max_in_flight,
+            format!("1 to {max}"),
+        )
+    }
+
+    /// Validate and build a layer with no listeners.
+    pub fn into_layer(self) -> Result<ConcurrencyLimitLayer, ConfigError> {
+        ConcurrencyLimitBuilder {
+            config: self,
+            listeners: Listeners::new(),
+        }
+        .build()
+    }
+}
+
+/// Builds a [`ConcurrencyLimitLayer`]; every setter has a documented default (see the
+/// fields of [`ConcurrencyLimitConfig`]).
+///
+/// ```
+/// use palisade_rate_limit::ConcurrencyLimitConfig;
+/// use std::time::Duration;
+///
+/// let layer = ConcurrencyLimitConfig::builder(32)
+///     .name("db-pool")
+///     .max_wait(Duration::from_millis(100))
+///     .max_queue(64)
+///     .build()
+///     .expect("valid config");
+/// assert_eq!(layer.handle().max_in_flight(), 32);
+///
+/// let err = ConcurrencyLimitConfig::builder(0).build().unwrap_err();
+/// assert_eq!(err.field(), "max_in_flight");
+/// ```
+pub struct ConcurrencyLimitBuilder {
+    config: ConcurrencyLimitConfig,
+    listeners: Listeners<LimitEvent>,
+}
+
+impl ConcurrencyLimitBuilder {
+    /// The layer's name (default `"concurrency_limit"`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Name>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Wait mode: wait up to `max_wait` for a permit (default zero: reject mode).
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.config.max_wait = max_wait;
+        self
+    }
+
+    /// The most calls waiting at once (default: `max_in_flight`).
+    #[must_use]
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.config.max_queue = Some(max_queue);
+        self
+    }
+
+    /// Register a listener for the layer's [`LimitEvent`]s.
+    #[must_use]
+    pub fn on_event(mut self, listener: impl Fn(&LimitEvent) + Send + Sync + 'static) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Validate and build the layer.
+    pub fn build(self) -> Result<ConcurrencyLimitLayer, ConfigError> {
+        self.config.validate()?;
+        Ok(ConcurrencyLimitLayer::from_parts(
+            self.config,
+            self.listeners,
+        ))
+    }
+}
+
+impl fmt::Debug for ConcurrencyLimitBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimitBuilder")
+            .field("config", &self.config)
+            .field("listeners", &self.listeners)
+            .finish()
+    }
+}

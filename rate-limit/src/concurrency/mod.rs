@@ -1,0 +1,11 @@
+//! A concurrency limit (bulkhead): at most N calls in flight, shared by clones.
+
+mod config;
+mod future;
+mod layer;
+mod service;
+
+pub use config::{ConcurrencyLimitBuilder, ConcurrencyLimitConfig};
+pub use future::ResponseFuture;
+pub use layer::ConcurrencyLimitLayer;
+pub use service::{ConcurrencyLimit, ConcurrencyLimitHandle};

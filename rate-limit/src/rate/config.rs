@@ -1,0 +1,295 @@
+//! The rate limit's config (plain data) and builder.
+
+use std::fmt;
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::Quota;
+use palisade_core::config::ensure;
+use palisade_core::{ConfigError, Listeners, Name};
+
+use super::layer::RateLimitLayer;
+use super::limiter::Keyed;
+use crate::event::LimitEvent;
+
+const LAYER: &str = "rate_limit";
+
+/// How long an idle key's state is kept before a keyed limiter drops it, by default: one
+/// minute. Long enough that the sweep (O(keys) under the store's lock) is rare, short enough
+/// that a burst of one-off keys (a scan, a bot) is forgotten quickly.
+pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The data of a rate limit's configuration: `cells` per `period` with a `burst`, in reject
+/// or wait mode; what an operator sets in a file.
+///
+/// With the `serde` feature it loads from TOML, JSON or any serde format (only `cells` and
+/// `period` are required; durations are written `"250ms"`, `"2s"` or as milliseconds):
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use palisade_rate_limit::RateLimitConfig;
+/// use std::time::Duration;
+///
+/// let config: RateLimitConfig = serde_json::from_str(
+///     r#"{ "name": "search", "cells": 100, "period": "1s", "burst": 10, "max_wait": "50ms" }"#,
+/// ).unwrap();
+/// assert_eq!(config.emission_interval(), Duration::from_millis(10));
+/// let layer = config.into_layer().expect("valid config");
+/// # let _ = layer;
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct RateLimitConfig {
+    /// The layer's name, on errors, events and metrics. Default: `"rate_limit"`.
+    #[cfg_attr(feature = "serde", serde(default = "default_name"))]
+    pub name: Name,
+    /// Cells replenished per `period` (e.g. 100 per second). Required; 1 or more.
+    pub cells: u32,
+    /// The period in which `cells` cells are replenished. Required; at least 1ns per cell.
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
+    pub period: Duration,
+    /// The most cells admitted at one instant. Default (`None`): `cells`, the whole
+    /// period's quota (governor's convention), so "100 per second" admits 100 calls
+    /// arriving together, and at most `burst + cells` in any window of one period.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub burst: Option<u32>,
+    /// Wait mode: how long a call that does not conform may wait for its cells (in arrival
+    /// order), then it is rejected. Default zero: reject mode, the call fails at once with
+    /// [`RateLimited`](palisade_core::RateLimited); a limiter should not add latency unless
+    /// asked to.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, with = "palisade_core::config::duration")
+    )]
+    pub max_wait: Duration,
+    /// How often a keyed limiter drops the state of idle keys. Default
+    /// [`DEFAULT_CLEANUP_INTERVAL`] (60s). Ignored by direct limiters.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default = "default_cleanup_interval",
+            with = "palisade_core::config::duration"
+        )
+    )]
+    pub cleanup_interval: Duration,
+}
+
+fn default_name() -> Name {
+    Name::from_static("rate_limit")
+}
+
+#[cfg(feature = "serde")]
+fn default_cleanup_interval() -> Duration {
+    DEFAULT_CLEANUP_INTERVAL
+}
+
+impl RateLimitConfig {
+    /// A limit of `cells` per `period`, with the defaults for everything else.
+    pub fn new(cells: u32, period: Duration) -> Self {
+        Self {
+            name: default_name(),
+            cells,
+            period,
+            burst: None,
+            max_wait: Duration::ZERO,
+            cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+        }
+    }
+
+    /// A builder for a limit of `cells` per `period`.
+    pub fn builder(cells: u32, period: Duration) -> RateLimitBuilder {
+        RateLimitBuilder {
+            config: Self::new(cells, period),
+            listeners: Listeners::new(),
+        }
+    }
+
+    /// The burst in effect: [`burst`](Self::burst) or, by default, `cells`.
+    pub fn effective_burst(&self) -> u32 {
+        self.burst.unwrap_or(self.cells)
+    }
+
+    /// The time one cell takes to replenish: `period / cells`.
+    pub fn emission_interval(&self) -> Duration {
+        self.period / self.cells.max(1)
+    }
+
+    /// The governor quota this config describes (meaningful once validated).
+    pub fn quota(&self) -> Quota {
+        let burst = NonZeroU32::new(self.effective_burst()).unwrap_or(NonZeroU32::MIN);
+        Quota::with_period(self.emission_interval())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst)
+    }
+
+    /// Check every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.cells >= 1, LAYER, "cells", self.cells, "1 or more")?;
+        ensure(
+            !self.period.is_zero(),
+            LAYER,
+            "period",
+            self.period,
+            "a duration above zero",
+        )?;
+        ensure(
+            !(self.period / self.cells).is_zero(),
+            LAYER,
+            "period",
+            self.period,
+            "at least 1ns per cell (period / cells)",
+        )?;
+        let burst = self.effective_burst();
+        ensure(burst >= 1, LAYER, "burst", burst, "1 or more")?;
+        ensure(
+            !self.cleanup_interval.is_zero(),
+            LAYER,
+            "cleanup_interval",
+            self.cleanup_interval,
+            "a duration above zero",
+        )
+    }
+
+    /// Validate and build a direct (one quota for all calls) layer with no listeners.
+    pub fn into_layer(self) -> Result<RateLimitLayer, ConfigError> {
+        RateLimitBuilder {
+            config: self,
+            listeners: Listeners::new(),
+        }
+        .build()
+    }
+}
+
+/// Builds a [`RateLimitLayer`]; every setter has a documented default (see the fields of
+/// [`RateLimitConfig`]).
+///
+/// ```
+/// use palisade_rate_limit::RateLimitConfig;
+/// use std::time::Duration;
+///
+/// // 100 calls per second, at most 10 at once, waiting up to 50ms for quota.
+/// let layer = RateLimitConfig::builder(100, Duration::from_secs(1))
+///     .name("search-api")
+///     .burst(10)
+///     .max_wait(Duration::from_millis(50))
+///     .on_event(|event| println!("{event:?}"))
+///     .build()
+///     .expect("valid config");
+/// # let _ = layer;
+///
+/// // Invalid values are refused, never panicked on.
+/// let err = RateLimitConfig::builder(0, Duration::from_secs(1)).build().unwrap_err();
+/// assert_eq!(err.field(), "cells");
+/// ```
+pub struct RateLimitBuilder {
+    config: RateLimitConfig,
+    listeners: Listeners<LimitEvent>,
+}
+
+impl RateLimitBuilder {
+    /// The layer's name (default `"rate_limit"`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Name>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The most cells admitted at one instant (default: `cells`).
+    #[must_use]
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.config.burst = Some(burst);
+        self
+    }
+
+    /// Wait mode: wait up to `max_wait` for quota, then reject (default zero: reject mode).
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.config.max_wait = max_wait;
+        self
+    }
+
+    /// Reject mode (the default): a call that does not conform fails at once.
+    #[must_use]
+    pub fn reject(self) -> Self {
+        self.max_wait(Duration::ZERO)
+    }
+
+    /// How often a keyed limiter drops idle keys (default 60s).
+    #[must_use]
+    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
+        self.config.cleanup_interval = interval;
+        self
+    }
+
+    /// Register a listener for the layer's [`LimitEvent`]s.
+    #[must_use]
+    pub fn on_event(mut self, listener: impl Fn(&LimitEvent) + Send + Sync + 'static) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Validate and build a direct layer: one quota shared by every call.
+    pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+        self.config.validate()?;
+        Ok(RateLimitLayer::direct(self.config, self.listeners))
+    }
+
+    /// Validate and build a keyed layer: one quota per key, `key_fn` extracting the key
+    /// (tenant, user, API key, host) from each request, so a noisy key never uses another
+    /// key's quota. See [`Keyed`] for memory use.
+    pub fn keyed<Req, K, F>(self, key_fn: F) -> Result<RateLimitLayer<Keyed<K, F>>, ConfigError>
+    where
+        F: Fn(&Req) -> K,
+        K: Hash + Eq + Clone,
+    {
+        self.config.validate()?;
+        Ok(RateLimitLayer::keyed(self.config, self.listeners, key_fn))
+    }
+}
+
+impl fmt::Debug for RateLimitBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("config", &self.config)
+            .field("listeners", &self.listeners)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = RateLimitConfig::new(100, Duration::from_secs(1));
+        c.validate().unwrap();
+        assert_eq!(c.effective_burst(), 100);
+        assert_eq!(c.max_wait, Duration::ZERO);
+        assert_eq!(c.cleanup_interval, DEFAULT_CLEANUP_INTERVAL);
+        assert_eq!(c.name.as_str(), "rate_limit");
+        assert_eq!(c.quota().burst_size().get(), 100);
+        assert_eq!(c.quota().replenish_interval(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let b = |cells, period| RateLimitConfig::builder(cells, period);
+        let s = Duration::from_secs(1);
+        assert_eq!(b(0, s).build().unwrap_err().field(), "cells");
+        assert_eq!(b(1, Duration::ZERO).build().unwrap_err().field(), "period");
+        assert_eq!(
+            b(10, Duration::from_nanos(5)).build().unwrap_err().field(),
+            "period"
+        );
+        assert_eq!(b(1, s).burst(0).build().unwrap_err().field(), "burst");
+        let err = b(1, s)
+            .cleanup_interval(Duration::ZERO)
+            .keyed(|r: &u32| *r)
+            .unwrap_err();
+        assert_eq!(err.field(), "cleanup_interval");
+    }
+}

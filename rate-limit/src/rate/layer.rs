@@ -1,0 +1,110 @@
+//! The rate limit layer.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use palisade_core::metrics::Gauge;
+use palisade_core::{Listeners, Name};
+use tower_layer::Layer;
+
+use super::config::RateLimitConfig;
+use super::limiter::{Common, Direct, Keyed, UnitCost};
+use super::service::RateLimit;
+use crate::event::LimitEvent;
+use crate::metrics;
+
+/// Applies a GCRA rate limit to every call of the wrapped service; all clones (and all the
+/// services they wrap) share one limiter.
+///
+/// Build a direct limit with [`RateLimitBuilder::build`](super::RateLimitBuilder::build)
+/// (or [`RateLimitConfig::into_layer`]) and a per-key limit with
+/// [`RateLimitBuilder::keyed`](super::RateLimitBuilder::keyed); charge more than one cell
+/// per request with [`cost`](RateLimitLayer::cost).
+pub struct RateLimitLayer<L = Direct, C = UnitCost> {
+    common: Arc<Common>,
+    limiter: L,
+    cost: C,
+}
+
+impl RateLimitLayer {
+    pub(crate) fn direct(config: RateLimitConfig, listeners: Listeners<LimitEvent>) -> Self {
+        let limiter = Direct::new(&config);
+        Self {
+            common: Arc::new(Common::new(config, listeners)),
+            limiter,
+            cost: UnitCost,
+        }
+    }
+
+    pub(crate) fn keyed<K, F>(
+        config: RateLimitConfig,
+        listeners: Listeners<LimitEvent>,
+        key_fn: F,
+    ) -> RateLimitLayer<Keyed<K, F>>
+    where
+        K: Hash + Eq + Clone,
+    {
+        let keys = Gauge::register(metrics::KEYS, &config.name, &[("kind", "rate")]);
+        let limiter = Keyed::new(&config, keys, key_fn);
+        RateLimitLayer {
+            common: Arc::new(Common::new(config, listeners)),
+            limiter,
+            cost: UnitCost,
+        }
+    }
+}
+
+impl<L, C> RateLimitLayer<L, C> {
+    /// Charge each request `cost(&req)` cells instead of one (e.g. the rows of a batch).
+    pub fn cost<C2>(self, cost: C2) -> RateLimitLayer<L, C2> {
+        RateLimitLayer {
+            common: self.common,
+            limiter: self.limiter,
+            cost,
+        }
+    }
+
+    /// The limiter's state: for a keyed limit, [`Keyed::len`] and
+    /// [`Keyed::retain_recent`].
+    pub fn limiter(&self) -> &L {
+        &self.limiter
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> &Name {
+        self.common.emitter.name()
+    }
+}
+
+impl<L: Clone, C: Clone> Clone for RateLimitLayer<L, C> {
+    fn clone(&self) -> Self {
+        Self {
+            common: Arc::clone(&self.common),
+            limiter: self.limiter.clone(),
+            cost: self.cost.clone(),
+        }
+    }
+}
+
+impl<L: fmt::Debug, C> fmt::Debug for RateLimitLayer<L, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("common", &self.common)
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, L: Clone, C: Clone> Layer<S> for RateLimitLayer<L, C> {
+    type Service = RateLimit<S, L, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::from_parts(
+            inner,
+            Arc::clone(&self.common),
+            self.limiter.clone(),
+            self.cost.clone(),
+        )
+    }
+}

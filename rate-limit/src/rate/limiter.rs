@@ -1,0 +1,357 @@
+//! The limiters behind a [`RateLimit`](super::RateLimit): direct (one quota) and keyed (one
+//! quota per key), both governor GCRA state on the tokio clock; and the cost of a request.
+
+use std::fmt;
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{NotUntil, RateLimiter};
+use palisade_core::metrics::Gauge;
+use palisade_core::{Emitter, Listeners};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::config::RateLimitConfig;
+use crate::clock::{TokioClock, TokioInstant};
+use crate::event::{LimitEvent, LimitKind};
+use crate::metrics::Metrics;
+
+type DirectGovernor =
+    RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+type KeyedGovernor<K> =
+    RateLimiter<K, DefaultKeyedStateStore<K>, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+// ===== Limiter =====
+
+/// GCRA state that decides whether a request's cells conform now.
+///
+/// Implemented by [`Direct`] (one quota for all calls) and [`Keyed`] (one quota per key).
+pub trait Limiter<Req>: Clone {
+    /// What a request is limited by: `()` for a direct limiter, the extracted key for a
+    /// keyed one.
+    type Key;
+
+    /// The request's key.
+    fn key(&self, req: &Req) -> Self::Key;
+
+    /// Consume `cells` cells for `key` if they conform now; otherwise consume nothing and
+    /// return the earliest instant at which they would conform.
+    fn check(&self, key: &Self::Key, cells: NonZeroU32) -> Result<(), Instant>;
+
+    /// `true` when waiting calls are served strictly in arrival order through one queue
+    /// (direct limiters). A keyed limiter returns `false`: one queue for all keys would let
+    /// a noisy key hold up the others.
+    fn fifo(&self) -> bool;
+}
+
+/// The limiter's settings and observability, shared by all clones of a layer.
+pub(crate) struct Common {
+    pub(crate) emitter: Emitter<LimitEvent>,
+    pub(crate) metrics: Metrics,
+    pub(crate) max_wait: Duration,
+    pub(crate) burst: NonZeroU32,
+    /// Hands the right to check the limiter to one waiting call at a time, in arrival
+    /// order (tokio's semaphore is FIFO).
+    pub(crate) turnstile: Arc<Semaphore>,
+    /// Calls waiting in wait mode; while any wait, new calls queue behind them instead of
+    /// taking the cells the head of the queue is waiting for.
+    pub(crate) waiting: AtomicUsize,
+    /// When the head of the queue expects its cells, in nanoseconds since `epoch`: the
+    /// `retry_after` of a call whose max wait ends while it is still queued.
+    next_conform: AtomicU64,
+    epoch: Instant,
+}
+
+impl Common {
+    pub(crate) fn new(config: RateLimitConfig, listeners: Listeners<LimitEvent>) -> Self {
+        Self {
+            metrics: Metrics::register(&config.name, LimitKind::Rate),
+            burst: NonZeroU32::new(config.effective_burst()).unwrap_or(NonZeroU32::MIN),
+            emitter: Emitter::new(config.name, listeners),
+            max_wait: config.max_wait,
+            turnstile: Arc::new(Semaphore::new(1)),
+            waiting: AtomicUsize::new(0),
+            next_conform: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn set_next_conform(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        self.next_conform
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn next_conform(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.next_conform.load(Ordering::Relaxed))
+    }
+}
+
+impl fmt::Debug for Common {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Common")
+            .field("name", self.emitter.name())
+            .field("max_wait", &self.max_wait)
+            .field("burst", &self.burst)
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn earliest(not_until: &NotUntil<TokioInstant>) -> Instant {
+    not_until.earliest_possible().into_inner()
+}
+
+// ===== Direct =====
+
+/// One GCRA quota shared by every call (and every clone of the layer).
+///
+/// The happy path is governor's `check_n`: one atomic compare-and-swap, no lock, no
+/// allocation.
+#[derive(Clone)]
+pub struct Direct {
+    governor: Arc<DirectGovernor>,
+    refill: Duration,
+}
+
+impl Direct {
+    pub(crate) fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            governor: Arc::new(RateLimiter::direct_with_clock(
+                config.quota(),
+                TokioClock::new(),
+            )),
+            refill: config.quota().burst_size_replenished_in(),
+        }
+    }
+}
+
+impl<Req> Limiter<Req> for Direct {
+    type Key = ();
+
+    #[inline]
+    fn key(&self, _req: &Req) {}
+
+    #[inline]
+    fn check(&self, _key: &(), cells: NonZeroU32) -> Result<(), Instant> {
+        // One cell, the common case, takes governor's cheaper single-cell path.
+        if cells == NonZeroU32::MIN {
+            return self.governor.check().map_err(|n| earliest(&n));
+        }
+        match self.governor.check_n(cells) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(earliest(&not_until)),
+            // Callers clamp `cells` to the burst, so the batch always fits; if it did not,
+            // it never would, and the caller is told to come back after a full period.
+            Err(_) => Err(Instant::now() + self.refill),
+        }
+    }
+
+    fn fifo(&self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Direct {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Direct").finish_non_exhaustive()
+    }
+}
+
+// ===== Keyed =====
+
+/// One GCRA quota per key, the key extracted from each request by `F: Fn(&Req) -> K`
+/// (tenant, user, API key, host).
+///
+/// # Memory
+///
+/// Keys live in governor's `HashMap` store behind a mutex, one entry per key seen since it
+/// last went idle: `size_of::<K>() + 8` bytes (the key and one `AtomicU64` of GCRA state)
+/// plus hashbrown's 1 control byte and its load-factor slack (up to 8/7), plus whatever the
+/// key owns on the heap. For a `u64` key that is about 20 bytes per key; for a `String`
+/// key, about 37 bytes plus the string's length.
+///
+/// A key whose state equals a fresh key's (it has been idle for the time its burst takes to
+/// replenish) is dropped by a sweep that runs at most once per
+/// [`cleanup_interval`](super::RateLimitConfig::cleanup_interval), piggybacked on
+/// calls (no background task; a due sweep runs within 64 calls);
+/// [`retain_recent`](Keyed::retain_recent) runs one by hand.
+pub struct Keyed<K: Hash + Eq + Clone, F> {
+    state: Arc<KeyedState<K>>,
+    key_fn: F,
+}
+
+struct KeyedState<K: Hash + Eq + Clone> {
+    governor: KeyedGovernor<K>,
+    refill: Duration,
+    cleanup_every: Duration,
+    epoch: Instant,
+    /// Next sweep, in nanoseconds since `epoch`.
+    next_cleanup: AtomicU64,
+    calls: AtomicU64,
+    keys: Gauge,
+}
+
+impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
+    pub(crate) fn new(config: &RateLimitConfig, keys: Gauge, key_fn: F) -> Self {
+        let governor = RateLimiter::hashmap_with_clock(config.quota(), TokioClock::new());
+        let cleanup_every = config.cleanup_interval;
+        Self {
+            state: Arc::new(KeyedState {
+                governor,
+                refill: config.quota().burst_size_replenished_in(),
+                cleanup_every,
+                epoch: Instant::now(),
+                next_cleanup: AtomicU64::new(nanos(cleanup_every)),
+                calls: AtomicU64::new(0),
+                keys,
+            }),
+            key_fn,
+        }
+    }
+
+    /// The number of keys whose state is kept.
+    pub fn len(&self) -> usize {
+        self.state.governor.len()
+    }
+
+    /// `true` when no key's state is kept.
+    pub fn is_empty(&self) -> bool {
+        self.state.governor.is_empty()
+    }
+
+    /// Drop the state of every idle key now (O(keys), under the store's lock).
+    pub fn retain_recent(&self) {
+        self.state.governor.retain_recent();
+        self.state.governor.shrink_to_fit();
+        self.state.keys.set(self.state.governor.len() as f64);
+    }
+
+    fn maybe_cleanup(&self) {
+        let state = &self.state;
+        // Reading the clock costs as much as the check itself: look only every 64 calls.
+        if !state
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(CLEANUP_CHECK_EVERY)
+        {
+            return;
+        }
+        let now = nanos(Instant::now().saturating_duration_since(state.epoch));
+        let due = state.next_cleanup.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        // One caller wins the sweep; the others go on.
+        let next = now.saturating_add(nanos(state.cleanup_every));
+        if state
+            .next_cleanup
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.retain_recent();
+        }
+    }
+}
+
+/// A keyed limiter looks at the clock for a due sweep once per this many calls.
+const CLEANUP_CHECK_EVERY: u64 = 64;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl<K, F, Req> Limiter<Req> for Keyed<K, F>
+where
+    K: Hash + Eq + Clone,
+    F: Fn(&Req) -> K + Clone,
+{
+    type Key = K;
+
+    #[inline]
+    fn key(&self, req: &Req) -> K {
+        (self.key_fn)(req)
+    }
+
+    fn check(&self, key: &K, cells: NonZeroU32) -> Result<(), Instant> {
+        self.maybe_cleanup();
+        if cells == NonZeroU32::MIN {
+            return self.state.governor.check_key(key).map_err(|n| earliest(&n));
+        }
+        match self.state.governor.check_key_n(key, cells) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(earliest(&not_until)),
+            Err(_) => Err(Instant::now() + self.state.refill),
+        }
+    }
+
+    fn fifo(&self) -> bool {
+        false
+    }
+}
+
+impl<K: Hash + Eq + Clone, F: Clone> Clone for Keyed<K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+            key_fn: self.key_fn.clone(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, F> fmt::Debug for Keyed<K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyed")
+            .field("keys", &self.state.governor.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== Cost =====
+
+/// How many cells a request consumes.
+///
+/// Implemented for [`UnitCost`] (every request costs one cell, the default) and for every
+/// closure `Fn(&Req) -> u32` (e.g. a batch of 500 rows costs 500). A cost of zero is free;
+/// a cost above the burst is charged the whole burst, since more could never conform.
+pub trait Cost<Req> {
+    /// The request's cost in cells.
+    fn cost(&self, req: &Req) -> u32;
+}
+
+/// Every request costs one cell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitCost;
+
+impl<Req> Cost<Req> for UnitCost {
+    #[inline]
+    fn cost(&self, _req: &Req) -> u32 {
+        1
+    }
+}
+
+impl<Req, F: Fn(&Req) -> u32> Cost<Req> for F {
+    #[inline]
+    fn cost(&self, req: &Req) -> u32 {
+        self(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_per_key_as_documented() {
+        // One map entry: the key and governor's 8-byte state (hashbrown adds a control
+        // byte and load-factor slack on top).
+        assert_eq!(size_of::<(u64, InMemoryState)>(), 16);
+        assert_eq!(size_of::<(String, InMemoryState)>(), 32);
+    }
+}

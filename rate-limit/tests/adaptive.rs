@@ -1,0 +1,184 @@
+//! Adaptive concurrency against a simulated backend whose capacity drops and recovers.
+#![allow(clippy::unwrap_used)] // test helpers unwrap like the tests do
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use palisade_core::{BoxError, Outcome, Overloaded};
+use palisade_rate_limit::{
+    AdaptiveLimitConfig, AdaptiveLimitHandle, Aimd, Algorithm, Gradient, LimitEvent,
+};
+use tokio::time::{Instant, sleep};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+/// A backend serving `capacity` calls at its base latency of 10ms; beyond that, calls
+/// share it (processor sharing): `n` calls in flight take `10ms * n / capacity`.
+#[derive(Clone, Default)]
+struct Backend {
+    capacity: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    fn service(
+        &self,
+    ) -> impl Service<(), Response = (), Error = BoxError, Future: Send> + Clone + Send + use<>
+    {
+        let this = self.clone();
+        service_fn(move |()| {
+            let this = this.clone();
+            async move {
+                let n = this.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                let capacity = this.capacity.load(Ordering::SeqCst);
+                let load = (n as f64 / capacity as f64).max(1.0);
+                sleep(Duration::from_secs_f64(0.010 * load)).await;
+                this.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(())
+            }
+        })
+    }
+}
+
+/// Runs 80 closed-loop clients through the limit for three phases of capacity (20, 5, 20)
+/// and returns the mean limit over the second half of each phase.
+async fn track(algorithm: Algorithm) -> [f64; 3] {
+    let layer = AdaptiveLimitConfig::builder()
+        .algorithm(algorithm)
+        .initial_limit(10)
+        .limits(1, 200)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let backend = Backend::default();
+    backend.capacity.store(20, Ordering::SeqCst);
+    let svc = layer.layer(backend.service());
+    let stop = Instant::now() + Duration::from_secs(6);
+    let mut clients = Vec::new();
+    for _ in 0..80 {
+        let svc = svc.clone();
+        clients.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                if svc.clone().oneshot(()).await.is_err() {
+                    // Rejected: back off a little before trying again.
+                    sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }));
+    }
+    let mut means = [0.0; 3];
+    for (phase, capacity) in [20, 5, 20].into_iter().enumerate() {
+        backend.capacity.store(capacity, Ordering::SeqCst);
+        means[phase] = mean_limit(&handle).await;
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    means
+}
+
+/// Two seconds of a phase: settle for one, then average the limit over the other.
+async fn mean_limit(handle: &AdaptiveLimitHandle) -> f64 {
+    sleep(Duration::from_secs(1)).await;
+    let mut sum = 0;
+    for _ in 0..100 {
+        sleep(Duration::from_millis(10)).await;
+        sum += handle.limit();
+    }
+    sum as f64 / 100.0
+}
+
+#[tokio::test(start_paused = true)]
+async fn aimd_tracks_capacity_down_and_up() {
+    let aimd = Aimd::new().latency_threshold(Duration::from_millis(15));
+    let [high, low, recovered] = track(aimd.into()).await;
+    // Above capacity * 1.5, calls slow past the threshold, so the limit hovers near
+    // 1.5 * capacity: 30, then 7.5, then 30 again (measured: 29.6, 7.5, 29.6).
+    assert!((22.0..=38.0).contains(&high), "{high}");
+    assert!((4.0..=11.0).contains(&low), "{low}");
+    assert!((22.0..=38.0).contains(&recovered), "{recovered}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn gradient_tracks_capacity_down_and_up() {
+    let [high, low, recovered] = track(Gradient::new().into()).await;
+    // It settles below tolerance (2) * capacity plus its queue allowance (46, then 13),
+    // well above capacity (measured: 34.6, 14.3, 34.3).
+    assert!((25.0..=50.0).contains(&high), "{high}");
+    assert!((8.0..=20.0).contains(&low), "{low}");
+    assert!((25.0..=50.0).contains(&recovered), "{recovered}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_shrink_the_limit_and_emit_events() {
+    let changes = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&changes);
+    let layer = AdaptiveLimitConfig::builder()
+        .algorithm(Aimd::new())
+        .initial_limit(10)
+        .on_event(move |e: &LimitEvent| {
+            if matches!(e, LimitEvent::LimitChanged { .. }) {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build()
+        .unwrap()
+        // 1 is a failure; 2 says nothing about the backend.
+        .classifier(|r: &Result<u32, BoxError>| match r {
+            Ok(2) => Outcome::Ignore,
+            Ok(1) | Err(_) => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+        });
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|req: u32| async move {
+        sleep(Duration::from_millis(1)).await;
+        Ok::<_, BoxError>(req)
+    }));
+    svc.clone().oneshot(2).await.unwrap();
+    assert_eq!(handle.limit(), 10);
+    for _ in 0..3 {
+        svc.clone().oneshot(1).await.unwrap();
+    }
+    // 10 * 0.9^3 = 7.29
+    assert_eq!(handle.limit(), 7);
+    assert!(changes.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slots_never_leak() {
+    let layer = AdaptiveLimitConfig::builder()
+        .initial_limit(1)
+        .limits(1, 1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|req: u32| async move {
+        match req {
+            0 => Err::<u32, BoxError>("failed".into()),
+            u32::MAX => panic!("backend bug"),
+            ms => {
+                sleep(Duration::from_millis(u64::from(ms))).await;
+                Ok(ms)
+            }
+        }
+    }));
+    assert!(svc.clone().oneshot(0).await.is_err());
+    assert!(
+        tokio::spawn(svc.clone().oneshot(u32::MAX))
+            .await
+            .unwrap_err()
+            .is_panic()
+    );
+    let slow = tokio::spawn(svc.clone().oneshot(10_000));
+    tokio::task::yield_now().await;
+    assert_eq!(handle.in_flight(), 1);
+    let refused = svc.clone().oneshot(5).await.unwrap_err();
+    assert!(refused.is::<Overloaded>());
+    slow.abort();
+    let _ = slow.await;
+    let ready = svc.clone().ready_oneshot().await.unwrap();
+    assert_eq!(handle.in_flight(), 1);
+    drop(ready);
+    assert_eq!(handle.in_flight(), 0);
+    assert!(svc.clone().oneshot(5).await.is_ok());
+}

@@ -1,0 +1,322 @@
+//! The GCRA rate limit: reject and wait modes, cost, keyed isolation, the quota invariant.
+#![allow(clippy::unwrap_used)] // test helpers unwrap like the tests do
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_core::{BoxError, RateLimited};
+use palisade_rate_limit::{LimitEvent, RateLimitConfig};
+use proptest::prelude::*;
+use tokio::time::{Instant, advance};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Log = Arc<Mutex<Vec<(Instant, u32)>>>;
+
+/// A backend that records when each request reached it.
+fn recorder(
+    log: &Log,
+) -> impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone + Send + use<> {
+    let log = Arc::clone(log);
+    service_fn(move |req: u32| {
+        log.lock().unwrap().push((Instant::now(), req));
+        std::future::ready(Ok::<_, BoxError>(req))
+    })
+}
+
+fn config(cells: u32, period_ms: u64) -> palisade_rate_limit::RateLimitBuilder {
+    RateLimitConfig::builder(cells, Duration::from_millis(period_ms))
+}
+
+fn retry_after(err: &BoxError) -> Duration {
+    err.downcast_ref::<RateLimited>()
+        .expect("a RateLimited rejection")
+        .retry_after()
+}
+
+#[tokio::test(start_paused = true)]
+async fn reject_mode_fails_fast_with_the_exact_wait() {
+    let log = Log::default();
+    let layer = config(10, 1000).burst(2).build().unwrap();
+    let mut svc = layer.layer(recorder(&log));
+    for i in 0..2 {
+        assert_eq!(svc.ready().await.unwrap().call(i).await.unwrap(), i);
+    }
+    let err = svc.ready().await.unwrap().call(9).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(100));
+    advance(Duration::from_millis(40)).await;
+    let err = svc.ready().await.unwrap().call(9).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(60));
+    advance(Duration::from_millis(60)).await;
+    assert!(svc.ready().await.unwrap().call(3).await.is_ok());
+    // The rejected calls never reached the backend.
+    assert_eq!(log.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_may_cost_many_cells() {
+    let log = Log::default();
+    let layer = config(10, 1000).build().unwrap().cost(|rows: &u32| *rows);
+    let mut svc = layer.layer(recorder(&log));
+    assert!(svc.ready().await.unwrap().call(7).await.is_ok());
+    // 3 cells left: 4 do not fit; the wait is for the one missing cell.
+    let err = svc.ready().await.unwrap().call(4).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(100));
+    assert!(svc.ready().await.unwrap().call(3).await.is_ok());
+    // A free request passes even with the quota used up.
+    assert!(svc.ready().await.unwrap().call(0).await.is_ok());
+    // A request above the burst is charged the whole burst, so it can conform at all.
+    advance(Duration::from_secs(1)).await;
+    assert!(svc.ready().await.unwrap().call(500).await.is_ok());
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_admits_in_arrival_order() {
+    let log = Log::default();
+    let layer = config(10, 1000)
+        .burst(1)
+        .max_wait(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .cost(|cells: &u32| *cells);
+    let svc = layer.layer(recorder(&log));
+    let start = Instant::now();
+    let costs = [1, 1, 1, 1, 1, 1, 1, 1];
+    let mut tasks = Vec::new();
+    for (i, cost) in costs.into_iter().enumerate() {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(
+            async move { svc.oneshot(cost).await.map(|_| i) },
+        ));
+        // Each arrives while the ones before still wait.
+        tokio::task::yield_now().await;
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let log = log.lock().unwrap();
+    let offsets: Vec<u128> = log.iter().map(|(t, _)| (*t - start).as_millis()).collect();
+    assert_eq!(offsets, [0, 100, 200, 300, 400, 500, 600, 700]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_serves_a_large_request_before_later_small_ones() {
+    let log = Log::default();
+    let layer = config(10, 1000)
+        .burst(5)
+        .max_wait(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .cost(|cells: &u32| *cells);
+    let svc = layer.layer(recorder(&log));
+    svc.clone().oneshot(5).await.unwrap();
+    let mut tasks = Vec::new();
+    for cost in [5, 1, 1, 1] {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(svc.oneshot(cost)));
+        tokio::task::yield_now().await;
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let order: Vec<u32> = log.lock().unwrap().iter().map(|(_, c)| *c).collect();
+    assert_eq!(order, [5, 5, 1, 1, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_rejects_past_max_wait() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let log = Log::default();
+    let layer = config(10, 1000)
+        .burst(1)
+        .max_wait(Duration::from_millis(250))
+        .on_event(move |e: &LimitEvent| seen.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let svc = layer.layer(recorder(&log));
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        tasks.push(tokio::spawn(svc.clone().oneshot(1)));
+        tokio::task::yield_now().await;
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    // 0ms, 100ms, 200ms fit in 250ms; the 4th (300ms) and 5th (400ms) do not.
+    let admitted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(admitted, 3);
+    for r in &results[3..] {
+        let err = r.as_ref().unwrap_err();
+        assert!(err.is::<RateLimited>());
+    }
+    let events = events.lock().unwrap();
+    assert!(events.iter().any(|e| matches!(e, LimitEvent::Admitted { waited, .. } if *waited == Duration::from_millis(200))));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, LimitEvent::RateLimited { .. }))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_waiter_consumes_nothing_and_passes_its_turn() {
+    let log = Log::default();
+    let layer = config(10, 1000)
+        .burst(1)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let svc = layer.layer(recorder(&log));
+    svc.clone().oneshot(0).await.unwrap();
+    let first = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    let second = tokio::spawn(svc.clone().oneshot(2));
+    tokio::task::yield_now().await;
+    // The head of the line gives up: the next one gets its slot, at 100ms.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    second.await.unwrap().unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].1, 2);
+    assert_eq!((log[1].0 - log[0].0), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_limits_isolate_keys_and_forget_idle_ones() {
+    let layer = config(2, 1000)
+        .cleanup_interval(Duration::from_secs(10))
+        .keyed(|req: &(u32, u32)| req.0)
+        .unwrap();
+    let svc = layer.layer(service_fn(|req: (u32, u32)| async move {
+        Ok::<_, BoxError>(req.1)
+    }));
+    // Key 1 is noisy: after its burst it is throttled...
+    let mut rejected = 0;
+    for i in 0..10 {
+        if svc.clone().oneshot((1, i)).await.is_err() {
+            rejected += 1;
+        }
+    }
+    assert_eq!(rejected, 8);
+    // ...and key 2 is not.
+    for i in 0..2 {
+        svc.clone().oneshot((2, i)).await.unwrap();
+    }
+    assert_eq!(layer.limiter().len(), 2);
+    // Idle keys are dropped by the next call after the cleanup interval.
+    advance(Duration::from_secs(11)).await;
+    // (The clock is looked at once per 64 calls.)
+    for i in 0..64 {
+        let _ = svc.clone().oneshot((3, i)).await;
+    }
+    assert_eq!(layer.limiter().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_wait_mode_does_not_hold_up_other_keys() {
+    let layer = config(1, 1000)
+        .max_wait(Duration::from_secs(5))
+        .keyed(|req: &u32| *req)
+        .unwrap();
+    let svc = layer.layer(service_fn(|req: u32| async move { Ok::<_, BoxError>(req) }));
+    svc.clone().oneshot(1).await.unwrap();
+    let waiting = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    svc.clone().oneshot(2).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    waiting.await.unwrap().unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+}
+
+// ===== the quota invariant =====
+
+fn admitted_in_run(
+    cells: u32,
+    period_ms: u64,
+    burst: u32,
+    max_wait_ms: u64,
+    arrivals: &[(u64, u32)],
+) -> Vec<(Instant, u32)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let log = Log::default();
+        let layer = config(cells, period_ms)
+            .burst(burst)
+            .max_wait(Duration::from_millis(max_wait_ms))
+            .build()
+            .unwrap()
+            .cost(|c: &u32| *c);
+        let svc = layer.layer(recorder(&log));
+        let mut tasks = Vec::new();
+        for &(gap, cost) in arrivals {
+            advance(Duration::from_millis(gap)).await;
+            tasks.push(tokio::spawn(svc.clone().oneshot(cost)));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            let _ = t.await.unwrap();
+        }
+        log.lock().unwrap().clone()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Over any window of length `period`, at most `burst + cells` cells are admitted,
+    /// in reject and wait mode, for random arrivals and costs.
+    #[test]
+    fn never_more_than_burst_plus_quota_in_any_period(
+        cells in 1u32..20,
+        period_ms in 10u64..2000,
+        burst in 1u32..20,
+        wait_mode in any::<bool>(),
+        arrivals in prop::collection::vec((0u64..200, 1u32..25), 1..80),
+    ) {
+        let max_wait = if wait_mode { period_ms } else { 0 };
+        let log = admitted_in_run(cells, period_ms, burst, max_wait, &arrivals);
+        let period = Duration::from_millis(period_ms);
+        for (i, (start, _)) in log.iter().enumerate() {
+            let in_window: u32 = log[i..]
+                .iter()
+                .take_while(|(t, _)| *t - *start <= period)
+                .map(|(_, c)| (*c).min(burst))
+                .sum();
+            prop_assert!(in_window <= burst + cells, "{in_window} cells in one period; log {log:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_does_not_wait_past_the_request_deadline() {
+    let log = Log::default();
+    let layer = config(1, 1000)
+        .max_wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(recorder(&log));
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    // An outer timeout leaves 500ms: waiting 1s for the next cell would be wasted.
+    let ready = svc.ready().await.unwrap();
+    let fut = palisade_core::Deadline::after(Duration::from_millis(500)).scope(|| ready.call(2));
+    let start = Instant::now();
+    let err = fut.await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_secs(1));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // With 2s left, it waits.
+    let ready = svc.ready().await.unwrap();
+    let fut = palisade_core::Deadline::after(Duration::from_secs(2)).scope(|| ready.call(3));
+    assert_eq!(fut.await.unwrap(), 3);
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+}

@@ -1,0 +1,332 @@
+//! The retry layer's response future.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use palisade_core::{Classify, Deadline};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::backoff::Schedule;
+use crate::event::{RetryEvent, StopReason};
+use crate::policy::{CloneRequest, RetryAfter};
+use crate::service::Shared;
+
+pin_project! {
+    /// The future of one request through [`Retry`](crate::Retry): the current attempt, or
+    /// the wait before the next one.
+    #[project = ResponseFutureProj]
+    pub struct ResponseFuture<S, Req, C, A, K>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        inner: S,
+        // The copy the next attempt sends.
+        request: Option<Req>,
+        shared: Arc<Shared<C, A, K>>,
+        progress: Progress,
+        // What only a retried request needs, boxed so the happy path stays small to move.
+        retrying: Option<Pin<Box<Retrying<S::Response, S::Error>>>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Calling { #[pin] future: F },
+        Waiting,
+        Readying,
+        Done,
+    }
+}
+
+pin_project! {
+    /// The state of a request that failed at least once.
+    struct Retrying<Res, E> {
+        #[pin]
+        sleep: Sleep,
+        schedule: Schedule,
+        // The failed result, returned if no further attempt is made.
+        last: Option<Result<Res, E>>,
+    }
+}
+
+/// Bookkeeping of one request's attempts.
+struct Progress {
+    attempts: u32,
+    /// The deadline in effect when the request was called.
+    deadline: Option<Deadline>,
+    /// When the first attempt started (read only when `max_elapsed` is set).
+    started: Option<Instant>,
+}
+
+/// The resolution of tokio's timer.
+const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
+
+/// What to do after an attempt.
+enum Next {
+    Return,
+    Retry(Duration),
+    Stop(StopReason),
+    OverBudget,
+}
+
+// ===== impl ResponseFuture =====
+
+impl<S, Req, C, A, K> ResponseFuture<S, Req, C, A, K>
+where
+    S: Service<Req>,
+{
+    #[inline]
+    pub(crate) fn new(
+        future: S::Future,
+        inner: S,
+        request: Option<Req>,
+        shared: Arc<Shared<C, A, K>>,
+        deadline: Option<Deadline>,
+        started: Option<Instant>,
+    ) -> Self {
+        Self {
+            state: State::Calling { future },
+            inner,
+            request,
+            shared,
+            progress: Progress {
+                attempts: 0,
+                deadline,
+                started,
+            },
+            retrying: None,
+        }
+    }
+}
+
+impl<S, Req, C, A, K> Future for ResponseFuture<S, Req, C, A, K>
+where
+    S: Service<Req>,
+    C: Classify<S::Response, S::Error>,
+    A: RetryAfter<S::Response, S::Error>,
+    K: CloneRequest<Req>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    // First, wait for the attempt; then decide whether it was the last.
+                    let result = ready!(future.poll(cx));
+                    let has_copy = this.request.is_some();
+                    let next =
+                        this.progress
+                            .after_attempt(this.shared, this.retrying, &result, has_copy);
+                    match next {
+                        Next::Retry(delay) => {
+                            let retrying = this.retrying.as_mut().expect("made by after_attempt");
+                            let retrying = retrying.as_mut().project();
+                            *retrying.last = Some(result);
+                            retrying.sleep.reset(Instant::now() + delay);
+                            this.state.set(State::Waiting);
+                        }
+                        other => {
+                            this.state.set(State::Done);
+                            this.progress.finish(this.shared, &other);
+                            return Poll::Ready(result);
+                        }
+                    }
+                }
+                StateProj::Waiting => {
+                    let retrying = this.retrying.as_mut().expect("waiting after a failure");
+                    let sleep = retrying.as_mut().project().sleep;
+                    // An outer timeout may have set an earlier deadline since the retry was
+                    // scheduled: waking up after it would be pointless.
+                    let wake = sleep.deadline();
+                    if Deadline::current().is_some_and(|d| d.instant() <= wake) {
+                        return Poll::Ready(this.give_up(StopReason::Deadline));
+                    }
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    // tower's contract: the service must be ready before every call.
+                    if let Err(err) = ready!(this.inner.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        this.progress.record_total(this.shared);
+                        return Poll::Ready(Err(err));
+                    }
+                    let Some(request) = this.request.take() else {
+                        return Poll::Ready(this.give_up(StopReason::NotCloneable));
+                    };
+                    let more = this.progress.attempts + 1 < this.shared.config.max_attempts;
+                    if more {
+                        *this.request = this.shared.config.clone_request.clone_request(&request);
+                    }
+                    this.shared.metrics.retries.increment(1);
+                    let future = this.inner.call(request);
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Done => panic!("retry ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+impl<S, Req, C, A, K> ResponseFutureProj<'_, S, Req, C, A, K>
+where
+    S: Service<Req>,
+{
+    fn give_up(&mut self, reason: StopReason) -> Result<S::Response, S::Error> {
+        self.state.set(State::Done);
+        self.progress.finish(self.shared, &Next::Stop(reason));
+        self.retrying
+            .as_mut()
+            .and_then(|r| r.as_mut().project().last.take())
+            .expect("a retry is only scheduled with the failed result kept")
+    }
+}
+
+// ===== impl Progress =====
+
+impl Progress {
+    fn after_attempt<Res, E, C, A, K>(
+        &mut self,
+        shared: &Shared<C, A, K>,
+        retrying: &mut Option<Pin<Box<Retrying<Res, E>>>>,
+        result: &Result<Res, E>,
+        has_copy: bool,
+    ) -> Next
+    where
+        C: Classify<Res, E>,
+        A: RetryAfter<Res, E>,
+    {
+        self.attempts += 1;
+        shared.metrics.attempts.increment(1);
+        let config = &shared.config;
+        let outcome = config.classify.classify(result);
+        if let Some(budget) = shared.budget() {
+            budget.record(outcome);
+        }
+        if !outcome.is_failure() {
+            return Next::Return;
+        }
+        self.plan_retry(shared, retrying, result, has_copy)
+    }
+
+    /// The failure path, kept out of line so the happy path stays small.
+    #[inline(never)]
+    fn plan_retry<Res, E, C, A, K>(
+        &mut self,
+        shared: &Shared<C, A, K>,
+        retrying: &mut Option<Pin<Box<Retrying<Res, E>>>>,
+        result: &Result<Res, E>,
+        has_copy: bool,
+    ) -> Next
+    where
+        A: RetryAfter<Res, E>,
+    {
+        let config = &shared.config;
+        if self.attempts >= config.max_attempts {
+            return Next::Stop(StopReason::MaxAttempts);
+        }
+        if !has_copy {
+            return Next::Stop(StopReason::NotCloneable);
+        }
+        let retrying = retrying.get_or_insert_with(|| {
+            Box::pin(Retrying {
+                sleep: tokio::time::sleep(Duration::ZERO),
+                schedule: config.backoff.schedule(shared.rng()),
+                last: None,
+            })
+        });
+        let Some(mut delay) = retrying.as_mut().project().schedule.next() else {
+            return Next::Stop(StopReason::ScheduleEnded);
+        };
+        if let Some(hint) = config.retry_after.retry_after(result) {
+            delay = delay.max(hint.min(config.backoff.get_max_delay()));
+        }
+        if let Some(reason) = self.past_limits(config.max_elapsed, delay) {
+            return Next::Stop(reason);
+        }
+        if let Some(budget) = shared.budget()
+            && !budget.withdraw()
+        {
+            return Next::OverBudget;
+        }
+        shared.emitter.emit(|| RetryEvent::Retrying {
+            attempt: self.attempts,
+            delay,
+        });
+        Next::Retry(delay)
+    }
+
+    /// Whether waiting `delay` would reach the deadline or pass `max_elapsed`.
+    fn past_limits(&self, max_elapsed: Option<Duration>, delay: Duration) -> Option<StopReason> {
+        let now = Instant::now();
+        // tokio's timer fires on the next millisecond tick, so the wake-up can be up to 1 ms
+        // after `now + delay`.
+        let wake = now.checked_add(delay)?.checked_add(TIMER_GRANULARITY)?;
+        let deadline = Deadline::earliest(self.deadline, Deadline::current());
+        if deadline.is_some_and(|d| wake >= d.instant()) {
+            return Some(StopReason::Deadline);
+        }
+        let limit = self.started.zip(max_elapsed).map(|(s, m)| s + m);
+        if limit.is_some_and(|limit| wake > limit) {
+            return Some(StopReason::MaxElapsed);
+        }
+        None
+    }
+
+    fn finish<C, A, K>(&self, shared: &Shared<C, A, K>, next: &Next) {
+        self.record_total(shared);
+        if !matches!(next, Next::Return) {
+            self.report_stop(shared, next);
+        }
+    }
+
+    #[inline(never)]
+    fn report_stop<C, A, K>(&self, shared: &Shared<C, A, K>, next: &Next) {
+        let attempts = self.attempts;
+        match *next {
+            Next::Stop(reason) => {
+                shared.metrics.exhausted.increment(1);
+                shared
+                    .emitter
+                    .emit(|| RetryEvent::Exhausted { attempts, reason });
+            }
+            Next::OverBudget => {
+                shared.metrics.budget_rejected.increment(1);
+                shared
+                    .emitter
+                    .emit(|| RetryEvent::BudgetExhausted { attempts });
+            }
+            Next::Return | Next::Retry(_) => {}
+        }
+    }
+
+    fn record_total<C, A, K>(&self, shared: &Shared<C, A, K>) {
+        let histogram = &shared.metrics.attempts_per_request;
+        if histogram.is_enabled() {
+            histogram.record(f64::from(self.attempts));
+        }
+    }
+}
+
+impl<S, Req, C, A, K> fmt::Debug for ResponseFuture<S, Req, C, A, K>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.progress.attempts)
+            .finish_non_exhaustive()
+    }
+}

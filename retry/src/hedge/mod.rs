@@ -1,0 +1,52 @@
+//! Hedging: send another copy of a slow request and take the first good answer.
+//!
+//! Tail latency is often one slow replica or one lost packet, not a slow backend. After a
+//! delay (fixed, or a percentile of recent latencies), the [`Hedge`] service sends one more
+//! copy of a request a predicate marks as hedgeable (idempotent!), answers with the first
+//! good answer and drops the other copies, which cancels them. Copies are bounded by
+//! `max_hedges` and by a [`RetryBudget`](crate::RetryBudget), so hedging cannot double the
+//! load when everything is slow.
+//!
+//! ```
+//! use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! // The first call hangs for a second; copies answer in 10 ms.
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let counter = calls.clone();
+//! let backend = tower::service_fn(move |key: u32| {
+//!     let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!     async move {
+//!         let wait = if n == 0 { 1000 } else { 10 };
+//!         tokio::time::sleep(Duration::from_millis(wait)).await;
+//!         Ok::<_, std::convert::Infallible>((key, n))
+//!     }
+//! });
+//! let config = HedgeConfig::builder()
+//!     .name("lookup")
+//!     .delay(Duration::from_millis(50))
+//!     .hedgeable(|key: &u32| *key != 0) // say, key 0 is a write
+//!     .build()
+//!     .unwrap();
+//! let service = ServiceBuilder::new().layer(HedgeLayer::new(config)).service(backend);
+//!
+//! let start = tokio::time::Instant::now();
+//! let (key, copy) = service.oneshot(7).await.unwrap();
+//! assert_eq!((key, copy), (7, 1)); // the hedged copy answered
+//! assert_eq!(start.elapsed(), Duration::from_millis(60));
+//! # }
+//! ```
+
+mod config;
+mod future;
+mod latency;
+mod service;
+
+pub use config::{
+    AllRequests, DEFAULT_MAX_HEDGES, HedgeConfig, HedgeConfigBuilder, HedgeDelay, Hedgeable,
+};
+pub use future::ResponseFuture;
+pub use service::{Hedge, HedgeLayer};

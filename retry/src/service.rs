@@ -1,0 +1,192 @@
+//! The retry service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use palisade_core::metrics::{Counter, Histogram};
+use palisade_core::{Classify, Deadline, Emitter};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::budget::RetryBudget;
+use crate::config::RetryConfig;
+use crate::event::RetryEvent;
+use crate::future::ResponseFuture;
+use crate::policy::{CloneRequest, Cloned, RejectionAware, RetryAfter};
+
+/// Retries failed requests with backoff, within a budget and the request's deadline.
+///
+/// Made by a [`RetryLayer`](crate::RetryLayer). Before each attempt the inner service is
+/// driven to readiness; a failure the classifier calls `Failure` is retried after the
+/// backoff's next delay, unless the attempt limit, the deadline, `max_elapsed` or the
+/// budget says stop; then the last attempt's result is returned unchanged.
+pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
+    inner: S,
+    shared: Arc<Shared<C, A, K>>,
+}
+
+/// State shared by every clone of one layer's services.
+pub(crate) struct Shared<C, A, K> {
+    pub(crate) config: RetryConfig<C, A, K>,
+    pub(crate) emitter: Emitter<RetryEvent>,
+    pub(crate) metrics: Metrics,
+    /// How many retried requests drew a jitter seed: the index into the seed sequence.
+    seeds: AtomicU64,
+}
+
+pub(crate) struct Metrics {
+    pub(crate) attempts: Counter,
+    pub(crate) retries: Counter,
+    pub(crate) exhausted: Counter,
+    pub(crate) budget_rejected: Counter,
+    pub(crate) attempts_per_request: Histogram,
+}
+
+// ===== impl Shared =====
+
+impl<C, A, K> Shared<C, A, K> {
+    pub(crate) fn new(config: RetryConfig<C, A, K>) -> Self {
+        let name = &config.name;
+        let metrics = Metrics {
+            attempts: Counter::register("palisade_retry_attempts_total", name, &[]),
+            retries: Counter::register("palisade_retry_retries_total", name, &[]),
+            exhausted: Counter::register("palisade_retry_exhausted_total", name, &[]),
+            budget_rejected: Counter::register("palisade_retry_budget_rejected_total", name, &[]),
+            attempts_per_request: Histogram::register("palisade_retry_attempts", name, &[]),
+        };
+        let emitter = Emitter::new(config.name.clone(), config.listeners.clone());
+        Self {
+            config,
+            emitter,
+            metrics,
+            seeds: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh jitter RNG for one request: random, or the next in the seeded sequence.
+    pub(crate) fn rng(&self) -> fastrand::Rng {
+        match self.config.seed {
+            Some(seed) => {
+                let n = self.seeds.fetch_add(1, Ordering::Relaxed);
+                fastrand::Rng::with_seed(splitmix64(seed.wrapping_add(n)))
+            }
+            None => fastrand::Rng::new(),
+        }
+    }
+
+    pub(crate) fn budget(&self) -> Option<&RetryBudget> {
+        self.config.budget.as_ref()
+    }
+}
+
+/// Spreads consecutive seeds over the whole `u64` range (SplitMix64's finalizer).
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+// ===== impl Retry =====
+
+impl<S, C, A, K> Retry<S, C, A, K> {
+    /// Wrap `inner` with a retry policy built from `config`.
+    pub fn new(inner: S, config: RetryConfig<C, A, K>) -> Self {
+        Self::from_shared(inner, Arc::new(Shared::new(config)))
+    }
+
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, A, K>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &RetryConfig<C, A, K> {
+        &self.shared.config
+    }
+
+    /// The retry budget, a handle shared with every clone (and with other layers given the
+    /// same handle).
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.shared.budget()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C, A, K> Clone for Retry<S, C, A, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C, A, K> fmt::Debug for Retry<S, C, A, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl<S, Req, C, A, K> Service<Req> for Retry<S, C, A, K>
+where
+    S: Service<Req> + Clone,
+    C: Classify<S::Response, S::Error>,
+    A: RetryAfter<S::Response, S::Error>,
+    K: CloneRequest<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Req, C, A, K>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &self.shared;
+        let config = &shared.config;
+        // The copy for a second attempt is made before the first consumes the request.
+        let copy = if config.max_attempts > 1 {
+            config.clone_request.clone_request(&req)
+        } else {
+            None
+        };
+        if let Some(budget) = shared.budget() {
+            budget.deposit_sampled();
+        }
+        let started = config.max_elapsed.map(|_| Instant::now());
+        // Call the service that was driven ready; keep it for the retries, which drive it
+        // ready again before each call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let future = inner.call(req);
+        ResponseFuture::new(
+            future,
+            inner,
+            copy,
+            Arc::clone(shared),
+            Deadline::current(),
+            started,
+        )
+    }
+}

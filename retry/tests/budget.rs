@@ -1,0 +1,86 @@
+//! Retry budgets cap the extra load retries add under a permanent outage.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{always_failing, ms};
+use palisade_retry::{Backoff, Jitter, RetryBudget, RetryConfig, RetryLayer};
+use tower::{Layer, ServiceExt};
+
+const REQUESTS: usize = 1000;
+const MAX_ATTEMPTS: u32 = 5;
+
+fn config() -> palisade_retry::RetryConfigBuilder {
+    RetryConfig::builder()
+        .max_attempts(MAX_ATTEMPTS)
+        .backoff(Backoff::constant(ms(1)).jitter(Jitter::None))
+}
+
+/// Send `REQUESTS` requests, one every 5 ms (about 5 s in all: within one budget window),
+/// to an always-failing backend through `layer`; return how many calls reached the backend.
+async fn outage(layer: RetryLayer) -> usize {
+    let backend = always_failing();
+    let svc = layer.layer(backend.clone());
+    let start = tokio::time::Instant::now();
+    for _ in 0..REQUESTS {
+        assert!(svc.clone().oneshot(()).await.is_err());
+        tokio::time::sleep(ms(5)).await;
+    }
+    assert!(start.elapsed() < Duration::from_secs(10));
+    backend.count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_budget_an_outage_multiplies_load_by_max_attempts() {
+    let calls = outage(RetryLayer::new(config().no_budget().build().unwrap())).await;
+    assert_eq!(calls, REQUESTS * MAX_ATTEMPTS as usize);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_budget_caps_amplification_at_one_plus_ratio() {
+    // The default: ratio 0.2 over a 10 s window, a floor of 10 retries per second.
+    let calls = outage(RetryLayer::new(config().build().unwrap())).await;
+    let ratio = 0.2;
+    let floor = 10 * 10; // min_per_sec * ttl: the run fits in one window
+    let cap = (REQUESTS as f64 * (1.0 + ratio)) as usize + floor;
+    assert!(calls <= cap, "{calls} backend calls, cap {cap}");
+    // The budget is used, not just refused: retries do happen.
+    assert!(calls > REQUESTS + REQUESTS / 10, "{calls} backend calls");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_without_floor_allows_exactly_the_ratio() {
+    let budget = RetryBudget::tps(Duration::from_secs(10), 0, 0.1).unwrap();
+    let calls = outage(RetryLayer::new(config().budget(budget).build().unwrap())).await;
+    // Deposits expire after the window, so slightly fewer than 10% may be retried.
+    assert!(calls <= REQUESTS + REQUESTS / 10, "{calls}");
+    assert!(calls >= REQUESTS + REQUESTS / 10 - 10, "{calls}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_bucket_throttling_stops_retries_under_an_outage() {
+    let budget = RetryBudget::token_bucket(10, 0.1).unwrap();
+    let calls = outage(RetryLayer::new(config().budget(budget).build().unwrap())).await;
+    // Each failed attempt takes a token; below half full no retry is allowed: at most the
+    // 5 tokens above half can pay for retries, and nothing refills them.
+    assert!(calls <= REQUESTS + 5, "{calls}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_budget_handle_caps_several_layers_together() {
+    let budget = RetryBudget::tps(Duration::from_secs(10), 0, 0.1).unwrap();
+    let a = RetryLayer::new(config().budget(budget.clone()).build().unwrap());
+    let b = RetryLayer::new(config().budget(budget.clone()).build().unwrap());
+    assert!(a.config().budget().unwrap().same_as(&budget));
+
+    let (backend_a, backend_b) = (always_failing(), always_failing());
+    let (svc_a, svc_b) = (a.layer(backend_a.clone()), b.layer(backend_b.clone()));
+    for _ in 0..REQUESTS / 2 {
+        let _ = svc_a.clone().oneshot(()).await;
+        let _ = svc_b.clone().oneshot(()).await;
+        tokio::time::sleep(ms(5)).await;
+    }
+    let calls = backend_a.count() + backend_b.count();
+    assert!(calls <= REQUESTS + REQUESTS / 10, "{calls}");
+}

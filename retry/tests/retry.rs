@@ -1,0 +1,433 @@
+//! The retry layer's behaviour, on paused time.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{CallFailed, Scripted, always_failing, ms};
+use palisade_core::{BoxError, CircuitOpen, Deadline, Elapsed, Error, Name, Outcome, RateLimited};
+use palisade_retry::{
+    Backoff, BudgetConfig, Jitter, NoRetryAfter, RetryConfig, RetryEvent, RetryLayer, StopReason,
+};
+use proptest::prelude::*;
+use tower::{Layer, Service, ServiceExt};
+
+fn exact(base: u64) -> Backoff {
+    Backoff::exponential(ms(base)).jitter(Jitter::None)
+}
+
+fn events() -> (
+    Arc<Mutex<Vec<RetryEvent>>>,
+    impl Fn(&RetryEvent) + Send + Sync,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    (seen, move |e: &RetryEvent| {
+        sink.lock().expect("lock").push(e.clone());
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_with_the_exact_backoff_until_success() {
+    let backend = Scripted::new([Err("a".into()), Err("b".into())], |_| {
+        Ok::<_, BoxError>(7u32)
+    });
+    let (seen, listener) = events();
+    let config = RetryConfig::builder()
+        .max_attempts(3)
+        .backoff(exact(100))
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let svc = RetryLayer::new(config).layer(backend.clone());
+    assert_eq!(svc.oneshot(()).await.unwrap(), 7);
+    assert_eq!(backend.call_times(), [0, 100, 300]);
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [
+            RetryEvent::Retrying {
+                attempt: 1,
+                delay: ms(100)
+            },
+            RetryEvent::Retrying {
+                attempt: 2,
+                delay: ms(200)
+            },
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn gives_up_after_max_attempts_with_the_last_error_unchanged() {
+    let backend = always_failing();
+    let (seen, listener) = events();
+    let config = RetryConfig::builder()
+        .max_attempts(4)
+        .backoff(exact(10))
+        .no_budget()
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let err = RetryLayer::new(config)
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(err.downcast_ref::<CallFailed>(), Some(&CallFailed(4)));
+    assert_eq!(backend.count(), 4);
+    let last = seen.lock().expect("lock").last().cloned();
+    assert_eq!(
+        last,
+        Some(RetryEvent::Exhausted {
+            attempts: 4,
+            reason: StopReason::MaxAttempts
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_attempt_means_no_retry() {
+    let backend = always_failing();
+    let config = RetryConfig::builder().max_attempts(1).build().unwrap();
+    let svc = RetryLayer::new(config).layer(backend.clone());
+    assert!(svc.oneshot(()).await.is_err());
+    assert_eq!(backend.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_classifier_retries_503_and_not_400() {
+    let by_status = |res: &Result<u16, BoxError>| match res {
+        Ok(s) if *s >= 500 => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    };
+    let layer = RetryLayer::new(
+        RetryConfig::builder()
+            .backoff(exact(10))
+            .classify(by_status)
+            .retry_after(NoRetryAfter)
+            .build()
+            .unwrap(),
+    );
+
+    let unavailable = Scripted::new([Ok(503), Ok(503)], |_| Ok::<u16, BoxError>(200));
+    let status = layer.layer(unavailable.clone()).oneshot(()).await.unwrap();
+    assert_eq!((status, unavailable.count()), (200, 3));
+
+    let bad_request = Scripted::new([Ok(400)], |_| Ok::<u16, BoxError>(200));
+    let status = layer.layer(bad_request.clone()).oneshot(()).await.unwrap();
+    assert_eq!((status, bad_request.count()), (400, 1));
+
+    // Out of attempts, a 503 is returned as the response it is.
+    let down = Scripted::new([], |_| Ok::<u16, BoxError>(503));
+    let status = layer.layer(down.clone()).oneshot(()).await.unwrap();
+    assert_eq!((status, down.count()), (503, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_retry_after_is_honoured_and_capped() {
+    let limited = |after: Duration| -> Result<u32, Error<CallFailed>> {
+        Err(RateLimited::new(Name::new("api"), after).into())
+    };
+    let config = RetryConfig::builder()
+        .max_attempts(2)
+        .backoff(exact(100).max_delay(ms(5_000)))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::new(config);
+
+    let backend = Scripted::new([limited(ms(2_000))], |_| Ok(1));
+    assert_eq!(layer.layer(backend.clone()).oneshot(()).await.unwrap(), 1);
+    assert_eq!(backend.call_times(), [0, 2_000]);
+
+    // A hint above the cap waits only the cap.
+    let backend = Scripted::new([limited(ms(60_000))], |_| Ok(1));
+    assert_eq!(layer.layer(backend.clone()).oneshot(()).await.unwrap(), 1);
+    assert_eq!(backend.call_times(), [0, 5_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_style_retry_after_from_the_response() {
+    // (status, Retry-After seconds)
+    let hint = |res: &Result<(u16, u64), BoxError>| match res {
+        Ok((503, secs)) => Some(Duration::from_secs(*secs)),
+        _ => None,
+    };
+    let classify = |res: &Result<(u16, u64), BoxError>| match res {
+        Ok((503, _)) | Err(_) => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+    };
+    let backend = Scripted::new([Ok((503, 3))], |_| Ok::<_, BoxError>((200, 0)));
+    let config = RetryConfig::builder()
+        .backoff(exact(10))
+        .classify(classify)
+        .retry_after(hint)
+        .build()
+        .unwrap();
+    let svc = RetryLayer::new(config).layer(backend.clone());
+    assert_eq!(svc.oneshot(()).await.unwrap(), (200, 0));
+    assert_eq!(backend.call_times(), [0, 3_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_is_not_retried_a_timeout_is() {
+    let layer = RetryLayer::new(RetryConfig::builder().backoff(exact(10)).build().unwrap());
+
+    let open = Scripted::new([], |_| {
+        Err::<u32, Error<CallFailed>>(CircuitOpen::new(Name::new("db"), None).into())
+    });
+    let err = layer.layer(open.clone()).oneshot(()).await.unwrap_err();
+    assert!(matches!(err, Error::CircuitOpen(_)));
+    assert_eq!(open.count(), 1);
+
+    let slow: Scripted<u32, BoxError> =
+        Scripted::new([Err(Elapsed::new(Name::new("t"), ms(5)).into())], |_| Ok(3));
+    assert_eq!(layer.layer(slow.clone()).oneshot(()).await.unwrap(), 3);
+    assert_eq!(slow.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_retry_starts_past_the_callers_deadline() {
+    let backend = always_failing();
+    let (seen, listener) = events();
+    let config = RetryConfig::builder()
+        .max_attempts(10)
+        .backoff(Backoff::constant(ms(100)).jitter(Jitter::None))
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let mut svc = RetryLayer::new(config).layer(backend.clone());
+    ServiceExt::<()>::ready(&mut svc).await.unwrap();
+    // An outer timeout sets the deadline around `call`.
+    let future = Deadline::after(ms(250)).scope(|| svc.call(()));
+    assert!(future.await.is_err());
+    assert_eq!(backend.call_times(), [0, 100, 200]);
+    let last = seen.lock().expect("lock").last().cloned();
+    assert_eq!(
+        last,
+        Some(RetryEvent::Exhausted {
+            attempts: 3,
+            reason: StopReason::Deadline
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_set_around_polls_cuts_a_pending_wait() {
+    let backend = always_failing();
+    let config = RetryConfig::builder()
+        .max_attempts(10)
+        .backoff(Backoff::constant(ms(100)).jitter(Jitter::None))
+        .build()
+        .unwrap();
+    let mut svc = RetryLayer::new(config).layer(backend.clone());
+    ServiceExt::<()>::ready(&mut svc).await.unwrap();
+    let mut future = Box::pin(svc.call(()));
+    let start = tokio::time::Instant::now();
+    let deadline = Deadline::after(ms(150));
+    // The way an outer timeout polls its inner future: inside the deadline's scope.
+    let result = std::future::poll_fn(|cx| deadline.scope(|| future.as_mut().poll(cx))).await;
+    assert!(result.is_err());
+    assert_eq!(backend.call_times(), [0, 100]);
+    assert!(start.elapsed() <= ms(150));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_elapsed_stops_retrying() {
+    let backend = always_failing();
+    let config = RetryConfig::builder()
+        .max_attempts(10)
+        .max_elapsed(ms(250))
+        .backoff(Backoff::constant(ms(100)).jitter(Jitter::None))
+        .build()
+        .unwrap();
+    let svc = RetryLayer::new(config).layer(backend.clone());
+    assert!(svc.oneshot(()).await.is_err());
+    assert_eq!(backend.call_times(), [0, 100, 200]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_budget_returns_the_failure_at_once() {
+    let backend = always_failing();
+    let (seen, listener) = events();
+    let config = RetryConfig::builder()
+        .budget_config(BudgetConfig::Tps {
+            ttl: Duration::from_secs(1),
+            min_per_sec: 0,
+            ratio: 0.0,
+        })
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let svc = RetryLayer::new(config).layer(backend.clone());
+    let start = tokio::time::Instant::now();
+    assert!(svc.oneshot(()).await.is_err());
+    assert_eq!(backend.count(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [RetryEvent::BudgetExhausted { attempts: 1 }]
+    );
+}
+
+#[derive(Debug, PartialEq)]
+struct NotClone(u32);
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_are_not_clone_use_a_hook() {
+    let backend = Scripted::new([Err("a".into())], |_| Ok::<_, BoxError>(1u32));
+    let config = RetryConfig::builder()
+        .backoff(exact(10))
+        .clone_request(|r: &NotClone| Some(NotClone(r.0)))
+        .build()
+        .unwrap();
+    let svc = RetryLayer::new(config).layer(backend.clone());
+    assert_eq!(svc.oneshot(NotClone(1)).await.unwrap(), 1);
+    assert_eq!(backend.count(), 2);
+
+    // A hook that cannot copy: the result is returned, with an event saying why.
+    let (seen, listener) = events();
+    let config = RetryConfig::builder()
+        .clone_request(|_: &NotClone| None)
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let backend = always_failing();
+    let svc = RetryLayer::new(config).layer(backend.clone());
+    assert!(svc.oneshot(NotClone(1)).await.is_err());
+    assert_eq!(backend.count(), 1);
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [RetryEvent::Exhausted {
+            attempts: 1,
+            reason: StopReason::NotCloneable
+        }]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seed_replays_the_same_jittered_delays() {
+    async fn run(seed: u64) -> Vec<u64> {
+        let backend = always_failing();
+        let config = RetryConfig::builder()
+            .max_attempts(6)
+            .no_budget()
+            .seed(seed)
+            .backoff(Backoff::exponential(ms(100)).jitter(Jitter::Full))
+            .build()
+            .unwrap();
+        let svc = RetryLayer::new(config).layer(backend.clone());
+        let _ = svc.oneshot(()).await;
+        backend.call_times()
+    }
+    assert_eq!(run(5).await, run(5).await);
+    assert_ne!(run(5).await, run(6).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn works_with_both_flat_error_types() {
+    let boxed = Scripted::new([Err::<u32, BoxError>("x".into())], |_| Ok(1));
+    let typed = Scripted::new(
+        [Err::<u32, Error<std::io::Error>>(Error::inner(
+            std::io::Error::other("x"),
+        ))],
+        |_| Ok(1),
+    );
+    let layer = RetryLayer::new(RetryConfig::builder().backoff(exact(1)).build().unwrap());
+    assert_eq!(layer.layer(boxed).oneshot(()).await.unwrap(), 1);
+    assert_eq!(layer.layer(typed).oneshot(()).await.unwrap(), 1);
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn configs_load_from_data_and_are_validated() {
+    let config: RetryConfig = serde_json::from_str(
+        r#"{ "max_attempts": 2, "backoff": { "kind": "constant", "delay": 250, "jitter": "none" },
+             "budget": { "kind": "token_bucket", "max_tokens": 10, "token_ratio": 0.1 } }"#,
+    )
+    .unwrap();
+    assert_eq!(config.max_attempts(), 2);
+    assert_eq!(config.backoff().get_jitter(), Jitter::None);
+    assert!(config.budget().is_some());
+
+    let defaults: RetryConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(defaults.max_attempts(), 3);
+
+    let err = serde_json::from_str::<RetryConfig>(r#"{ "max_attempts": 0 }"#).unwrap_err();
+    assert!(err.to_string().contains("max_attempts"));
+    let err =
+        serde_json::from_str::<RetryConfig>(r#"{ "budget": { "kind": "none" }, "tries": 3 }"#);
+    assert!(err.is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Against an always-failing backend: never more attempts than allowed, no attempt at or
+    /// past the deadline, and the caller is answered by the deadline.
+    #[test]
+    fn attempts_and_time_stay_within_limits(
+        max_attempts in 1u32..8,
+        base_ms in 1u64..500,
+        jitter in prop_oneof![Just(Jitter::None), Just(Jitter::Full), Just(Jitter::Equal), Just(Jitter::Decorrelated)],
+        deadline_ms in 1u64..3_000,
+        seed: u64,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let (times, elapsed) = rt.block_on(async {
+            let backend = always_failing();
+            let config = RetryConfig::builder()
+                .max_attempts(max_attempts)
+                .no_budget()
+                .seed(seed)
+                .backoff(Backoff::exponential(ms(base_ms)).jitter(jitter))
+                .build()
+                .unwrap();
+            let mut svc = RetryLayer::new(config).layer(backend.clone());
+            ServiceExt::<()>::ready(&mut svc).await.unwrap();
+            let start = tokio::time::Instant::now();
+            let future = Deadline::after(ms(deadline_ms)).scope(|| svc.call(()));
+            let _ = future.await;
+            (backend.call_times(), start.elapsed())
+        });
+        prop_assert!(times.len() as u32 <= max_attempts);
+        prop_assert!(times.iter().all(|t| *t < deadline_ms), "{:?}", times);
+        prop_assert!(elapsed < ms(deadline_ms));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_is_abandoned_when_a_poll_brings_an_earlier_deadline() {
+    let backend = always_failing();
+    let (seen, listener) = events();
+    let config = RetryConfig::builder()
+        .backoff(Backoff::constant(ms(100)).jitter(Jitter::None))
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let mut svc = RetryLayer::new(config).layer(backend.clone());
+    ServiceExt::<()>::ready(&mut svc).await.unwrap();
+    let mut future = Box::pin(svc.call(()));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // No deadline yet: the first attempt fails and a retry is scheduled for t = 100ms.
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    tokio::time::advance(ms(10)).await;
+    // Polled again under a deadline before the wake-up: give up now with the failure.
+    let deadline = Deadline::after(ms(40));
+    let polled = deadline.scope(|| future.as_mut().poll(&mut cx));
+    assert!(matches!(polled, std::task::Poll::Ready(Err(_))));
+    assert_eq!(backend.count(), 1);
+    let last = seen.lock().expect("lock").last().cloned();
+    assert_eq!(
+        last,
+        Some(RetryEvent::Exhausted {
+            attempts: 1,
+            reason: StopReason::Deadline
+        })
+    );
+}
