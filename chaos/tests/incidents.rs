@@ -12,9 +12,7 @@ use palisade_chaos::sim::{
     FaultScript, Incident, LoadGen, Report, RequestOutcome, SimBackend, SimResponse,
 };
 use palisade_chaos::{ChaosConfig, ChaosLayer, Latency};
-use palisade_circuit_breaker::{
-    CircuitBreakerConfig, CircuitBreakerEvent, CircuitBreakerLayer, State,
-};
+use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerEvent, State};
 use palisade_core::{BoxError, Priority};
 use palisade_degrade::fallback::{FallbackLayer, Value};
 use palisade_degrade::shed::{ShedConfig, ShedLayer};
@@ -137,7 +135,7 @@ async fn full_outage_breaker_opens_fast_sheds_retries_and_recovers_after_one_pro
         .map_request(move |(): ()| {
             log.lock().expect("lock").push(Instant::now());
         })
-        .layer(CircuitBreakerLayer::new(breaker))
+        .layer(breaker)
         .service(b.clone());
     let run = LoadGen::builder()
         .fixed(100.0)

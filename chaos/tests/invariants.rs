@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use palisade_chaos::sim::{FaultScript, Incident, LoadGen, SimBackend};
 use palisade_chaos::{ChaosConfig, ChaosLayer, Latency};
-use palisade_circuit_breaker::{
-    CircuitBreakerConfig, CircuitBreakerEvent, CircuitBreakerLayer, State,
-};
+use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerEvent, State};
 use palisade_core::BoxError;
 use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
 use palisade_retry::{Backoff, RetryConfig, RetryLayer};
@@ -135,7 +133,7 @@ async fn simulate(script: FaultScript, hang_rate: f64, seed: u64) -> Outcome {
     let stack = ServiceBuilder::new()
         .layer(RetryLayer::new(retry))
         .layer(HedgeLayer::new(hedge))
-        .layer(CircuitBreakerLayer::new(breaker))
+        .layer(breaker)
         .map_future(move |future| {
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             passed.lock().expect("lock").push(Step::Passed(id));

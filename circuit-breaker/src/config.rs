@@ -5,11 +5,11 @@ use std::time::Duration;
 use palisade_core::config::ensure;
 use palisade_core::{ConfigError, Listeners, Name};
 
-use crate::CircuitBreakerEvent;
+use crate::{CircuitBreakerEvent, CircuitBreakerLayer};
 
 const LAYER: &str = "circuit_breaker";
 
-/// Largest count window: one byte per call slot, so 500,000 slots is 500 KB per breaker.
+/// Largest count window (two bits per call slot: 500,000 slots is 125 KB per breaker).
 pub const MAX_COUNT_WINDOW: u32 = 500_000;
 /// Most buckets in a time window.
 pub const MAX_BUCKETS: u32 = 1_000;
@@ -43,7 +43,8 @@ pub enum SlidingWindow {
 
 /// A circuit breaker's configuration: build one with [`CircuitBreakerConfig::builder`] (or
 /// load it from data with the `serde` feature), then make a layer with
-/// [`CircuitBreakerLayer::new`](crate::CircuitBreakerLayer::new).
+/// [`into_layer`](Self::into_layer) or [`CircuitBreakerLayer::new`] (or go straight to the
+/// layer with the builder's [`build`](CircuitBreakerConfigBuilder::build)).
 ///
 /// ```
 /// use palisade_circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
@@ -60,12 +61,12 @@ pub enum SlidingWindow {
 ///     .open_duration(Duration::from_secs(10))
 ///     .open_duration_backoff(2.0, Duration::from_secs(120))
 ///     .half_open_probes(3)
-///     .build()
+///     .build_config()
 ///     .expect("valid config");
 /// assert_eq!(config.window(), SlidingWindow::Time { duration: Duration::from_secs(30), buckets: 10 });
 ///
 /// // Bad values are refused, naming the field:
-/// let err = CircuitBreakerConfig::builder().failure_rate_threshold(0.0).build().unwrap_err();
+/// let err = CircuitBreakerConfig::builder().failure_rate_threshold(0.0).build_config().unwrap_err();
 /// assert_eq!(err.field(), "failure_rate_threshold");
 /// ```
 #[derive(Debug, Clone)]
@@ -186,6 +187,12 @@ impl CircuitBreakerConfig {
         }
     }
 
+    /// Validate and build a layer with a new, closed breaker.
+    pub fn into_layer(self) -> Result<CircuitBreakerLayer, ConfigError> {
+        self.validate()?;
+        Ok(CircuitBreakerLayer::new(self))
+    }
+
     /// Check every field; the builder and the `serde` loader call this.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_window()?;
@@ -286,7 +293,8 @@ impl CircuitBreakerConfig {
 
 // ===== CircuitBreakerConfigBuilder =====
 
-/// Builds a [`CircuitBreakerConfig`]; [`build`](Self::build) validates it.
+/// Builds a circuit breaker: [`build`](Self::build) validates the config and returns the
+/// layer, [`build_config`](Self::build_config) the config.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct CircuitBreakerConfigBuilder {
@@ -389,8 +397,16 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
-    /// Validate and return the config.
-    pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
+    /// Validate and build a layer with a new, closed breaker.
+    pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
+        self.build_config().map(CircuitBreakerLayer::new)
+    }
+
+    /// Validate and return the config (for a
+    /// [`KeyedCircuitBreakerLayer`](crate::KeyedCircuitBreakerLayer), for
+    /// [`CircuitBreakerHandle::update_config`](crate::CircuitBreakerHandle::update_config),
+    /// or to build several independent breakers alike).
+    pub fn build_config(self) -> Result<CircuitBreakerConfig, ConfigError> {
         self.config.validate()?;
         Ok(self.config)
     }
@@ -488,45 +504,51 @@ mod tests {
     fn refuses_bad_values() {
         let b = CircuitBreakerConfig::builder;
         let cases = [
-            (b().count_window(0).build(), "window.size"),
+            (b().count_window(0).build_config(), "window.size"),
             (
-                b().count_window(10).minimum_calls(11).build(),
+                b().count_window(10).minimum_calls(11).build_config(),
                 "minimum_calls",
             ),
             (
-                b().time_window(Duration::from_millis(5), 10).build(),
+                b().time_window(Duration::from_millis(5), 10).build_config(),
                 "window.duration",
             ),
             (
-                b().time_window(Duration::from_secs(5), 0).build(),
+                b().time_window(Duration::from_secs(5), 0).build_config(),
                 "window.buckets",
             ),
             (
-                b().failure_rate_threshold(f64::NAN).build(),
+                b().failure_rate_threshold(f64::NAN).build_config(),
                 "failure_rate_threshold",
             ),
             (
-                b().slow_call_rate_threshold(101.0).build(),
+                b().slow_call_rate_threshold(101.0).build_config(),
                 "slow_call_rate_threshold",
             ),
             (
-                b().slow_call_duration(Duration::ZERO).build(),
+                b().slow_call_duration(Duration::ZERO).build_config(),
                 "slow_call_duration",
             ),
-            (b().minimum_calls(0).build(), "minimum_calls"),
-            (b().consecutive_failures(0).build(), "consecutive_failures"),
-            (b().open_duration(Duration::ZERO).build(), "open_duration"),
+            (b().minimum_calls(0).build_config(), "minimum_calls"),
+            (
+                b().consecutive_failures(0).build_config(),
+                "consecutive_failures",
+            ),
+            (
+                b().open_duration(Duration::ZERO).build_config(),
+                "open_duration",
+            ),
             (
                 b().open_duration_backoff(0.5, Duration::from_secs(60))
-                    .build(),
+                    .build_config(),
                 "open_duration_multiplier",
             ),
             (
                 b().open_duration_backoff(2.0, Duration::from_secs(1))
-                    .build(),
+                    .build_config(),
                 "max_open_duration",
             ),
-            (b().half_open_probes(0).build(), "half_open_probes"),
+            (b().half_open_probes(0).build_config(), "half_open_probes"),
         ];
         for (res, field) in cases {
             assert_eq!(res.unwrap_err().field(), field);
@@ -538,7 +560,7 @@ mod tests {
         let c = CircuitBreakerConfig::builder()
             .open_duration(Duration::from_secs(10))
             .open_duration_backoff(3.0, Duration::from_secs(100))
-            .build()
+            .build_config()
             .unwrap();
         let got: Vec<_> = (0..5).map(|n| c.open_duration_for(n).as_secs()).collect();
         assert_eq!(got, [10, 30, 90, 100, 100]);

@@ -115,6 +115,9 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         if sweep_due || self.len.load(Ordering::Relaxed) >= self.limits.max_keys {
             self.evict(t);
         }
+        // Lock order: the config, then a shard (as `update_config` does), so a key created
+        // during a config update gets the new config or is updated with the others.
+        let current = self.config.lock().unwrap_or_else(PoisonError::into_inner);
         let mut map = self
             .shard(&key)
             .write()
@@ -122,11 +125,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         if let Some(slot) = map.get(&key) {
             return Arc::clone(&slot.breaker);
         }
-        let mut config = self
-            .config
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let mut config = current.clone();
         config.name = Name::from(format!("{}/{:?}", self.name, key));
         // Per-key breakers count into the layer's counters; per-key gauges would leave a
         // series behind for every evicted key.
@@ -215,7 +214,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let config = CircuitBreakerConfig::builder().consecutive_failures(2).build().unwrap();
+/// let config = CircuitBreakerConfig::builder().consecutive_failures(2).build_config().unwrap();
 /// let layer = KeyedCircuitBreakerLayer::new(config, |host: &&'static str| *host);
 /// let handle = layer.handle();
 /// let mut svc = ServiceBuilder::new().layer(layer).service_fn(|host: &'static str| async move {
@@ -240,10 +239,11 @@ where
 {
     /// One breaker per key, with the default [`KeyedLimits`] (the idle timeout raised to
     /// the config's `max_open_duration` if that is longer).
-    pub fn new<Req>(config: CircuitBreakerConfig, key_fn: F) -> Self
+    pub fn new<Req>(config: impl Into<CircuitBreakerConfig>, key_fn: F) -> Self
     where
         F: Fn(&Req) -> K,
     {
+        let config = config.into();
         let limits = KeyedLimits {
             idle_timeout: KeyedLimits::default()
                 .idle_timeout
@@ -255,13 +255,14 @@ where
 
     /// One breaker per key, with explicit limits.
     pub fn with_limits<Req>(
-        config: CircuitBreakerConfig,
+        config: impl Into<CircuitBreakerConfig>,
         key_fn: F,
         limits: KeyedLimits,
     ) -> Result<Self, ConfigError>
     where
         F: Fn(&Req) -> K,
     {
+        let config = config.into();
         let layer = "circuit_breaker";
         ensure(
             limits.max_keys >= 1,

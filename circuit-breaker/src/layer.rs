@@ -23,8 +23,10 @@ pub struct CircuitBreakerLayer<C = DefaultClassifier> {
 }
 
 impl CircuitBreakerLayer {
-    /// A layer with a new, closed breaker.
-    pub fn new(config: CircuitBreakerConfig) -> Self {
+    /// A layer with a new, closed breaker. Takes a config (or another layer, whose config
+    /// seeds an independent breaker: `CircuitBreakerLayer::new(builder.build()?)` works).
+    pub fn new(config: impl Into<CircuitBreakerConfig>) -> Self {
+        let config = config.into();
         let metrics = Metrics::register(config.name(), true);
         Self {
             breaker: Arc::new(Breaker::new(config, Instant::now(), metrics)),
@@ -47,6 +49,14 @@ impl<C> CircuitBreakerLayer<C> {
     /// The handle of this layer's breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle::new(Arc::clone(&self.breaker))
+    }
+}
+
+/// The config a layer's breaker runs with (its current thresholds and its listeners), to
+/// build another, independent breaker alike.
+impl<C> From<CircuitBreakerLayer<C>> for CircuitBreakerConfig {
+    fn from(layer: CircuitBreakerLayer<C>) -> Self {
+        layer.breaker.config()
     }
 }
 

@@ -22,8 +22,9 @@
 //!   time.
 //!
 //! The closed path takes no lock and allocates nothing: an atomic state word, a ring of
-//! one-byte slots (or atomic buckets) with running totals. Only a state change takes a lock;
-//! listeners run after it is released.
+//! outcome bits (or atomic buckets) with running totals, so a healthy call costs one atomic
+//! read-modify-write on the window plus the reference count of the response future's handle
+//! on the breaker. Only a state change takes a lock; listeners run after it is released.
 //!
 //! # Example
 //!
@@ -35,7 +36,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! let config = CircuitBreakerConfig::builder()
+//! let layer: CircuitBreakerLayer = CircuitBreakerConfig::builder()
 //!     .name("payments")
 //!     .count_window(10)
 //!     .minimum_calls(4)
@@ -44,7 +45,6 @@
 //!     .half_open_probes(1)
 //!     .build()
 //!     .expect("valid config");
-//! let layer = CircuitBreakerLayer::new(config);
 //! let handle = layer.handle();
 //!
 //! let mut svc = ServiceBuilder::new()
@@ -82,7 +82,7 @@
 //! Events ([`CircuitBreakerEvent`]) go to listeners registered with
 //! [`CircuitBreakerConfigBuilder::on_event`] and to `tracing` on the target
 //! `palisade::circuit_breaker`. With the `metrics` feature the breaker feeds the
-//! [`METRICS`] listed below: a gauge per state (1 for the current state, 0 for the others,
+//! metrics listed in [`METRICS`]: a gauge per state (1 for the current state, 0 for the others,
 //! all set on every transition), transitions, rejected calls, and the window's failure and
 //! slow-call rates.
 //!

@@ -268,7 +268,7 @@ fn config() -> impl Strategy<Value = CircuitBreakerConfig> {
                 if let Some(n) = consecutive {
                     b = b.consecutive_failures(n);
                 }
-                b.build().expect("generated configs are valid")
+                b.build_config().expect("generated configs are valid")
             },
         )
 }

@@ -30,7 +30,7 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
 
 impl<S> CircuitBreaker<S> {
     /// Wrap `inner` in a new breaker (with the default classifier: every `Err` is a failure).
-    pub fn new(inner: S, config: CircuitBreakerConfig) -> Self {
+    pub fn new(inner: S, config: impl Into<CircuitBreakerConfig>) -> Self {
         tower_layer::Layer::layer(&CircuitBreakerLayer::new(config), inner)
     }
 }

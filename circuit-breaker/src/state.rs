@@ -719,7 +719,7 @@ mod tests {
 
     fn breaker(b: CircuitBreakerConfigBuilder) -> (Breaker, Instant) {
         let t0 = Instant::now();
-        let config = b.build().expect("valid config");
+        let config = b.build_config().expect("valid config");
         let metrics = Metrics::register(config.name(), true);
         (Breaker::new(config, t0, metrics), t0)
     }
@@ -1010,7 +1010,7 @@ mod tests {
             .count_window(10)
             .minimum_calls(10)
             .failure_rate_threshold(30.0)
-            .build()
+            .build_config()
             .unwrap();
         b.update_config(&stricter).unwrap();
         assert_eq!(b.config().failure_rate_threshold(), 30.0);
@@ -1019,7 +1019,7 @@ mod tests {
         assert_eq!(b.state(), State::Open);
         let resized = CircuitBreakerConfig::builder()
             .count_window(20)
-            .build()
+            .build_config()
             .unwrap();
         assert_eq!(b.update_config(&resized).unwrap_err().field(), "window");
     }
@@ -1078,7 +1078,7 @@ mod stress {
                 .window(window)
                 .minimum_calls(total as u32)
                 .failure_rate_threshold(100.0)
-                .build()
+                .build_config()
                 .unwrap();
             let (b, t0) = shared(config);
             hammer(&b, t0, per_thread);
@@ -1101,7 +1101,7 @@ mod stress {
             .open_duration(Duration::from_millis(1))
             .open_duration_backoff(1.0, Duration::from_millis(1))
             .half_open_probes(probes)
-            .build()
+            .build_config()
             .unwrap();
         let (b, t0) = shared(config);
         // Per half-open period: probes held right now, and the most ever held at once.
@@ -1193,7 +1193,7 @@ mod loom_model {
             .minimum_calls(1)
             .open_duration(Duration::from_secs(1))
             .half_open_probes(probes)
-            .build()
+            .build_config()
             .unwrap();
         let metrics = Metrics::register(config.name(), true);
         let b = Arc::new(Breaker::new(config, t0, metrics));
@@ -1265,7 +1265,7 @@ mod loom_model {
             let config = CircuitBreakerConfig::builder()
                 .count_window(2)
                 .minimum_calls(2)
-                .build()
+                .build_config()
                 .unwrap();
             let metrics = Metrics::register(config.name(), true);
             let b = Arc::new(Breaker::new(config, t0, metrics));

@@ -30,7 +30,7 @@ async fn slow_calls_are_measured_on_the_tokio_clock() {
         base()
             .slow_call_duration(2 * SEC)
             .slow_call_rate_threshold(50.0)
-            .build()
+            .build_config()
             .unwrap(),
     );
     let handle = layer.handle();
@@ -49,7 +49,7 @@ async fn slow_calls_are_measured_on_the_tokio_clock() {
 
 #[tokio::test(start_paused = true)]
 async fn inner_rejections_count_as_failures() {
-    let layer = CircuitBreakerLayer::new(base().build().unwrap());
+    let layer = CircuitBreakerLayer::new(base().build_config().unwrap());
     let handle = layer.handle();
     let mut svc = layer.layer(service_fn(|_: ()| async {
         Err::<(), BoxError>(Elapsed::new(Name::new("t"), SEC).into())
@@ -64,7 +64,7 @@ async fn inner_rejections_count_as_failures() {
 #[tokio::test(start_paused = true)]
 async fn a_classifier_decides_what_fails() {
     // HTTP-style: 5xx is a failure, 4xx is the caller's problem.
-    let layer = CircuitBreakerLayer::new(base().build().unwrap()).with_classifier(
+    let layer = CircuitBreakerLayer::new(base().build_config().unwrap()).with_classifier(
         |res: &Result<u16, BoxError>| match res {
             Ok(s) if *s >= 500 => Outcome::Failure,
             Ok(s) if *s == 499 => Outcome::Ignore,
@@ -86,7 +86,7 @@ async fn a_classifier_decides_what_fails() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_calls_in_half_open_get_only_the_probes() {
-    let layer = CircuitBreakerLayer::new(base().half_open_probes(2).build().unwrap());
+    let layer = CircuitBreakerLayer::new(base().half_open_probes(2).build_config().unwrap());
     let handle = layer.handle();
     let (svc, mut backend) = mock::pair::<u32, u32>();
     let mut svc = layer.layer(svc).map_err(|e: BoxError| e);
@@ -153,7 +153,7 @@ async fn listeners_see_every_transition_with_its_reason() {
                 sink.lock().unwrap().push((*from, *to, *reason));
             }
         })
-        .build()
+        .build_config()
         .unwrap();
     let layer = CircuitBreakerLayer::new(config);
     let mut svc = layer.layer(service_fn(|fail: bool| async move {
@@ -204,4 +204,24 @@ async fn listeners_see_every_transition_with_its_reason() {
         (State::Closed, State::ForcedOpen, TransitionReason::Operator),
     ];
     assert_eq!(got, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_seeds_an_independent_breaker_alike() {
+    let first = base().build().unwrap();
+    let second = CircuitBreakerLayer::new(first.clone());
+    assert_eq!(second.handle().config().minimum_calls(), 4);
+    first.handle().force_open();
+    assert_eq!(
+        second.handle().state(),
+        State::Closed,
+        "not the same breaker"
+    );
+    assert_eq!(
+        first
+            .layer(service_fn(|(): ()| async { Ok::<_, BoxError>(()) }))
+            .handle()
+            .state(),
+        State::ForcedOpen
+    );
 }

@@ -20,7 +20,7 @@ fn config() -> CircuitBreakerConfig {
         .minimum_calls(2)
         .open_duration(Duration::from_secs(10))
         .open_duration_backoff(1.0, Duration::from_secs(10))
-        .build()
+        .build_config()
         .expect("valid config")
 }
 
@@ -129,7 +129,7 @@ async fn config_updates_reach_every_key() {
         .failure_rate_threshold(30.0)
         .open_duration(Duration::from_secs(10))
         .open_duration_backoff(1.0, Duration::from_secs(10))
-        .build()
+        .build_config()
         .unwrap();
     handle.update_config(&strict).unwrap();
     for host in ["old", "fresh"] {
@@ -139,7 +139,7 @@ async fn config_updates_reach_every_key() {
     }
     let resized = CircuitBreakerConfig::builder()
         .count_window(8)
-        .build()
+        .build_config()
         .unwrap();
     assert_eq!(
         handle.update_config(&resized).unwrap_err().field(),

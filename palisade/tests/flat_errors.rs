@@ -37,13 +37,11 @@ struct Layers {
 }
 
 fn layers() -> Layers {
-    let breaker = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .name("flat")
-            .minimum_calls(100)
-            .build()
-            .unwrap(),
-    );
+    let breaker = CircuitBreakerConfig::builder()
+        .name("flat")
+        .minimum_calls(100)
+        .build()
+        .unwrap();
     Layers {
         overall: TimeoutConfig::builder()
             .name("overall")

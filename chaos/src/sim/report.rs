@@ -312,6 +312,11 @@ impl fmt::Display for Report {
         }
         if let Some(end) = self.fault_end {
             match self.time_to_recover {
+                None if end >= self.duration => row(
+                    f,
+                    "recovery",
+                    format_args!("fault lasts past the run ({:.1}s)", end.as_secs_f64()),
+                )?,
                 Some(ttr) => row(
                     f,
                     "recovery",

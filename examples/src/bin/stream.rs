@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade::chaos::{ChaosConfig, ChaosLayer};
-use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
+use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle};
 use palisade::rate_limit::RateLimitConfig;
 use palisade::{BoxError, CircuitOpen};
 use serde::{Deserialize, Serialize};
@@ -218,16 +218,14 @@ fn write_path(
             "sink unavailable (injected)".into()
         })
         .build()?;
-    let breaker = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .name("sink")
-            .count_window(20)
-            .minimum_calls(10)
-            .failure_rate_threshold(60.0)
-            .open_duration(Duration::from_millis(200))
-            .half_open_probes(1)
-            .build()?,
-    );
+    let breaker = CircuitBreakerConfig::builder()
+        .name("sink")
+        .count_window(20)
+        .minimum_calls(10)
+        .failure_rate_threshold(60.0)
+        .open_duration(Duration::from_millis(200))
+        .half_open_probes(1)
+        .build()?;
     let handle = breaker.handle();
     let svc = ServiceBuilder::new()
         .layer(breaker)
