@@ -5,6 +5,8 @@
 //! so `BoxError` and `palisade_core::Error<E>` both satisfy any stack in any order, and a
 //! caller tells a rejection from the backend's own error by type, never by message.
 
+#![allow(clippy::unwrap_used)] // test helpers unwrap like the tests do
+
 use std::time::Duration;
 
 use palisade::circuit_breaker::CircuitBreakerHandle;
