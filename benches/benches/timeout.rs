@@ -47,7 +47,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| call_once(&mut bare, std::hint::black_box(7)));
     });
 
-    let mut tower_timeout = tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(backend);
+    let mut tower_timeout =
+        tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(backend);
     group.bench_function("tower Timeout", |b| {
         b.iter(|| call_once(&mut tower_timeout, std::hint::black_box(7)));
     });
