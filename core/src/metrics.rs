@@ -124,6 +124,21 @@ impl Gauge {
         Self {}
     }
 
+    /// `true` when this handle feeds a recorder, so a layer knows computing a value for it
+    /// (a rate, a window snapshot) is worth it. (Without the `metrics` feature: always
+    /// `false`.)
+    #[inline]
+    pub fn is_enabled(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        {
+            self.inner.is_some()
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            false
+        }
+    }
+
     /// Set the gauge to `value`.
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]

@@ -36,8 +36,8 @@ impl<F> ResponseFuture<F> {
         deadline: Option<Deadline>,
         start: Option<Instant>,
         shared: &Arc<Shared>,
+        observed: bool,
     ) -> Self {
-        let observed = cfg!(feature = "metrics") || shared.observing();
         Self {
             inner: Some(inner),
             sleep: deadline.map(|d| sleep_until(d.instant())),

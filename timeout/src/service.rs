@@ -73,15 +73,15 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let own = self.policy.timeout_for(&req, self.shared.timeout());
         let outer = Deadline::current();
+        let observed = cfg!(feature = "metrics") || self.shared.observing();
         // The clock is read only when a deadline must be computed or someone observes.
-        let start =
-            (own.is_some() || outer.is_some() || self.shared.observing()).then(Instant::now);
+        let start = (own.is_some() || outer.is_some() || observed).then(Instant::now);
         let own_deadline = own.zip(start).map(|(timeout, start)| {
             Deadline::at(start.checked_add(timeout).unwrap_or(start + FAR))
         });
         let effective = Deadline::earliest(own_deadline, outer);
         let inner = deadline::scope(effective, || self.inner.call(req));
-        ResponseFuture::new(inner, effective, start, &self.shared)
+        ResponseFuture::new(inner, effective, start, &self.shared, observed)
     }
 }
 
