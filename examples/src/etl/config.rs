@@ -499,7 +499,7 @@ mod tests {
     fn toml_overlays_the_defaults() {
         let config = EtlConfig::from_toml(
             r#"
-            sink = "sqlite:/tmp/x.db"
+            sink = "sqlite:data/x.db"
             rate = 7
             max_run_time = "20s"
             [dataset]
@@ -524,11 +524,11 @@ mod tests {
         assert_eq!(chaos.source_outage, None);
         assert_eq!(
             SinkTarget::parse(&config.sink),
-            SinkTarget::Sqlite("/tmp/x.db".into())
+            SinkTarget::Sqlite("data/x.db".into())
         );
         assert_eq!(
             config.journal_path(),
-            PathBuf::from("/tmp/x.db.journal.jsonl")
+            PathBuf::from("data/x.db.journal.jsonl")
         );
     }
 

@@ -42,7 +42,7 @@
 //! use palisade_examples::etl::{self, EtlConfig};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), palisade::BoxError> {
-//! let config = EtlConfig { sink: "/tmp/demo.sqlite".into(), ..EtlConfig::default() };
+//! let config = EtlConfig { sink: "demo/etl.sqlite".into(), ..EtlConfig::default() };
 //! let summary = etl::run(&config).await?;
 //! assert!(summary.ok(), "{summary}");
 //! # Ok(()) }

@@ -446,6 +446,6 @@ mod tests {
             redact("postgres://etl@127.0.0.1/db"),
             "postgres://etl@127.0.0.1/db"
         );
-        assert_eq!(redact("/tmp/etl.sqlite"), "/tmp/etl.sqlite");
+        assert_eq!(redact("data/etl.sqlite"), "data/etl.sqlite");
     }
 }
