@@ -99,6 +99,25 @@ pub fn ensure(
     }
 }
 
+/// Refuse an empty layer name: errors, events and metric labels need one to say which
+/// layer spoke.
+///
+/// ```
+/// use palisade_core::{Name, config::ensure_name};
+///
+/// assert!(ensure_name("shed", &Name::new("api")).is_ok());
+/// assert_eq!(ensure_name("shed", &Name::new(String::new())).unwrap_err().field(), "name");
+/// ```
+pub fn ensure_name(layer: &'static str, name: &crate::Name) -> Result<(), ConfigError> {
+    ensure(
+        !name.as_str().is_empty(),
+        layer,
+        "name",
+        name.as_str(),
+        "a non-empty name",
+    )
+}
+
 /// Durations in config data: `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"`, or a number of
 /// milliseconds. Use with `#[serde(with = "palisade_core::config::duration")]`.
 ///

@@ -1,6 +1,6 @@
 //! The fallback layer's config.
 
-use palisade_core::config::ensure;
+use palisade_core::config::ensure_name;
 use palisade_core::{ConfigError, Listeners, Name, RejectionKind};
 
 use crate::{DegradeEvent, Switch, Triggers};
@@ -126,14 +126,7 @@ impl FallbackConfigBuilder {
 
     /// Validate and build.
     pub fn build(self) -> Result<FallbackConfig, ConfigError> {
-        let name = self.config.name.as_str();
-        ensure(
-            !name.is_empty(),
-            "fallback",
-            "name",
-            name,
-            "a non-empty name",
-        )?;
+        ensure_name("fallback", &self.config.name)?;
         Ok(self.config)
     }
 }

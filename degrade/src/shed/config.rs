@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::config::ensure;
+use palisade_core::config::{ensure, ensure_name};
 use palisade_core::{ConfigError, Listeners, Name, Priority};
 
 use crate::{DegradeEvent, Switch};
@@ -223,13 +223,7 @@ impl ShedConfigBuilder {
     /// Validate and build.
     pub fn build(self) -> Result<ShedConfig, ConfigError> {
         let c = &self.config;
-        ensure(
-            !c.name.as_str().is_empty(),
-            "shed",
-            "name",
-            c.name.as_str(),
-            "a non-empty name",
-        )?;
+        ensure_name("shed", &c.name)?;
         if let Some(max) = c.max_in_flight {
             ensure(max >= 1, "shed", "max_in_flight", max, "1 or more")?;
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_core::config::ensure;
+use palisade_core::config::{ensure, ensure_name};
 use palisade_core::{ConfigError, Listeners, Name, RejectionKind};
 
 use crate::{DegradeEvent, Switch, Triggers};
@@ -169,13 +169,7 @@ impl StaleConfigBuilder {
     /// Validate and build.
     pub fn build(self) -> Result<StaleConfig, ConfigError> {
         let c = &self.config;
-        ensure(
-            !c.name.as_str().is_empty(),
-            "stale",
-            "name",
-            c.name.as_str(),
-            "a non-empty name",
-        )?;
+        ensure_name("stale", &c.name)?;
         ensure(
             c.capacity >= 1,
             "stale",
