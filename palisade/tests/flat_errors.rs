@@ -109,52 +109,41 @@ async fn check<S, E>(
     handle.reset();
 }
 
+/// Build the same layers in the recommended order (through the facade's `Stack`) and
+/// upside down, over a backend whose errors `wrap` turns into the stack's error type, and
+/// check both. A macro, because each order is a different service type.
+macro_rules! check_two_orders {
+    ($wrap:expr, $kind:expr) => {{
+        let l = layers();
+        let recommended = Stack::new()
+            .timeout(l.overall)
+            .retry(l.retry)
+            .circuit_breaker(l.breaker)
+            .limit(l.limit)
+            .attempt_timeout(l.attempt)
+            .layer(service_fn(|x: u32| backend(x, $wrap)));
+        check(recommended, &l.handle, $kind).await;
+
+        let l = layers();
+        let reversed = ServiceBuilder::new()
+            .layer(l.attempt)
+            .layer(l.limit)
+            .layer(l.breaker)
+            .layer(l.retry)
+            .layer(l.overall)
+            .service(service_fn(|x: u32| backend(x, $wrap)));
+        check(reversed, &l.handle, $kind).await;
+    }};
+}
+
 #[tokio::test(start_paused = true)]
 async fn boxed_errors_in_two_orders() {
-    // The recommended order, through the facade's Stack.
-    let l = layers();
-    let recommended = Stack::new()
-        .timeout(l.overall)
-        .retry(l.retry)
-        .circuit_breaker(l.breaker)
-        .limit(l.limit)
-        .attempt_timeout(l.attempt)
-        .layer(service_fn(|x: u32| backend(x, boxed)));
-    check(recommended, &l.handle, kind_of_boxed).await;
-
-    // The same layers turned upside down.
-    let l = layers();
-    let reversed = ServiceBuilder::new()
-        .layer(l.attempt)
-        .layer(l.limit)
-        .layer(l.breaker)
-        .layer(l.retry)
-        .layer(l.overall)
-        .service(service_fn(|x: u32| backend(x, boxed)));
-    check(reversed, &l.handle, kind_of_boxed).await;
+    check_two_orders!(boxed, kind_of_boxed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn typed_errors_in_two_orders() {
-    let l = layers();
-    let recommended = Stack::new()
-        .timeout(l.overall)
-        .retry(l.retry)
-        .circuit_breaker(l.breaker)
-        .limit(l.limit)
-        .attempt_timeout(l.attempt)
-        .layer(service_fn(|x: u32| backend(x, Error::Inner)));
-    check(recommended, &l.handle, kind_of_typed).await;
-
-    let l = layers();
-    let reversed = ServiceBuilder::new()
-        .layer(l.attempt)
-        .layer(l.limit)
-        .layer(l.breaker)
-        .layer(l.retry)
-        .layer(l.overall)
-        .service(service_fn(|x: u32| backend(x, Error::Inner)));
-    check(reversed, &l.handle, kind_of_typed).await;
+    check_two_orders!(Error::Inner, kind_of_typed);
 }
 
 #[test]
