@@ -80,3 +80,88 @@ impl<Res, E> Classify<Res, E> for DefaultClassifier {
         }
     }
 }
+
+/// The default classifier of every palisade layer that judges a backend's health (circuit
+/// breaker, adaptive limit, fallback's classifier, retry budgets that record outcomes):
+/// aware of palisade's own rejections in the error, through
+/// [`AsRejection`](crate::AsRejection) (implemented for [`BoxError`](crate::BoxError) and
+/// [`Error<E>`](crate::Error)).
+///
+/// | result | outcome | why |
+/// |---|---|---|
+/// | `Ok(_)` | `Success` | |
+/// | `Err`, not a rejection | `Failure` | the backend failed |
+/// | [`Elapsed`](crate::Elapsed) | `Failure` | an attempt timed out: the backend was too slow |
+/// | [`RateLimited`](crate::RateLimited), [`Overloaded`](crate::Overloaded), [`CircuitOpen`](crate::CircuitOpen), [`RetriesExhausted`](crate::RetriesExhausted) | `Ignore` | made locally by our own layers: the backend was never asked |
+///
+/// The rule it enforces: **a caller's own limit can never open its breaker.** A burst over a
+/// rate limit placed under the breaker (the recommended order) yields `RateLimited`
+/// rejections, which are evidence of the caller's load, not of the backend's health.
+///
+/// ```
+/// use palisade_core::{BoxError, Classify, Name, Outcome, RateLimited, RejectionAware, Elapsed};
+/// use std::time::Duration;
+///
+/// let limited: Result<(), BoxError> =
+///     Err(RateLimited::new(Name::new("api"), Duration::from_secs(1)).into());
+/// assert_eq!(RejectionAware.classify(&limited), Outcome::Ignore);
+///
+/// let timed_out: Result<(), BoxError> =
+///     Err(Elapsed::new(Name::new("attempt"), Duration::from_secs(1)).into());
+/// assert_eq!(RejectionAware.classify(&timed_out), Outcome::Failure);
+///
+/// let failed: Result<(), BoxError> = Err("connection reset".into());
+/// assert_eq!(RejectionAware.classify(&failed), Outcome::Failure);
+/// assert_eq!(RejectionAware.classify(&Ok::<(), BoxError>(())), Outcome::Success);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RejectionAware;
+
+impl<Res, E: crate::AsRejection> Classify<Res, E> for RejectionAware {
+    #[inline]
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        let Err(err) = result else {
+            return Outcome::Success;
+        };
+        match err.as_rejection() {
+            None | Some(crate::Rejection::Elapsed(_)) => Outcome::Failure,
+            Some(_) => Outcome::Ignore,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        BoxError, CircuitOpen, Elapsed, Error, Name, Overloaded, RateLimited, RetriesExhausted,
+    };
+    use std::time::Duration;
+
+    #[test]
+    fn local_rejections_are_ignored_in_both_error_styles() {
+        let name = || Name::new("x");
+        let locals: Vec<BoxError> = vec![
+            RateLimited::new(name(), Duration::from_secs(1)).into(),
+            Overloaded::new(name(), "full").into(),
+            CircuitOpen::new(name(), None).into(),
+            RetriesExhausted::new(name(), 3).into(),
+        ];
+        for e in locals {
+            let msg = e.to_string();
+            assert_eq!(
+                RejectionAware.classify(&Err::<(), _>(e)),
+                Outcome::Ignore,
+                "{msg}"
+            );
+        }
+        let typed: Result<(), Error<std::io::Error>> = Err(Overloaded::new(name(), "full").into());
+        assert_eq!(RejectionAware.classify(&typed), Outcome::Ignore);
+        let typed: Result<(), Error<std::io::Error>> =
+            Err(Elapsed::new(name(), Duration::from_secs(1)).into());
+        assert_eq!(RejectionAware.classify(&typed), Outcome::Failure);
+        let typed: Result<(), Error<std::io::Error>> =
+            Err(Error::Inner(std::io::Error::other("down")));
+        assert_eq!(RejectionAware.classify(&typed), Outcome::Failure);
+    }
+}

@@ -118,63 +118,153 @@ pub fn ensure_name(layer: &'static str, name: &crate::Name) -> Result<(), Config
     )
 }
 
-/// Durations in config data: `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"`, or a number of
-/// milliseconds. Use with `#[serde(with = "palisade_core::config::duration")]`.
+/// Durations in config data, always with a unit: `"500us"`, `"250ms"`, `"2s"`, `"1.5s"`,
+/// `"5m"`, `"1h"`. Use with `#[serde(with = "palisade_core::config::duration")]`.
+///
+/// A bare number (`250` or `"250"`) is refused with an error that says so: a number without a
+/// unit is the classic seconds-or-milliseconds mix-up. Serializing writes the largest unit
+/// that represents the value exactly (`"1500ms"`, `"500us"`, `"7ns"`), so every duration
+/// round-trips exactly, `Duration::MAX` included.
 ///
 /// ```
-/// use palisade_core::config::duration::parse;
+/// use palisade_core::config::duration::{format, parse};
 /// use std::time::Duration;
 ///
 /// assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
 /// assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
 /// assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
 /// assert!(parse("soon").is_err());
+/// assert!(parse("250").unwrap_err().contains("unit"));
+/// assert_eq!(format(Duration::from_micros(500)), "500us");
+/// assert_eq!(parse(&format(Duration::MAX)), Ok(Duration::MAX));
 /// ```
 pub mod duration {
     use std::time::Duration;
 
-    /// Parse a duration written as a number and a unit (`ns`, `us`, `ms`, `s`, `m`, `h`).
+    const UNITS: [(&str, u128); 8] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("µs", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("min", 60_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+
+    /// Parse a duration written as a number and a unit (`ns`, `us`, `ms`, `s`, `m`, `h`),
+    /// exactly (no floating point): `"1.5s"` is 1,500,000,000 ns.
     pub fn parse(text: &str) -> Result<Duration, String> {
         let text = text.trim();
         let split = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration like \"250ms\" or \"2s\""))?;
-        let scale = match unit.trim() {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" | "" => 1e-3,
-            "s" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            other => return Err(format!("unknown duration unit `{other}` in `{text}`")),
+        let unit = unit.trim();
+        if number.is_empty() {
+            return Err(format!(
+                "`{text}` is not a duration; write a number and a unit, like \"250ms\" or \"2s\""
+            ));
+        }
+        if unit.is_empty() {
+            return Err(format!(
+                "`{text}` has no unit; write \"{text}ms\" or \"{text}s\" (a bare number is ambiguous)"
+            ));
+        }
+        let Some(&(_, scale)) = UNITS.iter().find(|(u, _)| *u == unit) else {
+            return Err(format!(
+                "unknown duration unit `{unit}` in `{text}`; use ns, us, ms, s, m or h"
+            ));
         };
-        Duration::try_from_secs_f64(value * scale).map_err(|e| format!("`{text}`: {e}"))
+        let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(format!("`{text}` is not a number and a unit"));
+        }
+        let too_long = || format!("`{text}` is longer than the longest duration");
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| too_long())?
+        };
+        let mut nanos = int.checked_mul(scale).ok_or_else(too_long)?;
+        // the fraction, exactly, to nanosecond precision (finer digits must be zero)
+        let mut place = scale;
+        for (i, digit) in frac.bytes().enumerate() {
+            let d = u128::from(digit - b'0');
+            if place % 10 != 0 {
+                if d != 0 {
+                    return Err(format!(
+                        "`{text}` is finer than a nanosecond (digit {} of the fraction)",
+                        i + 1
+                    ));
+                }
+                continue;
+            }
+            place /= 10;
+            nanos = nanos.checked_add(d * place).ok_or_else(too_long)?;
+        }
+        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| too_long())?;
+        let sub = u32::try_from(nanos % 1_000_000_000).map_err(|_| too_long())?;
+        Ok(Duration::new(secs, sub))
     }
 
-    /// Serialize as a string of milliseconds or seconds (`"250ms"`).
+    /// Write a duration in the largest unit that represents it exactly: `"2s"`,
+    /// `"1500ms"`, `"500us"`, `"7ns"` (and `"90s"`, not `"1.5m"`).
+    pub fn format(d: Duration) -> String {
+        let nanos = d.as_nanos();
+        if nanos == 0 {
+            return "0s".to_owned();
+        }
+        for (unit, scale) in [
+            ("h", 3_600_000_000_000u128),
+            ("m", 60_000_000_000),
+            ("s", 1_000_000_000),
+            ("ms", 1_000_000),
+            ("us", 1_000),
+        ] {
+            if nanos.is_multiple_of(scale) {
+                return format!("{}{unit}", nanos / scale);
+            }
+        }
+        format!("{nanos}ns")
+    }
+
+    /// Serialize as a string with a unit (see [`format`]).
     #[cfg(feature = "serde")]
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
+        s.serialize_str(&format(*d))
     }
 
-    /// Deserialize from a string (`"2s"`) or an integer of milliseconds.
+    /// Deserialize from a string with a unit (`"2s"`); a bare number is refused with an
+    /// error that says to add a unit.
     #[cfg(feature = "serde")]
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        use serde::Deserialize;
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Millis(u64),
-            Text(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Duration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration with a unit, like \"250ms\" or \"2s\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+                parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "{v} is a bare number; durations need a unit, like \"{v}ms\" or \"{v}s\""
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "{v} is a bare number; durations need a unit, like \"250ms\" or \"2s\""
+                )))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "{v} is a bare number; durations need a unit, like \"250ms\" or \"2s\""
+                )))
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(Visitor)
     }
 
     /// The same for `Option<Duration>` fields (`null` or absent = `None`).
@@ -201,6 +291,59 @@ pub mod duration {
             #[derive(Deserialize)]
             struct Wrap(#[serde(with = "super")] Duration);
             Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[test]
+        fn edges() {
+            assert_eq!(parse("0s"), Ok(Duration::ZERO));
+            assert_eq!(parse(".5s"), Ok(Duration::from_millis(500)));
+            assert_eq!(parse("1.000000001s"), Ok(Duration::new(1, 1)));
+            assert!(parse("1.0000000001s").is_err());
+            assert!(parse("1.5ns").is_err());
+            assert_eq!(parse("1.0ns"), Ok(Duration::from_nanos(1)));
+            assert!(parse("99999999999999999999999999999999999999999h").is_err());
+            assert!(parse("1..2s").is_err());
+            assert!(parse(".s").is_err());
+            assert!(parse("").is_err());
+            assert!(parse("-1s").is_err());
+            assert_eq!(parse("1 min"), Ok(Duration::from_secs(60)));
+            assert_eq!(format(Duration::from_secs(5400)), "90m");
+            assert_eq!(format(Duration::from_millis(500)), "500ms");
+            assert_eq!(format(Duration::ZERO), "0s");
+        }
+
+        proptest! {
+            #[test]
+            fn round_trips_exactly(secs in any::<u64>(), sub in 0u32..1_000_000_000) {
+                let d = Duration::new(secs, sub);
+                prop_assert_eq!(parse(&format(d)), Ok(d));
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        #[test]
+        fn serde_refuses_bare_numbers_and_round_trips() {
+            #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+            struct C {
+                #[serde(with = "super")]
+                d: Duration,
+            }
+            let err = serde_json::from_str::<C>(r#"{"d": 250}"#)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("bare number"), "{err}");
+            let c = C {
+                d: Duration::from_micros(500),
+            };
+            let text = serde_json::to_string(&c).expect("serialize");
+            assert_eq!(text, r#"{"d":"500us"}"#);
+            assert_eq!(serde_json::from_str::<C>(&text).expect("parse"), c);
         }
     }
 }

@@ -54,8 +54,7 @@ impl Deadline {
 
     /// The deadline `duration` from now (saturating far in the future).
     pub fn after(duration: Duration) -> Self {
-        let now = Instant::now();
-        Self(now.checked_add(duration).unwrap_or_else(|| far_future(now)))
+        Self(crate::time::add(Instant::now(), duration))
     }
 
     /// The instant of the deadline.
@@ -120,11 +119,6 @@ impl Drop for Restore {
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.0));
     }
-}
-
-fn far_future(now: Instant) -> Instant {
-    // About 30 years: tokio's own "never" for sleeps.
-    now + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// Request types that carry their deadline with them (across a task or process boundary).

@@ -14,6 +14,7 @@
 //! - [`event`]: typed events to listeners and `tracing`; [`metrics`]: metric handles and the
 //!   naming scheme (`palisade_<layer>_<what>`, label `name`).
 //! - [`Deadline`]: deadline propagation from outer timeouts to inner layers.
+//! - [`time`]: saturating time arithmetic (`Duration::MAX` means "never", never a panic).
 //! - [`Name`]: the cheap layer name on errors, events and metrics; [`ConfigError`]: the
 //!   validation error every builder returns.
 //!
@@ -59,8 +60,9 @@ pub mod metrics;
 mod name;
 mod priority;
 mod rejection;
+pub mod time;
 
-pub use classify::{Classify, DefaultClassifier, Outcome};
+pub use classify::{Classify, DefaultClassifier, Outcome, RejectionAware};
 pub use config::ConfigError;
 pub use deadline::{Deadline, RequestDeadline};
 pub use error::{BoxError, Error};
