@@ -103,17 +103,34 @@ impl StdError for CircuitOpen {}
 
 // ===== RateLimited =====
 
-/// A rate limiter rejected the call: the quota is used up for now.
+/// A rate limiter rejected the call: the quota is used up for now, or (see
+/// [`RateLimited::is_permanent`]) the request costs more than the limiter can ever admit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimited {
     name: Name,
     retry_after: Duration,
+    capacity: Option<(u64, u64)>,
 }
 
 impl RateLimited {
     /// The limiter `name` is out of quota; a call may succeed after `retry_after`.
     pub fn new(name: Name, retry_after: Duration) -> Self {
-        Self { name, retry_after }
+        Self {
+            name,
+            retry_after,
+            capacity: None,
+        }
+    }
+
+    /// The limiter `name` can never admit this request: it costs `cost` cells and the burst
+    /// holds only `burst` (as governor's `InsufficientCapacity`). Waiting does not help, so
+    /// [`retry_after`](Self::retry_after) is `Duration::MAX` and retry layers do not retry it.
+    pub fn insufficient_capacity(name: Name, cost: u64, burst: u64) -> Self {
+        Self {
+            name,
+            retry_after: Duration::MAX,
+            capacity: Some((cost, burst)),
+        }
     }
 
     /// The name of the limiter.
@@ -121,19 +138,39 @@ impl RateLimited {
         &self.name
     }
 
-    /// How long until the quota admits this call again (the exact wait the limiter computed).
+    /// How long until the quota admits this call again (the exact wait the limiter computed);
+    /// `Duration::MAX` when it never will ([`is_permanent`](Self::is_permanent)).
     pub fn retry_after(&self) -> Duration {
         self.retry_after
+    }
+
+    /// `true` when the request costs more than the limiter's burst: it can never be admitted
+    /// and must not be retried.
+    pub fn is_permanent(&self) -> bool {
+        self.capacity.is_some()
+    }
+
+    /// For a permanent refusal, the request's cost and the limiter's burst.
+    pub fn insufficient(&self) -> Option<(u64, u64)> {
+        self.capacity
     }
 }
 
 impl fmt::Display for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "rate limit '{}' exceeded; retry after {:?}",
-            self.name, self.retry_after
-        )
+        match self.capacity {
+            Some((cost, burst)) => write!(
+                f,
+                "rate limit '{}' can never admit a request costing {cost} cells (its burst is \
+                 {burst}); split the request or raise the burst",
+                self.name
+            ),
+            None => write!(
+                f,
+                "rate limit '{}' exceeded; retry after {:?}",
+                self.name, self.retry_after
+            ),
+        }
     }
 }
 
@@ -299,9 +336,15 @@ impl Rejection<'_> {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Rejection::CircuitOpen(r) => r.retry_after(),
-            Rejection::RateLimited(r) => Some(r.retry_after()),
+            Rejection::RateLimited(r) if !r.is_permanent() => Some(r.retry_after()),
             _ => None,
         }
+    }
+
+    /// `true` when waiting cannot help (a request costing more than a limiter's burst): retry
+    /// layers do not retry it.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Rejection::RateLimited(r) if r.is_permanent())
     }
 }
 
@@ -423,6 +466,10 @@ mod tests {
                 "sheddable",
             ),
             (RetriesExhausted::new("x".into(), 3).into(), "3 attempt"),
+            (
+                RateLimited::insufficient_capacity("big".into(), 1_000_000, 1_000).into(),
+                "never admit a request costing 1000000",
+            ),
         ];
         for (err, needle) in cases {
             assert!(err.to_string().contains(needle), "{err} lacks {needle}");
