@@ -22,6 +22,13 @@
 //! Handles are registered once, when a layer is built, so the hot path does not build keys
 //! or allocate: install your recorder (e.g. the Prometheus exporter) before building the
 //! layers.
+//!
+//! With the `metrics` feature compiled in but **no recorder installed** when a layer is
+//! built, its handles are disabled ([`Histogram::is_enabled`] is `false`), so the layer reads
+//! no clock and records nothing: a build with the feature and no recorder costs what a build
+//! without it costs. (A recorder counts as installed when the current recorder, global or
+//! local, is not the facade's zero-sized no-op; a zero-sized recorder of your own is taken
+//! for "none".)
 
 use crate::Name;
 
@@ -82,6 +89,9 @@ impl Counter {
     pub fn register(metric: &'static str, name: &Name, labels: Labels) -> Self {
         #[cfg(feature = "metrics")]
         {
+            if !recorder_installed() {
+                return Self { inner: None };
+            }
             let labels = with_name(name, labels);
             Self {
                 inner: Some(metrics::counter!(metric, labels)),
@@ -115,6 +125,9 @@ impl Gauge {
     pub fn register(metric: &'static str, name: &Name, labels: Labels) -> Self {
         #[cfg(feature = "metrics")]
         {
+            if !recorder_installed() {
+                return Self { inner: None };
+            }
             let labels = with_name(name, labels);
             Self {
                 inner: Some(metrics::gauge!(metric, labels)),
@@ -178,6 +191,9 @@ impl Histogram {
     pub fn register(metric: &'static str, name: &Name, labels: Labels) -> Self {
         #[cfg(feature = "metrics")]
         {
+            if !recorder_installed() {
+                return Self { inner: None };
+            }
             let labels = with_name(name, labels);
             Self {
                 inner: Some(metrics::histogram!(metric, labels)),
@@ -212,6 +228,14 @@ impl Histogram {
     }
 }
 
+/// `true` when a recorder (global, or local to this thread) is installed now.
+#[cfg(feature = "metrics")]
+fn recorder_installed() -> bool {
+    // The facade's fallback is its zero-sized `NoopRecorder`; every real recorder holds
+    // state (a registry, a sink), so its size is not zero.
+    metrics::with_recorder(|r| size_of_val(r) > 0)
+}
+
 #[cfg(feature = "metrics")]
 fn with_name(name: &Name, labels: Labels) -> Vec<metrics::Label> {
     let mut out = Vec::with_capacity(labels.len() + 1);
@@ -238,7 +262,104 @@ mod tests {
     fn handles_work_without_a_recorder() {
         let name = Name::new("t");
         Counter::register("palisade_test_total", &name, &[]).increment(1);
-        Gauge::register("palisade_test", &name, &[("state", "open")]).set(1.0);
-        Histogram::register("palisade_test_seconds", &name, &[]).record(0.5);
+        let gauge = Gauge::register("palisade_test", &name, &[("state", "open")]);
+        gauge.set(1.0);
+        gauge.add(-1.0);
+        let histogram = Histogram::register("palisade_test_seconds", &name, &[]);
+        histogram.record(0.5);
+        // no recorder: the handles are off, so layers skip the clock reads that feed them
+        assert!(!gauge.is_enabled());
+        assert!(!histogram.is_enabled());
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn handles_feed_a_recorder_installed_before_registration() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        #[derive(Default)]
+        struct Count(Arc<AtomicU64>);
+        impl metrics::CounterFn for Count {
+            fn increment(&self, value: u64) {
+                self.0.fetch_add(value, Ordering::Relaxed);
+            }
+            fn absolute(&self, value: u64) {
+                self.0.store(value, Ordering::Relaxed);
+            }
+        }
+        impl metrics::HistogramFn for Count {
+            fn record(&self, _: f64) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        impl metrics::GaugeFn for Count {
+            fn increment(&self, _: f64) {}
+            fn decrement(&self, _: f64) {}
+            fn set(&self, _: f64) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        struct Capture(Arc<AtomicU64>);
+        impl metrics::Recorder for Capture {
+            fn describe_counter(
+                &self,
+                _: metrics::KeyName,
+                _: Option<metrics::Unit>,
+                _: metrics::SharedString,
+            ) {
+            }
+            fn describe_gauge(
+                &self,
+                _: metrics::KeyName,
+                _: Option<metrics::Unit>,
+                _: metrics::SharedString,
+            ) {
+            }
+            fn describe_histogram(
+                &self,
+                _: metrics::KeyName,
+                _: Option<metrics::Unit>,
+                _: metrics::SharedString,
+            ) {
+            }
+            fn register_counter(
+                &self,
+                _: &metrics::Key,
+                _: &metrics::Metadata<'_>,
+            ) -> metrics::Counter {
+                metrics::Counter::from_arc(Arc::new(Count(Arc::clone(&self.0))))
+            }
+            fn register_gauge(
+                &self,
+                _: &metrics::Key,
+                _: &metrics::Metadata<'_>,
+            ) -> metrics::Gauge {
+                metrics::Gauge::from_arc(Arc::new(Count(Arc::clone(&self.0))))
+            }
+            fn register_histogram(
+                &self,
+                _: &metrics::Key,
+                _: &metrics::Metadata<'_>,
+            ) -> metrics::Histogram {
+                metrics::Histogram::from_arc(Arc::new(Count(Arc::clone(&self.0))))
+            }
+        }
+        let seen = Arc::new(AtomicU64::new(0));
+        let recorder = Capture(Arc::clone(&seen));
+        let name = Name::new("t");
+        let (counter, gauge, histogram) = metrics::with_local_recorder(&recorder, || {
+            (
+                Counter::register("palisade_test_total", &name, &[]),
+                Gauge::register("palisade_test", &name, &[]),
+                Histogram::register("palisade_test_seconds", &name, &[]),
+            )
+        });
+        assert!(gauge.is_enabled());
+        assert!(histogram.is_enabled());
+        counter.increment(2);
+        gauge.set(1.0);
+        histogram.record(0.1);
+        assert_eq!(seen.load(Ordering::Relaxed), 4);
     }
 }
