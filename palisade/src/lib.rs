@@ -1,8 +1,10 @@
 //! Palisade: resilience middleware for Rust services and data pipelines, as
 //! [tower](https://docs.rs/tower) layers.
 //!
-//! This facade re-exports each palisade crate behind a cargo feature of its name (all on by
-//! default) and offers a [`prelude`]. Every layer wraps any `tower::Service`: an HTTP or
+//! This facade re-exports each palisade crate behind a cargo feature of its name and offers a
+//! [`prelude`]. The default features are what a production service needs (`timeout`,
+//! `retry`, `circuit-breaker`, `rate-limit`, `degrade`); `chaos` (fault injection and the
+//! simulation kit) is opt-in, for tests and game days. Every layer wraps any `tower::Service`: an HTTP or
 //! database client, a queue consumer, a plain `async fn` through `service_fn`.
 //!
 //! # Example
@@ -41,7 +43,7 @@
 //! | `circuit-breaker` | [`circuit_breaker`] | circuit breakers with sliding windows, keyed breakers |
 //! | `rate-limit` | [`rate_limit`] | GCRA rate limits (direct, keyed), concurrency and adaptive limits |
 //! | `degrade` | [`degrade`] | fallbacks, serve-stale, load shedding, degraded marks |
-//! | `chaos` | [`chaos`] | fault injection and a deterministic incident simulation kit |
+//! | `chaos` (opt-in) | [`chaos`] | fault injection and a deterministic incident simulation kit |
 //!
 //! Other features: `metrics` (feed the `metrics` facade), `serde` (configs from data),
 //! `http` (deadlines in `http::Request` extensions).

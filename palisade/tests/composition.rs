@@ -74,7 +74,11 @@ async fn stack_order_holds_when_setters_are_called_in_reverse() {
     let err = svc.oneshot(1).await.unwrap_err();
     let took = start.elapsed();
     // had the retry been outside the overall timeout, 10 attempts × 350 ms = 3.5 s
-    assert_eq!(took, Duration::from_secs(1), "the overall timeout bounds all attempts");
+    assert_eq!(
+        took,
+        Duration::from_secs(1),
+        "the overall timeout bounds all attempts"
+    );
     let rejection = err.as_rejection().expect("a rejection");
     assert_eq!(rejection.kind(), RejectionKind::Elapsed);
     // 300 ms attempts with 50 ms pauses inside 1 s: attempts start at 0, 350 and 700 ms
