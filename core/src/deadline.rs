@@ -78,6 +78,7 @@ impl Deadline {
     }
 
     /// The earlier of two optional deadlines.
+    #[inline]
     pub fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -93,6 +94,7 @@ impl Deadline {
     }
 
     /// Run `f` with this deadline in effect (or the current one, if that is earlier).
+    #[inline]
     pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
         scope(Some(self), f)
     }
@@ -116,6 +118,7 @@ pub fn scope<R>(deadline: Option<Deadline>, f: impl FnOnce() -> R) -> R {
 struct Restore(Option<Deadline>);
 
 impl Drop for Restore {
+    #[inline]
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.0));
     }
