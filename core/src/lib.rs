@@ -14,6 +14,7 @@
 //! - [`event`]: typed events to listeners and `tracing`; [`metrics`]: metric handles and the
 //!   naming scheme (`palisade_<layer>_<what>`, label `name`).
 //! - [`Deadline`]: deadline propagation from outer timeouts to inner layers.
+//! - [`throttle`]: upstream throttle hints ("slow down until T") that a whole client obeys.
 //! - [`time`]: saturating time arithmetic (`Duration::MAX` means "never", never a panic).
 //! - [`Name`]: the cheap layer name on errors, events and metrics; [`ConfigError`]: the
 //!   validation error every builder returns.
@@ -60,6 +61,7 @@ pub mod metrics;
 mod name;
 mod priority;
 mod rejection;
+pub mod throttle;
 pub mod time;
 
 pub use classify::{Classify, DefaultClassifier, Outcome, RejectionAware};
