@@ -95,6 +95,8 @@ pub fn metrics() -> Vec<palisade_core::metrics::MetricDef> {
     all.extend_from_slice(palisade_circuit_breaker::METRICS);
     #[cfg(feature = "rate-limit")]
     all.extend_from_slice(palisade_rate_limit::METRICS);
+    #[cfg(feature = "rate-limit")]
+    all.extend_from_slice(palisade_rate_limit::throttle::METRICS);
     #[cfg(feature = "degrade")]
     all.extend_from_slice(palisade_degrade::METRICS);
     #[cfg(feature = "chaos")]

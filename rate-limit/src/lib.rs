@@ -120,6 +120,7 @@ pub mod concurrency;
 mod event;
 pub mod metrics;
 pub mod rate;
+pub mod throttle;
 
 /// When a call that may wait `max_wait` from `now` must give up: `max_wait` from now, or
 /// the request's ambient deadline (set by an outer timeout) if that comes first, since a
@@ -146,4 +147,8 @@ pub use metrics::METRICS;
 pub use rate::{
     Cost, DEFAULT_CLEANUP_INTERVAL, Direct, Keyed, Limiter, RateLimit, RateLimitBuilder,
     RateLimitConfig, RateLimitLayer, UnitCost,
+};
+pub use throttle::{
+    ThrottleConfig, ThrottleConfigBuilder, ThrottleEvent, ThrottleHandle, ThrottleLayer,
+    ThrottleMode, ThrottleSnapshot, Throttled,
 };
