@@ -1,0 +1,282 @@
+//! Overhead per call of every palisade layer and of the full recommended stack, against the
+//! floor (a bare `service_fn`) and the baseline users compare with first, **in one run**:
+//! tower's own layers, governor's `check`/`check_key`, failsafe's breaker.
+//!
+//! `cargo bench -p palisade-benches --bench overhead`
+//!
+//! Every service answers at once with the same `BoxError` backend on a current-thread
+//! runtime; one iteration is `poll_ready`, `call` and one poll of the response future. Read
+//! the ratios between rows of one run, not absolute times (shared machines drift).
+
+#![allow(missing_docs)]
+
+use std::future::Future;
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use governor::{Quota, RateLimiter};
+use palisade::prelude::*;
+use palisade::rate_limit::{ConcurrencyLimitConfig, ThrottleConfig, ThrottleLayer};
+use tower::{Layer, Service, service_fn};
+
+/// One ready-and-call, polled once: the backend is immediate, so it completes.
+fn call_once<S>(svc: &mut S, x: u64) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("the benched service is always ready"),
+    }
+    let fut = pin!(svc.call(x));
+    match fut.poll(&mut cx) {
+        Poll::Ready(Ok(v)) => v,
+        other => panic!("the benched backend answers at once: {other:?}"),
+    }
+}
+
+fn backend() -> impl Service<
+    u64,
+    Response = u64,
+    Error = BoxError,
+    Future = std::future::Ready<Result<u64, BoxError>>,
+> + Clone {
+    service_fn(|x: u64| std::future::ready(Ok::<_, BoxError>(x)))
+}
+
+/// tower's `Retry` with the trivial policy: never retries.
+#[derive(Clone)]
+struct Never;
+
+impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Never {
+    type Future = std::future::Ready<()>;
+    fn retry(&mut self, _: &mut Req, _: &mut Result<Res, E>) -> Option<Self::Future> {
+        None
+    }
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// tower's `Retry` with a `TpsBudget`, retrying errors while the budget allows.
+#[derive(Clone)]
+struct Budgeted(std::sync::Arc<tower::retry::budget::TpsBudget>);
+
+impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Budgeted {
+    type Future = std::future::Ready<()>;
+    fn retry(&mut self, _: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        use tower::retry::budget::Budget;
+        match result {
+            Ok(_) => {
+                self.0.deposit();
+                None
+            }
+            Err(_) => self.0.withdraw().then(|| std::future::ready(())),
+        }
+    }
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+const HUGE: u32 = 1_000_000_000;
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let mut g = c.benchmark_group("overhead");
+    let second = Duration::from_secs(1);
+
+    let mut floor = backend();
+    g.bench_function("floor: service_fn", |b| {
+        b.iter(|| call_once(&mut floor, black_box(7)));
+    });
+
+    // ----- timeout
+    let mut tower_timeout = tower::timeout::TimeoutLayer::new(second).layer(backend());
+    g.bench_function("timeout: tower Timeout", |b| {
+        b.iter(|| call_once(&mut tower_timeout, black_box(7)));
+    });
+    let mut timeout = TimeoutLayer::new(second).layer(backend());
+    g.bench_function("timeout: palisade", |b| {
+        b.iter(|| call_once(&mut timeout, black_box(7)));
+    });
+    let mut tower_nested = tower::timeout::TimeoutLayer::new(second)
+        .layer(tower::timeout::TimeoutLayer::new(second).layer(backend()));
+    g.bench_function("timeout x2: tower", |b| {
+        b.iter(|| call_once(&mut tower_nested, black_box(7)));
+    });
+    let mut nested = TimeoutLayer::new(second).layer(TimeoutLayer::new(second).layer(backend()));
+    g.bench_function("timeout x2: palisade", |b| {
+        b.iter(|| call_once(&mut nested, black_box(7)));
+    });
+
+    // ----- retry
+    let mut tower_retry = tower::retry::RetryLayer::new(Never).layer(backend());
+    g.bench_function("retry, no budget: tower (trivial policy)", |b| {
+        b.iter(|| call_once(&mut tower_retry, black_box(7)));
+    });
+    let mut retry = RetryLayer::new(
+        RetryConfig::builder()
+            .name("bench")
+            .no_budget()
+            .build()
+            .expect("config"),
+    )
+    .layer(backend());
+    g.bench_function("retry, no budget: palisade", |b| {
+        b.iter(|| call_once(&mut retry, black_box(7)));
+    });
+    let tps = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(10),
+        10,
+        0.2,
+    ));
+    let mut tower_budget = tower::retry::RetryLayer::new(Budgeted(tps)).layer(backend());
+    g.bench_function("retry, budget: tower (TpsBudget)", |b| {
+        b.iter(|| call_once(&mut tower_budget, black_box(7)));
+    });
+    let mut retry_budget = RetryLayer::new(
+        RetryConfig::builder()
+            .name("bench")
+            .build()
+            .expect("config"),
+    )
+    .layer(backend());
+    g.bench_function("retry, budget: palisade", |b| {
+        b.iter(|| call_once(&mut retry_budget, black_box(7)));
+    });
+
+    // ----- concurrency limit
+    let mut tower_limit = tower::limit::ConcurrencyLimitLayer::new(1024).layer(backend());
+    g.bench_function("concurrency: tower ConcurrencyLimit", |b| {
+        b.iter(|| call_once(&mut tower_limit, black_box(7)));
+    });
+    let mut limit = ConcurrencyLimitConfig::builder(1024)
+        .build()
+        .expect("config")
+        .layer(backend());
+    g.bench_function("concurrency: palisade", |b| {
+        b.iter(|| call_once(&mut limit, black_box(7)));
+    });
+
+    // ----- rate limit
+    let quota = Quota::per_second(NonZeroU32::new(HUGE).expect("non-zero"));
+    let governor = RateLimiter::direct(quota);
+    g.bench_function("rate, direct: governor check", |b| {
+        b.iter(|| black_box(governor.check()).expect("admitted"));
+    });
+    let mut rate = RateLimitConfig::builder(HUGE, second)
+        .build()
+        .expect("config")
+        .layer(backend());
+    g.bench_function("rate, direct: palisade", |b| {
+        b.iter(|| call_once(&mut rate, black_box(7)));
+    });
+    let keyed_governor = RateLimiter::hashmap(quota);
+    let mut key = 0u64;
+    g.bench_function("rate, keyed 1000: governor check_key", |b| {
+        b.iter(|| {
+            key = (key + 1) % 1000;
+            black_box(keyed_governor.check_key(&key)).expect("admitted");
+        });
+    });
+    let mut keyed = RateLimitConfig::builder(HUGE, second)
+        .keyed(|req: &u64| *req)
+        .expect("config")
+        .layer(backend());
+    g.bench_function("rate, keyed 1000: palisade", |b| {
+        b.iter(|| {
+            key = (key + 1) % 1000;
+            call_once(&mut keyed, key);
+        });
+    });
+
+    // ----- circuit breaker
+    let failsafe_breaker = {
+        use failsafe::{Config, backoff, failure_policy};
+        let policy =
+            failure_policy::consecutive_failures(5, backoff::constant(Duration::from_secs(30)));
+        Config::new().failure_policy(policy).build()
+    };
+    g.bench_function("breaker: failsafe (consecutive)", |b| {
+        use failsafe::CircuitBreaker;
+        b.iter(|| {
+            black_box(failsafe_breaker.call(|| Ok::<u64, ()>(black_box(7)))).expect("closed")
+        });
+    });
+    let mut breaker = CircuitBreakerConfig::builder()
+        .name("bench")
+        .build()
+        .expect("config")
+        .layer(backend());
+    g.bench_function("breaker: palisade (count window)", |b| {
+        b.iter(|| call_once(&mut breaker, black_box(7)));
+    });
+
+    // ----- throttle gate, open
+    let mut throttle =
+        ThrottleLayer::new(ThrottleConfig::builder().build().expect("config")).layer(backend());
+    g.bench_function("throttle gate (open): palisade", |b| {
+        b.iter(|| call_once(&mut throttle, black_box(7)));
+    });
+
+    // ----- the full recommended stack
+    let tps = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(10),
+        10,
+        0.2,
+    ));
+    let mut tower_stack = tower::ServiceBuilder::new()
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(2)))
+        .layer(tower::retry::RetryLayer::new(Budgeted(tps)))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1024))
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+            300,
+        )))
+        .service(backend());
+    g.bench_function(
+        "full stack: tower (timeout, retry+budget, limit, timeout)",
+        |b| {
+            b.iter(|| call_once(&mut tower_stack, black_box(7)));
+        },
+    );
+    let mut stack = Stack::new()
+        .timeout(TimeoutLayer::new(Duration::from_secs(2)))
+        .retry(RetryLayer::new(
+            RetryConfig::builder()
+                .name("bench")
+                .build()
+                .expect("config"),
+        ))
+        .circuit_breaker(
+            CircuitBreakerConfig::builder()
+                .name("bench")
+                .build()
+                .expect("config"),
+        )
+        .limit(
+            ConcurrencyLimitConfig::builder(1024)
+                .build()
+                .expect("config"),
+        )
+        .attempt_timeout(TimeoutLayer::new(Duration::from_millis(300)))
+        .layer(backend());
+    g.bench_function("full stack: palisade (+ breaker)", |b| {
+        b.iter(|| call_once(&mut stack, black_box(7)));
+    });
+
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
