@@ -39,6 +39,7 @@ async fn get(addr: SocketAddr, path: &str) -> (String, String) {
 }
 
 /// `promtool` if installed. Missing: a failure when `CI` is set, else a skip that says why.
+#[allow(clippy::print_stderr)] // a skipped check says why
 fn promtool() -> Option<&'static str> {
     let found = Command::new("promtool")
         .arg("--version")

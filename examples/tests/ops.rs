@@ -286,6 +286,7 @@ fn the_slo_dashboard_shows_every_slo_from_recorded_series() {
 
 /// Whether promtool is installed. Missing: a failure when `CI` is set, else a skip that
 /// says why.
+#[allow(clippy::print_stderr)] // a skipped check says why
 fn promtool() -> bool {
     let found = Command::new("promtool")
         .arg("--version")
@@ -320,15 +321,16 @@ fn run_promtool(args: &[&str]) {
 }
 
 /// Run `promtool test rules` on `tests` (JSON is YAML) against `rule_file`.
-fn promtool_test(rule_file: &Path, tests: Vec<Value>) {
-    let dir = tempfile::tempdir().unwrap();
+fn promtool_test(rule_file: &Path, tests: &[Value]) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("test.yml");
     let doc = json!({
         "rule_files": [rule_file.to_string_lossy()],
         "evaluation_interval": "1m",
         "tests": tests,
     });
-    std::fs::write(&file, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let text = serde_json::to_string_pretty(&doc).expect("JSON");
+    std::fs::write(&file, text).expect("write the promtool test file");
     run_promtool(&["test", "rules", &file.to_string_lossy()]);
 }
 
@@ -409,7 +411,7 @@ fn slo_inputs(spec: &SloSpec, s: &Slo, bad: &[f64]) -> Vec<Value> {
         Sli::Availability => requests(&good_n, &bad_n),
         Sli::Degraded => {
             let mut out = requests(&all, &zeros);
-            let f = dep.fallback.as_deref().unwrap();
+            let f = dep.fallback.as_deref().expect("a fallback layer");
             out.push(series(
                 &format!("palisade_degrade_fallback_total{{name=\"{f}\",trigger=\"failure\"}}"),
                 &counter(&bad_n),
@@ -418,7 +420,7 @@ fn slo_inputs(spec: &SloSpec, s: &Slo, bad: &[f64]) -> Vec<Value> {
         }
         Sli::Latency => {
             let l = &dep.latency;
-            let le = s.threshold.unwrap();
+            let le = s.threshold.expect("a latency threshold");
             vec![
                 series(
                     &format!("palisade_timeout_call_duration_seconds_count{{name=\"{l}\"}}"),
@@ -433,7 +435,7 @@ fn slo_inputs(spec: &SloSpec, s: &Slo, bad: &[f64]) -> Vec<Value> {
             ]
         }
         Sli::Freshness => {
-            let max_age = s.threshold.unwrap();
+            let max_age = s.threshold.expect("a freshness threshold");
             let values: Vec<Option<f64>> = bad
                 .iter()
                 .enumerate()
@@ -442,14 +444,14 @@ fn slo_inputs(spec: &SloSpec, s: &Slo, bad: &[f64]) -> Vec<Value> {
                     Some(if *b >= 0.5 { now - max_age - 60.0 } else { now })
                 })
                 .collect();
-            vec![series(s.metric.as_deref().unwrap(), &values)]
+            vec![series(s.metric.as_deref().expect("a gauge"), &values)]
         }
         Sli::Completeness => {
             let values: Vec<Option<f64>> = bad
                 .iter()
                 .map(|b| Some(if *b >= 0.5 { 0.5 } else { 1.0 }))
                 .collect();
-            vec![series(s.metric.as_deref().unwrap(), &values)]
+            vec![series(s.metric.as_deref().expect("a gauge"), &values)]
         }
     }
 }
@@ -467,7 +469,7 @@ fn expect(spec: &SloSpec, s: &Slo, page: bool, minute: u64, fires: bool) -> Valu
             .alert_rules()
             .into_iter()
             .find(|r| r.name == name)
-            .unwrap();
+            .expect("every SLO has its alerts");
         let annotations: BTreeMap<_, _> = rule.annotations.into_iter().collect();
         exp.push(json!({
             "exp_labels": {
@@ -492,7 +494,7 @@ fn profile(minutes: usize, base: f64, spans: &[(usize, usize, f64)]) -> Vec<f64>
     p
 }
 
-fn scenario(spec: &SloSpec, s: &Slo, name: &str, bad: &[f64], checks: Vec<Value>) -> Value {
+fn scenario(spec: &SloSpec, s: &Slo, name: &str, bad: &[f64], checks: &[Value]) -> Value {
     let mut inputs = slo_inputs(spec, s, bad);
     // Keeps a test with an absent metric valid.
     inputs.push(series(
@@ -531,7 +533,7 @@ fn every_slo_alert_fires_when_it_should_and_only_then() {
             s,
             "a healthy stretch is silent",
             &profile(240, healthy, &[]),
-            [60, 180, 240]
+            &[60, 180, 240]
                 .iter()
                 .flat_map(|m| {
                     [
@@ -539,14 +541,14 @@ fn every_slo_alert_fires_when_it_should_and_only_then() {
                         expect(&spec, s, false, *m, false),
                     ]
                 })
-                .collect(),
+                .collect::<Vec<_>>(),
         ));
         tests.push(scenario(
             &spec,
             s,
             "a fast burn pages within minutes",
             &profile(180, healthy, &[(61, 180, 1.0)]),
-            vec![
+            &[
                 expect(&spec, s, true, 60, false),
                 expect(&spec, s, true, 60 + page_within, true),
                 expect(&spec, s, true, 120, true),
@@ -567,7 +569,7 @@ fn every_slo_alert_fires_when_it_should_and_only_then() {
             s,
             "a slow burn opens a ticket and does not page",
             &slow,
-            vec![
+            &[
                 expect(&spec, s, false, 240, true),
                 expect(&spec, s, true, 240, false),
                 expect(&spec, s, true, 120, false),
@@ -579,7 +581,7 @@ fn every_slo_alert_fires_when_it_should_and_only_then() {
             s,
             "a brief blip is silent",
             &profile(340, healthy, &[(301, 302, blip)]),
-            [302, 305, 310, 330, 340]
+            &[302, 305, 310, 330, 340]
                 .iter()
                 .flat_map(|m| {
                     [
@@ -587,14 +589,14 @@ fn every_slo_alert_fires_when_it_should_and_only_then() {
                         expect(&spec, s, false, *m, false),
                     ]
                 })
-                .collect(),
+                .collect::<Vec<_>>(),
         ));
         tests.push(scenario(
             &spec,
             s,
             "the page resolves after recovery",
             &profile(150, healthy, &[(61, 90, 1.0)]),
-            vec![
+            &[
                 expect(&spec, s, true, 85, true),
                 // Within the short windows (5m, 30m) of the recovery.
                 expect(&spec, s, true, 125, false),
@@ -643,7 +645,7 @@ fn every_slo_alert_fires_when_it_should_and_only_then() {
     }
     std::thread::scope(|scope| {
         for (rules, tests) in runs {
-            scope.spawn(move || promtool_test(&rules, tests));
+            scope.spawn(move || promtool_test(&rules, &tests));
         }
     });
 }
@@ -653,20 +655,29 @@ fn threshold_alert(alert: &str, labels: &[(&str, &str)]) -> Value {
     let rule = rules_of(ALERTS)
         .into_iter()
         .find(|r| r["alert"].as_str() == Some(alert))
-        .unwrap();
+        .expect("the alert is in alerts.yml");
     let mut exp_labels: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     exp_labels.insert(
         "severity".into(),
-        rule["labels"]["severity"].as_str().unwrap().into(),
+        rule["labels"]["severity"]
+            .as_str()
+            .expect("a severity")
+            .into(),
     );
-    let name = labels.iter().find(|(k, _)| *k == "name").unwrap().1;
+    let name = labels
+        .iter()
+        .find(|(k, _)| *k == "name")
+        .map_or("", |(_, v)| *v);
     let mut exp_annotations = BTreeMap::new();
-    for (k, v) in rule["annotations"].as_hash().unwrap() {
-        let text = v.as_str().unwrap().replace("{{ $labels.name }}", name);
-        exp_annotations.insert(k.as_str().unwrap().to_owned(), text);
+    for (k, v) in rule["annotations"].as_hash().expect("annotations") {
+        let text = v
+            .as_str()
+            .expect("text")
+            .replace("{{ $labels.name }}", name);
+        exp_annotations.insert(k.as_str().expect("a key").to_owned(), text);
     }
     json!({"exp_labels": exp_labels, "exp_annotations": exp_annotations})
 }
@@ -794,7 +805,7 @@ fn every_threshold_alert_fires_when_it_should_and_only_then() {
         .map(|r| r["alert"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(covered, all);
-    promtool_test(&ops_dir().join("alerts.yml"), tests);
+    promtool_test(&ops_dir().join("alerts.yml"), &tests);
 }
 
 // ===== end to end =====
@@ -956,5 +967,5 @@ async fn a_sink_outage_in_a_real_run_pages_for_the_sink_and_not_the_source() {
             expect(&spec, &source, false, at_min, false),
         ],
     });
-    promtool_test(&ops_dir().join("slo-rules.yml"), vec![test]);
+    promtool_test(&ops_dir().join("slo-rules.yml"), &[test]);
 }

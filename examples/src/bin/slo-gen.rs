@@ -56,21 +56,22 @@ fn run(cli: Cli) -> Result<bool, String> {
         ("slo-rules.yml", spec.rules_yaml()),
         ("slo-dashboard.json", spec.dashboard_json()),
     ];
+    let mut stdout = std::io::stdout();
     let mut current = true;
     for (name, content) in files {
         let path = out_dir.join(name);
         let on_disk = std::fs::read_to_string(&path).ok();
         if on_disk.as_deref() == Some(content.as_str()) {
-            println!("{}: up to date", path.display());
+            let _ = writeln!(stdout, "{}: up to date", path.display());
             continue;
         }
         if cli.check {
-            println!("{}: stale", path.display());
+            let _ = writeln!(stdout, "{}: stale", path.display());
             current = false;
         } else {
             std::fs::write(&path, content)
                 .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
-            println!("{}: written", path.display());
+            let _ = writeln!(stdout, "{}: written", path.display());
         }
     }
     Ok(current)
