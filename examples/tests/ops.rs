@@ -875,6 +875,8 @@ async fn a_sink_outage_in_a_real_run_pages_for_the_sink_and_not_the_source() {
     let scraper = async {
         let mut scrapes: Vec<(Duration, BTreeMap<String, f64>)> = Vec::new();
         let mut every = tokio::time::interval(Duration::from_millis(100));
+        // Late ticks do not bunch up: scrapes stay at least 100 ms apart.
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut after_end = 0;
         while scrapes.len() < 300 && after_end < 3 {
             every.tick().await;
