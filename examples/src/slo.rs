@@ -900,17 +900,28 @@ fn error_ratio(slo: &Slo, dep: &Dependency, w: &str) -> String {
         Sli::Degraded => format!("(\n  {}\n)\n/\n{}", dep.degraded(w), dep.requests(w)),
         Sli::Latency => {
             let l = &dep.latency;
-            let le = num(slo.threshold.unwrap_or_default());
+            let le = le_matcher(slo.threshold.unwrap_or_default());
             let count = format!(
                 "sum(rate(palisade_timeout_call_duration_seconds_count{{name=\"{l}\"}}[{w}]))"
             );
             format!(
-                "(\n  {count}\n  -\n  sum(rate(palisade_timeout_call_duration_seconds_bucket{{name=\"{l}\", le=\"{le}\"}}[{w}]))\n)\n/\n{count}"
+                "(\n  {count}\n  -\n  sum(rate(palisade_timeout_call_duration_seconds_bucket{{name=\"{l}\", {le}}}[{w}]))\n)\n/\n{count}"
             )
         }
         Sli::Freshness | Sli::Completeness => {
             format!("avg_over_time({BAD_NOW_SERIES}{}[{w}])", slo.selector())
         }
+    }
+}
+
+/// The `le` matcher of a bucket bound. Prometheus 3 writes whole bounds as `1.0` where the
+/// exporter and Prometheus 2 write `1`: match both.
+fn le_matcher(bound: f64) -> String {
+    let n = num(bound);
+    if bound.fract() == 0.0 {
+        format!("le=~\"{n}|{n}\\\\.0\"")
+    } else {
+        format!("le=\"{n}\"")
     }
 }
 
@@ -1149,6 +1160,7 @@ mod tests {
         ))
         .unwrap();
         assert!(spec.rules_yaml().contains("le=\"0.25\""));
+        assert_eq!(le_matcher(1.0), r#"le=~"1|1\\.0""#);
     }
 
     #[test]

@@ -602,6 +602,28 @@ fn every_slo_alert_fires_when_it_should_and_only_then() {
                 expect(&spec, s, true, 125, false),
             ],
         ));
+        if let Some(t) = s
+            .threshold
+            .filter(|t| s.sli == Sli::Latency && t.fract() == 0.0)
+        {
+            // Prometheus 3 stores a whole bucket bound as `1.0`, the exporter writes `1`.
+            let l = &spec.dependencies[&s.dependency].latency;
+            let bad = profile(120, healthy, &[(61, 120, 1.0)]);
+            let all = vec![RATE; bad.len()];
+            let good: Vec<f64> = bad.iter().map(|b| (1.0 - b) * RATE).collect();
+            tests.push(json!({
+                "name": format!("{} latency: bucket bound written as {t}.0", s.dependency),
+                "interval": "1m",
+                "input_series": [
+                    series(&format!("palisade_timeout_call_duration_seconds_count{{name=\"{l}\"}}"), &counter(&all)),
+                    series(&format!("palisade_timeout_call_duration_seconds_bucket{{name=\"{l}\",le=\"{t}.0\"}}"), &counter(&good)),
+                ],
+                "alert_rule_test": [
+                    expect(&spec, s, true, 60, false),
+                    expect(&spec, s, true, 60 + page_within, true),
+                ],
+            }));
+        }
         if s.sli == Sli::Freshness {
             let max_age = s.threshold.unwrap();
             let frozen: Vec<Option<f64>> = (0..=180)
