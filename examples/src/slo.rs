@@ -92,7 +92,7 @@ pub const DEFAULT_COMPLETENESS_METRIC: &str = "etl_run_completeness_ratio";
 /// A refused SLO file: which setting, its value, and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {
-    /// The setting (`slo[2].objective`), or `file` for a parse error.
+    /// The setting (`slo[2].objective`), or `line N` for a file that does not parse.
     pub field: String,
     /// The value given.
     pub value: String,
@@ -297,8 +297,13 @@ impl SloSpec {
     /// Parse and validate a TOML SLO file; the error names the setting, its value and what
     /// is allowed.
     pub fn from_toml(text: &str) -> Result<SloSpec, SpecError> {
-        let raw: RawSpec = toml::from_str(text)
-            .map_err(|e| SpecError::new("file", e.message(), "a valid SLO file (see slo.toml)"))?;
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let field = e.span().map_or_else(
+                || "file".to_owned(),
+                |span| format!("line {}", text[..span.start].matches('\n').count() + 1),
+            );
+            SpecError::new(field, e.message(), "a valid SLO file (see slo.toml)")
+        })?;
         let runbook = raw.runbook.unwrap_or_default();
         if !runbook.starts_with("https://") && !runbook.starts_with("http://") {
             return Err(SpecError::new(
@@ -1149,7 +1154,58 @@ mod tests {
         assert_eq!(err.field, "slo[0].page", "{err}");
         let twice = format!("{MINIMAL}{}", &MINIMAL[MINIMAL.find("[[slo]]").unwrap()..]);
         assert_eq!(SloSpec::from_toml(&twice).unwrap_err().field, "slo[1].sli");
-        assert_eq!(SloSpec::from_toml("runbook = 1").unwrap_err().field, "file");
+        assert_eq!(
+            SloSpec::from_toml("\nrunbook = 1").unwrap_err().field,
+            "line 2"
+        );
+    }
+
+    #[test]
+    fn edge_values_are_refused_by_name_never_panic() {
+        let windows = [
+            "",
+            "d",
+            "0d",
+            "-1d",
+            "1.5d",
+            "6d",
+            "366d",
+            "99999999999999999999d",
+            "30",
+        ];
+        for w in windows {
+            let err = SloSpec::from_toml(&MINIMAL.replace("\"30d\"", &format!("{w:?}")));
+            assert_eq!(err.unwrap_err().field, "slo[0].window", "{w}");
+        }
+        let thresholds = ["", "0s", "-1s", "1e400s", "NaN", "1.5", "1y", "7ms"];
+        for t in thresholds {
+            let text = MINIMAL.replace(
+                "sli = \"availability\"",
+                &format!("sli = \"latency\"\nthreshold = {t:?}"),
+            );
+            let err = SloSpec::from_toml(&text).unwrap_err();
+            assert_eq!(err.field, "slo[0].threshold", "{t}");
+        }
+        for objective in ["nan", "inf", "-0.5", "0", "1", "1.5"] {
+            let text = MINIMAL.replace("0.999", objective);
+            assert_eq!(
+                SloSpec::from_toml(&text).unwrap_err().field,
+                "slo[0].objective"
+            );
+        }
+        // Every accepted objective can page: its fast-burn error ratio is at most 100%.
+        for days in [7, 14, 28, 30, 90, 365] {
+            for objective in [0.95, 0.99, 0.999, 0.9999] {
+                let text = MINIMAL
+                    .replace("30d", &format!("{days}d"))
+                    .replace("0.999", &objective.to_string());
+                if let Ok(spec) = SloSpec::from_toml(&text) {
+                    let slo = &spec.slos[0];
+                    assert!(slo.burn_factor(0.02, 60) * slo.budget() <= 1.0);
+                    assert!(slo.burn_factor(0.10, 4320) > 0.0);
+                }
+            }
+        }
     }
 
     #[test]
