@@ -918,6 +918,13 @@ async fn a_sink_outage_in_a_real_run_pages_for_the_sink_and_not_the_source() {
         summary.spilled_batches > 0,
         "the outage spilled:\n{summary}"
     );
+    // Spilled, replayed, complete: the completeness SLI's gauge says so after the run.
+    let last = &scrapes.last().expect("scrapes").1;
+    assert_eq!(last.get("etl_run_completeness_ratio"), Some(&1.0));
+    assert_eq!(
+        last.get("etl_run_expected_records"),
+        last.get("etl_run_loaded_records")
+    );
 
     // The scrape taken once the outage has lasted 900 ms (nine "minutes"): its 5m window
     // lies inside the outage.
