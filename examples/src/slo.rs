@@ -1030,7 +1030,12 @@ impl SloSpec {
                 .collect();
             panels.push(json!({
                 "type": "timeseries", "id": id,
-                "title": "Burn rate (page over 14.4x in 1h or 6x in 6h; ticket over 1x in 3d, for 30d)",
+                "title": format!(
+                    "Burn rate (page over {}x in 1h or {}x in 6h; ticket over {}x in 3d)",
+                    num(slo.burn_factor(BURN_CONDITIONS[0].2, 60)),
+                    num(slo.burn_factor(BURN_CONDITIONS[1].2, 360)),
+                    num(slo.burn_factor(BURN_CONDITIONS[2].2, 4320)),
+                ),
                 "datasource": {"type": "prometheus", "uid": "${datasource}"},
                 "gridPos": {"h": 7, "w": 9, "x": 15, "y": y},
                 "targets": burn_targets,
