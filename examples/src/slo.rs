@@ -328,13 +328,15 @@ impl SloSpec {
                 dependencies.insert(raw_slo.dependency.clone(), dep);
             }
             let slo = Slo::from_raw(raw_slo, &field)?;
-            let key = (slo.dependency.clone(), slo.sli);
+            // `a-b` and `a_b` would share alert names.
+            let key = (camel(&slo.dependency), slo.sli);
             if let Some(first) = seen.insert(key, i) {
                 return Err(SpecError::new(
                     format!("{field}.sli"),
                     slo.sli.as_str(),
                     format!(
-                        "one SLO per dependency and SLI; slo[{first}] already sets {} for {}",
+                        "one SLO per dependency and SLI; slo[{first}] already sets {} for {} \
+                         (or for a name differing only in '-', '_' or '.')",
                         slo.sli.as_str(),
                         slo.dependency
                     ),
@@ -1159,6 +1161,9 @@ mod tests {
         assert_eq!(err.field, "slo[0].page", "{err}");
         let twice = format!("{MINIMAL}{}", &MINIMAL[MINIMAL.find("[[slo]]").unwrap()..]);
         assert_eq!(SloSpec::from_toml(&twice).unwrap_err().field, "slo[1].sli");
+        let alike = twice.replacen("dependency = \"db\"", "dependency = \"d-b\"", 1);
+        let alike = alike.replacen("dependency = \"db\"", "dependency = \"d_b\"", 1);
+        assert_eq!(SloSpec::from_toml(&alike).unwrap_err().field, "slo[1].sli");
         assert_eq!(
             SloSpec::from_toml("\nrunbook = 1").unwrap_err().field,
             "line 2"
