@@ -26,3 +26,5 @@
 #![forbid(unsafe_code)]
 
 pub mod etl;
+pub mod slo;
+pub mod telemetry;

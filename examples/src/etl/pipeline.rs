@@ -183,7 +183,7 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
         sink_counts,
         reconciliation: Reconciliation::default(),
     };
-    Ok(reconcile(summary))
+    Ok(crate::telemetry::record_run(reconcile(summary)))
 }
 
 /// Source count vs what went through the stages vs what the sink holds.

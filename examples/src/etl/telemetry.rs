@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::io::Write;
 
 use indicatif::ProgressBar;
-use metrics_exporter_prometheus::PrometheusBuilder;
 use palisade::BoxError;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -26,23 +25,10 @@ pub fn init_logs(json: bool, progress: ProgressBar) {
     };
 }
 
-/// Serve Prometheus metrics on `addr` (loopback; port 0 picks a free port) and install the
-/// global `metrics` recorder. Call before building the palisade layers: they register
-/// their metric handles when built. Returns the address served.
+/// Serve Prometheus metrics at `http://{addr}/metrics`: see
+/// [`crate::telemetry::serve_metrics`], where the exporter's setup lives.
 pub fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
-    if !addr.ip().is_loopback() {
-        return Err(format!("metrics address {addr} is not a loopback address").into());
-    }
-    let addr = if addr.port() == 0 {
-        // The exporter does not report the port it bound; ask the OS for a free one.
-        std::net::TcpListener::bind(addr)?.local_addr()?
-    } else {
-        addr
-    };
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()?;
-    Ok(addr)
+    crate::telemetry::serve_metrics(addr)
 }
 
 /// Makes one [`LogLine`] per log event.
