@@ -30,9 +30,9 @@ impl<T: ::redis::aio::ConnectionLike + Clone + Send + Sync + 'static> RedisConne
 ///
 /// `ARGV`: emission interval `T` in microseconds (may be fractional), burst, cells needed
 /// `n`, cells wanted `want` (`n <= want`: a lease asks for more than it needs). Grants
-/// between `n` and `want` cells if at least `n` conform now. Returns `{granted, ns}`:
-/// `granted = 0` and the nanoseconds until `n` cells conform, or the cells granted and the
-/// nanoseconds until one more would conform (0 if one does now).
+/// between `n` and `want` cells if at least `n` conform now. Returns `{granted, wait, tat}`
+/// in nanoseconds: `granted = 0` and the wait until `n` cells conform, or the cells granted
+/// and 0; and in both cases how far the key's TAT is ahead of now (0 or more).
 pub(crate) const GCRA_LUA: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -46,14 +46,12 @@ local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local free = math.floor((tau - (tat - now)) / T + 0.001)
 if free < n then
-  return {0, math.ceil((tat + n * T - tau - now) * 1000)}
+  return {0, math.ceil((tat + n * T - tau - now) * 1000), math.floor((tat - now) * 1000)}
 end
 local granted = math.min(want, free)
 local new_tat = tat + granted * T
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-local next = new_tat + T - tau - now
-if next < 0 then next = 0 end
-return {granted, math.ceil(next * 1000)}
+return {granted, 0, math.floor((new_tat - now) * 1000)}
 ";
 
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_LUA));
@@ -61,21 +59,34 @@ static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_LUA));
 /// What the script answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reply {
-    /// `granted` cells were taken; one more conforms after `next` (zero: now).
-    Granted { granted: u32, next: Duration },
-    /// Nothing taken: the cells needed conform after `retry_after`.
-    Rejected { retry_after: Duration },
+    /// `granted` cells were taken; the key's TAT is now `tat` ahead of the server's clock.
+    Granted { granted: u32, tat: Duration },
+    /// Nothing taken: the cells needed conform after `retry_after`; the TAT is `tat` ahead.
+    Rejected {
+        retry_after: Duration,
+        tat: Duration,
+    },
 }
 
 impl Reply {
-    fn from_pair(granted: i64, ns: i64) -> Self {
-        let wait = Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
+    fn from_parts(granted: i64, wait: i64, tat: i64) -> Self {
+        let ns = |n: i64| Duration::from_nanos(u64::try_from(n).unwrap_or(0));
         match u32::try_from(granted) {
-            Ok(0) | Err(_) => Reply::Rejected { retry_after: wait },
+            Ok(0) | Err(_) => Reply::Rejected {
+                retry_after: ns(wait),
+                tat: ns(tat),
+            },
             Ok(granted) => Reply::Granted {
                 granted,
-                next: wait,
+                tat: ns(tat),
             },
+        }
+    }
+
+    /// How far the key's TAT was ahead of the server's clock.
+    pub(crate) fn tat(self) -> Duration {
+        match self {
+            Reply::Granted { tat, .. } | Reply::Rejected { tat, .. } => tat,
         }
     }
 }
@@ -108,7 +119,7 @@ impl<C: RedisConnection> DynConn for Typed<C> {
     fn gcra(&self, key: String, ask: Ask) -> ReplyFuture {
         let mut conn = self.0.clone();
         Box::pin(async move {
-            let (granted, ns): (i64, i64) = GCRA
+            let (granted, wait, tat): (i64, i64, i64) = GCRA
                 .key(key)
                 .arg(&*ask.interval_us)
                 .arg(ask.burst)
@@ -116,7 +127,7 @@ impl<C: RedisConnection> DynConn for Typed<C> {
                 .arg(ask.want)
                 .invoke_async(&mut conn)
                 .await?;
-            Ok(Reply::from_pair(granted, ns))
+            Ok(Reply::from_parts(granted, wait, tat))
         })
     }
 }
@@ -155,23 +166,27 @@ mod tests {
 
     #[test]
     fn replies() {
+        let us = Duration::from_micros;
         assert_eq!(
-            Reply::from_pair(0, 5_000),
+            Reply::from_parts(0, 5_000, 7_000),
             Reply::Rejected {
-                retry_after: Duration::from_micros(5)
+                retry_after: us(5),
+                tat: us(7)
             }
         );
         assert_eq!(
-            Reply::from_pair(3, 0),
+            Reply::from_parts(3, 0, 9_000),
             Reply::Granted {
                 granted: 3,
-                next: Duration::ZERO
+                tat: us(9)
             }
         );
+        assert_eq!(Reply::from_parts(3, 0, 9_000).tat(), us(9));
         assert_eq!(
-            Reply::from_pair(-1, -4),
+            Reply::from_parts(-1, -4, -2),
             Reply::Rejected {
-                retry_after: Duration::ZERO
+                retry_after: Duration::ZERO,
+                tat: Duration::ZERO
             }
         );
     }

@@ -54,6 +54,8 @@ struct Shared {
     metrics: RedisMetrics,
     conn: Conn,
     interval: Duration,
+    /// `burst × interval`.
+    tau: Duration,
     interval_us: Arc<str>,
     burst: u32,
     /// `palisade:rl:{<name>}`.
@@ -71,9 +73,9 @@ struct KeyState {
     /// Leased cells left, usable until `lease_until`.
     lease: u32,
     lease_until: Instant,
-    /// The earliest instant one cell can conform, from Redis's last answer (the TAT only
-    /// grows, so this stays true).
-    blocked_until: Instant,
+    /// A lower bound of the key's TAT in Redis, on this replica's clock, from Redis's
+    /// answers (the TAT only grows, so a bound stays a bound).
+    tat: Option<Instant>,
     /// Cells asked for in the current and the previous `lease_ttl` window.
     demand: u64,
     prev_demand: u64,
@@ -87,7 +89,7 @@ impl KeyState {
         Self {
             lease: 0,
             lease_until: now,
-            blocked_until: now,
+            tat: None,
             demand: 0,
             prev_demand: 0,
             window_start: now,
@@ -98,7 +100,7 @@ impl KeyState {
     fn idle(&self, now: Instant, ttl: Duration) -> bool {
         !self.refilling
             && (self.lease == 0 || now >= self.lease_until)
-            && now >= self.blocked_until
+            && self.tat.is_none_or(|tat| now >= tat)
             && now.saturating_duration_since(self.window_start) >= ttl
     }
 }
@@ -142,6 +144,7 @@ impl RedisLimiter {
             metrics,
             conn,
             interval,
+            tau: interval.saturating_mul(config.effective_burst()),
             interval_us: micros_text(interval).into(),
             burst: config.effective_burst(),
             base_key: format!("palisade:rl:{{{}}}", config.name),
@@ -326,11 +329,15 @@ impl Shared {
             state.lease -= n;
             return Step::Admit;
         }
-        // The TAT in Redis only grows: until `blocked_until + (n - 1) T`, these cells
-        // certainly do not conform, whatever the other replicas do.
-        let conform_at = time::add(state.blocked_until, self.interval * (n - 1));
-        if now < conform_at {
-            return Step::Reject(conform_at - now);
+        // n cells conform once `now + burst·T >= TAT + n·T`; the TAT in Redis only grows,
+        // so while that fails for our bound of it, it certainly fails in Redis too,
+        // whatever the other replicas do.
+        if let Some(tat) = state.tat {
+            let conform = time::add(tat, self.interval * n);
+            let reach = time::add(now, self.tau);
+            if reach < conform {
+                return Step::Reject(conform - reach);
+            }
         }
         if lease_cells > 1 && !state.refilling {
             state.refilling = true;
@@ -356,29 +363,21 @@ impl Shared {
         if lease {
             state.refilling = false;
         }
-        match reply {
-            Some(Reply::Granted { granted, next }) => {
-                state.blocked_until = state.blocked_until.max(time::add(sent, next));
-                if lease {
-                    let left = if sent < state.lease_until {
-                        state.lease
-                    } else {
-                        0
-                    };
-                    let extra = granted.saturating_sub(n);
-                    state.lease = left
-                        .saturating_add(extra)
-                        .min(self.config.lease_cells.saturating_sub(1));
-                    state.lease_until = time::add(sent, self.config.lease_ttl);
-                }
-            }
-            Some(Reply::Rejected { retry_after }) => {
-                let one = time::add(sent, retry_after)
-                    .checked_sub(self.interval * (n - 1))
-                    .unwrap_or(sent);
-                state.blocked_until = state.blocked_until.max(one);
-            }
-            None => {}
+        if let Some(reply) = reply {
+            let tat = time::add(sent, reply.tat());
+            state.tat = Some(state.tat.map_or(tat, |known| known.max(tat)));
+        }
+        if let (true, Some(Reply::Granted { granted, .. })) = (lease, reply) {
+            // Keep at most `lease_cells - 1` cells: the bound of the docs.
+            let left = if sent < state.lease_until {
+                state.lease
+            } else {
+                0
+            };
+            state.lease = left
+                .saturating_add(granted.saturating_sub(n))
+                .min(self.config.lease_cells.saturating_sub(1));
+            state.lease_until = time::add(sent, self.config.lease_ttl);
         }
     }
 
@@ -485,7 +484,7 @@ impl Shared {
                 self.learn(key, n, sent, lease, Some(reply));
                 return match reply {
                     Reply::Granted { .. } => Attempt::Admit(Decider::Redis),
-                    Reply::Rejected { retry_after } => Attempt::Reject {
+                    Reply::Rejected { retry_after, .. } => Attempt::Reject {
                         retry_after,
                         by: Decider::Redis,
                     },
