@@ -318,8 +318,10 @@ impl Shared {
             None => local.entry(key.to_owned()).or_insert(KeyState::new(now)),
         };
         if count_demand {
-            if now.saturating_duration_since(state.window_start) >= ttl {
-                state.prev_demand = state.demand;
+            let since = now.saturating_duration_since(state.window_start);
+            if since >= ttl {
+                // A window that ended long ago says nothing about the recent rate.
+                state.prev_demand = if since >= ttl * 2 { 0 } else { state.demand };
                 state.demand = 0;
                 state.window_start = now;
             }

@@ -28,11 +28,11 @@
 //!     .lease_cells(5) // up to 5 cells per round trip: over-admission ≤ 4 × 4 per period
 //!     .call_timeout(Duration::from_millis(20))
 //!     .breaker_failures(1)
-//!     .keyed(conn, |tenant: &&str| *tenant)?;
+//!     .keyed(conn, |tenant: &&'static str| *tenant)?;
 //! let limiter = layer.limiter().clone();
 //! let svc = ServiceBuilder::new()
 //!     .layer(layer)
-//!     .service(service_fn(|tenant: &str| async move { Ok::<_, BoxError>(tenant.len()) }));
+//!     .service(service_fn(|tenant: &'static str| async move { Ok::<_, BoxError>(tenant.len()) }));
 //!
 //! // Redis is unreachable: the call is decided by the failure policy (fail-open by
 //! // default) within the call timeout, and the limiter says so.
