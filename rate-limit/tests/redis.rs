@@ -58,6 +58,8 @@ impl Server {
         Some(server)
     }
 
+    // Blocks for at most 5s while the server starts, before the test's tasks need it.
+    #[allow(clippy::disallowed_methods)]
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
@@ -637,4 +639,74 @@ fn matches_a_local_gcra_model_on_the_same_arrivals() {
             })
         })
         .unwrap();
+}
+
+// ===== tower's readiness contract (no server needed: Redis unreachable) =====
+
+/// Fails if `call` comes before `poll_ready`; a clone of a ready service is not ready.
+struct MustBeReady {
+    ready: bool,
+}
+
+impl Clone for MustBeReady {
+    fn clone(&self) -> Self {
+        Self { ready: false }
+    }
+}
+
+impl Service<u32> for MustBeReady {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.ready = true;
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        assert!(self.ready, "call before poll_ready");
+        self.ready = false;
+        std::future::ready(Ok(req))
+    }
+}
+
+#[tokio::test]
+async fn calls_only_the_readied_service_while_redis_is_unreachable() -> Result<(), BoxError> {
+    // A free port nobody listens on: every round trip is refused at once.
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let conn = ConnectionManager::new_lazy_with_config(
+        client,
+        ConnectionManagerConfig::new().set_number_of_retries(0),
+    )?;
+    let (seen, listener) = events();
+    let layer = RedisRateLimitConfig::builder(4, Duration::from_secs(60))
+        .name("contract")
+        .expected_replicas(2)
+        .breaker_failures(1)
+        .on_event(listener)
+        .build(conn)?;
+    let limiter = layer.limiter().clone();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(MustBeReady { ready: false });
+    // Fail-open at 4 / 2 replicas: two calls admitted by the fallback, then refused.
+    assert_eq!(svc.ready().await?.call(1).await?, 1);
+    assert_eq!(limiter.mode(), Mode::FailOpen);
+    assert_eq!(svc.ready().await?.call(2).await?, 2);
+    let err = svc.ready().await?.call(3).await.unwrap_err();
+    let limited = err.downcast_ref::<RateLimited>().expect("rate limited");
+    assert!(limited.retry_after() > Duration::from_secs(20), "{limited}");
+    assert!(seen.lock().unwrap().iter().any(|e| matches!(
+        e,
+        RedisLimitEvent::RateLimited {
+            by: Decider::Fallback,
+            ..
+        }
+    )));
+    Ok(())
 }
