@@ -586,13 +586,16 @@ fn matches_a_local_gcra_model_on_the_same_arrivals() {
         .enable_all()
         .build()
         .unwrap();
-    let limiter = runtime.block_on(async {
+    let conn = runtime.block_on(server.multiplexed());
+    // Every arrival comes from a new replica, which knows nothing locally: each decision is
+    // the script's own.
+    let replica = || {
         RedisRateLimitConfig::builder(50, Duration::from_secs(1))
             .name("model")
             .burst(5)
-            .limiter(server.multiplexed().await)
+            .limiter(conn.clone())
             .unwrap()
-    });
+    };
     // 50/s, burst 5: one cell per 20ms. Arrivals 0-40ms apart, 0-3 cells.
     let arrivals = prop::collection::vec((0u64..40, 0u32..=3), 4..12);
     let mut runner = TestRunner::new(PropConfig {
@@ -614,7 +617,7 @@ fn matches_a_local_gcra_model_on_the_same_arrivals() {
                 for (gap, cost) in arrivals {
                     tokio::time::sleep(Duration::from_millis(gap)).await;
                     let now = origin.elapsed().as_secs_f64();
-                    let got = limiter.check_key(key, cost).await;
+                    let got = replica().check_key(key, cost).await;
                     let (want, margin) = model.check(now, cost);
                     // Scheduling jitter moves arrivals by a few ms: where the model is that
                     // close to its boundary, Redis's decision stands for both.
