@@ -33,7 +33,8 @@ const SWEEP_EVERY: u64 = 1024;
 pub struct Admitted {
     /// Who admitted it.
     pub by: Decider,
-    /// How long it waited for its cells (wait mode).
+    /// From the call to its admission: the round trip, and in wait mode the wait for its
+    /// cells.
     pub waited: Duration,
 }
 
