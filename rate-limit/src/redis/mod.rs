@@ -109,7 +109,10 @@
 //! success switches back to Redis.
 //!
 //! - [`FailurePolicy::FailOpen`] (default): a local GCRA on this replica at `quota /
-//!   expected_replicas` decides;
+//!   expected_replicas` decides. Its admissions are not counted in Redis: while some
+//!   replicas fail open and others still reach Redis, the fleet may admit up to
+//!   `quota / expected_replicas` more per failing replica than the bound above;
+//!   the leases and the bound hold again once every replica is back on Redis;
 //! - [`FailurePolicy::FailClosed`]: every call is refused, retry after the next probe.
 //!
 //! [`RedisLimiter::mode`] says who decides; a [`RedisLimitEvent::ModeChanged`] (at `WARN` on
@@ -135,7 +138,8 @@
 //!   layer's connection (or use one connection per limiter created from the new primary's
 //!   address); while the old primary is gone, the failure policy decides.
 //!
-//! Scripts need Redis 5 or later (script effects replication, for `TIME`), or Valkey.
+//! The script needs Redis 5 or later (script effects replication, for `TIME` in a script
+//! that writes); the tests run on Redis 7.
 //!
 //! # Tests and costs
 //!
