@@ -716,3 +716,61 @@ async fn calls_only_the_readied_service_while_redis_is_unreachable() -> Result<(
     )));
     Ok(())
 }
+
+// ===== the local fast path =====
+
+#[tokio::test]
+async fn certain_refusals_and_leases_skip_the_round_trip() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let (seen, listener) = events();
+    let limiter = RedisRateLimitConfig::builder(2, Duration::from_secs(10))
+        .name("fast")
+        .on_event(listener)
+        .limiter(server.multiplexed().await)
+        .unwrap();
+    assert_eq!(limiter.check(1).await.unwrap().by, Decider::Redis);
+    assert_eq!(limiter.check(1).await.unwrap().by, Decider::Redis);
+    // Redis said the quota is spent until 5s from now: no need to ask again.
+    for _ in 0..3 {
+        let err = limiter.check(1).await.unwrap_err();
+        assert!(err.retry_after() > Duration::from_millis(4_900), "{err}");
+    }
+    let refusals: Vec<Decider> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            RedisLimitEvent::RateLimited { by, .. } => Some(*by),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals, vec![Decider::Local; 3]);
+
+    // Leases: a replica asks for the cells it used lately, then admits from the lease.
+    let limiter = RedisRateLimitConfig::builder(1000, Duration::from_secs(1))
+        .name("lease")
+        .lease_cells(10)
+        .limiter(server.multiplexed().await)
+        .unwrap();
+    let mut by = Vec::new();
+    for _ in 0..40 {
+        by.push(limiter.check(1).await.unwrap().by);
+    }
+    let trips = by.iter().filter(|b| **b == Decider::Redis).count();
+    assert!(trips < 15, "{trips} round trips for 40 calls: {by:?}");
+    // The leased cells were taken in Redis: 40 calls used at most 40 + 9 cells.
+    let mut conn = server.multiplexed().await;
+    let tat: f64 = redis::cmd("GET")
+        .arg(limiter.redis_key(None))
+        .query_async::<String>(&mut conn)
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let time: (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let now = (time.0 - 1_700_000_000) as f64 * 1e6 + time.1 as f64;
+    let used = (tat - now) / 1000.0; // cells of 1ms still ahead
+    assert!(used <= 49.0, "{used} cells ahead");
+}
