@@ -111,6 +111,8 @@
 //! - `metrics`: feed the [`metrics`](https://docs.rs/metrics) facade.
 //! - `serde`: load [`RateLimitConfig`], [`ConcurrencyLimitConfig`] and
 //!   [`AdaptiveLimitConfig`] from data (durations as `"250ms"`, `"2s"`).
+//! - `redis`: one quota for a whole fleet, kept in Redis, with leases and a failure
+//!   policy ([`redis`] module).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -120,6 +122,9 @@ pub mod concurrency;
 mod event;
 pub mod metrics;
 pub mod rate;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod throttle;
 
 /// When a call that may wait `max_wait` from `now` must give up: `max_wait` from now, or
