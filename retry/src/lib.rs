@@ -113,7 +113,8 @@ pub use config::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryConfig, RetryCon
 pub use event::{HedgeEvent, RetryEvent, StopReason};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
-pub use policy::{CloneRequest, Cloned, NoRetryAfter, RejectionAware, RetryAfter};
+pub use palisade_core::RejectionAware;
+pub use policy::{CloneRequest, Cloned, NoRetryAfter, RetryAfter};
 pub use service::Retry;
 
 use palisade_core::metrics::{MetricDef, MetricKind};
