@@ -1,5 +1,6 @@
 //! One budget, one deposit: a retry layer and a hedge layer sharing one budget, in either
 //! order, add at most `ratio × requests + floor` extra backend calls together.
+#![allow(clippy::unwrap_used)] // helpers of tests unwrap like the tests
 
 use std::future::Future;
 use std::pin::Pin;
