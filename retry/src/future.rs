@@ -301,7 +301,8 @@ impl Progress {
         if deadline.is_some_and(|d| wake >= d.instant()) {
             return Some(StopReason::Deadline);
         }
-        // `max_elapsed` of "forever" is no limit: `time::add` saturates at the far future.
+        // `max_elapsed` of "forever" (about 30 years or more) is no limit at all.
+        let max_elapsed = max_elapsed.filter(|m| !time::is_forever(*m));
         let limit = self.started.zip(max_elapsed).map(|(s, m)| time::add(s, m));
         if limit.is_some_and(|limit| wake > limit) {
             return Some(StopReason::MaxElapsed);

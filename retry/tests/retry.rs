@@ -571,6 +571,34 @@ async fn a_backoff_of_forever_waits_forever_or_up_to_the_deadline() {
     assert!(!task.is_finished());
     assert_eq!(backend.count(), 1);
     task.abort();
+
+    // Also under a max_elapsed of forever, which is no limit.
+    let config = RetryConfig::builder()
+        .backoff(
+            Backoff::constant(Duration::MAX)
+                .max_delay(Duration::MAX)
+                .jitter(Jitter::None),
+        )
+        .max_elapsed(Duration::MAX)
+        .no_budget()
+        .build()
+        .unwrap();
+    let backend = Scripted::new([], |_| Err::<u32, BoxError>("slow failure".into()));
+    let slow = tower::ServiceBuilder::new()
+        .layer(RetryLayer::new(config))
+        .map_future(|f| async move {
+            tokio::time::sleep(ms(5)).await;
+            f.await
+        })
+        .service(backend.clone());
+    let task = tokio::spawn(slow.oneshot(()));
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    assert!(
+        !task.is_finished(),
+        "waiting forever, not stopped by max_elapsed"
+    );
+    assert_eq!(backend.count(), 1);
+    task.abort();
 }
 
 #[tokio::test(start_paused = true)]
