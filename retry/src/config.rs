@@ -191,8 +191,9 @@ impl<C, A, K> RetryConfigBuilder<C, A, K> {
     /// Retry until the time is up rather than for a number of attempts: until the next
     /// attempt would start at or past the caller's [`Deadline`](palisade_core::Deadline) (set
     /// by an outer timeout) or past [`max_elapsed`](Self::max_elapsed), honouring every
-    /// `retry_after`. The budget still bounds the extra load, and the classifier still decides
-    /// what is retried. For a batch or stream consumer that must get its call through:
+    /// `retry_after` that ends within those limits, even one longer than the backoff's
+    /// `max_delay` (which still caps the backoff itself). The budget still bounds the extra
+    /// load, and the classifier still decides what is retried. For a batch or stream consumer that must get its call through:
     ///
     /// ```
     /// use palisade_retry::RetryConfig;

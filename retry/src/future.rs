@@ -270,8 +270,9 @@ impl Progress {
         };
         if let Some(hint) = hint(result) {
             // Never sooner than the hint: an earlier attempt would only be refused again.
-            // A hint longer than the longest wait this layer accepts ends retrying.
-            if hint > config.backoff.get_max_delay() {
+            // A hint longer than the longest wait this layer accepts ends retrying; bounded
+            // by time, the layer accepts any wait that ends within its limits.
+            if hint > config.backoff.get_max_delay() && !config.until_deadline {
                 return Next::Stop(StopReason::RetryAfterTooLong);
             }
             delay = delay.max(hint);

@@ -76,9 +76,11 @@
 //!   can never admit ([`is_permanent`](palisade_core::RateLimited::is_permanent)) mean "no"
 //!   and are returned at once.
 //!
-//! A hint is honoured in full: a hint longer than the backoff's `max_delay`, or one that
-//! would pass the deadline or `max_elapsed`, ends retrying rather than retrying early into
-//! a certain refusal.
+//! A hint is honoured in full: one that would pass the deadline or `max_elapsed`, or (when
+//! counting attempts) one longer than the backoff's `max_delay`, ends retrying rather than
+//! retrying early into a certain refusal. Bounded by time
+//! ([`until_deadline`](RetryConfigBuilder::until_deadline)), any hint that ends within the
+//! limits is waited for.
 //!
 //! # Values that mean "forever"
 //!

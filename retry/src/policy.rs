@@ -10,8 +10,9 @@ use palisade_core::{AsRejection, Rejection, RejectionAware};
 ///
 /// The retry layer retries a result its classifier calls `Failure`, and also one it calls
 /// `Ignore` (not the backend's fault) that carries a hint: "not now, later". The next attempt
-/// never starts before the hint; a hint longer than the backoff's `max_delay`, or past the
-/// deadline or `max_elapsed`, ends retrying instead (retrying sooner would only be refused
+/// never starts before the hint; a hint that would pass the deadline or `max_elapsed`, or
+/// (unless retrying is bounded by time alone, `until_deadline`) one longer than the
+/// backoff's `max_delay`, ends retrying instead (retrying sooner would only be refused
 /// again). `Success` is never retried, hint or not.
 ///
 /// Implemented for closures `Fn(&Result<Res, E>) -> Option<Duration>`:

@@ -654,6 +654,22 @@ async fn until_deadline_honours_every_retry_after_up_to_the_callers_deadline() {
         assert!(pair[1] - pair[0] >= 2_000, "{times:?}");
     }
 
+    // A hint longer than the backoff's max_delay (10 s by default) is waited for in full
+    // when retrying is bounded by time: the answer comes at 30 s, inside the 60 s deadline.
+    let backend = Scripted::new(
+        [rejected(RateLimited::new(
+            Name::new("api"),
+            Duration::from_secs(30),
+        ))],
+        |_| Ok(5),
+    );
+    let config = RetryConfig::builder().until_deadline().build().unwrap();
+    let mut svc = RetryLayer::new(config).layer(backend.clone());
+    ServiceExt::<()>::ready(&mut svc).await.unwrap();
+    let call = Deadline::after(Duration::from_secs(60)).scope(|| svc.call(()));
+    assert_eq!(call.await.unwrap(), 5);
+    assert_eq!(backend.call_times(), [0, 30_000]);
+
     // Always limited: it stops before the deadline with the limiter's answer.
     let backend = Scripted::new([], move |_| limited());
     let config = RetryConfig::builder().until_deadline().build().unwrap();
