@@ -25,8 +25,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::ConfigError;
 use palisade_core::config::ensure;
+use palisade_core::{ConfigError, time};
 
 /// How randomness is mixed into each delay (see the AWS analysis of backoff and jitter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -327,17 +327,20 @@ impl fmt::Debug for Schedule {
 }
 
 fn duration_from_nanos_f64(nanos: f64, cap: Duration) -> Duration {
-    if nanos.is_finite() && nanos < cap.as_nanos() as f64 {
+    if !(nanos.is_finite() && nanos < cap.as_nanos() as f64) {
+        return cap;
+    }
+    if nanos < u64::MAX as f64 {
+        // Exact for whole nanoseconds, which is what integer factors give.
         Duration::from_nanos(nanos.round() as u64)
     } else {
-        cap
+        Duration::try_from_secs_f64(nanos / 1e9).map_or(cap, |d| d.min(cap))
     }
 }
 
 /// A uniform duration in `[low, high]` (nanosecond resolution).
 fn uniform(rng: &mut fastrand::Rng, low: Duration, high: Duration) -> Duration {
-    let to_nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    let (low, high) = (to_nanos(low), to_nanos(high));
+    let (low, high) = (time::nanos(low), time::nanos(high));
     if high <= low {
         return Duration::from_nanos(low);
     }
@@ -348,12 +351,12 @@ fn uniform(rng: &mut fastrand::Rng, low: Duration, high: Duration) -> Duration {
 
 #[cfg(feature = "serde")]
 mod data {
-    use super::{Backoff, DEFAULT_MAX_DELAY, Jitter};
+    use super::{Backoff, DEFAULT_MAX_DELAY, Jitter, Kind};
     use std::time::Duration;
 
     /// A backoff as data: `{ "kind": "exponential", "base": "100ms", "factor": 2.0,
     /// "max_delay": "10s", "jitter": "full" }`.
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, serde::Serialize)]
     #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
     pub(super) enum BackoffData {
         Constant {
@@ -394,6 +397,36 @@ mod data {
         2.0
     }
 
+    impl TryFrom<&Backoff> for BackoffData {
+        type Error = &'static str;
+
+        fn try_from(b: &Backoff) -> Result<Self, &'static str> {
+            let (max_delay, jitter) = (b.max_delay, b.jitter);
+            Ok(match b.kind {
+                Kind::Constant(delay) => BackoffData::Constant {
+                    delay,
+                    max_delay,
+                    jitter,
+                },
+                Kind::Linear { base, step } => BackoffData::Linear {
+                    base,
+                    step,
+                    max_delay,
+                    jitter,
+                },
+                Kind::Exponential { base, factor } => BackoffData::Exponential {
+                    base,
+                    factor,
+                    max_delay,
+                    jitter,
+                },
+                Kind::Custom(_) => {
+                    return Err("a custom backoff schedule is code and cannot be serialized");
+                }
+            })
+        }
+    }
+
     impl From<BackoffData> for Backoff {
         fn from(data: BackoffData) -> Self {
             match data {
@@ -426,10 +459,34 @@ mod data {
 
 #[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for Backoff {
-    /// Built-in shapes only (a custom iterator is code, not data); validated when the
-    /// retry config is built.
+    /// Built-in shapes only (a custom iterator is code, not data); validated as
+    /// [`Backoff::validate`] does.
+    ///
+    /// ```
+    /// use palisade_retry::Backoff;
+    ///
+    /// let ok = r#"{ "kind": "constant", "delay": "250ms", "jitter": "none" }"#;
+    /// assert!(serde_json::from_str::<Backoff>(ok).is_ok());
+    /// let err = serde_json::from_str::<Backoff>(r#"{ "kind": "exponential", "base": "1s", "factor": 0.5 }"#)
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("backoff.factor"));
+    /// // A duration needs a unit.
+    /// assert!(serde_json::from_str::<Backoff>(r#"{ "kind": "constant", "delay": 250 }"#).is_err());
+    /// ```
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        data::BackoffData::deserialize(d).map(Backoff::from)
+        let backoff = data::BackoffData::deserialize(d).map(Backoff::from)?;
+        backoff.validate().map_err(serde::de::Error::custom)?;
+        Ok(backoff)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Backoff {
+    /// Built-in shapes, durations with units (round-trip exactly); a custom schedule fails.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        data::BackoffData::try_from(self)
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
     }
 }
 
@@ -537,6 +594,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.field(), "backoff.max_delay");
         assert!(Backoff::default().validate().is_ok());
+    }
+
+    #[test]
+    fn forever_delays_do_not_panic() {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
+            let b = Backoff::constant(Duration::MAX)
+                .max_delay(Duration::MAX)
+                .jitter(jitter);
+            assert!(b.validate().is_ok());
+            let delays = take(&b, 1, 3);
+            assert_eq!(delays.len(), 3, "{jitter:?}");
+            let e = Backoff::exponential(Duration::MAX)
+                .factor(100.0)
+                .max_delay(Duration::MAX)
+                .jitter(jitter);
+            assert_eq!(take(&e, 1, 3).len(), 3);
+            let l = Backoff::linear(Duration::MAX, Duration::MAX)
+                .max_delay(Duration::MAX)
+                .jitter(jitter);
+            assert_eq!(take(&l, 1, 3).len(), 3);
+        }
+        let exact = Backoff::constant(Duration::MAX)
+            .max_delay(Duration::MAX)
+            .jitter(Jitter::None);
+        assert_eq!(take(&exact, 0, 2), [Duration::MAX; 2]);
     }
 
     fn jitter() -> impl Strategy<Value = Jitter> {

@@ -37,13 +37,39 @@ use std::sync::atomic::{AtomicI64, AtomicIsize, AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade_core::config::ensure;
-use palisade_core::{ConfigError, Outcome};
+use palisade_core::{ConfigError, Outcome, time};
 use tokio::time::Instant;
 
 /// A retry budget; cloning gives another handle to the same budget.
+///
+/// # One budget, one deposit
+///
+/// Give a retry layer and a hedge layer the same handle and they share one allowance:
+///
+/// > **extra backend calls (retries + hedged copies) ≤ `ratio` × requests + `min_per_sec` × `ttl`
+/// > per window**, whatever the order of the layers.
+///
+/// A request deposits once, in the outermost layer that holds the budget; a layer called from
+/// inside another layer holding the same budget (a hedge inside a retry, a retry inside a
+/// hedge, two retry layers) does not deposit again, because every layer marks the budget as
+/// "in this request" on its thread while it calls its inner service. Every extra call (a retry
+/// or a hedged copy) withdraws. The outermost layer also records the outcomes a token bucket
+/// counts, so a request is counted once. The mark lives on the calling thread: a `Buffer` or a
+/// spawned task between two layers sharing a budget hides it, and the inner layer then
+/// deposits a second time (give such layers separate budgets).
+///
+/// Each budget samples the clock on its own counter (every 32nd deposit, and on every
+/// withdrawal), so a budget never misses deposits because another budget on the same thread
+/// read the clock; a deposit is filed under the slot of the next clock read, so it may count up
+/// to 32 deposits longer than `ttl`, never less.
 #[derive(Clone)]
 pub struct RetryBudget {
-    inner: Arc<Kind>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+    config: BudgetConfig,
 }
 
 enum Kind {
@@ -57,10 +83,19 @@ impl RetryBudget {
     /// A TPS budget: retries may add `ratio` extra load over a sliding window of `ttl`,
     /// plus `min_per_sec` retries per second whatever the traffic.
     ///
-    /// `ttl` must be 1 to 60 s, `ratio` 0.0 to 1000.0 (e.g. 0.2: five requests buy one
-    /// retry), `min_per_sec` below 2³¹ (Finagle's bounds).
+    /// `ttl` must be 1 to 60 s, `ratio` 0.0 to 1.0 (e.g. 0.2: five requests buy one retry;
+    /// 1.0 lets retries double the load, the most a budget meant to protect a backend should
+    /// allow), `min_per_sec` below 2³¹.
     pub fn tps(ttl: Duration, min_per_sec: u32, ratio: f64) -> Result<Self, ConfigError> {
-        Ok(Self::new(Kind::Tps(Tps::new(ttl, min_per_sec, ratio)?)))
+        let config = BudgetConfig::Tps {
+            ttl,
+            min_per_sec,
+            ratio,
+        };
+        Ok(Self::new(
+            Kind::Tps(Tps::new(ttl, min_per_sec, ratio)?),
+            config,
+        ))
     }
 
     /// gRPC's retry throttling: a bucket of `max_tokens` (1 to 1000); a failed attempt takes
@@ -68,48 +103,97 @@ impl RetryBudget {
     /// only while more than half the tokens remain.
     pub fn token_bucket(max_tokens: u32, token_ratio: f64) -> Result<Self, ConfigError> {
         let bucket = TokenBucket::new(max_tokens, token_ratio)?;
-        Ok(Self::new(Kind::TokenBucket(bucket)))
+        let config = BudgetConfig::TokenBucket {
+            max_tokens,
+            token_ratio,
+        };
+        Ok(Self::new(Kind::TokenBucket(bucket), config))
     }
 
-    fn new(kind: Kind) -> Self {
+    fn new(kind: Kind, config: BudgetConfig) -> Self {
         Self {
-            inner: Arc::new(kind),
+            inner: Arc::new(Inner { kind, config }),
         }
     }
 
-    /// Record one new request (not a retry). Layers call this once per request.
+    /// The parameters this budget was made from (what a config serializes).
+    pub fn config(&self) -> &BudgetConfig {
+        &self.inner.config
+    }
+
+    /// Record one new request (not a retry). Layers do this once per request (see
+    /// [one budget, one deposit](RetryBudget#one-budget-one-deposit)); call it yourself only for a
+    /// budget you use by hand.
     #[inline]
     pub fn deposit(&self) {
-        if let Kind::Tps(tps) = &*self.inner {
+        if let Kind::Tps(tps) = &self.inner.kind {
             tps.deposit(Instant::now());
         }
     }
 
-    /// [`deposit`](Self::deposit) for the hot path: reads the clock (to expire old slots)
-    /// only on every 32nd request of a thread. A deposit made while the
-    /// current slot is stale is filed under the stale slot and so expires early: the
-    /// shortcut can only make the budget stricter, never looser.
+    /// [`deposit`](Self::deposit) for the hot path: reads the clock only on every 32nd
+    /// deposit of this budget; the deposits in between are filed at the next clock read.
     #[inline]
     pub(crate) fn deposit_sampled(&self) {
-        if let Kind::Tps(tps) = &*self.inner {
-            if clock_sample_due() {
-                tps.expire(Instant::now());
-            }
-            tps.add_deposit();
+        if let Kind::Tps(tps) = &self.inner.kind {
+            tps.deposit_sampled();
         }
     }
 
-    /// Record one attempt's outcome. Only the token bucket uses it.
+    /// The start of a request in a layer holding this budget: deposits and returns `true`
+    /// unless an outer layer on this thread already holds the budget for this request (then
+    /// that layer deposited, and records the outcomes).
+    #[inline]
+    pub(crate) fn begin_request(&self) -> bool {
+        if self.in_scope() {
+            return false;
+        }
+        self.deposit_sampled();
+        true
+    }
+
+    /// Mark the budget as held by the current request while the returned guard lives: inner
+    /// layers holding the same budget neither deposit nor record.
+    #[inline]
+    pub(crate) fn enter(&self) -> ScopeGuard {
+        let id = self.id();
+        SCOPE.with(|cell| {
+            let mut held = cell.get();
+            match held.iter().position(|&slot| slot == 0) {
+                Some(index) => {
+                    held[index] = id;
+                    cell.set(held);
+                    ScopeGuard { index: Some(index) }
+                }
+                // Nested deeper than the scope holds: inner layers deposit again (looser by
+                // one deposit per such layer), never a panic.
+                None => ScopeGuard { index: None },
+            }
+        })
+    }
+
+    fn in_scope(&self) -> bool {
+        let id = self.id();
+        SCOPE.with(|cell| cell.get().contains(&id))
+    }
+
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner).cast::<()>() as usize
+    }
+
+    /// Record one attempt's outcome. Only the token bucket uses it: a `Failure` takes a
+    /// token, a `Success` returns `token_ratio`, an `Ignore` (a local rejection, under the
+    /// default [`RejectionAware`](palisade_core::RejectionAware) classifier) does neither.
     #[inline]
     pub fn record(&self, outcome: Outcome) {
-        if let Kind::TokenBucket(bucket) = &*self.inner {
+        if let Kind::TokenBucket(bucket) = &self.inner.kind {
             bucket.record(outcome);
         }
     }
 
     /// Ask for one retry (or hedge): `true` if the budget allows it (and pays for it).
     pub fn withdraw(&self) -> bool {
-        match &*self.inner {
+        match &self.inner.kind {
             Kind::Tps(tps) => tps.withdraw(Instant::now()),
             Kind::TokenBucket(bucket) => bucket.allows_retry(),
         }
@@ -117,7 +201,7 @@ impl RetryBudget {
 
     /// How many retries the budget allows right now (approximate under concurrency).
     pub fn available(&self) -> f64 {
-        match &*self.inner {
+        match &self.inner.kind {
             Kind::Tps(tps) => tps.available(Instant::now()),
             Kind::TokenBucket(bucket) => bucket.available(),
         }
@@ -134,40 +218,48 @@ impl Default for RetryBudget {
     /// Finagle's defaults, also tower's. Under a full outage a client adds at most 1.2x its
     /// normal load instead of `max_attempts`x.
     fn default() -> Self {
-        Self::new(Kind::Tps(Tps::default()))
+        Self::new(Kind::Tps(Tps::default()), BudgetConfig::default())
     }
 }
 
 impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &*self.inner {
-            Kind::Tps(_) => "tps",
-            Kind::TokenBucket(_) => "token_bucket",
-        };
         f.debug_struct("RetryBudget")
-            .field("kind", &kind)
+            .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// The budgets held by the requests being called on this thread (0: a free slot).
+    static SCOPE: Cell<[usize; 4]> = const { Cell::new([0; 4]) };
+}
+
+/// Keeps a budget marked as held while an inner service is called; see
+/// [`RetryBudget::enter`].
+pub(crate) struct ScopeGuard {
+    index: Option<usize>,
+}
+
+impl Drop for ScopeGuard {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(index) = self.index {
+            SCOPE.with(|cell| {
+                let mut held = cell.get();
+                held[index] = 0;
+                cell.set(held);
+            });
+        }
     }
 }
 
 // ===== impl Tps =====
 
-/// How many requests of one thread share one clock read for the budget's slot rotation.
-/// At 32, a thread serving 1000 requests per second still reads the clock 30 times per
-/// (1 s) slot, while a request pays for a clock read only 1 time in 32.
-const CLOCK_SAMPLE: u32 = 32;
-
-thread_local! {
-    static DEPOSITS: Cell<u32> = const { Cell::new(0) };
-}
-
-fn clock_sample_due() -> bool {
-    DEPOSITS.with(|n| {
-        let count = n.get();
-        n.set(count.wrapping_add(1));
-        count % CLOCK_SAMPLE == 0
-    })
-}
+/// How many deposits of one budget share one clock read for its slot rotation. At 32, a
+/// budget taking 1000 requests per second still reads the clock 30 times per (1 s) slot,
+/// while a request pays for a clock read only 1 time in 32.
+const CLOCK_SAMPLE: u64 = 32;
 
 /// How many slots the `ttl` is split into: deposits expire one slot at a time.
 const SLOTS: usize = 10;
@@ -183,6 +275,8 @@ struct Tps {
     slots: [AtomicIsize; SLOTS],
     /// Deposits and withdrawals of the current slot.
     current: AtomicIsize,
+    /// Deposits made since the last clock read, filed into `current` at the next one.
+    pending: AtomicU64,
     reserve: isize,
     deposit_amount: isize,
     withdraw_amount: isize,
@@ -192,8 +286,8 @@ impl Tps {
     fn new(ttl: Duration, min_per_sec: u32, ratio: f64) -> Result<Self, ConfigError> {
         let ttl_ok = (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl);
         ensure(ttl_ok, "retry", "budget.ttl", ttl, "1s to 60s")?;
-        let ratio_ok = ratio.is_finite() && (0.0..=1000.0).contains(&ratio);
-        ensure(ratio_ok, "retry", "budget.ratio", ratio, "0.0 to 1000.0")?;
+        let ratio_ok = ratio.is_finite() && (0.0..=1.0).contains(&ratio);
+        ensure(ratio_ok, "retry", "budget.ratio", ratio, "0.0 to 1.0")?;
         let min_ok = min_per_sec < i32::MAX as u32;
         ensure(
             min_ok,
@@ -215,10 +309,11 @@ impl Tps {
         let to_isize = |v: i64| isize::try_from(v).unwrap_or(isize::MAX);
         Ok(Self {
             start: Instant::now(),
-            slot_nanos: ((ttl / SLOTS as u32).as_nanos() as u64).max(1),
+            slot_nanos: time::nanos(ttl / SLOTS as u32).max(1),
             epoch: AtomicU64::new(0),
             slots: Default::default(),
             current: AtomicIsize::new(0),
+            pending: AtomicU64::new(0),
             reserve: to_isize(reserve),
             deposit_amount: to_isize(deposit_amount),
             withdraw_amount: to_isize(withdraw_amount),
@@ -229,8 +324,7 @@ impl Tps {
     /// thread that advances `epoch` does the rotation; writes racing with it land in the
     /// slot being closed, which is harmless.
     fn expire(&self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.start).as_nanos();
-        let epoch = u64::try_from(elapsed / u128::from(self.slot_nanos)).unwrap_or(u64::MAX);
+        let epoch = time::nanos_since(self.start, now) / self.slot_nanos;
         let seen = self.epoch.load(Ordering::Acquire);
         if epoch <= seen {
             return;
@@ -262,17 +356,33 @@ impl Tps {
     }
 
     fn deposit(&self, now: Instant) {
-        self.expire(now);
-        self.add_deposit();
-    }
-
-    fn add_deposit(&self) {
+        self.settle(now);
         self.current
             .fetch_add(self.deposit_amount, Ordering::AcqRel);
     }
 
-    fn withdraw(&self, now: Instant) -> bool {
+    fn deposit_sampled(&self) {
+        let before = self.pending.fetch_add(1, Ordering::AcqRel);
+        if before + 1 >= CLOCK_SAMPLE {
+            self.settle(Instant::now());
+        }
+    }
+
+    /// Rotate to the slot of `now`, then file the deposits made since the last clock read
+    /// under it: they are at most that old, so none is lost to an early expiry.
+    fn settle(&self, now: Instant) {
         self.expire(now);
+        let pending = self.pending.swap(0, Ordering::AcqRel);
+        if pending > 0 {
+            let amount = isize::try_from(pending)
+                .unwrap_or(isize::MAX)
+                .saturating_mul(self.deposit_amount);
+            self.current.fetch_add(amount, Ordering::AcqRel);
+        }
+    }
+
+    fn withdraw(&self, now: Instant) -> bool {
+        self.settle(now);
         let past = self.past();
         let mut current = self.current.load(Ordering::Acquire);
         loop {
@@ -292,7 +402,7 @@ impl Tps {
     }
 
     fn available(&self, now: Instant) -> f64 {
-        self.expire(now);
+        self.settle(now);
         let balance = self
             .past()
             .saturating_add(self.current.load(Ordering::Acquire));
@@ -378,11 +488,19 @@ impl TokenBucket {
 /// assert!(budget.build().unwrap().is_some());
 /// assert!(BudgetConfig::None.build().unwrap().is_none());
 /// ```
+///
+/// Deserializing validates (the same checks as [`BudgetConfig::build`]), and durations
+/// round-trip exactly.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(
     feature = "serde",
-    serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)
+    serde(
+        tag = "kind",
+        rename_all = "snake_case",
+        deny_unknown_fields,
+        try_from = "data::BudgetConfigData"
+    )
 )]
 pub enum BudgetConfig {
     /// [`RetryBudget::tps`].
@@ -420,6 +538,58 @@ impl BudgetConfig {
                 token_ratio,
             } => RetryBudget::token_bucket(max_tokens, token_ratio).map(Some),
             BudgetConfig::None => Ok(None),
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+mod data {
+    use super::BudgetConfig;
+    use palisade_core::ConfigError;
+    use std::time::Duration;
+
+    /// [`BudgetConfig`] as read, before validation.
+    #[derive(serde::Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+    pub(crate) enum BudgetConfigData {
+        Tps {
+            #[serde(with = "palisade_core::config::duration")]
+            ttl: Duration,
+            min_per_sec: u32,
+            ratio: f64,
+        },
+        TokenBucket {
+            max_tokens: u32,
+            token_ratio: f64,
+        },
+        None,
+    }
+
+    impl TryFrom<BudgetConfigData> for BudgetConfig {
+        type Error = ConfigError;
+
+        fn try_from(data: BudgetConfigData) -> Result<Self, ConfigError> {
+            let config = match data {
+                BudgetConfigData::Tps {
+                    ttl,
+                    min_per_sec,
+                    ratio,
+                } => BudgetConfig::Tps {
+                    ttl,
+                    min_per_sec,
+                    ratio,
+                },
+                BudgetConfigData::TokenBucket {
+                    max_tokens,
+                    token_ratio,
+                } => BudgetConfig::TokenBucket {
+                    max_tokens,
+                    token_ratio,
+                },
+                BudgetConfigData::None => BudgetConfig::None,
+            };
+            config.build()?;
+            Ok(config)
         }
     }
 }
@@ -524,6 +694,15 @@ mod tests {
         assert_eq!(err.field(), "budget.ttl");
         let err = RetryBudget::tps(Duration::from_secs(1), 1, -1.0).unwrap_err();
         assert_eq!(err.field(), "budget.ratio");
+        // More retries than requests is no budget at all.
+        let err = RetryBudget::tps(Duration::from_secs(1), 1, 5.0).unwrap_err();
+        assert_eq!(
+            (err.field(), err.expected()),
+            ("budget.ratio", "0.0 to 1.0")
+        );
+        assert!(RetryBudget::tps(Duration::from_secs(1), 1, 1.0).is_ok());
+        let err = RetryBudget::tps(Duration::MAX, 1, 0.2).unwrap_err();
+        assert_eq!(err.field(), "budget.ttl");
         let err = RetryBudget::token_bucket(0, 0.1).unwrap_err();
         assert_eq!(err.field(), "budget.max_tokens");
         let err = RetryBudget::token_bucket(10, 2.0).unwrap_err();
@@ -541,7 +720,7 @@ mod tests {
         fn withdrawals_never_exceed_the_budget(
             ops in proptest::collection::vec((any::<bool>(), 0u64..400), 1..300),
             min_per_sec in 0u32..5,
-            ratio in 0.0f64..2.0,
+            ratio in 0.0f64..=1.0,
         ) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -568,6 +747,61 @@ mod tests {
             let cap = ratio * deposits as f64 + f64::from(min_per_sec) * windows + 1.0;
             prop_assert!(withdrawals as f64 <= cap, "{} > {}", withdrawals, cap);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_budget_samples_its_own_clock() {
+        // Two budgets on one thread once shared one sampling counter: the second was never
+        // sampled, filed its deposits under a stale slot and lost them all at the first
+        // withdrawal after a quiet period.
+        let a = RetryBudget::tps(Duration::from_secs(1), 0, 1.0).unwrap();
+        let b = RetryBudget::tps(Duration::from_secs(1), 0, 1.0).unwrap();
+        advance(Duration::from_secs(5)).await;
+        for _ in 0..10 {
+            a.deposit_sampled();
+            b.deposit_sampled();
+        }
+        for _ in 0..10 {
+            assert!(a.withdraw());
+            assert!(b.withdraw());
+        }
+        assert!(!a.withdraw() && !b.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sampled_deposits_still_expire() {
+        let budget = RetryBudget::tps(Duration::from_secs(1), 0, 1.0).unwrap();
+        for _ in 0..100 {
+            budget.deposit_sampled();
+        }
+        advance(Duration::from_secs(3)).await;
+        budget.deposit();
+        assert!(budget.withdraw());
+        // The 96 deposits filed at the 32nd, 64th and 96th are gone; the last 4 were filed at
+        // the clock read of the deposit above and count from then.
+        let mut more = 0;
+        while budget.withdraw() {
+            more += 1;
+        }
+        assert_eq!(more, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_held_by_an_outer_layer_takes_no_second_deposit() {
+        let budget = RetryBudget::tps(Duration::from_secs(10), 0, 1.0).unwrap();
+        let other = RetryBudget::tps(Duration::from_secs(10), 0, 1.0).unwrap();
+        assert!(budget.begin_request());
+        {
+            let _held = budget.enter();
+            assert!(!budget.begin_request(), "the same budget deposits once");
+            assert!(other.begin_request(), "another budget is not held");
+            let _also = other.enter();
+            assert!(!other.begin_request());
+        }
+        assert!(budget.begin_request(), "the mark ends with the guard");
+        // Two requests, two deposits: two retries at ratio 1.0.
+        assert!(budget.withdraw() && budget.withdraw());
+        assert!(!budget.withdraw());
     }
 
     #[test]

@@ -3,13 +3,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use palisade_core::config::ensure;
-use palisade_core::{ConfigError, Listeners, Name};
+use palisade_core::config::{ensure, ensure_name};
+use palisade_core::{ConfigError, Listeners, Name, RejectionAware};
 
 use crate::Backoff;
 use crate::budget::{BudgetConfig, RetryBudget};
 use crate::event::RetryEvent;
-use crate::policy::{Cloned, RejectionAware};
+use crate::policy::Cloned;
 
 /// Three attempts (the first try and two retries): the default of gRPC and the AWS SDKs.
 /// Enough to ride out a blip; more mostly adds load to a backend that is down.
@@ -22,9 +22,16 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// A validated retry config: build one with [`RetryConfig::builder`], hand it to
 /// [`RetryLayer::new`](crate::RetryLayer::new).
 ///
-/// The type parameters are the classifier `C` (which results are retried), the hint
-/// extractor `A` (server `Retry-After`) and the request copier `K`; the defaults are
-/// [`RejectionAware`] twice and [`Cloned`].
+/// The type parameters are the classifier `C` (each attempt's outcome: `Failure` is
+/// retried, and it is what a token-bucket budget counts), the hint extractor `A` (server
+/// `Retry-After`, a rate limiter's `retry_after`: an `Ignore`d result with a hint is retried
+/// after it) and the request copier `K`; the defaults are palisade-core's
+/// [`RejectionAware`] twice (see [`RetryAfter`](crate::RetryAfter) for the rule) and
+/// [`Cloned`].
+///
+/// Retrying is bounded by attempts (`max_attempts`, default 3) or, with
+/// [`until_deadline`](RetryConfigBuilder::until_deadline), by time alone: the caller's
+/// deadline and `max_elapsed`.
 ///
 /// ```
 /// use palisade_retry::{Backoff, RetryConfig};
@@ -44,7 +51,9 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 #[derive(Clone)]
 pub struct RetryConfig<C = RejectionAware, A = RejectionAware, K = Cloned> {
     pub(crate) name: Name,
+    /// `u32::MAX` when bounded by time alone.
     pub(crate) max_attempts: u32,
+    pub(crate) until_deadline: bool,
     pub(crate) max_elapsed: Option<Duration>,
     pub(crate) backoff: Backoff,
     pub(crate) budget: Option<RetryBudget>,
@@ -68,9 +77,16 @@ impl<C, A, K> RetryConfig<C, A, K> {
         &self.name
     }
 
-    /// The most attempts per request, the first try included.
+    /// The most attempts per request, the first try included (`u32::MAX` when retrying is
+    /// bounded by time alone: see [`until_deadline`](Self::until_deadline)).
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// `true` when retrying is bounded by time (the caller's deadline, `max_elapsed`) and the
+    /// budget, not by a number of attempts.
+    pub fn until_deadline(&self) -> bool {
+        self.until_deadline
     }
 
     /// The overall time limit for retrying one request, if any.
@@ -102,6 +118,7 @@ impl<C, A, K> fmt::Debug for RetryConfig<C, A, K> {
         f.debug_struct("RetryConfig")
             .field("name", &self.name)
             .field("max_attempts", &self.max_attempts)
+            .field("until_deadline", &self.until_deadline)
             .field("max_elapsed", &self.max_elapsed)
             .field("backoff", &self.backoff)
             .field("budget", &self.budget)
@@ -124,6 +141,7 @@ enum BudgetChoice {
 pub struct RetryConfigBuilder<C = RejectionAware, A = RejectionAware, K = Cloned> {
     name: Name,
     max_attempts: u32,
+    until_deadline: bool,
     max_elapsed: Option<Duration>,
     backoff: Backoff,
     budget: BudgetChoice,
@@ -139,6 +157,7 @@ impl Default for RetryConfigBuilder {
         Self {
             name: Name::default(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            until_deadline: false,
             max_elapsed: None,
             backoff: Backoff::default(),
             budget: BudgetChoice::Config(BudgetConfig::default()),
@@ -160,15 +179,46 @@ impl<C, A, K> RetryConfigBuilder<C, A, K> {
     }
 
     /// The most attempts per request, the first try included: 1 to 100, default
-    /// [`DEFAULT_MAX_ATTEMPTS`] (3). 1 turns retrying off.
+    /// [`DEFAULT_MAX_ATTEMPTS`] (3). 1 turns retrying off. Ends the
+    /// [`until_deadline`](Self::until_deadline) mode.
     #[must_use]
     pub fn max_attempts(mut self, max_attempts: u32) -> Self {
         self.max_attempts = max_attempts;
+        self.until_deadline = false;
+        self
+    }
+
+    /// Retry until the time is up rather than for a number of attempts: until the next
+    /// attempt would start at or past the caller's [`Deadline`](palisade_core::Deadline) (set
+    /// by an outer timeout) or past [`max_elapsed`](Self::max_elapsed), honouring every
+    /// `retry_after` that ends within those limits, even one longer than the backoff's
+    /// `max_delay` (which still caps the backoff itself). The budget still bounds the extra
+    /// load, and the classifier still decides what is retried. For a batch or stream consumer that must get its call through:
+    ///
+    /// ```
+    /// use palisade_retry::RetryConfig;
+    /// use std::time::Duration;
+    ///
+    /// let config = RetryConfig::builder()
+    ///     .name("sink")
+    ///     .until_deadline()
+    ///     .max_elapsed(Duration::from_secs(50))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(config.until_deadline());
+    /// ```
+    ///
+    /// With neither a deadline nor `max_elapsed`, retrying goes on as long as the budget
+    /// allows (forever with [`no_budget`](Self::no_budget)).
+    #[must_use]
+    pub fn until_deadline(mut self) -> Self {
+        self.until_deadline = true;
         self
     }
 
     /// Stop retrying once the next attempt would start more than `limit` after the first
     /// (default: no limit of its own; an outer timeout's deadline is always honoured).
+    /// `Duration::MAX` (or anything from about 30 years up) means no limit.
     #[must_use]
     pub fn max_elapsed(mut self, limit: Duration) -> Self {
         self.max_elapsed = Some(limit);
@@ -221,13 +271,16 @@ impl<C, A, K> RetryConfigBuilder<C, A, K> {
         self
     }
 
-    /// Which results are retried: a [`Classify`](palisade_core::Classify); `Failure` is
-    /// retried, `Success` and `Ignore` are returned. Default [`RejectionAware`].
+    /// Each attempt's outcome: a [`Classify`](palisade_core::Classify). `Failure` is
+    /// retried; `Ignore` is retried only with a hint (see [`RetryAfter`](crate::RetryAfter));
+    /// `Success` is returned. A token-bucket budget counts these outcomes. Default
+    /// palisade-core's [`RejectionAware`].
     #[must_use]
     pub fn classify<C2>(self, classify: C2) -> RetryConfigBuilder<C2, A, K> {
         RetryConfigBuilder {
             name: self.name,
             max_attempts: self.max_attempts,
+            until_deadline: self.until_deadline,
             max_elapsed: self.max_elapsed,
             backoff: self.backoff,
             budget: self.budget,
@@ -247,6 +300,7 @@ impl<C, A, K> RetryConfigBuilder<C, A, K> {
         RetryConfigBuilder {
             name: self.name,
             max_attempts: self.max_attempts,
+            until_deadline: self.until_deadline,
             max_elapsed: self.max_elapsed,
             backoff: self.backoff,
             budget: self.budget,
@@ -266,6 +320,7 @@ impl<C, A, K> RetryConfigBuilder<C, A, K> {
         RetryConfigBuilder {
             name: self.name,
             max_attempts: self.max_attempts,
+            until_deadline: self.until_deadline,
             max_elapsed: self.max_elapsed,
             backoff: self.backoff,
             budget: self.budget,
@@ -279,21 +334,27 @@ impl<C, A, K> RetryConfigBuilder<C, A, K> {
 
     /// Validate and build.
     pub fn build(self) -> Result<RetryConfig<C, A, K>, ConfigError> {
+        ensure_name("retry", &self.name)?;
         let attempts_ok = (1..=MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts);
         ensure(
-            attempts_ok,
+            self.until_deadline || attempts_ok,
             "retry",
             "max_attempts",
             self.max_attempts,
-            "1 to 100",
+            "1 to 100 (or until_deadline, to bound retrying by time)",
         )?;
+        let max_attempts = if self.until_deadline {
+            u32::MAX
+        } else {
+            self.max_attempts
+        };
         if let Some(limit) = self.max_elapsed {
             ensure(
                 !limit.is_zero(),
                 "retry",
                 "max_elapsed",
                 limit,
-                "more than 0",
+                "more than 0 (Duration::MAX: no limit)",
             )?;
         }
         self.backoff.validate()?;
@@ -303,7 +364,8 @@ impl<C, A, K> RetryConfigBuilder<C, A, K> {
         };
         Ok(RetryConfig {
             name: self.name,
-            max_attempts: self.max_attempts,
+            max_attempts,
+            until_deadline: self.until_deadline,
             max_elapsed: self.max_elapsed,
             backoff: self.backoff,
             budget,
@@ -321,6 +383,7 @@ impl<C, A, K> fmt::Debug for RetryConfigBuilder<C, A, K> {
         f.debug_struct("RetryConfigBuilder")
             .field("name", &self.name)
             .field("max_attempts", &self.max_attempts)
+            .field("until_deadline", &self.until_deadline)
             .finish_non_exhaustive()
     }
 }
@@ -336,8 +399,10 @@ mod data {
     pub(super) struct RetryConfigData {
         #[serde(default)]
         name: Name,
-        #[serde(default = "max_attempts")]
-        max_attempts: u32,
+        #[serde(default)]
+        max_attempts: Option<u32>,
+        #[serde(default)]
+        until_deadline: bool,
         #[serde(default, with = "palisade_core::config::duration::option")]
         max_elapsed: Option<Duration>,
         #[serde(default)]
@@ -348,16 +413,24 @@ mod data {
         seed: Option<u64>,
     }
 
-    fn max_attempts() -> u32 {
-        DEFAULT_MAX_ATTEMPTS
-    }
-
     impl RetryConfigData {
         pub(super) fn build(self) -> Result<RetryConfig, ConfigError> {
             let mut builder = RetryConfig::builder()
                 .name(self.name)
-                .max_attempts(self.max_attempts)
                 .budget_config(self.budget);
+            match (self.until_deadline, self.max_attempts) {
+                (true, Some(n)) => {
+                    return Err(ConfigError::new(
+                        "retry",
+                        "max_attempts",
+                        n,
+                        "absent when until_deadline is true (retrying is bounded by time)",
+                    ));
+                }
+                (true, None) => builder = builder.until_deadline(),
+                (false, Some(n)) => builder = builder.max_attempts(n),
+                (false, None) => {}
+            }
             if let Some(limit) = self.max_elapsed {
                 builder = builder.max_elapsed(limit);
             }
@@ -387,9 +460,61 @@ impl<'de> serde::Deserialize<'de> for RetryConfig {
     ///     "budget": { "kind": "tps", "ttl": "10s", "min_per_sec": 5, "ratio": 0.1 }
     /// }"#).unwrap();
     /// assert_eq!(config.max_attempts(), 5);
+    ///
+    /// // Validated like the builder: each refusal names the field, the value and the range.
+    /// let err = serde_json::from_str::<RetryConfig>(r#"{ "name": "" }"#).unwrap_err();
+    /// assert!(err.to_string().contains("name"));
     /// ```
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let data = data::RetryConfigData::deserialize(d)?;
         data.build().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Writes the config's data (the code-only hooks are not data); reading it back gives the
+/// same config. A custom [`Backoff::from_fn`] schedule cannot be written and fails.
+///
+/// ```
+/// use palisade_retry::RetryConfig;
+/// use std::time::Duration;
+///
+/// let config = RetryConfig::builder()
+///     .name("orders")
+///     .max_elapsed(Duration::from_micros(1500))
+///     .build()
+///     .unwrap();
+/// let json = serde_json::to_string(&config).unwrap();
+/// assert!(json.contains(r#""max_elapsed":"1500us""#));
+/// let back: RetryConfig = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back.max_elapsed(), config.max_elapsed());
+/// ```
+#[cfg(feature = "serde")]
+impl<C, A, K> serde::Serialize for RetryConfig<C, A, K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+
+        struct Elapsed(Option<Duration>);
+        impl serde::Serialize for Elapsed {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                palisade_core::config::duration::option::serialize(&self.0, s)
+            }
+        }
+
+        let mut out = s.serialize_struct("RetryConfig", 7)?;
+        out.serialize_field("name", &self.name)?;
+        if self.until_deadline {
+            out.serialize_field("until_deadline", &true)?;
+        } else {
+            out.serialize_field("max_attempts", &self.max_attempts)?;
+        }
+        out.serialize_field("max_elapsed", &Elapsed(self.max_elapsed))?;
+        out.serialize_field("backoff", &self.backoff)?;
+        let budget = self
+            .budget
+            .as_ref()
+            .map_or(BudgetConfig::None, |b| b.config().clone());
+        out.serialize_field("budget", &budget)?;
+        out.serialize_field("seed", &self.seed)?;
+        out.end()
     }
 }

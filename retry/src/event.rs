@@ -19,6 +19,9 @@ pub enum StopReason {
     ScheduleEnded,
     /// The request could not be copied for another attempt.
     NotCloneable,
+    /// The result's hint (`retry_after`) was longer than the backoff's `max_delay`: retrying
+    /// sooner would be refused again, waiting longer was not wanted.
+    RetryAfterTooLong,
 }
 
 impl StopReason {
@@ -30,6 +33,7 @@ impl StopReason {
             StopReason::MaxElapsed => "max_elapsed",
             StopReason::ScheduleEnded => "schedule_ended",
             StopReason::NotCloneable => "not_cloneable",
+            StopReason::RetryAfterTooLong => "retry_after_too_long",
         }
     }
 }
@@ -72,7 +76,7 @@ impl Event for RetryEvent {
                 target: "palisade::retry",
                 name = %name,
                 attempt,
-                delay_ms = delay.as_millis() as u64,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "attempt failed; retrying"
             ),
             RetryEvent::Exhausted { attempts, reason } => tracing::debug!(
@@ -126,7 +130,7 @@ impl Event for HedgeEvent {
                 target: "palisade::retry",
                 name = %name,
                 copy,
-                after_ms = after.as_millis() as u64,
+                after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
                 "hedge sent"
             ),
             HedgeEvent::Won { copy } => tracing::debug!(

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_core::{Classify, Deadline};
+use palisade_core::{Classify, Deadline, Outcome, time};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::backoff::Schedule;
+use crate::budget::RetryBudget;
 use crate::event::{RetryEvent, StopReason};
 use crate::policy::{CloneRequest, RetryAfter};
 use crate::service::Shared;
@@ -65,6 +66,9 @@ struct Progress {
     deadline: Option<Deadline>,
     /// When the first attempt started (read only when `max_elapsed` is set).
     started: Option<Instant>,
+    /// This layer deposited for the request (no outer layer holds the budget) and so
+    /// records the outcomes.
+    owns_budget: bool,
 }
 
 /// The resolution of tokio's timer.
@@ -92,6 +96,7 @@ where
         shared: Arc<Shared<C, A, K>>,
         deadline: Option<Deadline>,
         started: Option<Instant>,
+        owns_budget: bool,
     ) -> Self {
         Self {
             state: State::Calling { future },
@@ -102,6 +107,7 @@ where
                 attempts: 0,
                 deadline,
                 started,
+                owns_budget,
             },
             retrying: None,
         }
@@ -134,7 +140,7 @@ where
                             let retrying = this.retrying.as_mut().expect("made by after_attempt");
                             let retrying = retrying.as_mut().project();
                             *retrying.last = Some(result);
-                            retrying.sleep.reset(Instant::now() + delay);
+                            retrying.sleep.reset(time::add(Instant::now(), delay));
                             this.state.set(State::Waiting);
                         }
                         other => {
@@ -166,12 +172,16 @@ where
                     let Some(request) = this.request.take() else {
                         return Poll::Ready(this.give_up(StopReason::NotCloneable));
                     };
-                    let more = this.progress.attempts + 1 < this.shared.config.max_attempts;
+                    let more =
+                        this.progress.attempts.saturating_add(1) < this.shared.config.max_attempts;
                     if more {
                         *this.request = this.shared.config.clone_request.clone_request(&request);
                     }
                     this.shared.metrics.retries.increment(1);
-                    let future = this.inner.call(request);
+                    let future = {
+                        let _held = this.shared.budget().map(RetryBudget::enter);
+                        this.inner.call(request)
+                    };
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Done => panic!("retry ResponseFuture polled after completion"),
@@ -208,17 +218,27 @@ impl Progress {
         C: Classify<Res, E>,
         A: RetryAfter<Res, E>,
     {
-        self.attempts += 1;
+        self.attempts = self.attempts.saturating_add(1);
         shared.metrics.attempts.increment(1);
         let config = &shared.config;
         let outcome = config.classify.classify(result);
-        if let Some(budget) = shared.budget() {
+        if self.owns_budget
+            && let Some(budget) = shared.budget()
+        {
             budget.record(outcome);
         }
-        if !outcome.is_failure() {
-            return Next::Return;
+        match outcome {
+            Outcome::Success => Next::Return,
+            Outcome::Failure => self.plan_retry(shared, retrying, result, has_copy, |r| {
+                config.retry_after.retry_after(r)
+            }),
+            // Not the backend's failure: retried only when it says "later" (a rate limit's
+            // retry_after, an overload), never when it says "no" (an open circuit).
+            Outcome::Ignore => match config.retry_after.retry_after(result) {
+                Some(hint) => self.plan_retry(shared, retrying, result, has_copy, |_| Some(hint)),
+                None => Next::Return,
+            },
         }
-        self.plan_retry(shared, retrying, result, has_copy)
     }
 
     /// The failure path, kept out of line so the happy path stays small.
@@ -229,10 +249,8 @@ impl Progress {
         retrying: &mut Option<Pin<Box<Retrying<Res, E>>>>,
         result: &Result<Res, E>,
         has_copy: bool,
-    ) -> Next
-    where
-        A: RetryAfter<Res, E>,
-    {
+        hint: impl FnOnce(&Result<Res, E>) -> Option<Duration>,
+    ) -> Next {
         let config = &shared.config;
         if self.attempts >= config.max_attempts {
             return Next::Stop(StopReason::MaxAttempts);
@@ -250,8 +268,14 @@ impl Progress {
         let Some(mut delay) = retrying.as_mut().project().schedule.next() else {
             return Next::Stop(StopReason::ScheduleEnded);
         };
-        if let Some(hint) = config.retry_after.retry_after(result) {
-            delay = delay.max(hint.min(config.backoff.get_max_delay()));
+        if let Some(hint) = hint(result) {
+            // Never sooner than the hint: an earlier attempt would only be refused again.
+            // A hint longer than the longest wait this layer accepts ends retrying; bounded
+            // by time, the layer accepts any wait that ends within its limits.
+            if hint > config.backoff.get_max_delay() && !config.until_deadline {
+                return Next::Stop(StopReason::RetryAfterTooLong);
+            }
+            delay = delay.max(hint);
         }
         if let Some(reason) = self.past_limits(config.max_elapsed, delay) {
             return Next::Stop(reason);
@@ -272,13 +296,15 @@ impl Progress {
     fn past_limits(&self, max_elapsed: Option<Duration>, delay: Duration) -> Option<StopReason> {
         let now = Instant::now();
         // tokio's timer fires on the next millisecond tick, so the wake-up can be up to 1 ms
-        // after `now + delay`.
-        let wake = now.checked_add(delay)?.checked_add(TIMER_GRANULARITY)?;
+        // after `now + delay`. A delay of "forever" wakes at the far future, past any limit.
+        let wake = time::add(now, delay.saturating_add(TIMER_GRANULARITY));
         let deadline = Deadline::earliest(self.deadline, Deadline::current());
         if deadline.is_some_and(|d| wake >= d.instant()) {
             return Some(StopReason::Deadline);
         }
-        let limit = self.started.zip(max_elapsed).map(|(s, m)| s + m);
+        // `max_elapsed` of "forever" (about 30 years or more) is no limit at all.
+        let max_elapsed = max_elapsed.filter(|m| !time::is_forever(*m));
+        let limit = self.started.zip(max_elapsed).map(|(s, m)| time::add(s, m));
         if limit.is_some_and(|limit| wake > limit) {
             return Some(StopReason::MaxElapsed);
         }

@@ -7,7 +7,9 @@ use tower_layer::Layer;
 
 use crate::budget::RetryBudget;
 use crate::config::RetryConfig;
-use crate::policy::{Cloned, RejectionAware};
+use palisade_core::RejectionAware;
+
+use crate::policy::Cloned;
 use crate::service::{Retry, Shared};
 
 /// Wraps services in [`Retry`]. All services made by one layer (and all their clones)

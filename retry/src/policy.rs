@@ -3,11 +3,17 @@
 
 use std::time::Duration;
 
-use palisade_core::{AsRejection, Classify, Outcome, Rejection};
+use palisade_core::{AsRejection, Rejection, RejectionAware};
 
-/// Extracts a server's hint of when to try again (HTTP `Retry-After`, a rate limiter's
-/// `retry_after`) from an attempt's result. The next delay is at least the hint, capped by
-/// the backoff's `max_delay` and the deadline.
+/// Extracts a hint of when to try again (HTTP `Retry-After`, a rate limiter's `retry_after`)
+/// from an attempt's result.
+///
+/// The retry layer retries a result its classifier calls `Failure`, and also one it calls
+/// `Ignore` (not the backend's fault) that carries a hint: "not now, later". The next attempt
+/// never starts before the hint; a hint that would pass the deadline or `max_elapsed`, or
+/// (unless retrying is bounded by time alone, `until_deadline`) one longer than the
+/// backoff's `max_delay`, ends retrying instead (retrying sooner would only be refused
+/// again). `Success` is never retried, hint or not.
 ///
 /// Implemented for closures `Fn(&Result<Res, E>) -> Option<Duration>`:
 ///
@@ -49,44 +55,32 @@ impl<Res, E> RetryAfter<Res, E> for NoRetryAfter {
     }
 }
 
-/// The default classifier and hint, aware of palisade's rejections in the error
-/// (through [`AsRejection`], implemented for `BoxError` and `palisade_core::Error<E>`):
+/// The default hint: a rejection that means "not now" rather than "no". Implemented for
+/// palisade-core's [`RejectionAware`] (which is also retry's default classifier), for errors
+/// that are [`AsRejection`] (`BoxError`, `palisade_core::Error<E>`).
 ///
-/// | result | retried? | hint |
-/// |---|---|---|
-/// | `Ok(_)` | never | |
-/// | `Err`, not a rejection | yes | |
-/// | [`Elapsed`](palisade_core::Elapsed) (an attempt timed out) | yes | |
-/// | [`RateLimited`](palisade_core::RateLimited) | yes | its `retry_after` |
-/// | [`Overloaded`](palisade_core::Overloaded) | yes (the budget and backoff pace it) | |
-/// | [`CircuitOpen`](palisade_core::CircuitOpen) | no: the breaker would reject again | |
-/// | [`RetriesExhausted`](palisade_core::RetriesExhausted) (an inner retry gave up) | no: nested retries multiply load | |
+/// Retry's rule, with the defaults:
 ///
-/// Services whose error type is not `AsRejection` pass their own classifier
-/// (`palisade_core::DefaultClassifier` retries every `Err`) and [`NoRetryAfter`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RejectionAware;
-
-impl<Res, E: AsRejection> Classify<Res, E> for RejectionAware {
-    fn classify(&self, result: &Result<Res, E>) -> Outcome {
-        let Err(err) = result else {
-            return Outcome::Success;
-        };
-        match err.as_rejection() {
-            Some(Rejection::CircuitOpen(_) | Rejection::RetriesExhausted(_)) => Outcome::Ignore,
-            _ => Outcome::Failure,
-        }
-    }
-}
-
+/// | result | core classifier | hint | retried? |
+/// |---|---|---|---|
+/// | `Ok(_)` | `Success` | | never |
+/// | `Err`, not a rejection | `Failure` | | yes, after the backoff |
+/// | [`Elapsed`](palisade_core::Elapsed) (an attempt timed out) | `Failure` | | yes, after the backoff |
+/// | [`RateLimited`](palisade_core::RateLimited) | `Ignore` | its `retry_after` | yes, not before `retry_after` |
+/// | [`Overloaded`](palisade_core::Overloaded) | `Ignore` | zero | yes, after the backoff (the budget paces it) |
+/// | a permanent `RateLimited` ([`is_permanent`](palisade_core::RateLimited::is_permanent)) | `Ignore` | | no: waiting cannot help |
+/// | [`CircuitOpen`](palisade_core::CircuitOpen) | `Ignore` | | no: the breaker would reject again |
+/// | [`RetriesExhausted`](palisade_core::RetriesExhausted) (an inner retry gave up) | `Ignore` | | no: nested retries multiply load |
+///
+/// A local rejection is never the backend's fault, so it is `Ignore` for the outcome (a
+/// token-bucket budget neither pays nor refills for it, as a breaker does not count it), and
+/// yet a rate limit or an overload says "later", so it is retried after its hint.
 impl<Res, E: AsRejection> RetryAfter<Res, E> for RejectionAware {
     fn retry_after(&self, result: &Result<Res, E>) -> Option<Duration> {
-        match result {
-            Err(err) => match err.as_rejection()? {
-                Rejection::RateLimited(r) => Some(r.retry_after()),
-                _ => None,
-            },
-            Ok(_) => None,
+        match result.as_ref().err()?.as_rejection()? {
+            Rejection::RateLimited(r) if !r.is_permanent() => Some(r.retry_after()),
+            Rejection::Overloaded(_) => Some(Duration::ZERO),
+            _ => None,
         }
     }
 }
@@ -126,36 +120,39 @@ where
 mod tests {
     use super::*;
     use palisade_core::{
-        BoxError, CircuitOpen, Elapsed, Error, Name, Overloaded, RateLimited, RetriesExhausted,
+        BoxError, CircuitOpen, Classify, Elapsed, Error, Name, Outcome, Overloaded, RateLimited,
+        RetriesExhausted,
     };
 
-    fn outcome(err: BoxError) -> Outcome {
-        RejectionAware.classify(&Err::<(), _>(err))
+    fn hint(err: BoxError) -> Option<Duration> {
+        RejectionAware.retry_after(&Err::<(), _>(err))
     }
 
     #[test]
-    fn rejections_are_classified() {
+    fn only_rejections_that_mean_later_give_a_hint() {
         let n = Name::new("x");
         let s = Duration::from_secs(1);
-        assert_eq!(outcome("boom".into()), Outcome::Failure);
-        assert_eq!(outcome(Elapsed::new(n.clone(), s).into()), Outcome::Failure);
+        assert_eq!(hint("boom".into()), None);
+        assert_eq!(hint(Elapsed::new(n.clone(), s).into()), None);
+        assert_eq!(hint(RateLimited::new(n.clone(), s).into()), Some(s));
         assert_eq!(
-            outcome(RateLimited::new(n.clone(), s).into()),
-            Outcome::Failure
+            hint(Overloaded::new(n.clone(), "q").into()),
+            Some(Duration::ZERO)
         );
         assert_eq!(
-            outcome(Overloaded::new(n.clone(), "q").into()),
-            Outcome::Failure
+            hint(RateLimited::insufficient_capacity(n.clone(), 10, 5).into()),
+            None
         );
-        assert_eq!(
-            outcome(CircuitOpen::new(n.clone(), Some(s)).into()),
-            Outcome::Ignore
-        );
-        assert_eq!(outcome(RetriesExhausted::new(n, 3).into()), Outcome::Ignore);
-        assert_eq!(
-            RejectionAware.classify(&Ok::<_, BoxError>(())),
-            Outcome::Success
-        );
+        assert_eq!(hint(CircuitOpen::new(n.clone(), Some(s)).into()), None);
+        assert_eq!(hint(RetriesExhausted::new(n, 3).into()), None);
+        assert_eq!(RejectionAware.retry_after(&Ok::<_, BoxError>(())), None);
+    }
+
+    #[test]
+    fn local_rejections_are_not_backend_failures() {
+        let limited: Result<(), BoxError> =
+            Err(RateLimited::new(Name::new("x"), Duration::from_secs(1)).into());
+        assert_eq!(RejectionAware.classify(&limited), Outcome::Ignore);
     }
 
     #[test]

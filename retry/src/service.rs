@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use palisade_core::metrics::{Counter, Histogram};
-use palisade_core::{Classify, Deadline, Emitter};
+use palisade_core::{Classify, Deadline, Emitter, time};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -14,14 +14,17 @@ use crate::budget::RetryBudget;
 use crate::config::RetryConfig;
 use crate::event::RetryEvent;
 use crate::future::ResponseFuture;
-use crate::policy::{CloneRequest, Cloned, RejectionAware, RetryAfter};
+use palisade_core::RejectionAware;
+
+use crate::policy::{CloneRequest, Cloned, RetryAfter};
 
 /// Retries failed requests with backoff, within a budget and the request's deadline.
 ///
 /// Made by a [`RetryLayer`](crate::RetryLayer). Before each attempt the inner service is
-/// driven to readiness; a failure the classifier calls `Failure` is retried after the
-/// backoff's next delay, unless the attempt limit, the deadline, `max_elapsed` or the
-/// budget says stop; then the last attempt's result is returned unchanged.
+/// driven to readiness; a result the classifier calls `Failure`, or calls `Ignore` but that
+/// carries a hint ("not now": a rate limit, an overload), is retried after the backoff's next
+/// delay (and not before the hint), unless the attempt limit, the deadline, `max_elapsed` or
+/// the budget says stop; then the last attempt's result is returned unchanged.
 pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
     inner: S,
     shared: Arc<Shared<C, A, K>>,
@@ -70,7 +73,7 @@ impl<C, A, K> Shared<C, A, K> {
         match self.config.seed {
             Some(seed) => {
                 let n = self.seeds.fetch_add(1, Ordering::Relaxed);
-                fastrand::Rng::with_seed(splitmix64(seed.wrapping_add(n)))
+                fastrand::Rng::with_seed(time::mix64(seed.wrapping_add(n)))
             }
             None => fastrand::Rng::new(),
         }
@@ -79,14 +82,6 @@ impl<C, A, K> Shared<C, A, K> {
     pub(crate) fn budget(&self) -> Option<&RetryBudget> {
         self.config.budget.as_ref()
     }
-}
-
-/// Spreads consecutive seeds over the whole `u64` range (SplitMix64's finalizer).
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 // ===== impl Retry =====
@@ -171,15 +166,17 @@ where
         } else {
             None
         };
-        if let Some(budget) = shared.budget() {
-            budget.deposit_sampled();
-        }
+        // One deposit per request, in the outermost layer holding the budget.
+        let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
         let started = config.max_elapsed.map(|_| Instant::now());
         // Call the service that was driven ready; keep it for the retries, which drive it
         // ready again before each call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let future = inner.call(req);
+        let future = {
+            let _held = shared.budget().map(RetryBudget::enter);
+            inner.call(req)
+        };
         ResponseFuture::new(
             future,
             inner,
@@ -187,6 +184,7 @@ where
             Arc::clone(shared),
             Deadline::current(),
             started,
+            owns_budget,
         )
     }
 }

@@ -243,3 +243,144 @@ fn invalid_hedge_configs_are_refused() {
     let err = HedgeConfig::builder().hedge_delay(bad).build().unwrap_err();
     assert_eq!(err.field(), "min_samples");
 }
+
+#[test]
+fn an_empty_name_is_refused() {
+    let err = HedgeConfig::builder().name("").build().unwrap_err();
+    assert_eq!((err.layer(), err.field()), ("hedge", "name"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delay_of_forever_never_hedges_and_never_panics() {
+    let backend = Backend::new(&[1_000, 10]);
+    let config = fixed(0).delay(Duration::MAX).build().unwrap();
+    let svc = HedgeLayer::new(config).layer(backend.clone());
+    let start = Instant::now();
+    assert_eq!(svc.oneshot(1).await.unwrap(), 0);
+    assert_eq!(start.elapsed(), ms(1_000));
+    assert_eq!(backend.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_only_token_bucket_counts_outcomes_and_throttles() {
+    // Every call fails after 100 ms; a copy goes out at 10 ms while the bucket allows it.
+    let backend = Backend::failing(&[100], &[true; 64]);
+    let budget = palisade_retry::RetryBudget::token_bucket(10, 0.1).unwrap();
+    let config = fixed(10).budget(budget.clone()).build().unwrap();
+    let svc = HedgeLayer::new(config).layer(backend.clone());
+    for _ in 0..20 {
+        assert!(svc.clone().oneshot(1).await.is_err());
+    }
+    // Each hedged request records two failures: 10 -> 8 -> 6 -> 4 tokens, and at 4 (not above
+    // half of 10) hedging stops. Without recording, all 20 requests were hedged (40 calls).
+    assert_eq!(backend.calls(), 3 * 2 + 17);
+    assert_eq!(budget.available(), 0.0);
+}
+
+/// A backend that counts how often its readiness was reserved (as a concurrency limit
+/// hands out a permit in `poll_ready`).
+#[derive(Clone)]
+struct Reserving {
+    inner: Backend,
+    reserved: Arc<AtomicU32>,
+}
+
+impl Service<u32> for Reserving {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = <Backend as Service<u32>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.reserved.fetch_add(1, Ordering::SeqCst);
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_hedge_reserves_no_readiness() {
+    let reserved = Arc::new(AtomicU32::new(0));
+    let backend = Reserving {
+        inner: Backend::new(&[1_000, 10]),
+        reserved: Arc::clone(&reserved),
+    };
+    let config = fixed(50)
+        .budget_config(BudgetConfig::Tps {
+            ttl: Duration::from_secs(1),
+            min_per_sec: 0,
+            ratio: 0.0,
+        })
+        .build()
+        .unwrap();
+    let svc = HedgeLayer::new(config).layer(backend);
+    assert_eq!(svc.oneshot(1).await.unwrap(), 0);
+    // Only the caller's own `ready()`: the hedge asked the budget first and, refused, did not
+    // take a permit it would then hold until the original answered.
+    assert_eq!(reserved.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_copy_does_not_win_over_the_original() {
+    // The copy is refused by a local limit at once; the original answers at 100 ms.
+    #[derive(Clone)]
+    struct Limited(Arc<AtomicU32>);
+    impl Service<u32> for Limited {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = std::pin::Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: u32) -> Self::Future {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if n == 0 {
+                    tokio::time::sleep(ms(100)).await;
+                    Ok(7)
+                } else {
+                    let limited = palisade_core::RateLimited::new("api".into(), ms(1));
+                    Err(limited.into())
+                }
+            })
+        }
+    }
+    let svc = HedgeLayer::new(fixed(10).build().unwrap()).layer(Limited(Arc::default()));
+    assert_eq!(svc.oneshot(1).await.unwrap(), 7);
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn hedge_configs_round_trip_and_deserializing_validates() {
+    let config = fixed(1)
+        .name("search")
+        .delay(Duration::from_micros(500))
+        .max_hedges(2)
+        .build()
+        .unwrap();
+    let json = serde_json::to_string(&config).unwrap();
+    let back: HedgeConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.delay(), config.delay());
+    assert_eq!(back.max_hedges(), 2);
+    assert_eq!(
+        back.budget().unwrap().config(),
+        config.budget().unwrap().config()
+    );
+    assert_eq!(serde_json::to_string(&back).unwrap(), json);
+
+    for bad in [
+        r#"{ "kind": "fixed", "delay": "0ms" }"#,
+        r#"{ "kind": "fixed", "delay": 40 }"#,
+        r#"{ "kind": "percentile", "percentile": 1.5, "window": 100, "min_samples": 10 }"#,
+    ] {
+        assert!(serde_json::from_str::<HedgeDelay>(bad).is_err(), "{bad}");
+    }
+}

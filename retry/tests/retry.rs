@@ -6,9 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{CallFailed, Scripted, always_failing, ms};
-use palisade_core::{BoxError, CircuitOpen, Deadline, Elapsed, Error, Name, Outcome, RateLimited};
+use palisade_core::{
+    BoxError, CircuitOpen, Deadline, Elapsed, Error, Name, Outcome, Overloaded, RateLimited,
+    RetriesExhausted,
+};
 use palisade_retry::{
-    Backoff, BudgetConfig, Jitter, NoRetryAfter, RetryConfig, RetryEvent, RetryLayer, StopReason,
+    Backoff, BudgetConfig, Jitter, NoRetryAfter, RetryBudget, RetryConfig, RetryEvent, RetryLayer,
+    StopReason,
 };
 use proptest::prelude::*;
 use tower::{Layer, Service, ServiceExt};
@@ -126,7 +130,7 @@ async fn the_classifier_retries_503_and_not_400() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn rate_limit_retry_after_is_honoured_and_capped() {
+async fn rate_limit_retry_after_is_honoured_never_cut_short() {
     let limited = |after: Duration| -> Result<u32, Error<CallFailed>> {
         Err(RateLimited::new(Name::new("api"), after).into())
     };
@@ -141,10 +145,12 @@ async fn rate_limit_retry_after_is_honoured_and_capped() {
     assert_eq!(layer.layer(backend.clone()).oneshot(()).await.unwrap(), 1);
     assert_eq!(backend.call_times(), [0, 2_000]);
 
-    // A hint above the cap waits only the cap.
+    // A hint above the cap is not cut to the cap (the limiter would refuse again): the
+    // rate limit is returned at once.
     let backend = Scripted::new([limited(ms(60_000))], |_| Ok(1));
-    assert_eq!(layer.layer(backend.clone()).oneshot(()).await.unwrap(), 1);
-    assert_eq!(backend.call_times(), [0, 5_000]);
+    let err = layer.layer(backend.clone()).oneshot(()).await.unwrap_err();
+    assert!(matches!(err, Error::RateLimited(_)));
+    assert_eq!(backend.call_times(), [0]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -343,7 +349,7 @@ async fn works_with_both_flat_error_types() {
 #[test]
 fn configs_load_from_data_and_are_validated() {
     let config: RetryConfig = serde_json::from_str(
-        r#"{ "max_attempts": 2, "backoff": { "kind": "constant", "delay": 250, "jitter": "none" },
+        r#"{ "max_attempts": 2, "backoff": { "kind": "constant", "delay": "250ms", "jitter": "none" },
              "budget": { "kind": "token_bucket", "max_tokens": 10, "token_ratio": 0.1 } }"#,
     )
     .unwrap();
@@ -430,4 +436,318 @@ async fn a_wait_is_abandoned_when_a_poll_brings_an_earlier_deadline() {
             reason: StopReason::Deadline
         })
     );
+}
+
+type Typed = Result<u32, Error<CallFailed>>;
+
+fn rejected(err: impl Into<Error<CallFailed>>) -> Typed {
+    Err(err.into())
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_rejections_are_retried_only_when_they_mean_later() {
+    let layer = RetryLayer::new(
+        RetryConfig::builder()
+            .max_attempts(3)
+            .backoff(exact(100))
+            .build()
+            .unwrap(),
+    );
+    let api = || Name::new("api");
+
+    // A rate limit: retried, not before its retry_after.
+    let limited = Scripted::new([rejected(RateLimited::new(api(), ms(700)))], |_| Ok(1));
+    assert_eq!(layer.layer(limited.clone()).oneshot(()).await.unwrap(), 1);
+    assert_eq!(limited.call_times(), [0, 700]);
+
+    // An overload: retried after the backoff.
+    let overloaded = Scripted::new([rejected(Overloaded::new(api(), "max in-flight"))], |_| {
+        Ok(1)
+    });
+    assert_eq!(
+        layer.layer(overloaded.clone()).oneshot(()).await.unwrap(),
+        1
+    );
+    assert_eq!(overloaded.call_times(), [0, 100]);
+
+    // "No" is returned at once: a request the limiter can never admit, an open circuit, an
+    // inner retry that gave up.
+    let never: [fn() -> Typed; 3] = [
+        || {
+            rejected(RateLimited::insufficient_capacity(
+                Name::new("api"),
+                1_000_000,
+                1_000,
+            ))
+        },
+        || rejected(CircuitOpen::new(Name::new("db"), Some(ms(50)))),
+        || rejected(RetriesExhausted::new(Name::new("inner"), 3)),
+    ];
+    for answer in never {
+        let backend = Scripted::new([], move |_| answer());
+        let err = layer.layer(backend.clone()).oneshot(()).await.unwrap_err();
+        assert!(err.is_rejection());
+        assert_eq!(backend.count(), 1, "{err}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_bucket_does_not_count_local_rejections() {
+    // Each request is rate limited once, then served. The limiter's refusals are not the
+    // backend's failures: the bucket must stay full (it drained to nothing when they counted).
+    let budget = RetryBudget::token_bucket(10, 0.1).unwrap();
+    let layer = RetryLayer::new(
+        RetryConfig::builder()
+            .backoff(exact(1))
+            .budget(budget.clone())
+            .build()
+            .unwrap(),
+    );
+    for _ in 0..20 {
+        let backend = Scripted::new(
+            [rejected(RateLimited::new(Name::new("api"), ms(5)))],
+            |_| Ok(1),
+        );
+        assert_eq!(layer.layer(backend.clone()).oneshot(()).await.unwrap(), 1);
+        assert_eq!(backend.count(), 2);
+    }
+    assert_eq!(budget.available(), 5.0);
+}
+
+#[test]
+fn an_empty_name_is_refused() {
+    let err = RetryConfig::builder().name("").build().unwrap_err();
+    assert_eq!((err.layer(), err.field()), ("retry", "name"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_elapsed_of_forever_is_no_limit_and_never_panics() {
+    let backend = always_failing();
+    let config = RetryConfig::builder()
+        .max_attempts(4)
+        .max_elapsed(Duration::MAX)
+        .backoff(exact(10))
+        .no_budget()
+        .build()
+        .unwrap();
+    let svc = RetryLayer::new(config).layer(backend.clone());
+    assert!(svc.oneshot(()).await.is_err());
+    assert_eq!(backend.call_times(), [0, 10, 30, 70]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backoff_of_forever_waits_forever_or_up_to_the_deadline() {
+    let forever = Backoff::constant(Duration::MAX)
+        .max_delay(Duration::MAX)
+        .jitter(Jitter::None);
+    let (seen, listener) = events();
+    let config = RetryConfig::builder()
+        .backoff(forever)
+        .no_budget()
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let layer = RetryLayer::new(config);
+
+    // Under a deadline: no retry can start before it, so the failure comes back at once.
+    let backend = always_failing();
+    let mut svc = layer.layer(backend.clone());
+    ServiceExt::<()>::ready(&mut svc).await.unwrap();
+    let call = Deadline::after(Duration::from_secs(1)).scope(|| svc.call(()));
+    assert!(call.await.is_err());
+    assert_eq!(backend.count(), 1);
+    assert_eq!(
+        seen.lock().expect("lock").last().cloned(),
+        Some(RetryEvent::Exhausted {
+            attempts: 1,
+            reason: StopReason::Deadline
+        })
+    );
+
+    // Without one, "forever" is honoured: a day later the retry is still waiting.
+    let backend = always_failing();
+    let task = tokio::spawn(layer.layer(backend.clone()).oneshot(()));
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    assert!(!task.is_finished());
+    assert_eq!(backend.count(), 1);
+    task.abort();
+
+    // Also under a max_elapsed of forever, which is no limit.
+    let config = RetryConfig::builder()
+        .backoff(
+            Backoff::constant(Duration::MAX)
+                .max_delay(Duration::MAX)
+                .jitter(Jitter::None),
+        )
+        .max_elapsed(Duration::MAX)
+        .no_budget()
+        .build()
+        .unwrap();
+    let backend = Scripted::new([], |_| Err::<u32, BoxError>("slow failure".into()));
+    let slow = tower::ServiceBuilder::new()
+        .layer(RetryLayer::new(config))
+        .map_future(|f| async move {
+            tokio::time::sleep(ms(5)).await;
+            f.await
+        })
+        .service(backend.clone());
+    let task = tokio::spawn(slow.oneshot(()));
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    assert!(
+        !task.is_finished(),
+        "waiting forever, not stopped by max_elapsed"
+    );
+    assert_eq!(backend.count(), 1);
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn until_deadline_retries_past_any_attempt_count_until_max_elapsed() {
+    let backend = always_failing();
+    let (seen, listener) = events();
+    let config = RetryConfig::builder()
+        .until_deadline()
+        .max_elapsed(Duration::from_secs(5))
+        .backoff(Backoff::constant(ms(10)).jitter(Jitter::None))
+        .no_budget()
+        .on_event(listener)
+        .build()
+        .unwrap();
+    assert!(config.until_deadline());
+    let svc = RetryLayer::new(config).layer(backend.clone());
+    let start = tokio::time::Instant::now();
+    assert!(svc.oneshot(()).await.is_err());
+    // One attempt every 10 ms for 5 s: far more than the 100-attempt cap of the counted mode,
+    // and none starting past max_elapsed.
+    let times = backend.call_times();
+    assert!(times.len() > 400, "{} attempts", times.len());
+    assert!(times.iter().all(|t| *t <= 5_000));
+    assert!(start.elapsed() <= Duration::from_secs(5));
+    let last = seen.lock().expect("lock").last().cloned();
+    assert!(matches!(
+        last,
+        Some(RetryEvent::Exhausted {
+            reason: StopReason::MaxElapsed,
+            ..
+        })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn until_deadline_honours_every_retry_after_up_to_the_callers_deadline() {
+    // Rate limited 5 times (each "retry after 2 s"), then served: 5 retries, each waiting the
+    // full hint, all inside the caller's 30 s deadline.
+    let limited = || rejected(RateLimited::new(Name::new("api"), Duration::from_secs(2)));
+    let backend = Scripted::new((0..5).map(|_| limited()), |_| Ok(9));
+    let config = RetryConfig::builder()
+        .until_deadline()
+        .backoff(exact(100))
+        .build()
+        .unwrap();
+    let mut svc = RetryLayer::new(config).layer(backend.clone());
+    ServiceExt::<()>::ready(&mut svc).await.unwrap();
+    let call = Deadline::after(Duration::from_secs(30)).scope(|| svc.call(()));
+    assert_eq!(call.await.unwrap(), 9);
+    let times = backend.call_times();
+    assert_eq!(times.len(), 6);
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= 2_000, "{times:?}");
+    }
+
+    // A hint longer than the backoff's max_delay (10 s by default) is waited for in full
+    // when retrying is bounded by time: the answer comes at 30 s, inside the 60 s deadline.
+    let backend = Scripted::new(
+        [rejected(RateLimited::new(
+            Name::new("api"),
+            Duration::from_secs(30),
+        ))],
+        |_| Ok(5),
+    );
+    let config = RetryConfig::builder().until_deadline().build().unwrap();
+    let mut svc = RetryLayer::new(config).layer(backend.clone());
+    ServiceExt::<()>::ready(&mut svc).await.unwrap();
+    let call = Deadline::after(Duration::from_secs(60)).scope(|| svc.call(()));
+    assert_eq!(call.await.unwrap(), 5);
+    assert_eq!(backend.call_times(), [0, 30_000]);
+
+    // Always limited: it stops before the deadline with the limiter's answer.
+    let backend = Scripted::new([], move |_| limited());
+    let config = RetryConfig::builder().until_deadline().build().unwrap();
+    let mut svc = RetryLayer::new(config).layer(backend.clone());
+    ServiceExt::<()>::ready(&mut svc).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let call = Deadline::after(Duration::from_secs(7)).scope(|| svc.call(()));
+    assert!(matches!(call.await, Err(Error::RateLimited(_))));
+    assert!(start.elapsed() < Duration::from_secs(7));
+    assert_eq!(backend.count(), 4); // at 0, 2, 4 and 6 s
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn configs_round_trip_exactly_and_deserializing_validates() {
+    let config = RetryConfig::builder()
+        .name("orders")
+        .max_attempts(5)
+        .max_elapsed(Duration::from_micros(2_500))
+        .backoff(
+            Backoff::exponential(Duration::from_micros(500))
+                .factor(1.5)
+                .max_delay(Duration::from_millis(1_500))
+                .jitter(Jitter::Equal),
+        )
+        .budget_config(BudgetConfig::Tps {
+            ttl: Duration::from_millis(1_500),
+            min_per_sec: 3,
+            ratio: 0.25,
+        })
+        .seed(7)
+        .build()
+        .unwrap();
+    let json = serde_json::to_string(&config).unwrap();
+    let back: RetryConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    assert_eq!(back.max_elapsed(), Some(Duration::from_micros(2_500)));
+    assert_eq!(back.backoff().get_max_delay(), Duration::from_millis(1_500));
+    assert_eq!(
+        back.budget().unwrap().config(),
+        config.budget().unwrap().config()
+    );
+
+    let timed = RetryConfig::builder()
+        .until_deadline()
+        .no_budget()
+        .build()
+        .unwrap();
+    let json = serde_json::to_string(&timed).unwrap();
+    let back: RetryConfig = serde_json::from_str(&json).unwrap();
+    assert!(back.until_deadline() && back.budget().is_none());
+
+    for (bad, field) in [
+        (r#"{ "name": "" }"#, "name"),
+        (r#"{ "max_elapsed": 250 }"#, "unit"),
+        (r#"{ "max_elapsed": "0ms" }"#, "max_elapsed"),
+        (
+            r#"{ "until_deadline": true, "max_attempts": 3 }"#,
+            "max_attempts",
+        ),
+        (
+            r#"{ "backoff": { "kind": "exponential", "base": "1s", "factor": 1000.0 } }"#,
+            "backoff.factor",
+        ),
+        (
+            r#"{ "budget": { "kind": "tps", "ttl": "10s", "min_per_sec": 1, "ratio": 5.0 } }"#,
+            "budget.ratio",
+        ),
+    ] {
+        let err = serde_json::from_str::<RetryConfig>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{bad}: {err}");
+    }
+    // A budget alone is validated too.
+    let err = serde_json::from_str::<BudgetConfig>(
+        r#"{ "kind": "token_bucket", "max_tokens": 0, "token_ratio": 0.1 }"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("budget.max_tokens"), "{err}");
 }

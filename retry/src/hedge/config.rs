@@ -3,19 +3,24 @@
 use std::fmt;
 use std::time::Duration;
 
-use palisade_core::config::ensure;
-use palisade_core::{ConfigError, DefaultClassifier, Listeners, Name};
+use palisade_core::config::{ensure, ensure_name};
+use palisade_core::{ConfigError, Listeners, Name, RejectionAware};
 
 use crate::budget::{BudgetConfig, RetryBudget};
 use crate::event::HedgeEvent;
 use crate::policy::Cloned;
 
-/// When to send a hedged copy.
+/// When to send a hedged copy. Deserializing validates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(
     feature = "serde",
-    serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)
+    serde(
+        tag = "kind",
+        rename_all = "snake_case",
+        deny_unknown_fields,
+        try_from = "data::HedgeDelayData"
+    )
 )]
 pub enum HedgeDelay {
     /// After a fixed delay (each further copy after the same delay again).
@@ -117,10 +122,14 @@ impl<Req, F: Fn(&Req) -> bool> Hedgeable<Req> for F {
 
 /// A validated hedge config, for [`HedgeLayer::new`](super::HedgeLayer::new).
 ///
-/// Type parameters: the predicate `P` ([`Hedgeable`]), the classifier `C` of good answers
-/// (a `Failure` does not win while another copy is in flight) and the copier `K`.
+/// Type parameters: the predicate `P` ([`Hedgeable`]), the classifier `C` of answers (only a
+/// `Success` wins while another copy is in flight; a token-bucket budget counts the outcomes)
+/// and the copier `K`. The default classifier is palisade-core's [`RejectionAware`], which
+/// needs an error type that is [`AsRejection`](palisade_core::AsRejection) (`BoxError`,
+/// `palisade_core::Error<E>`); for another error type pass
+/// `palisade_core::DefaultClassifier` to [`HedgeConfigBuilder::classify`].
 #[derive(Clone)]
-pub struct HedgeConfig<P = AllRequests, C = DefaultClassifier, K = Cloned> {
+pub struct HedgeConfig<P = AllRequests, C = RejectionAware, K = Cloned> {
     pub(crate) name: Name,
     pub(crate) delay: HedgeDelay,
     pub(crate) max_hedges: u32,
@@ -179,7 +188,7 @@ enum BudgetChoice {
 
 /// Builds a [`HedgeConfig`].
 #[derive(Clone)]
-pub struct HedgeConfigBuilder<P = AllRequests, C = DefaultClassifier, K = Cloned> {
+pub struct HedgeConfigBuilder<P = AllRequests, C = RejectionAware, K = Cloned> {
     name: Name,
     delay: HedgeDelay,
     max_hedges: u32,
@@ -198,7 +207,7 @@ impl Default for HedgeConfigBuilder {
             max_hedges: DEFAULT_MAX_HEDGES,
             budget: BudgetChoice::Config(default_budget()),
             hedgeable: AllRequests,
-            classify: DefaultClassifier,
+            classify: RejectionAware,
             clone_request: Cloned,
             listeners: Listeners::new(),
         }
@@ -213,7 +222,8 @@ impl<P, C, K> HedgeConfigBuilder<P, C, K> {
         self
     }
 
-    /// Hedge after a fixed delay.
+    /// Hedge after a fixed delay (more than 0). A delay of `Duration::MAX` (anything from
+    /// about 30 years up) never hedges.
     #[must_use]
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = HedgeDelay::Fixed { delay };
@@ -272,8 +282,9 @@ impl<P, C, K> HedgeConfigBuilder<P, C, K> {
         }
     }
 
-    /// Which answers are good: a failed copy does not win while another is in flight.
-    /// Default: `Ok` is good.
+    /// Each answer's outcome: only a `Success` wins while another copy is in flight, and a
+    /// token-bucket budget counts the outcomes. Default palisade-core's [`RejectionAware`]
+    /// (`Ok` is a success, a backend error a failure, a local rejection neither).
     #[must_use]
     pub fn classify<C2>(self, classify: C2) -> HedgeConfigBuilder<P, C2, K> {
         HedgeConfigBuilder {
@@ -305,6 +316,7 @@ impl<P, C, K> HedgeConfigBuilder<P, C, K> {
 
     /// Validate and build.
     pub fn build(self) -> Result<HedgeConfig<P, C, K>, ConfigError> {
+        ensure_name("hedge", &self.name)?;
         self.delay.validate()?;
         let hedges_ok = (1..=10).contains(&self.max_hedges);
         ensure(hedges_ok, "hedge", "max_hedges", self.max_hedges, "1 to 10")?;
@@ -339,6 +351,42 @@ impl<P, C, K> fmt::Debug for HedgeConfigBuilder<P, C, K> {
 #[cfg(feature = "serde")]
 mod data {
     use super::*;
+
+    /// [`HedgeDelay`] as read, before validation.
+    #[derive(serde::Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+    pub(crate) enum HedgeDelayData {
+        Fixed {
+            #[serde(with = "palisade_core::config::duration")]
+            delay: Duration,
+        },
+        Percentile {
+            percentile: f64,
+            window: usize,
+            min_samples: usize,
+        },
+    }
+
+    impl TryFrom<HedgeDelayData> for HedgeDelay {
+        type Error = ConfigError;
+
+        fn try_from(data: HedgeDelayData) -> Result<Self, ConfigError> {
+            let delay = match data {
+                HedgeDelayData::Fixed { delay } => HedgeDelay::Fixed { delay },
+                HedgeDelayData::Percentile {
+                    percentile,
+                    window,
+                    min_samples,
+                } => HedgeDelay::Percentile {
+                    percentile,
+                    window,
+                    min_samples,
+                },
+            };
+            delay.validate()?;
+            Ok(delay)
+        }
+    }
 
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -385,9 +433,40 @@ impl<'de> serde::Deserialize<'de> for HedgeConfig {
     /// }"#).unwrap();
     /// assert_eq!(config.delay(), HedgeDelay::Fixed { delay: Duration::from_millis(40) });
     /// assert!(serde_json::from_str::<HedgeConfig>(r#"{ "max_hedges": 0 }"#).is_err());
+    /// assert!(serde_json::from_str::<HedgeConfig>(r#"{ "name": "" }"#).is_err());
     /// ```
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let data = data::HedgeConfigData::deserialize(d)?;
         data.build().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Writes the config's data (the code-only hooks are not data); reading it back gives the
+/// same config.
+///
+/// ```
+/// use palisade_retry::hedge::HedgeConfig;
+/// use std::time::Duration;
+///
+/// let config = HedgeConfig::builder().name("search").delay(Duration::from_micros(500)).build().unwrap();
+/// let json = serde_json::to_string(&config).unwrap();
+/// assert!(json.contains(r#""delay":"500us""#));
+/// let back: HedgeConfig = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back.delay(), config.delay());
+/// ```
+#[cfg(feature = "serde")]
+impl<P, C, K> serde::Serialize for HedgeConfig<P, C, K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("HedgeConfig", 4)?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("delay", &self.delay)?;
+        out.serialize_field("max_hedges", &self.max_hedges)?;
+        let budget = self
+            .budget
+            .as_ref()
+            .map_or(BudgetConfig::None, |b| b.config().clone());
+        out.serialize_field("budget", &budget)?;
+        out.end()
     }
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::Classify;
+use palisade_core::{Classify, Outcome, time};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::service::Shared;
+use crate::budget::RetryBudget;
 use crate::event::HedgeEvent;
 use crate::policy::CloneRequest;
 
@@ -35,6 +36,8 @@ pin_project! {
         delay: Duration,
         sent: u32,
         started: Option<Instant>,
+        // This layer deposited for the request and so records the outcomes.
+        owns_budget: bool,
         shared: Arc<Shared<P, C, K>>,
     }
 }
@@ -51,7 +54,8 @@ pin_project! {
     #[project = TimerProj]
     enum Timer {
         Armed { #[pin] sleep: Sleep },
-        // The delay passed; waiting for the inner service to be ready for the copy.
+        // The delay passed and the budget paid for a copy; waiting for the inner service to
+        // be ready for it.
         Due,
         Off,
     }
@@ -66,12 +70,14 @@ where
         inner: S,
         hedge: Option<(Duration, Req)>,
         started: Option<Instant>,
+        owns_budget: bool,
         shared: Arc<Shared<P, C, K>>,
     ) -> Self {
         let (timer, request, delay) = match (hedge, started) {
-            (Some((delay, request)), Some(start)) => (
+            // A delay of "forever" (about 30 years or more) never hedges.
+            (Some((delay, request)), Some(start)) if !time::is_forever(delay) => (
                 Timer::Armed {
-                    sleep: tokio::time::sleep_until(start + delay),
+                    sleep: tokio::time::sleep_until(time::add(start, delay)),
                 },
                 Some(request),
                 delay,
@@ -87,6 +93,7 @@ where
             delay,
             sent: 0,
             started,
+            owns_budget,
             shared,
         }
     }
@@ -109,7 +116,7 @@ where
             {
                 this.original.set(Slot::Finished);
                 let others = !this.hedges.is_empty();
-                if accept(this.shared, &result, others) {
+                if accept(this.shared, *this.owns_budget, &result, others) {
                     finish(this.shared, *this.started, 0);
                     return Poll::Ready(result);
                 }
@@ -122,7 +129,7 @@ where
                     drop(this.hedges.swap_remove(i));
                     let others =
                         !this.hedges.is_empty() || matches!(*this.original, Slot::Running { .. });
-                    if accept(this.shared, &result, others) {
+                    if accept(this.shared, *this.owns_budget, &result, others) {
                         finish(this.shared, *this.started, copy);
                         return Poll::Ready(result);
                     }
@@ -135,6 +142,17 @@ where
                 TimerProj::Armed { sleep } => {
                     if sleep.poll(cx).is_pending() {
                         return Poll::Pending;
+                    }
+                    // Ask the budget before reserving the inner service's readiness (a
+                    // concurrency permit, a connection): a refused hedge holds nothing.
+                    if let Some(budget) = &this.shared.config.budget
+                        && !budget.withdraw()
+                    {
+                        this.shared.budget_rejected.increment(1);
+                        this.shared.emitter.emit(|| HedgeEvent::BudgetExhausted);
+                        *this.request = None;
+                        this.timer.set(Timer::Off);
+                        continue;
                     }
                     this.timer.set(Timer::Due);
                 }
@@ -158,7 +176,8 @@ where
                     );
                     match next.zip(*this.started) {
                         Some((copies, start)) => {
-                            let wake = start + *this.delay * (copies + 1);
+                            let after = this.delay.saturating_mul(copies.saturating_add(1));
+                            let wake = time::add(start, after);
                             this.timer.set(Timer::Armed {
                                 sleep: tokio::time::sleep_until(wake),
                             });
@@ -173,13 +192,23 @@ where
     }
 }
 
-/// Whether an answer ends the request: a good one always does, a failure only when no
-/// other copy can still answer.
-fn accept<P, C, K, Res, E>(shared: &Shared<P, C, K>, result: &Result<Res, E>, others: bool) -> bool
+/// Whether an answer ends the request: a `Success` always does; a failure or an ignored
+/// answer (a local rejection) only when no other copy can still answer. Records the
+/// answer's outcome in the budget when this layer holds it for the request.
+fn accept<P, C, K, Res, E>(
+    shared: &Shared<P, C, K>,
+    owns_budget: bool,
+    result: &Result<Res, E>,
+    others: bool,
+) -> bool
 where
     C: Classify<Res, E>,
 {
-    !others || !shared.config.classify.classify(result).is_failure()
+    let outcome = shared.config.classify.classify(result);
+    if owns_budget && let Some(budget) = &shared.config.budget {
+        budget.record(outcome);
+    }
+    !others || outcome == Outcome::Success
 }
 
 fn finish<P, C, K>(shared: &Shared<P, C, K>, started: Option<Instant>, copy: u32) {
@@ -192,8 +221,8 @@ fn finish<P, C, K>(shared: &Shared<P, C, K>, started: Option<Instant>, copy: u32
     }
 }
 
-/// Send one hedged copy if the budget allows; returns how many copies were sent so far if
-/// another one may follow.
+/// Send one hedged copy (the budget has paid for it); returns how many copies were sent so
+/// far if another one may follow.
 fn send_hedge<S, Req, P, C, K>(
     shared: &Shared<P, C, K>,
     inner: &mut S,
@@ -207,19 +236,16 @@ where
     K: CloneRequest<Req>,
 {
     let req = request.take()?;
-    if let Some(budget) = &shared.config.budget
-        && !budget.withdraw()
-    {
-        shared.budget_rejected.increment(1);
-        shared.emitter.emit(|| HedgeEvent::BudgetExhausted);
-        return None;
-    }
     *sent += 1;
     let copy = *sent;
     if copy < shared.config.max_hedges {
         *request = shared.config.clone_request.clone_request(&req);
     }
-    hedges.push((copy, Box::pin(inner.call(req))));
+    let future = {
+        let _held = shared.config.budget.as_ref().map(RetryBudget::enter);
+        inner.call(req)
+    };
+    hedges.push((copy, Box::pin(future)));
     shared.hedges.increment(1);
     shared.emitter.emit(|| HedgeEvent::Sent {
         copy,

@@ -1,16 +1,22 @@
 //! A lock-free window of recent latencies and a cached percentile of them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, TryLockError};
 use std::time::Duration;
+
+use palisade_core::time;
 
 /// The cached percentile when there is not enough data yet.
 const UNKNOWN: u64 = u64::MAX;
 
 /// The last `window` latencies in a ring of atomics. Recording is one `fetch_add` and one
-/// store; the percentile is recomputed (one allocation, one selection) every
-/// `window / 16` recordings and cached, so reading it is one load.
+/// store; the percentile is recomputed (one selection in a scratch buffer allocated once)
+/// every `window / 16` recordings and cached, so reading it is one load. The recomputation
+/// takes the scratch buffer with `try_lock` and skips its turn when another thread holds it:
+/// no request ever waits for a lock, and none allocates.
 pub(crate) struct Latencies {
     samples: Box<[AtomicU64]>,
+    scratch: Mutex<Vec<u64>>,
     recorded: AtomicU64,
     cached: AtomicU64,
     percentile: f64,
@@ -23,6 +29,7 @@ impl Latencies {
         let samples = (0..window.max(1)).map(|_| AtomicU64::new(0)).collect();
         Self {
             samples,
+            scratch: Mutex::new(Vec::with_capacity(window.max(1))),
             recorded: AtomicU64::new(0),
             cached: AtomicU64::new(UNKNOWN),
             percentile,
@@ -32,7 +39,8 @@ impl Latencies {
     }
 
     pub(crate) fn record(&self, latency: Duration) {
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX - 1);
+        // u64::MAX stands for "unknown"; a latency that long is "forever" anyway.
+        let nanos = time::nanos(latency).min(u64::MAX - 1);
         let index = self.recorded.fetch_add(1, Ordering::AcqRel);
         let len = self.samples.len() as u64;
         self.samples[(index % len) as usize].store(nanos, Ordering::Release);
@@ -45,10 +53,18 @@ impl Latencies {
     }
 
     fn recompute(&self, filled: usize) {
-        let mut values: Vec<u64> = self.samples[..filled]
-            .iter()
-            .map(|s| s.load(Ordering::Acquire))
-            .collect();
+        let mut values = match self.scratch.try_lock() {
+            Ok(values) => values,
+            // The buffer holds no invariant a panic could break.
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        values.clear();
+        values.extend(
+            self.samples[..filled]
+                .iter()
+                .map(|s| s.load(Ordering::Acquire)),
+        );
         let rank = (self.percentile * filled as f64).ceil() as usize;
         let index = rank.clamp(1, filled) - 1;
         let (_, value, _) = values.select_nth_unstable(index);

@@ -5,7 +5,20 @@
 //! copy of a request a predicate marks as hedgeable (idempotent!), answers with the first
 //! good answer and drops the other copies, which cancels them. Copies are bounded by
 //! `max_hedges` and by a [`RetryBudget`](crate::RetryBudget), so hedging cannot double the
-//! load when everything is slow.
+//! load when everything is slow: the hedge asks the budget when its timer fires, before it
+//! reserves the inner service's readiness (a refused hedge holds no permit), and a
+//! token-bucket budget counts each answer's outcome. Shared with a retry layer, one budget
+//! bounds retries and hedges together (see
+//! [one budget, one deposit](crate::RetryBudget#one-budget-one-deposit)).
+//!
+//! The default classifier is palisade-core's [`RejectionAware`](palisade_core::RejectionAware):
+//! only a success wins while another copy is in flight, so a copy refused by a local limit
+//! does not beat the original. A fixed delay of `Duration::MAX` never hedges.
+//!
+//! # Allocation
+//!
+//! A request that is not hedged allocates nothing; a hedged copy's future is boxed (one
+//! allocation per copy sent). The percentile is recomputed in a buffer allocated once.
 //!
 //! ```
 //! use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
@@ -22,7 +35,7 @@
 //!     async move {
 //!         let wait = if n == 0 { 1000 } else { 10 };
 //!         tokio::time::sleep(Duration::from_millis(wait)).await;
-//!         Ok::<_, std::convert::Infallible>((key, n))
+//!         Ok::<_, palisade_core::BoxError>((key, n))
 //!     }
 //! });
 //! let config = HedgeConfig::builder()

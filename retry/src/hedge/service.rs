@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::metrics::Counter;
-use palisade_core::{Classify, DefaultClassifier, Emitter};
+use palisade_core::{Classify, Emitter, RejectionAware};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -14,6 +14,7 @@ use tower_service::Service;
 use super::config::{AllRequests, HedgeConfig, HedgeDelay, Hedgeable};
 use super::future::ResponseFuture;
 use super::latency::Latencies;
+use crate::budget::RetryBudget;
 use crate::event::HedgeEvent;
 use crate::policy::{CloneRequest, Cloned};
 
@@ -76,7 +77,7 @@ impl<P, C, K> Shared<P, C, K> {
 // ===== impl HedgeLayer =====
 
 /// Wraps services in [`Hedge`].
-pub struct HedgeLayer<P = AllRequests, C = DefaultClassifier, K = Cloned> {
+pub struct HedgeLayer<P = AllRequests, C = RejectionAware, K = Cloned> {
     shared: Arc<Shared<P, C, K>>,
 }
 
@@ -125,7 +126,7 @@ impl<S, P, C, K> Layer<S> for HedgeLayer<P, C, K> {
 
 /// Sends another copy of a slow, hedgeable request and answers with the first good
 /// answer; the other copies are dropped (cancelled).
-pub struct Hedge<S, P = AllRequests, C = DefaultClassifier, K = Cloned> {
+pub struct Hedge<S, P = AllRequests, C = RejectionAware, K = Cloned> {
     inner: S,
     shared: Arc<Shared<P, C, K>>,
 }
@@ -200,9 +201,12 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
-        if let Some(budget) = &shared.config.budget {
-            budget.deposit_sampled();
-        }
+        // One deposit per request, in the outermost layer holding the budget.
+        let owns_budget = shared
+            .config
+            .budget
+            .as_ref()
+            .is_some_and(|b| b.begin_request());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let hedge = if shared.config.hedgeable.is_hedgeable(&req) {
@@ -213,7 +217,17 @@ where
             None
         };
         let started = (hedge.is_some() || shared.tracks_latency()).then(Instant::now);
-        let future = inner.call(req);
-        ResponseFuture::new(future, inner, hedge, started, Arc::clone(shared))
+        let future = {
+            let _held = shared.config.budget.as_ref().map(RetryBudget::enter);
+            inner.call(req)
+        };
+        ResponseFuture::new(
+            future,
+            inner,
+            hedge,
+            started,
+            owns_budget,
+            Arc::clone(shared),
+        )
     }
 }
