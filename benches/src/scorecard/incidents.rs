@@ -81,7 +81,11 @@ pub fn incidents() -> Vec<Incident> {
         Incident {
             name: "brown-out",
             what: "30% of calls +3 s",
-            script: script(Fault::slow_calls(span.clone(), 0.30, Latency::fixed(secs(3)))),
+            script: script(Fault::slow_calls(
+                span.clone(),
+                0.30,
+                Latency::fixed(secs(3)),
+            )),
         },
         Incident {
             name: "flapping",

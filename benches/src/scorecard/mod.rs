@@ -34,8 +34,8 @@ pub use incidents::{
     SETTLE, incident, incidents,
 };
 pub use stacks::{
-    ATTEMPT_TIMEOUT, CONCURRENCY, OVERALL_TIMEOUT, StackKind, elapsed_is_slow, palisade_default,
-    overload_signal, quota_is_not_failure, run_stack, sim_retry_after,
+    ATTEMPT_TIMEOUT, CONCURRENCY, OVERALL_TIMEOUT, StackKind, elapsed_is_slow, overload_signal,
+    palisade_default, quota_is_not_failure, run_stack, sim_retry_after,
 };
 
 /// The classifier type of the tuned breaker.
@@ -131,7 +131,11 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
         .name("api")
         .max_attempts(p.max_attempts)
         .backoff(Backoff::exponential(Duration::from_millis(20)))
-        .budget(RetryBudget::tps(p.budget_ttl, p.budget_min_per_sec, p.budget_ratio)?)
+        .budget(RetryBudget::tps(
+            p.budget_ttl,
+            p.budget_min_per_sec,
+            p.budget_ratio,
+        )?)
         .retry_after(hint)
         .seed(SEED)
         .build()?;
@@ -344,9 +348,10 @@ pub fn markdown(rows: &[Row]) -> String {
             format!("**{}** ({what})", r.incident)
         };
         last = r.incident;
-        let recover = r
-            .time_to_recover
-            .map_or_else(|| "never".to_owned(), |d| format!("{:.0}s", d.as_secs_f64()));
+        let recover = r.time_to_recover.map_or_else(
+            || "never".to_owned(),
+            |d| format!("{:.0}s", d.as_secs_f64()),
+        );
         let _ = writeln!(
             out,
             "| {incident} | {} | {:.1}% | {:.1} | {:.2} ({:.2}) | {} | {} | {} | {recover} | {} |",
@@ -361,12 +366,16 @@ pub fn markdown(rows: &[Row]) -> String {
             if r.metastable { "**yes**" } else { "no" },
         );
     }
-    let _ = writeln!(out, "\nChart colours (no text is drawn in the PNGs): {}.", {
-        let keys: Vec<String> = StackKind::ALL
-            .iter()
-            .map(|s| format!("{} = {}", s.colour_name(), s.label()))
-            .collect();
-        keys.join(", ")
-    });
+    let _ = writeln!(
+        out,
+        "\nChart colours (no text is drawn in the PNGs): {}.",
+        {
+            let keys: Vec<String> = StackKind::ALL
+                .iter()
+                .map(|s| format!("{} = {}", s.colour_name(), s.label()))
+                .collect();
+            keys.join(", ")
+        }
+    );
     out
 }

@@ -197,7 +197,10 @@ pub fn elapsed_is_slow(result: &Result<SimResponse, BoxError>) -> Outcome {
 pub fn quota_is_not_failure(result: &Result<SimResponse, BoxError>) -> Outcome {
     match result {
         Ok(_) => Outcome::Success,
-        Err(e) if e.downcast_ref::<SimError>().is_some_and(|s| s.kind() == SimErrorKind::RateLimited) => {
+        Err(e)
+            if e.downcast_ref::<SimError>()
+                .is_some_and(|s| s.kind() == SimErrorKind::RateLimited) =>
+        {
             Outcome::Ignore
         }
         Err(e) if e.is::<CircuitOpen>() || e.is::<Overloaded>() || e.is::<RateLimited>() => {
@@ -215,7 +218,10 @@ pub fn overload_signal(result: &Result<SimResponse, BoxError>) -> Outcome {
     match result {
         Ok(_) => Outcome::Success,
         Err(e) if e.is::<Elapsed>() => Outcome::Ignore,
-        Err(e) if e.downcast_ref::<SimError>().is_some_and(|s| s.kind() == SimErrorKind::Overloaded) => {
+        Err(e)
+            if e.downcast_ref::<SimError>()
+                .is_some_and(|s| s.kind() == SimErrorKind::Overloaded) =>
+        {
             Outcome::Failure
         }
         Err(_) => Outcome::Ignore,
@@ -245,7 +251,10 @@ pub async fn run_stack(kind: StackKind, backend: SimBackend, load: &LoadGen) -> 
         }
         StackKind::Tower => {
             let stack = ServiceBuilder::new()
-                .layer(tower::retry::RetryLayer::new(Attempts::new(3, tower_backoff)))
+                .layer(tower::retry::RetryLayer::new(Attempts::new(
+                    3,
+                    tower_backoff,
+                )))
                 .layer(tower::load_shed::LoadShedLayer::new())
                 .layer(tower::limit::ConcurrencyLimitLayer::new(CONCURRENCY))
                 .layer(tower::timeout::TimeoutLayer::new(ATTEMPT_TIMEOUT))
