@@ -669,9 +669,12 @@ impl State {
         None
     }
 
-    /// Reserve a slot on the virtual server; `None` when the wait would exceed `max_queue`.
+    /// Reserve a slot on the virtual server; `None` when the wait would exceed `max_queue`,
+    /// or when one call's slot (`1 / capacity`) would: a backend at a sliver of its
+    /// capacity (the first instants of a recovery ramp) sheds calls rather than take one
+    /// on for longer than its queue timeout and block every call behind it.
     fn reserve(&mut self, now: Instant, capacity: f64, max_queue: Duration) -> Option<Duration> {
-        if capacity <= 0.0 {
+        if capacity <= 0.0 || 1.0 / capacity > max_queue.as_secs_f64() {
             return None;
         }
         let start = self.next_free.max(now);
@@ -927,6 +930,28 @@ mod tests {
         assert_eq!(state.over_quota(ms(300), 2), Some(ms(700)));
         // A new second, a new quota.
         assert_eq!(state.over_quota(ms(1100), 2), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sliver_of_capacity_sheds_instead_of_blocking_the_queue() {
+        let mut state = State {
+            rng: fastrand::Rng::with_seed(1),
+            next_free: Instant::now(),
+            quota_window: (0, 0),
+            log: Vec::new(),
+            in_flight: 0,
+            peak_in_flight: 0,
+        };
+        let now = Instant::now();
+        let queue = Duration::from_secs(1);
+        // At 0.5 calls/s one call would hold the server for 2 s > the 1 s queue: shed,
+        // and the server stays free for the next call once capacity is back.
+        assert_eq!(state.reserve(now, 0.5, queue), None);
+        assert_eq!(state.reserve(now, 100.0, queue), Some(Duration::ZERO));
+        assert_eq!(
+            state.reserve(now, 100.0, queue),
+            Some(Duration::from_millis(10))
+        );
     }
 
     #[test]
