@@ -162,23 +162,26 @@ async fn full_outage_breaker_opens_fast_sheds_retries_and_recovers_after_one_pro
         "opened after {failed_calls} failed calls"
     );
 
-    // Amplification during the outage: retry may add at most `budget_ratio` attempts per
-    // request (and does not retry `CircuitOpen` at all), so attempts into the breaker per
-    // client request stay under 1 + 0.2.
+    // `CircuitOpen` is not retried: the attempts retry sends into the breaker during the
+    // outage are the requests themselves plus retries of real backend failures only. Those
+    // are the ≤ 10 failures before it opened and the probes after (one per 5 s open period
+    // in 30 s: ≤ 7), each retried at most twice (3 attempts): ≤ 2 × (10 + 7) = 34 extra
+    // (reported 15 for 3000 requests). Were `CircuitOpen` retried, the 20% budget alone
+    // would allow ~600 more.
     let span = |from: Duration, to: Duration| {
         let (from, to) = (run.start + from, run.start + to);
         move |t: &Instant| *t >= from && *t < to
     };
     let in_outage = span(outage_from, outage_to);
-    let sent = run.records.iter().filter(|r| in_outage(&r.sent_at)).count() as f64;
+    let sent = run.records.iter().filter(|r| in_outage(&r.sent_at)).count();
     let tried = attempts
         .lock()
         .expect("lock")
         .iter()
         .filter(|t| in_outage(t))
-        .count() as f64;
+        .count();
     assert!(
-        tried / sent < 1.0 + budget_ratio,
+        tried <= sent + 2 * (10 + 7),
         "{tried} attempts for {sent} requests"
     );
     // And the backend itself sees only the probes: one per open period of 5 s.
@@ -405,10 +408,13 @@ async fn overload(guard: Guard) -> Report {
 async fn double_overload_concurrency_limit_keeps_goodput_instead_of_collapse() {
     let bare = overload(Guard::Nothing).await;
     show("2x overload, no limit", &bare);
-    // Without a limit the queue grows by 100 calls/s: after 0.3 s every call waits longer
-    // than its client does. From then on the backend works at capacity for clients that
-    // have left: goodput collapses to about 0.3 s × 100/s = 30 answers in 30 s.
-    assert!(bare.goodput_rps < 0.1 * 100.0, "{bare}");
+    // Without a limit the backlog grows by 200 - 100 = 100 calls/s, i.e. a call arriving
+    // at t waits about t seconds. Only calls that wait less than the 300 ms deadline minus
+    // their ≈ 10 ms service time are answered in time: those of the first ≈ 0.29 s, at
+    // 200/s ≈ 58 answers. From then on the backend works at capacity for clients that
+    // have left (or sheds at its 2 s queue limit): 58 answers in 30 s, ≈ 2 req/s (reported
+    // 64). Under 90 answers (3 req/s) leaves room for Poisson bursts, not for recovery.
+    assert!(bare.goodput_rps < 3.0, "{bare}");
 
     for guard in [Guard::TowerLimit, Guard::PalisadeLimit] {
         let limited = overload(guard).await;
@@ -534,26 +540,39 @@ async fn retry_storm_after_a_brief_blackhole_budget_recovers_and_no_budget_stays
         (run.report(&b), b)
     }
     let ((with_budget, _), (without, _)) = (run(true).await, run(false).await);
+
     show("blackhole 10-15s, retries with a 10% budget", &with_budget);
     show("blackhole 10-15s, retries without a budget", &without);
 
     // Without a budget each request sends 5 attempts during the blackhole: 350/s against
     // 100/s of capacity, so the queue fills to its 2 s limit. When the blackhole ends, every
     // queued attempt still waits ~2 s > 200 ms, times out and is retried: the 5x load
-    // sustains the overload with no fault left. The backend stays saturated (≥ its 100/s)
-    // and clients see almost nothing succeed, to the end of the run.
+    // sustains the overload with no fault left. The backend stays saturated, admitting its
+    // full 100 calls/s (reported exactly 100 in every second from 12 s to 40 s, ≥ 95/s on
+    // average demanded), and clients see almost nothing succeed, to the end of the run.
     assert!(
         without.success_ratio_between(secs(25)..secs(40)) < 0.05,
         "{without}"
     );
     assert!(
-        without.peak_backend_rps_between(secs(25)..secs(40)) >= 100,
+        without.admitted_between(secs(25)..secs(40)) >= 15 * 95,
         "{without}"
     );
     assert_eq!(without.time_to_recover, None, "{without}");
 
-    // With a 10% budget, attempts stay under 70 × 1.1 = 77/s < 100/s: the queue never builds,
-    // so once the blackhole ends (and the last 200 ms attempts time out), the next second is
+    // With a 10% budget: in the blackhole's first second the budget spends the allowance
+    // it saved over its 10 s window, 10 s × 70/s × 10% = 70 retries on top of the second's
+    // ≈ 70 requests (reported peak 137 admitted calls in second 10). That burst fits in
+    // the 2 s queue, and from then on retries are paid from new deposits only: attempts
+    // stay under 70 × 1.1 = 77/s < 100/s (reported ≤ 88 in every later second, Poisson
+    // bursts of arrivals included), so the queue never stays full.
+    let peak = with_budget.peak_backend_rps_between(secs(10)..secs(11));
+    assert!((120..=160).contains(&peak), "{with_budget}");
+    assert!(
+        with_budget.peak_backend_rps_between(secs(11)..secs(40)) < 100,
+        "{with_budget}"
+    );
+    // Once the blackhole ends (and the last 200 ms attempts time out), the next second is
     // healthy: recovery within 2 s at 1 s resolution.
     let ttr = with_budget.time_to_recover.expect("recovers");
     assert!(ttr <= secs(2), "{with_budget}");

@@ -1,8 +1,12 @@
 //! Invariants that must hold under any incident: a proptest over random fault scripts,
-//! driving a full stack (deadline → retry → hedge → breaker → per-attempt timeout →
+//! driving a full stack (overall timeout → retry → hedge → breaker → per-attempt timeout →
 //! chaos → simulated backend).
 //!
-//! - every request gets exactly one result: none answered twice, none lost;
+//! - every request is answered by the stack itself, once: the stack's overall timeout
+//!   (1 s) is shorter than the client's deadline (2 s), so a request the client had to
+//!   give up on (`TimedOut`) or that never ended (`Unfinished`) was lost or hung inside the
+//!   stack. `a_stack_that_drops_requests_breaks_the_invariant` shows the check failing on
+//!   a stack that drops some requests;
 //! - no attempt reaches the backend after its request's deadline;
 //! - a half-open breaker never has more probes in flight than its probe limit (a probe
 //!   dropped before it completes, say by a hedge that won, hands its permit back, so the
@@ -14,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_chaos::sim::{FaultScript, Incident, LoadGen, SimBackend};
+use palisade_chaos::sim::{FaultScript, Incident, LoadGen, RequestOutcome, SimBackend};
 use palisade_chaos::{ChaosConfig, ChaosLayer, Latency};
 use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerEvent, State};
 use palisade_core::BoxError;
@@ -73,16 +77,105 @@ impl Drop for EndGuard {
     }
 }
 
+/// The stack's own bound on every request.
+const OVERALL: Duration = Duration::from_secs(1);
+/// The client's deadline: longer than `OVERALL`, so it only ends requests the stack lost.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+
 struct Outcome {
     requests: usize,
     answered_twice: u64,
+    timed_out: u64,
     unfinished: u64,
     late_calls: u64,
     calls_without_deadline: usize,
     steps: Vec<Step>,
 }
 
+/// Passes requests through, except that every `drop_every`-th one (if set) is lost: its
+/// future never completes, as if the answer went missing between two tasks.
+#[derive(Clone)]
+struct Dropper<S> {
+    inner: S,
+    drop_every: Option<u64>,
+    seen: Arc<AtomicU64>,
+}
+
+type BoxFut<T, E> = std::pin::Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S> tower::Service<()> for Dropper<S>
+where
+    S: tower::Service<(), Error = BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFut<S::Response, BoxError>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: ()) -> Self::Future {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.drop_every.is_some_and(|every| n.is_multiple_of(every)) {
+            return Box::pin(std::future::pending());
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+/// The invariants, as a check that says which one broke.
+fn check(out: &Outcome) -> Result<(), String> {
+    if out.requests == 0 {
+        return Err("no requests arrived".into());
+    }
+    // The ledger's own guard: one answer per request.
+    if out.answered_twice != 0 {
+        return Err(format!("{} answers recorded twice", out.answered_twice));
+    }
+    // The stack bounds every request by its 1 s overall timeout; only a request the stack
+    // lost or left hanging can reach the client's 2 s deadline or outlive the drain.
+    if out.timed_out + out.unfinished != 0 {
+        return Err(format!(
+            "{} requests lost or hung in the stack ({} ended by the client's deadline, {} never)",
+            out.timed_out + out.unfinished,
+            out.timed_out,
+            out.unfinished
+        ));
+    }
+    // No retry or hedge may start an attempt once its request's deadline has passed.
+    if out.late_calls != 0 {
+        return Err(format!("{} attempts after their deadline", out.late_calls));
+    }
+    // (Not vacuous: every call carried its request's deadline to the backend.)
+    if out.calls_without_deadline != 0 {
+        return Err(format!(
+            "{} calls without a deadline",
+            out.calls_without_deadline
+        ));
+    }
+    let probes = max_probes(&out.steps);
+    if probes > PROBES as usize {
+        return Err(format!("{probes} probes in flight at once"));
+    }
+    Ok(())
+}
+
 async fn simulate(script: FaultScript, hang_rate: f64, seed: u64) -> Outcome {
+    simulate_with(script, hang_rate, seed, None).await
+}
+
+async fn simulate_with(
+    script: FaultScript,
+    hang_rate: f64,
+    seed: u64,
+    drop_every: Option<u64>,
+) -> Outcome {
     let backend = SimBackend::builder()
         .capacity(60.0)
         .max_queue(Duration::from_millis(500))
@@ -130,7 +223,13 @@ async fn simulate(script: FaultScript, hang_rate: f64, seed: u64) -> Outcome {
         .expect("valid hedge");
     let passed = Arc::clone(&steps);
     let next_id = Arc::new(AtomicU64::new(0));
+    let overall = TimeoutConfig::builder()
+        .name("overall")
+        .timeout(OVERALL)
+        .build()
+        .expect("valid timeout");
     let stack = ServiceBuilder::new()
+        .layer(overall)
         .layer(RetryLayer::new(retry))
         .layer(HedgeLayer::new(hedge))
         .layer(breaker)
@@ -150,11 +249,16 @@ async fn simulate(script: FaultScript, hang_rate: f64, seed: u64) -> Outcome {
         .layer(attempt)
         .layer(ChaosLayer::new(chaos))
         .service(backend.clone());
+    let stack = Dropper {
+        inner: stack,
+        drop_every,
+        seen: Arc::new(AtomicU64::new(0)),
+    };
     let run = LoadGen::builder()
         .poisson(40.0)
         .duration(RUN)
         .seed(seed)
-        .deadline(Duration::from_secs(1))
+        .deadline(CLIENT_DEADLINE)
         .build()
         .expect("valid load")
         .run(stack, |_| ())
@@ -163,7 +267,8 @@ async fn simulate(script: FaultScript, hang_rate: f64, seed: u64) -> Outcome {
     Outcome {
         requests: run.records.len(),
         answered_twice: run.answered_twice,
-        unfinished: run.count(palisade_chaos::sim::RequestOutcome::Unfinished),
+        timed_out: run.count(RequestOutcome::TimedOut),
+        unfinished: run.count(RequestOutcome::Unfinished),
         late_calls: backend.late_calls(),
         calls_without_deadline: backend
             .log()
@@ -212,18 +317,31 @@ proptest! {
             .build()
             .expect("runtime");
         let out = rt.block_on(simulate(script, hang_rate, seed));
-
-        // 40/s for 10 s: some requests arrived, and each got exactly one answer.
-        prop_assert!(out.requests > 0);
-        prop_assert_eq!(out.answered_twice, 0);
-        // The client deadline ends every request, so nothing may be left unanswered.
-        prop_assert_eq!(out.unfinished, 0);
-        // No retry or hedge may start an attempt once its request's deadline has passed.
-        prop_assert_eq!(out.late_calls, 0);
-        // (Not vacuous: every call carried its request's deadline to the backend.)
-        prop_assert_eq!(out.calls_without_deadline, 0);
-        prop_assert!(max_probes(&out.steps) <= PROBES as usize, "{:?}", out.steps);
+        let verdict = check(&out);
+        prop_assert!(verdict.is_ok(), "{:?}: {:?}", verdict, out.steps);
     }
+}
+
+#[test]
+fn a_stack_that_drops_requests_breaks_the_invariant() {
+    // The same stack and a healthy backend, but one request in 50 is lost above the
+    // overall timeout (its future never completes): 40/s for 10 s ≈ 400 requests, ≈ 8
+    // lost. The client's deadline ends them as `TimedOut`, and the check must say so.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let healthy = rt.block_on(simulate_with(FaultScript::new(), 0.0, 7, None));
+    assert_eq!(check(&healthy), Ok(()));
+    let dropping = rt.block_on(simulate_with(FaultScript::new(), 0.0, 7, Some(50)));
+    let err = check(&dropping).expect_err("lost requests are detected");
+    assert!(err.contains("lost or hung"), "{err}");
+    assert_eq!(dropping.timed_out, dropping.requests as u64 / 50, "{err}");
+    // Hangs below the overall timeout are the stack's to bound: injected at 20%, they
+    // come back as rejections, and the invariant holds.
+    let hanging = rt.block_on(simulate_with(FaultScript::new(), 0.2, 7, None));
+    assert_eq!(check(&hanging), Ok(()));
 }
 
 #[test]
@@ -270,5 +388,5 @@ fn an_outage_exercises_the_probe_limit() {
         .count();
     assert!(half_opens >= 2, "{:?}", out.steps);
     assert!((1..=PROBES as usize).contains(&max_probes(&out.steps)));
-    assert_eq!(out.late_calls + out.unfinished + out.answered_twice, 0);
+    assert_eq!(check(&out), Ok(()));
 }

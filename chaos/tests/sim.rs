@@ -196,3 +196,117 @@ async fn the_backend_speaks_palisade_error_too() {
         .expect_err("timed out");
     assert!(matches!(err, Error::Elapsed(_)));
 }
+
+// ===== the incidents of the scorecard =====
+
+#[tokio::test(start_paused = true)]
+async fn slowed_calls_are_a_fraction_and_hangs_only_end_at_a_deadline() {
+    // 30% of calls take 3 s more and 10% hang, from 0 to 20 s; 100 req/s, a 2 s deadline.
+    let script = FaultScript::new()
+        .with(Incident::slow_calls(
+            secs(0)..secs(20),
+            0.3,
+            Latency::fixed(secs(3)),
+        ))
+        .with(Incident::hang(secs(0)..secs(20), 0.1));
+    let b = backend(1000.0, script);
+    let run = LoadGen::builder()
+        .poisson(100.0)
+        .duration(secs(20))
+        .deadline(secs(2))
+        .build()
+        .expect("valid load")
+        .run(b.clone(), |_| ())
+        .await;
+    let report = run.report(&b);
+    // A hung call never answers: it is admitted (it holds the backend), and only the
+    // client's deadline ends it. Of the rest, 30% are slowed past the deadline: in all
+    // 0.1 + 0.9 × 0.3 = 37% time out (≈ 2000 requests: ± 3% is ± 3 standard deviations).
+    let hung = b
+        .log()
+        .iter()
+        .filter(|c| c.outcome == CallOutcome::Hung)
+        .count() as f64;
+    let timed_out = report.timed_out as f64 / report.requests as f64;
+    assert!((0.34..0.40).contains(&timed_out), "{report}");
+    assert!(
+        (0.08..0.12).contains(&(hung / report.requests as f64)),
+        "{report}"
+    );
+    assert_eq!(report.unfinished, 0, "{report}");
+    // Every call is admitted load, hung or slowed alike (the last arrival may tick into
+    // second 20).
+    assert_eq!(report.admitted_between(secs(0)..secs(21)), b.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quota_answers_429_with_retry_after_and_refusals_are_not_load() {
+    use tower::ServiceExt;
+    // A quota of 60 calls a second from 0 to 10 s under 100 req/s (fixed arrivals).
+    let b = backend(
+        1000.0,
+        FaultScript::new().with(Incident::rate_limited(secs(0)..secs(10), 60)),
+    );
+    let run = LoadGen::builder()
+        .fixed(100.0)
+        .duration(secs(10))
+        .build()
+        .expect("valid load")
+        .run(b.clone(), |_| ())
+        .await;
+    let report = run.report(&b);
+    // Exactly 60 of each second's 100 requests are served; the other 40 are refused fast.
+    assert_eq!(report.successes, 600, "{report}");
+    assert_eq!(
+        report.peak_backend_rps,
+        Some(60),
+        "refusals are not load: {report}"
+    );
+    assert!(
+        report
+            .timeline
+            .iter()
+            .take(10)
+            .all(|s| s.backend_calls == 100)
+    );
+    // The refusal is a 429 whose Retry-After points at the next second.
+    tokio::time::advance(Duration::from_millis(10)).await;
+    let b = backend(
+        1000.0,
+        FaultScript::new().with(Incident::rate_limited(secs(0)..secs(10), 1)),
+    );
+    assert!(b.clone().oneshot(()).await.is_ok());
+    tokio::time::advance(Duration::from_millis(250)).await;
+    let err = b.clone().oneshot(()).await.expect_err("over quota");
+    let sim = err
+        .downcast_ref::<palisade_chaos::sim::SimError>()
+        .expect("a SimError");
+    assert_eq!(sim.kind(), palisade_chaos::sim::SimErrorKind::RateLimited);
+    let retry_after = sim.retry_after().expect("a hint");
+    assert!(
+        (Duration::from_millis(740)..=Duration::from_millis(750)).contains(&retry_after),
+        "{retry_after:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_backend_serves_only_in_its_up_phases() {
+    // Down 1 s, up 1 s from 0 to 10 s; fixed 100 req/s: half the requests fail.
+    let b = backend(
+        1000.0,
+        FaultScript::new().with(Incident::flapping(secs(0)..secs(10), secs(1), secs(1))),
+    );
+    let report = load(100.0, secs(10))
+        .run(b.clone(), |_| ())
+        .await
+        .report(&b);
+    for (i, second) in report.timeline.iter().take(10).enumerate() {
+        let expect_up = i % 2 == 1;
+        assert_eq!(
+            second.succeeded == second.sent,
+            expect_up,
+            "second {i}: {second:?}"
+        );
+        assert_eq!(second.succeeded == 0, !expect_up, "second {i}: {second:?}");
+    }
+}

@@ -42,6 +42,36 @@ pub enum IncidentKind {
         /// The remaining fraction of capacity, 0.0 to 1.0.
         capacity: f64,
     },
+    /// A fraction of served calls is slowed by a sample of `extra` (one bad replica
+    /// behind a load balancer, a lock held too long): a partial failure, a tail problem.
+    SlowCalls {
+        /// The fraction of calls slowed, 0.0 to 1.0.
+        rate: f64,
+        /// The added latency of a slowed call.
+        extra: Latency,
+    },
+    /// The backend comes and goes: down (every call fails fast, as in an outage) for
+    /// `down`, then up for `up`, repeating from the span's start to its end.
+    Flapping {
+        /// How long each up phase lasts (> 0).
+        up: Duration,
+        /// How long each down phase lasts (> 0).
+        down: Duration,
+    },
+    /// An upstream quota: at most `limit` calls per second (counted in whole seconds from
+    /// the backend's start) are served; the rest are refused fast with
+    /// [`SimErrorKind::RateLimited`] and a Retry-After hint of the time left until the
+    /// next second (an HTTP `429 Too Many Requests` with `Retry-After`).
+    RateLimited {
+        /// Calls admitted per second (≥ 1).
+        limit: u32,
+    },
+    /// A fraction of calls is accepted and never answered (a lost connection, a stuck
+    /// worker): only a timeout gets the caller back.
+    Hang {
+        /// The fraction of calls that hang, 0.0 to 1.0.
+        rate: f64,
+    },
 }
 
 /// One scripted fault: a kind, a time span (offsets from the backend's start) and an
@@ -81,6 +111,27 @@ impl Incident {
     /// Capacity drops to the fraction `capacity` during `span`.
     pub fn brownout(span: Range<Duration>, capacity: f64) -> Self {
         Self::new(IncidentKind::Brownout { capacity }, span)
+    }
+
+    /// A fraction `rate` of served calls is slower by a sample of `extra` during `span`.
+    pub fn slow_calls(span: Range<Duration>, rate: f64, extra: Latency) -> Self {
+        Self::new(IncidentKind::SlowCalls { rate, extra }, span)
+    }
+
+    /// During `span` the backend is down for `down`, up for `up`, down again, and so on.
+    pub fn flapping(span: Range<Duration>, up: Duration, down: Duration) -> Self {
+        Self::new(IncidentKind::Flapping { up, down }, span)
+    }
+
+    /// During `span` at most `limit` calls per second are served; the rest get a fast
+    /// [`SimErrorKind::RateLimited`] with a Retry-After hint.
+    pub fn rate_limited(span: Range<Duration>, limit: u32) -> Self {
+        Self::new(IncidentKind::RateLimited { limit }, span)
+    }
+
+    /// A fraction `rate` of calls never answers during `span`.
+    pub fn hang(span: Range<Duration>, rate: f64) -> Self {
+        Self::new(IncidentKind::Hang { rate }, span)
     }
 
     /// After the span ends, the fault fades out linearly over `ramp` instead of stopping.
@@ -123,7 +174,28 @@ impl Incident {
     fn validate(&self) -> Result<(), ConfigError> {
         let span = (self.span.start, self.span.end);
         ensure(span.0 < span.1, "sim", "incident.span", span, "start < end")?;
+        let fraction = |rate: f64, field: &'static str| {
+            ensure(
+                (0.0..=1.0).contains(&rate),
+                "sim",
+                field,
+                rate,
+                "0.0 to 1.0",
+            )
+        };
         match self.kind {
+            IncidentKind::SlowCalls { rate, extra } => {
+                fraction(rate, "incident.rate")?;
+                extra.validate("sim", "incident.extra")
+            }
+            IncidentKind::Hang { rate } => fraction(rate, "incident.rate"),
+            IncidentKind::Flapping { up, down } => {
+                ensure(!up.is_zero(), "sim", "incident.up", up, "> 0")?;
+                ensure(!down.is_zero(), "sim", "incident.down", down, "> 0")
+            }
+            IncidentKind::RateLimited { limit } => {
+                ensure(limit >= 1, "sim", "incident.limit", limit, "1 or more")
+            }
             IncidentKind::Errors { rate } => ensure(
                 (0.0..=1.0).contains(&rate),
                 "sim",
@@ -169,6 +241,11 @@ struct Effects {
     error_rate: f64,
     capacity_factor: f64,
     extra: Option<(Latency, f64)>,
+    /// The largest slowed fraction and its latency.
+    slow: Option<(f64, Latency)>,
+    /// The tightest quota in force: calls per second.
+    quota: Option<u32>,
+    hang_rate: f64,
 }
 
 impl FaultScript {
@@ -195,12 +272,23 @@ impl FaultScript {
         self.incidents.iter().map(|i| i.span.end).max()
     }
 
+    /// When the last incident's recovery ramp ends: from then on the backend is healthy.
+    pub fn fault_cleared(&self) -> Option<Duration> {
+        self.incidents
+            .iter()
+            .map(|i| i.span.end.saturating_add(i.recovery))
+            .max()
+    }
+
     fn effects_at(&self, t: Duration) -> Effects {
         let mut fx = Effects {
             outage: false,
             error_rate: 0.0,
             capacity_factor: 1.0,
             extra: None,
+            slow: None,
+            quota: None,
+            hang_rate: 0.0,
         };
         for incident in &self.incidents {
             let i = incident.intensity(t);
@@ -217,6 +305,25 @@ impl FaultScript {
                 IncidentKind::LatencySpike { extra } => {
                     if fx.extra.is_none_or(|(_, j)| i > j) {
                         fx.extra = Some((extra, i));
+                    }
+                }
+                IncidentKind::SlowCalls { rate, extra } => {
+                    if fx.slow.is_none_or(|(r, _)| rate * i > r) {
+                        fx.slow = Some((rate * i, extra));
+                    }
+                }
+                IncidentKind::Hang { rate } => fx.hang_rate = fx.hang_rate.max(rate * i),
+                IncidentKind::RateLimited { limit } => {
+                    fx.quota = Some(fx.quota.map_or(limit, |q| q.min(limit)));
+                }
+                IncidentKind::Flapping { up, down } => {
+                    // Only inside the span (a recovery ramp would have no meaning here).
+                    if incident.span.contains(&t) {
+                        let period = (up + down).as_secs_f64();
+                        let phase = (t - incident.span.start).as_secs_f64() % period;
+                        if phase < down.as_secs_f64() {
+                            fx.outage = true;
+                        }
                     }
                 }
             }
@@ -237,18 +344,35 @@ pub enum SimErrorKind {
     Outage,
     /// The backend's queue was full: it shed the call (a `503`).
     Overloaded,
+    /// An [`IncidentKind::RateLimited`] quota was used up: a `429` with a Retry-After hint
+    /// ([`SimError::retry_after`]).
+    RateLimited,
 }
 
 /// The error of a [`SimBackend`] call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimError {
     kind: SimErrorKind,
+    retry_after: Option<Duration>,
 }
 
 impl SimError {
+    fn new(kind: SimErrorKind) -> Self {
+        Self {
+            kind,
+            retry_after: None,
+        }
+    }
+
     /// Why the call failed.
     pub fn kind(&self) -> SimErrorKind {
         self.kind
+    }
+
+    /// The server's hint of when to try again (a `Retry-After` header), for
+    /// [`SimErrorKind::RateLimited`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 
@@ -258,6 +382,7 @@ impl fmt::Display for SimError {
             SimErrorKind::Failed => "simulated backend failed the call",
             SimErrorKind::Outage => "simulated backend is down",
             SimErrorKind::Overloaded => "simulated backend is overloaded and shed the call",
+            SimErrorKind::RateLimited => "simulated backend's quota is used up (429)",
         })
     }
 }
@@ -284,6 +409,18 @@ pub enum CallOutcome {
     Outage,
     /// Shed because the queue was full.
     Shed,
+    /// Refused by a quota (a `429`).
+    Throttled,
+    /// Accepted and never answered.
+    Hung,
+}
+
+impl CallOutcome {
+    /// The backend took the call on (served it, or accepted it and hung): the calls that
+    /// load it. Fast refusals (outage, error burst, shed, quota) cost it next to nothing.
+    pub fn is_admitted(self) -> bool {
+        matches!(self, CallOutcome::Served | CallOutcome::Hung)
+    }
 }
 
 /// One call the backend received.
@@ -370,6 +507,8 @@ struct BackendConfig {
 struct State {
     rng: fastrand::Rng,
     next_free: Instant,
+    /// The quota's current second (from the origin) and the calls admitted in it.
+    quota_window: (u64, u32),
     log: Vec<BackendCall>,
     in_flight: u64,
     peak_in_flight: u64,
@@ -464,11 +603,22 @@ impl<E> SimBackend<E> {
             .effects_at(now.saturating_duration_since(self.shared.origin));
         let mut state = self.shared.lock();
         let call = state.log.len() as u64;
-        let fail = |kind| (config.fail_latency, Err(SimError { kind }));
+        let fail = |kind| (config.fail_latency, Err(SimError::new(kind)));
+        let offset = now.saturating_duration_since(self.shared.origin);
         let (outcome, (delay, result)) = if fx.outage {
             (CallOutcome::Outage, fail(SimErrorKind::Outage))
         } else if fx.error_rate > 0.0 && state.rng.f64() < fx.error_rate {
             (CallOutcome::Failed, fail(SimErrorKind::Failed))
+        } else if let Some(retry_after) = fx.quota.and_then(|q| state.over_quota(offset, q)) {
+            let err = SimError {
+                kind: SimErrorKind::RateLimited,
+                retry_after: Some(retry_after),
+            };
+            (CallOutcome::Throttled, (config.fail_latency, Err(err)))
+        } else if fx.hang_rate > 0.0 && state.rng.f64() < fx.hang_rate {
+            // Never answered: the caller waits until its own timeout (or forever).
+            let err = SimError::new(SimErrorKind::Failed);
+            (CallOutcome::Hung, (HANG, Err(err)))
         } else {
             match state.reserve(now, config.capacity * fx.capacity_factor, config.max_queue) {
                 None => (CallOutcome::Shed, fail(SimErrorKind::Overloaded)),
@@ -476,6 +626,11 @@ impl<E> SimBackend<E> {
                     let mut delay = queued + config.latency.sample(&mut state.rng);
                     if let Some((extra, intensity)) = fx.extra {
                         delay += extra.sample(&mut state.rng).mul_f64(intensity);
+                    }
+                    if let Some((rate, extra)) = fx.slow
+                        && state.rng.f64() < rate
+                    {
+                        delay += extra.sample(&mut state.rng);
                     }
                     (
                         CallOutcome::Served,
@@ -495,10 +650,31 @@ impl<E> SimBackend<E> {
     }
 }
 
+/// How long a hung call takes to "answer": far past any run, so only a timeout ends it.
+const HANG: Duration = Duration::from_secs(24 * 3600);
+
 impl State {
-    /// Reserve a slot on the virtual server; `None` when the wait would exceed `max_queue`.
+    /// Count one call against a quota of `limit` per whole second; `Some(retry_after)`
+    /// (the time left in this second) when the quota is used up.
+    fn over_quota(&mut self, offset: Duration, limit: u32) -> Option<Duration> {
+        let second = offset.as_secs();
+        if self.quota_window.0 != second {
+            self.quota_window = (second, 0);
+        }
+        if self.quota_window.1 >= limit {
+            let next = Duration::from_secs(second.saturating_add(1));
+            return Some(next.saturating_sub(offset));
+        }
+        self.quota_window.1 += 1;
+        None
+    }
+
+    /// Reserve a slot on the virtual server; `None` when the wait would exceed `max_queue`,
+    /// or when one call's slot (`1 / capacity`) would: a backend at a sliver of its
+    /// capacity (the first instants of a recovery ramp) sheds calls rather than take one
+    /// on for longer than its queue timeout and block every call behind it.
     fn reserve(&mut self, now: Instant, capacity: f64, max_queue: Duration) -> Option<Duration> {
-        if capacity <= 0.0 {
+        if capacity <= 0.0 || 1.0 / capacity > max_queue.as_secs_f64() {
             return None;
         }
         let start = self.next_free.max(now);
@@ -685,6 +861,7 @@ impl SimBackendBuilder {
                 state: Mutex::new(State {
                     rng: fastrand::Rng::with_seed(self.seed),
                     next_free: now,
+                    quota_window: (0, 0),
                     log: Vec::new(),
                     in_flight: 0,
                     peak_in_flight: 0,
@@ -724,7 +901,88 @@ mod tests {
     }
 
     #[test]
+    fn flapping_alternates_down_and_up_inside_its_span() {
+        let ms = Duration::from_millis;
+        let script =
+            FaultScript::new().with(Incident::flapping(ms(1000)..ms(5000), ms(1500), ms(500)));
+        let down = |t| script.effects_at(ms(t)).outage;
+        // Period 2 s from 1 s: down 1.0-1.5, up 1.5-3.0, down 3.0-3.5, up 3.5-5.0.
+        assert!(!down(999));
+        assert!(down(1000) && down(1499));
+        assert!(!down(1500) && !down(2999));
+        assert!(down(3000) && down(3499));
+        assert!(!down(3500) && !down(5000));
+    }
+
+    #[test]
+    fn a_quota_refuses_the_rest_of_each_second_with_its_remainder_as_retry_after() {
+        let mut state = State {
+            rng: fastrand::Rng::with_seed(1),
+            next_free: Instant::now(),
+            quota_window: (0, 0),
+            log: Vec::new(),
+            in_flight: 0,
+            peak_in_flight: 0,
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(state.over_quota(ms(100), 2), None);
+        assert_eq!(state.over_quota(ms(200), 2), None);
+        assert_eq!(state.over_quota(ms(300), 2), Some(ms(700)));
+        // A new second, a new quota.
+        assert_eq!(state.over_quota(ms(1100), 2), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sliver_of_capacity_sheds_instead_of_blocking_the_queue() {
+        let mut state = State {
+            rng: fastrand::Rng::with_seed(1),
+            next_free: Instant::now(),
+            quota_window: (0, 0),
+            log: Vec::new(),
+            in_flight: 0,
+            peak_in_flight: 0,
+        };
+        let now = Instant::now();
+        let queue = Duration::from_secs(1);
+        // At 0.5 calls/s one call would hold the server for 2 s > the 1 s queue: shed,
+        // and the server stays free for the next call once capacity is back.
+        assert_eq!(state.reserve(now, 0.5, queue), None);
+        assert_eq!(state.reserve(now, 100.0, queue), Some(Duration::ZERO));
+        assert_eq!(
+            state.reserve(now, 100.0, queue),
+            Some(Duration::from_millis(10))
+        );
+    }
+
+    #[test]
+    fn admitted_calls_are_the_ones_the_backend_works_on() {
+        assert!(CallOutcome::Served.is_admitted());
+        assert!(CallOutcome::Hung.is_admitted());
+        for refused in [
+            CallOutcome::Failed,
+            CallOutcome::Outage,
+            CallOutcome::Shed,
+            CallOutcome::Throttled,
+        ] {
+            assert!(!refused.is_admitted(), "{refused:?}");
+        }
+    }
+
+    #[test]
     fn invalid_configs_are_refused() {
+        let ms = Duration::from_millis;
+        for bad in [
+            Incident::slow_calls(ms(0)..ms(1), 1.5, Latency::fixed(ms(1))),
+            Incident::hang(ms(0)..ms(1), -0.1),
+            Incident::flapping(ms(0)..ms(1), Duration::ZERO, ms(1)),
+            Incident::rate_limited(ms(0)..ms(1), 0),
+        ] {
+            let err = SimBackend::builder()
+                .script(FaultScript::new().with(bad.clone()))
+                .build()
+                .expect_err("refused");
+            assert!(err.to_string().contains("incident."), "{bad:?}: {err}");
+        }
         let s = Duration::from_secs;
         assert!(SimBackend::builder().capacity(0.0).build().is_err());
         let bad = FaultScript::new().with(Incident::errors(s(0)..s(1), 2.0));

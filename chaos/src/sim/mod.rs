@@ -2,11 +2,15 @@
 //!
 //! - [`SimBackend`]: a service with a capacity (calls per second), a latency that grows as
 //!   arrivals near it, and a [`FaultScript`] of [`Incident`]s (error bursts, outages,
-//!   latency spikes, brown-outs, slow recovery). It logs every call it receives.
+//!   latency spikes, capacity brown-outs, a fraction of calls slowed, hangs, flapping
+//!   availability, quotas answering `429` with Retry-After, and capacity that ramps back
+//!   after any of them). It logs every call it receives and what it did with it.
 //! - [`LoadGen`]: open-loop arrivals (Poisson or fixed) at a rate for a duration, each
 //!   request its own task; every outcome and latency is recorded in a [`LoadRun`].
 //! - [`Report`]: offered load, goodput, success ratio, amplification (backend calls per
-//!   client request), latency percentiles, time to recover, peak backend load.
+//!   client request), latency percentiles, time to recover, whether the run stayed
+//!   degraded after the fault cleared ([`Report::is_metastable`]), peak backend load
+//!   (admitted calls only), and the per-second time series behind them ([`Second`]).
 //!
 //! Run on a paused tokio clock (`#[tokio::test(start_paused = true)]`, a current-thread
 //! runtime) and a run is a pure function of its seeds: minutes of traffic replay in

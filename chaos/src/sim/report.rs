@@ -8,15 +8,17 @@ use super::backend::SimBackend;
 use super::load::{LoadRun, RequestOutcome};
 
 /// Requests in one second of the run (by the second they were sent in), and the backend
-/// calls that arrived in that second.
+/// calls that arrived in that second: the per-second time series of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Second {
     /// Client requests sent.
     pub sent: u64,
     /// Of those, how many succeeded.
     pub succeeded: u64,
-    /// Backend calls that arrived during this second (all attempts).
+    /// Backend calls that arrived during this second (all attempts, refused ones too).
     pub backend_calls: u64,
+    /// Of those, the calls the backend took on ([`CallOutcome::is_admitted`](super::CallOutcome::is_admitted)): its load.
+    pub admitted: u64,
 }
 
 /// The numbers of one simulated run. Print it (`Display`) for a table.
@@ -63,13 +65,17 @@ pub struct Report {
     pub backend_calls: Option<u64>,
     /// Backend calls per client request (with a backend): 1.0 means no extra work.
     pub amplification: Option<f64>,
-    /// The most backend calls in any one second (with a backend).
+    /// The most admitted backend calls in any one second (with a backend): the peak load.
+    /// Calls refused fast (outage, error burst, shed, quota) are not load and not counted.
     pub peak_backend_rps: Option<u64>,
     /// Backend calls that arrived after their deadline had passed (with a backend).
     pub late_attempts: Option<u64>,
     /// When the backend's last incident ended, from the run's start (with a backend whose
     /// script has incidents).
     pub fault_end: Option<Duration>,
+    /// When the backend was healthy again (the last incident's recovery ramp ended), from
+    /// the run's start (with a backend whose script has incidents).
+    pub fault_cleared: Option<Duration>,
     /// From `fault_end` to the start of the first second from which every later second
     /// of the arrival period has a success ratio of at least [`Report::RECOVERED`]; `None`
     /// if the run never recovered before arrivals stopped (or had no fault).
@@ -129,6 +135,7 @@ impl Report {
             peak_backend_rps: None,
             late_attempts: None,
             fault_end: None,
+            fault_cleared: None,
             time_to_recover: None,
             timeline,
         };
@@ -139,11 +146,11 @@ impl Report {
             report.backend_calls = Some(calls);
             report.amplification = Some(ratio(calls, requests));
             report.late_attempts = Some(since_start.filter(|c| c.is_late()).count() as u64);
-            report.peak_backend_rps = report.timeline.iter().map(|s| s.backend_calls).max();
-            report.fault_end = backend
-                .script()
-                .fault_end()
-                .map(|end| (backend.origin() + end).saturating_duration_since(run.start));
+            report.peak_backend_rps = report.timeline.iter().map(|s| s.admitted).max();
+            let from_start =
+                |end: Duration| (backend.origin() + end).saturating_duration_since(run.start);
+            report.fault_end = backend.script().fault_end().map(from_start);
+            report.fault_cleared = backend.script().fault_cleared().map(from_start);
             report.time_to_recover = report.time_to_recover_at(Self::RECOVERED);
         }
         report
@@ -169,6 +176,28 @@ impl Report {
         Some(from.saturating_sub(end))
     }
 
+    /// The run stayed degraded after the fault was gone: the backend had been healthy for
+    /// at least `settle` (its last recovery ramp ended that long before arrivals stopped),
+    /// yet the last `settle` of arrivals still had a success ratio under
+    /// [`Report::RECOVERED`]. The load the stack itself keeps up (a retry storm, a queue of
+    /// abandoned work) is what holds such a run down: a metastable failure. `false` for a
+    /// run without a fault or one too short to tell.
+    pub fn is_metastable(&self, settle: Duration) -> bool {
+        let Some(cleared) = self.fault_cleared else {
+            return false;
+        };
+        if cleared.saturating_add(settle) > self.duration {
+            return false;
+        }
+        self.success_ratio_between(self.duration.saturating_sub(settle)..self.duration)
+            < Self::RECOVERED
+    }
+
+    /// Admitted backend calls during `span` (whole seconds from the run's start).
+    pub fn admitted_between(&self, span: Range<Duration>) -> u64 {
+        self.seconds(span).map(|s| s.admitted).sum()
+    }
+
     /// The success ratio of requests sent during `span` (whole seconds from the run's start;
     /// a partial second counts whole).
     pub fn success_ratio_between(&self, span: Range<Duration>) -> f64 {
@@ -186,12 +215,10 @@ impl Report {
         ratio(calls, sent)
     }
 
-    /// The most backend calls in one second during `span`.
+    /// The most admitted backend calls in one second during `span` (the peak load; fast
+    /// refusals are not load).
     pub fn peak_backend_rps_between(&self, span: Range<Duration>) -> u64 {
-        self.seconds(span)
-            .map(|s| s.backend_calls)
-            .max()
-            .unwrap_or(0)
+        self.seconds(span).map(|s| s.admitted).max().unwrap_or(0)
     }
 
     fn seconds(&self, span: Range<Duration>) -> impl Iterator<Item = &Second> {
@@ -223,7 +250,9 @@ fn timeline<E>(run: &LoadRun, backend: Option<&SimBackend<E>>) -> Vec<Second> {
     }
     for call in backend.map(SimBackend::log).unwrap_or_default() {
         if call.at >= run.start {
-            slot(&mut seconds, call.at - run.start).backend_calls += 1;
+            let s = slot(&mut seconds, call.at - run.start);
+            s.backend_calls += 1;
+            s.admitted += u64::from(call.outcome.is_admitted());
         }
     }
     seconds
@@ -305,7 +334,11 @@ impl fmt::Display for Report {
             )?;
         }
         if let Some(peak) = self.peak_backend_rps {
-            row(f, "peak backend load", format_args!("{peak} calls/s"))?;
+            row(
+                f,
+                "peak backend load",
+                format_args!("{peak} admitted calls/s"),
+            )?;
         }
         if let Some(late) = self.late_attempts {
             row(f, "late attempts", format_args!("{late}"))?;
@@ -373,6 +406,7 @@ mod tests {
             peak_backend_rps: None,
             late_attempts: None,
             fault_end: Some(fault_end),
+            fault_cleared: Some(fault_end),
             time_to_recover: None,
             timeline,
         }
@@ -384,6 +418,7 @@ mod tests {
             sent,
             succeeded,
             backend_calls: 0,
+            admitted: 0,
         };
         // fault ends at 2.5s; second 3 is bad, second 4 good, 5 bad again, 6.. good
         let r = report_with(
@@ -409,5 +444,26 @@ mod tests {
         let mut drained = report_with(vec![s(10, 10), s(10, 0), s(0, 0)], Duration::ZERO);
         drained.duration = Duration::from_secs(2);
         assert_eq!(drained.time_to_recover_at(0.95), None);
+    }
+
+    #[test]
+    fn metastable_means_still_failing_long_after_the_fault_cleared() {
+        let s = |sent, succeeded| Second {
+            sent,
+            succeeded,
+            backend_calls: 0,
+            admitted: 0,
+        };
+        let two = Duration::from_secs(2);
+        // The fault clears at 1 s; seconds 3 and 4 (the last two) still fail: metastable.
+        let stuck = report_with(vec![s(10, 0); 5], Duration::from_secs(1));
+        assert!(stuck.is_metastable(two));
+        // Recovered in the last two seconds: not metastable.
+        let mut healed = vec![s(10, 0); 5];
+        healed[3] = s(10, 10);
+        healed[4] = s(10, 10);
+        assert!(!report_with(healed, Duration::from_secs(1)).is_metastable(two));
+        // Cleared at 4 s in a 5 s run: less than `settle` left to tell, so not judged.
+        assert!(!report_with(vec![s(10, 0); 5], Duration::from_secs(4)).is_metastable(two));
     }
 }
