@@ -240,8 +240,8 @@ impl<C, A, K> RetryConfigBuilder<C, A, K> {
         self
     }
 
-    /// A budget of this layer's own (default [`BudgetConfig::default`]: 20% over 10 s,
-    /// floor 10 retries per second).
+    /// A budget of this layer's own (default [`BudgetConfig::default`]: 20% over 1 s,
+    /// floor 3 retries per second).
     #[must_use]
     pub fn budget_config(mut self, budget: BudgetConfig) -> Self {
         self.budget = BudgetChoice::Config(budget);
