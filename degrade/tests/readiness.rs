@@ -151,3 +151,27 @@ async fn a_plain_response_type_falls_back_unmarked() {
     assert_eq!(svc.clone().oneshot(false).await.unwrap(), "live");
     assert_eq!(svc.clone().oneshot(true).await.unwrap(), "default");
 }
+
+/// An error that no call consumed is forgotten when the service is ready again: the next
+/// call goes live.
+#[tokio::test]
+async fn a_recovered_connection_is_used_even_if_no_call_consumed_the_error() {
+    let conn = Connection::new();
+    conn.closed.store(true, Ordering::Relaxed);
+    let mut fb = FallbackLayer::new(fallback_config(), Value::new(Marked::new("x".to_string())))
+        .layer(conn.clone());
+    let layer = StaleCacheLayer::new(
+        StaleConfig::builder().name("cache").build().unwrap(),
+        |k: &u32| *k,
+    );
+    let mut stale = layer.layer(conn.clone());
+    std::future::poll_fn(|cx| fb.poll_ready(cx)).await.unwrap();
+    std::future::poll_fn(|cx| stale.poll_ready(cx))
+        .await
+        .unwrap();
+    conn.closed.store(false, Ordering::Relaxed);
+    let answer = fb.ready().await.unwrap().call(3).await.unwrap();
+    assert!(answer.is_live());
+    let answer = stale.ready().await.unwrap().call(4).await.unwrap();
+    assert_eq!(*answer, "live 4");
+}

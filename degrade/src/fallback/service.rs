@@ -143,6 +143,8 @@ where
             }
             Poll::Ready(Ok(())) => {
                 self.inner_ready = true;
+                // Ready again after an error that no call consumed: the live path is back.
+                self.ready_slot().take();
                 Poll::Ready(Ok(()))
             }
             // Not the caller's to handle: the next call answers it (from the fallback).

@@ -204,7 +204,12 @@ impl<S, KF, K, V, C, M> StaleCache<S, KF, K, V, C, M> {
                 *self.ready_slot() = Some(Box::new(e));
                 Poll::Ready(Ok(()))
             }
-            other => other,
+            Poll::Ready(Ok(())) => {
+                // Ready again after an error that no call consumed: the live path is back.
+                self.ready_slot().take();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
