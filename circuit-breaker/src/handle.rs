@@ -64,7 +64,8 @@ impl CircuitBreakerHandle {
     /// with a `retry_after` counting down to the end of the period; then the breaker
     /// half-opens and probes as after any open period. If it is already open until later,
     /// it stays open until then (a hint never shortens an open period). `Duration::MAX`
-    /// opens it for good (until [`reset`](Self::reset) or a later call of these).
+    /// opens it for good (until [`reset`](Self::reset) or a later call of these). Like
+    /// the other operator actions, it ends metrics-only mode.
     ///
     /// ```
     /// use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
