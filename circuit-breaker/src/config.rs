@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use palisade_core::config::ensure;
-use palisade_core::{ConfigError, Listeners, Name};
+use palisade_core::config::{ensure, ensure_name};
+use palisade_core::{ConfigError, Listeners, Name, time};
 
 use crate::{CircuitBreakerEvent, CircuitBreakerLayer};
 
@@ -14,6 +14,7 @@ pub const MAX_COUNT_WINDOW: u32 = 500_000;
 /// Most buckets in a time window.
 pub const MAX_BUCKETS: u32 = 1_000;
 const DEFAULT_MINIMUM_CALLS: u32 = 20;
+const DEFAULT_MAX_PROBE_DURATION: Duration = Duration::from_secs(60);
 
 /// Most probe calls in half-open.
 pub const MAX_PROBES: u32 = 1_000;
@@ -83,6 +84,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) open_duration_multiplier: f64,
     pub(crate) max_open_duration: Duration,
     pub(crate) half_open_probes: u32,
+    pub(crate) max_probe_duration: Duration,
     pub(crate) listeners: Listeners<CircuitBreakerEvent>,
 }
 
@@ -100,6 +102,7 @@ impl Default for CircuitBreakerConfig {
             open_duration_multiplier: 2.0,
             max_open_duration: Duration::from_secs(300),
             half_open_probes: 5,
+            max_probe_duration: DEFAULT_MAX_PROBE_DURATION,
             listeners: Listeners::new(),
         }
     }
@@ -174,17 +177,18 @@ impl CircuitBreakerConfig {
         self.half_open_probes
     }
 
+    /// How long a half-open probe may hold its permit before it is counted as a failure.
+    pub fn max_probe_duration(&self) -> Duration {
+        self.max_probe_duration
+    }
+
     /// The open duration for the `reopens`-th re-open in a row (0 for the first opening).
+    /// Saturates: any product beyond `max_open_duration` is `max_open_duration`.
     pub fn open_duration_for(&self, reopens: u32) -> Duration {
         let factor = self
             .open_duration_multiplier
             .powi(i32::try_from(reopens).unwrap_or(i32::MAX));
-        let grown = self.open_duration.as_secs_f64() * factor;
-        if !grown.is_finite() || grown >= self.max_open_duration.as_secs_f64() {
-            self.max_open_duration
-        } else {
-            Duration::from_secs_f64(grown).min(self.max_open_duration)
-        }
+        time::mul_f64(self.open_duration, factor).min(self.max_open_duration)
     }
 
     /// Validate and build a layer with a new, closed breaker.
@@ -195,6 +199,7 @@ impl CircuitBreakerConfig {
 
     /// Check every field; the builder and the `serde` loader call this.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure_name(LAYER, &self.name)?;
         self.validate_window()?;
         let rate = |v: f64| v.is_finite() && v > 0.0 && v <= 100.0;
         let f = self.failure_rate_threshold;
@@ -238,6 +243,14 @@ impl CircuitBreakerConfig {
             "half_open_probes",
             p,
             format!("1 to {MAX_PROBES}"),
+        )?;
+        let d = self.max_probe_duration;
+        ensure(
+            !d.is_zero(),
+            LAYER,
+            "max_probe_duration",
+            d,
+            "above 0 (`Duration::MAX`: probes never expire)",
         )
     }
 
@@ -387,6 +400,19 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
+    /// How long a half-open probe may take before it is counted as a failure and its permit
+    /// is freed, so a probe that hangs (no timeout below the breaker) cannot keep the
+    /// breaker half-open forever. Default 60s: longer than any single call should take; set
+    /// it just above your per-attempt timeout. `Duration::MAX`: probes never expire.
+    ///
+    /// It also bounds what half-open rejections say: while every probe is out, a rejected
+    /// call's `retry_after` is the time until the probes' verdict is due (they complete or
+    /// expire by then), at most a tenth of the open duration just served, and never zero.
+    pub fn max_probe_duration(mut self, duration: Duration) -> Self {
+        self.config.max_probe_duration = duration;
+        self
+    }
+
     /// Register a listener for the breaker's events (state transitions, rejected calls,
     /// recorded calls). Listeners run on the calling thread, outside any lock: keep them quick.
     pub fn on_event(
@@ -419,16 +445,21 @@ mod data {
     use super::*;
 
     /// The config as data; every field optional, defaulting as the builder does.
-    #[derive(Default, serde::Deserialize)]
+    #[derive(Default, serde::Deserialize, serde::Serialize)]
     #[serde(default, deny_unknown_fields)]
     pub(super) struct ConfigData {
         name: Option<String>,
         window: Option<SlidingWindow>,
         failure_rate_threshold: Option<f64>,
         slow_call_rate_threshold: Option<f64>,
-        #[serde(with = "palisade_core::config::duration::option")]
+        #[serde(
+            with = "palisade_core::config::duration::option",
+            skip_serializing_if = "Option::is_none"
+        )]
         slow_call_duration: Option<Duration>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         minimum_calls: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         consecutive_failures: Option<u32>,
         #[serde(with = "palisade_core::config::duration::option")]
         open_duration: Option<Duration>,
@@ -436,6 +467,27 @@ mod data {
         #[serde(with = "palisade_core::config::duration::option")]
         max_open_duration: Option<Duration>,
         half_open_probes: Option<u32>,
+        #[serde(with = "palisade_core::config::duration::option")]
+        max_probe_duration: Option<Duration>,
+    }
+
+    impl From<&CircuitBreakerConfig> for ConfigData {
+        fn from(c: &CircuitBreakerConfig) -> Self {
+            Self {
+                name: Some(c.name.as_str().to_owned()),
+                window: Some(c.window),
+                failure_rate_threshold: Some(c.failure_rate_threshold),
+                slow_call_rate_threshold: Some(c.slow_call_rate_threshold),
+                slow_call_duration: c.slow_call_duration,
+                minimum_calls: c.minimum_calls,
+                consecutive_failures: c.consecutive_failures,
+                open_duration: Some(c.open_duration),
+                open_duration_multiplier: Some(c.open_duration_multiplier),
+                max_open_duration: Some(c.max_open_duration),
+                half_open_probes: Some(c.half_open_probes),
+                max_probe_duration: Some(c.max_probe_duration),
+            }
+        }
     }
 
     impl TryFrom<ConfigData> for CircuitBreakerConfig {
@@ -460,6 +512,7 @@ mod data {
                 .unwrap_or(c.open_duration_multiplier);
             c.max_open_duration = d.max_open_duration.unwrap_or(c.max_open_duration);
             c.half_open_probes = d.half_open_probes.unwrap_or(c.half_open_probes);
+            c.max_probe_duration = d.max_probe_duration.unwrap_or(c.max_probe_duration);
             c.validate()?;
             Ok(c)
         }
@@ -467,8 +520,8 @@ mod data {
 }
 
 /// Loads from data (TOML, JSON, …): every field is optional and defaults as the builder
-/// does; durations are strings like `"30s"` or integers of milliseconds. The result is
-/// validated.
+/// does; durations are strings with a unit, like `"30s"` or `"250ms"` (a bare number is
+/// refused). The result is validated as the builder validates.
 ///
 /// ```
 /// use palisade_circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
@@ -482,12 +535,22 @@ mod data {
 /// }"#).unwrap();
 /// assert_eq!(config.open_duration(), Duration::from_secs(15));
 /// assert!(serde_json::from_str::<CircuitBreakerConfig>(r#"{ "half_open_probes": 0 }"#).is_err());
+/// assert!(serde_json::from_str::<CircuitBreakerConfig>(r#"{ "open_duration": 15 }"#).is_err());
 /// ```
 #[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for CircuitBreakerConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let data = <data::ConfigData as serde::Deserialize>::deserialize(d)?;
         CircuitBreakerConfig::try_from(data).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Writes the data fields (not the listeners), durations with their exact unit, so a
+/// written config loads back equal.
+#[cfg(feature = "serde")]
+impl serde::Serialize for CircuitBreakerConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&data::ConfigData::from(self), s)
     }
 }
 
@@ -549,9 +612,84 @@ mod tests {
                 "max_open_duration",
             ),
             (b().half_open_probes(0).build_config(), "half_open_probes"),
+            (b().name("").build_config(), "name"),
+            (
+                b().max_probe_duration(Duration::ZERO).build_config(),
+                "max_probe_duration",
+            ),
+            (
+                b().failure_rate_threshold(-1.0).build_config(),
+                "failure_rate_threshold",
+            ),
+            (
+                b().failure_rate_threshold(100.5).build_config(),
+                "failure_rate_threshold",
+            ),
+            (
+                b().open_duration_backoff(f64::NAN, Duration::from_secs(60))
+                    .build_config(),
+                "open_duration_multiplier",
+            ),
+            (
+                b().open_duration_backoff(f64::INFINITY, Duration::from_secs(60))
+                    .build_config(),
+                "open_duration_multiplier",
+            ),
         ];
         for (res, field) in cases {
             assert_eq!(res.unwrap_err().field(), field);
+        }
+    }
+
+    /// Every duration field at 1ns and `Duration::MAX` builds, and a breaker built from it
+    /// runs its whole cycle without a panic (time arithmetic saturates).
+    #[tokio::test(start_paused = true)]
+    async fn extreme_durations_never_panic() {
+        use tower::{Service, ServiceExt, service_fn};
+        for d in [
+            Duration::from_nanos(1),
+            Duration::from_secs(1),
+            Duration::MAX,
+        ] {
+            let window = if d == Duration::from_nanos(1) {
+                SlidingWindow::Count { size: 2 }
+            } else {
+                SlidingWindow::Time {
+                    duration: d,
+                    buckets: 1,
+                }
+            };
+            let layer = CircuitBreakerConfig::builder()
+                .window(window)
+                .minimum_calls(2)
+                .slow_call_duration(d)
+                .open_duration(d)
+                .open_duration_backoff(1000.0, Duration::MAX)
+                .max_probe_duration(d)
+                .half_open_probes(1)
+                .build()
+                .unwrap();
+            let handle = layer.handle();
+            let mut svc = tower::Layer::layer(
+                &layer,
+                service_fn(|fail: bool| async move {
+                    if fail {
+                        Err::<(), palisade_core::BoxError>("down".into())
+                    } else {
+                        Ok(())
+                    }
+                }),
+            );
+            for step in 0..8 {
+                let _ = svc.ready().await.unwrap().call(step % 3 != 0).await;
+                tokio::time::advance(Duration::from_secs(1)).await;
+            }
+            let _ = handle.snapshot();
+            let _ = handle.retry_after();
+            handle.open_for(d);
+            handle.open_for(Duration::MAX);
+            let err = svc.ready().await.unwrap().call(false).await.unwrap_err();
+            assert!(err.is::<palisade_core::CircuitOpen>());
         }
     }
 
@@ -565,5 +703,11 @@ mod tests {
         let got: Vec<_> = (0..5).map(|n| c.open_duration_for(n).as_secs()).collect();
         assert_eq!(got, [10, 30, 90, 100, 100]);
         assert_eq!(c.open_duration_for(u32::MAX), Duration::from_secs(100));
+        let forever = CircuitBreakerConfig::builder()
+            .open_duration(Duration::MAX)
+            .open_duration_backoff(2.0, Duration::MAX)
+            .build_config()
+            .unwrap();
+        assert_eq!(forever.open_duration_for(3), Duration::MAX);
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::{ConfigError, Name};
+use palisade_core::{ConfigError, Name, time};
 use tokio::time::Instant;
 
 use crate::state::{Breaker, WindowSnapshot};
@@ -56,6 +56,40 @@ impl CircuitBreakerHandle {
     /// While open: how long until a probe is admitted.
     pub fn retry_after(&self) -> Option<Duration> {
         self.breaker.retry_after(Instant::now())
+    }
+
+    /// Open the breaker for `duration` from now, without recording a failure in the window
+    /// (as resilience4j's `transitionToOpenStateFor`): for an upstream that said "slow
+    /// down for 30s" (a `Retry-After`), or an operator's short pause. Calls are rejected
+    /// with a `retry_after` counting down to the end of the period; then the breaker
+    /// half-opens and probes as after any open period. If it is already open until later,
+    /// it stays open until then (a hint never shortens an open period). `Duration::MAX`
+    /// opens it for good (until [`reset`](Self::reset) or a later call of these). Like
+    /// the other operator actions, it ends metrics-only mode.
+    ///
+    /// ```
+    /// use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let handle = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).handle();
+    /// handle.open_for(Duration::from_secs(30));
+    /// assert_eq!(handle.state(), State::Open);
+    /// assert_eq!(handle.retry_after(), Some(Duration::from_secs(30)));
+    /// assert_eq!(handle.snapshot().failures, 0, "not counted as a failure");
+    /// # }
+    /// ```
+    pub fn open_for(&self, duration: Duration) {
+        let now = Instant::now();
+        self.breaker.open_until(time::add(now, duration), now);
+    }
+
+    /// Open the breaker until `instant` (as resilience4j's `transitionToOpenStateUntil`);
+    /// see [`open_for`](Self::open_for). An instant already past opens it for no time: the
+    /// next call is a probe.
+    pub fn open_until(&self, instant: Instant) {
+        self.breaker.open_until(instant, Instant::now());
     }
 
     /// Isolate the backend: reject every call (with `retry_after: None`) until

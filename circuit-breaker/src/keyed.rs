@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::config::ensure;
-use palisade_core::{CircuitOpen, Classify, ConfigError, DefaultClassifier, Name};
+use palisade_core::{CircuitOpen, Classify, ConfigError, Name, RejectionAware, time};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -28,19 +28,87 @@ const SHARDS: usize = 16;
 /// cache lines so threads do not slow each other down), its map entry and name, and two
 /// bits per slot of a count window (32 bytes for the default 100 slots) or eight bytes per
 /// bucket of a time window. 10,000 keys with the default window take about 14 MB.
+///
+/// Loaded from data (`serde` feature), the limits are validated as
+/// [`KeyedLimits::validate`] does; `with_limits` also checks them against the breaker's
+/// config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(default))]
+#[cfg_attr(
+    feature = "serde",
+    serde(default, deny_unknown_fields, try_from = "LimitsData")
+)]
 pub struct KeyedLimits {
     /// At most this many keys; when full, idle keys are evicted first, then the least
-    /// recently used. Default 10,000: far more hosts or endpoints than a client usually
-    /// talks to, and only a few MB.
+    /// recently used eighth (closed breakers before open ones, whose state matters). Keys
+    /// with calls in flight or a handle held, and forced-open keys, are never evicted, so
+    /// when all keys are pinned the registry grows past the limit (it retries eviction
+    /// after another eighth of new keys, not on every new key). Default 10,000: far more
+    /// hosts or endpoints than a client usually talks to, and only a few MB.
     pub max_keys: usize,
     /// A key with no calls for this long is evicted (unless forced open). Default 10 minutes:
     /// longer than the default maximum open duration (5 minutes), so eviction never cuts an
     /// open period short. Must be at least the config's `max_open_duration`.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
     pub idle_timeout: Duration,
+}
+
+impl KeyedLimits {
+    /// Check the limits on their own: `max_keys` at least 1, `idle_timeout` above 0.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.max_keys >= 1,
+            "circuit_breaker",
+            "max_keys",
+            self.max_keys,
+            "1 or more",
+        )?;
+        ensure(
+            !self.idle_timeout.is_zero(),
+            "circuit_breaker",
+            "idle_timeout",
+            self.idle_timeout,
+            "above 0 (and at least the config's max_open_duration)",
+        )
+    }
+}
+
+/// `KeyedLimits` as data, validated into the real thing.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LimitsData {
+    max_keys: usize,
+    #[serde(with = "palisade_core::config::duration")]
+    idle_timeout: Duration,
+}
+
+#[cfg(feature = "serde")]
+impl Default for LimitsData {
+    fn default() -> Self {
+        let KeyedLimits {
+            max_keys,
+            idle_timeout,
+        } = KeyedLimits::default();
+        Self {
+            max_keys,
+            idle_timeout,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<LimitsData> for KeyedLimits {
+    type Error = ConfigError;
+
+    fn try_from(d: LimitsData) -> Result<Self, ConfigError> {
+        let limits = KeyedLimits {
+            max_keys: d.max_keys,
+            idle_timeout: d.idle_timeout,
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
 }
 
 impl Default for KeyedLimits {
@@ -69,15 +137,26 @@ struct Registry<K> {
     len: AtomicUsize,
     origin: Instant,
     last_sweep: AtomicU64,
+    /// Evict when a new key arrives and this many keys are held: `max_keys`, or more after
+    /// a pass that could not get under it (every key pinned), so a pinned registry is not
+    /// scanned on every new key.
+    evict_at: AtomicUsize,
+    /// Eviction passes run (for tests).
+    passes: AtomicUsize,
 }
 
 impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     fn nanos(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+        time::nanos_since(self.origin, now)
     }
 
     fn idle_nanos(&self) -> u64 {
-        u64::try_from(self.limits.idle_timeout.as_nanos()).unwrap_or(u64::MAX)
+        time::nanos(self.limits.idle_timeout)
+    }
+
+    /// The eviction batch when full: an eighth of the limit.
+    fn batch(&self) -> usize {
+        (self.limits.max_keys / 8).max(1)
     }
 
     fn shard(&self, key: &K) -> &RwLock<HashMap<K, Slot>> {
@@ -112,7 +191,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     fn insert(&self, key: K, now: Instant, t: u64) -> Arc<Breaker> {
         let sweep_due =
             t.saturating_sub(self.last_sweep.load(Ordering::Relaxed)) >= self.idle_nanos();
-        if sweep_due || self.len.load(Ordering::Relaxed) >= self.limits.max_keys {
+        if sweep_due || self.len.load(Ordering::Relaxed) >= self.evict_at.load(Ordering::Relaxed) {
             self.evict(t);
         }
         // Lock order: the config, then a shard (as `update_config` does), so a key created
@@ -140,22 +219,70 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         breaker
     }
 
-    /// Evict idle keys; if still full, the least recently used eighth. Returns how many
-    /// keys were evicted. Keys with calls in flight and forced-open keys stay.
+    /// Evict idle keys; if still full, the least recently used eighth (closed breakers
+    /// first: an open breaker's state is what protects the backend). Returns how many keys
+    /// were evicted. Keys with calls in flight (or a handle held) and forced-open keys stay.
     fn evict(&self, t: u64) -> usize {
+        self.passes.fetch_add(1, Ordering::Relaxed);
         self.last_sweep.store(t, Ordering::Relaxed);
         let idle = self.idle_nanos();
         let mut evicted =
             self.retain(|slot| t.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle);
         if self.len.load(Ordering::Relaxed) >= self.limits.max_keys {
-            let mut ages: Vec<u64> = self.all_slots(|slot| slot.last_used.load(Ordering::Relaxed));
-            ages.sort_unstable();
-            let batch = (self.limits.max_keys / 8).max(1).min(ages.len());
-            if let Some(&cutoff) = ages.get(batch.saturating_sub(1)) {
-                evicted += self.retain(|slot| slot.last_used.load(Ordering::Relaxed) > cutoff);
+            evicted += self.evict_least_recently_used(self.batch());
+        }
+        self.rearm();
+        evicted
+    }
+
+    /// Set the size of the next eviction: at the limit, or, when a pass could not get
+    /// under it, another batch of new keys later.
+    fn rearm(&self) {
+        let len = self.len.load(Ordering::Relaxed);
+        let max = self.limits.max_keys;
+        let at = if len < max {
+            max
+        } else {
+            len.saturating_add(self.batch())
+        };
+        self.evict_at.store(at, Ordering::Relaxed);
+    }
+
+    /// Evict exactly `batch` evictable keys (fewer if fewer are evictable): closed ones
+    /// before open ones, least recently used first. Ties on the last use (keys touched at
+    /// the same instant) do not widen the batch.
+    fn evict_least_recently_used(&self, batch: usize) -> usize {
+        let mut candidates: Vec<(bool, u64, usize, K)> = Vec::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let map = shard.read().unwrap_or_else(PoisonError::into_inner);
+            candidates.extend(
+                map.iter()
+                    .filter(|(_, slot)| !pinned(slot))
+                    .map(|(key, slot)| {
+                        let open = !matches!(slot.breaker.state(), State::Closed | State::Disabled);
+                        (open, slot.last_used.load(Ordering::Relaxed), i, key.clone())
+                    }),
+            );
+        }
+        let batch = batch.min(candidates.len());
+        if batch == 0 {
+            return 0;
+        }
+        candidates.select_nth_unstable_by(batch - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        candidates.truncate(batch);
+        let mut removed = 0;
+        for (_, _, i, key) in candidates {
+            let mut map = self.shards[i]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Pinned since it was picked: it stays.
+            if map.get(&key).is_some_and(|slot| !pinned(slot)) {
+                map.remove(&key);
+                removed += 1;
             }
         }
-        evicted
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        removed
     }
 
     /// Keep the slots for which `keep` holds (and those that must stay); returns how many
@@ -165,11 +292,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         for shard in self.shards.iter() {
             let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
             let before = map.len();
-            map.retain(|_, slot| {
-                keep(slot)
-                    || Arc::strong_count(&slot.breaker) > 1
-                    || slot.breaker.state() == State::ForcedOpen
-            });
+            map.retain(|_, slot| keep(slot) || pinned(slot));
             removed += before - map.len();
         }
         self.len.fetch_sub(removed, Ordering::Relaxed);
@@ -192,6 +315,12 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             .unwrap_or_else(PoisonError::into_inner);
         map.get(key).map(|slot| Arc::clone(&slot.breaker))
     }
+}
+
+/// A slot that eviction must leave: calls in flight or a handle held (someone else holds
+/// its breaker), or forced open by an operator.
+fn pinned(slot: &Slot) -> bool {
+    Arc::strong_count(&slot.breaker) > 1 || slot.breaker.state() == State::ForcedOpen
 }
 
 // ===== KeyedCircuitBreakerLayer =====
@@ -227,7 +356,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
 /// assert!(svc.ready().await.unwrap().call("up").await.is_ok());
 /// # }
 /// ```
-pub struct KeyedCircuitBreakerLayer<F, K, C = DefaultClassifier> {
+pub struct KeyedCircuitBreakerLayer<F, K, C = RejectionAware> {
     registry: Arc<Registry<K>>,
     key_fn: F,
     classifier: C,
@@ -264,13 +393,7 @@ where
     {
         let config = config.into();
         let layer = "circuit_breaker";
-        ensure(
-            limits.max_keys >= 1,
-            layer,
-            "max_keys",
-            limits.max_keys,
-            "1 or more",
-        )?;
+        limits.validate()?;
         ensure(
             limits.idle_timeout >= config.max_open_duration,
             layer,
@@ -295,11 +418,13 @@ where
             len: AtomicUsize::new(0),
             origin: now,
             last_sweep: AtomicU64::new(0),
+            evict_at: AtomicUsize::new(limits.max_keys),
+            passes: AtomicUsize::new(0),
         };
         Self {
             registry: Arc::new(registry),
             key_fn,
-            classifier: DefaultClassifier,
+            classifier: RejectionAware,
         }
     }
 }
@@ -358,7 +483,7 @@ impl<S, F: Clone, K, C: Clone> Layer<S> for KeyedCircuitBreakerLayer<F, K, C> {
 // ===== KeyedCircuitBreaker =====
 
 /// A service guarded by one circuit breaker per key; see [`KeyedCircuitBreakerLayer`].
-pub struct KeyedCircuitBreaker<S, F, K, C = DefaultClassifier> {
+pub struct KeyedCircuitBreaker<S, F, K, C = RejectionAware> {
     inner: S,
     registry: Arc<Registry<K>>,
     key_fn: F,
@@ -471,8 +596,11 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedCircuitBreakerHandle<K> {
         let t = self.registry.nanos(Instant::now());
         let idle = self.registry.idle_nanos();
         self.registry.last_sweep.store(t, Ordering::Relaxed);
-        self.registry
-            .retain(|slot| t.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle)
+        let evicted = self
+            .registry
+            .retain(|slot| t.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle);
+        self.registry.rearm();
+        evicted
     }
 
     /// Apply a new config to every existing key and to keys created from now on (see
@@ -517,5 +645,77 @@ impl<K> fmt::Debug for KeyedCircuitBreakerHandle<K> {
             .field("name", &self.registry.name)
             .field("keys", &self.registry.len.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn layer(max_keys: usize) -> KeyedCircuitBreakerLayer<fn(&u32) -> u32, u32> {
+        let config = CircuitBreakerConfig::builder()
+            .name("k")
+            .consecutive_failures(1)
+            .build_config()
+            .expect("valid config");
+        let limits = KeyedLimits {
+            max_keys,
+            ..KeyedLimits::default()
+        };
+        KeyedCircuitBreakerLayer::with_limits(config, (|k: &u32| *k) as fn(&u32) -> u32, limits)
+            .expect("valid limits")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_used_at_one_instant_are_evicted_one_batch_at_a_time() {
+        let layer = layer(80);
+        let r = &layer.registry;
+        let now = Instant::now();
+        for k in 0..80 {
+            drop(r.breaker(k, now));
+        }
+        // Some of them are open: their state must survive the eviction.
+        for k in 0..5 {
+            let b = r.breaker(k, now);
+            let p = b.acquire(|| now).unwrap();
+            b.record(p, palisade_core::Outcome::Failure, None, || now);
+            assert_eq!(b.state(), State::Open);
+        }
+        drop(r.breaker(80, now));
+        assert_eq!(r.len.load(Ordering::Relaxed), 71, "80 - a batch of 10 + 1");
+        for k in 0..5 {
+            assert_eq!(
+                r.get(&k).map(|b| b.state()),
+                Some(State::Open),
+                "open breakers are evicted after closed ones"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pinned_registry_is_not_rescanned_on_every_new_key() {
+        let layer = layer(16);
+        let r = &layer.registry;
+        let now = Instant::now();
+        // Every key has a call in flight: nothing can be evicted.
+        let held: Vec<_> = (0..16).map(|k| r.breaker(k, now)).collect();
+        let passes = r.passes.load(Ordering::Relaxed);
+        let more: Vec<_> = (16..32).map(|k| r.breaker(k, now)).collect();
+        let ran = r.passes.load(Ordering::Relaxed) - passes;
+        assert!(ran <= 8, "{ran} eviction passes for 16 new keys");
+        assert_eq!(r.len.load(Ordering::Relaxed), 32, "pinned keys all stay");
+        // Released, the next new key brings the registry back under its limit.
+        drop((held, more));
+        drop(r.breaker(100, now));
+        assert!(r.len.load(Ordering::Relaxed) <= 32);
+        let before = r.len.load(Ordering::Relaxed);
+        for k in 200..240 {
+            drop(r.breaker(k, now));
+        }
+        assert!(
+            r.len.load(Ordering::Relaxed) <= before.max(16),
+            "bounded again: {}",
+            r.len.load(Ordering::Relaxed)
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use palisade_core::DefaultClassifier;
+use palisade_core::RejectionAware;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
@@ -14,10 +14,12 @@ use crate::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle};
 /// Applies a circuit breaker to a service. The layer owns one breaker: every service it
 /// wraps, and every clone of it, shares that breaker (wrap two backends with two layers).
 ///
-/// The classifier decides which results count as failures; by default every `Err` is one
-/// (which includes rejections of inner layers, such as a timeout's `Elapsed`).
+/// The classifier decides which results count as failures; by default
+/// [`RejectionAware`]: the backend's errors and a timeout's `Elapsed` are failures, the
+/// local rejections of inner layers (`RateLimited`, `Overloaded`, `CircuitOpen`) are
+/// ignored, so a caller's own limit never opens its breaker.
 #[derive(Clone)]
-pub struct CircuitBreakerLayer<C = DefaultClassifier> {
+pub struct CircuitBreakerLayer<C = RejectionAware> {
     breaker: Arc<Breaker>,
     classifier: C,
 }
@@ -30,7 +32,7 @@ impl CircuitBreakerLayer {
         let metrics = Metrics::register(config.name(), true);
         Self {
             breaker: Arc::new(Breaker::new(config, Instant::now(), metrics)),
-            classifier: DefaultClassifier,
+            classifier: RejectionAware,
         }
     }
 }

@@ -5,8 +5,9 @@
 //! room to recover:
 //!
 //! - **Closed**: calls flow; each outcome (classified by a `palisade_core::Classify`,
-//!   default "every `Err` is a failure") goes into a sliding window: the last N calls, or
-//!   the last T seconds in B buckets. Both truly slide: old outcomes leave the window.
+//!   default [`palisade_core::RejectionAware`]) goes into a sliding window: the last N
+//!   calls, or the last T seconds in B buckets. Both truly slide: old outcomes leave the
+//!   window.
 //! - It **opens** when the window's failure rate or slow-call rate reaches its threshold
 //!   (once the window holds a minimum number of calls), or after N failures in a row.
 //! - **Open**: calls fail fast with [`CircuitOpen`](palisade_core::CircuitOpen), whose
@@ -15,7 +16,27 @@
 //! - **Half-open**: once the open duration has passed, the next calls are probes (never
 //!   more than configured, even under concurrency); when all have completed, their rates
 //!   close the breaker or re-open it. No background task: the first call after the open
-//!   duration is the first probe.
+//!   duration is the first probe. A probe that takes longer than
+//!   [`max_probe_duration`](CircuitBreakerConfigBuilder::max_probe_duration) counts as a
+//!   failure and frees the half-open state, so a hung probe cannot keep it half-open
+//!   forever; calls rejected while the probes are out are told to come back when the
+//!   verdict is due (at most a tenth of the open duration, never "in 0s").
+//! - An upstream's throttle hint or an operator can open it for a given time
+//!   ([`CircuitBreakerHandle::open_for`], [`open_until`](CircuitBreakerHandle::open_until))
+//!   without counting a failure.
+//!
+//! # What counts as a failure
+//!
+//! The default classifier, [`palisade_core::RejectionAware`], counts the backend's errors
+//! and an attempt's `Elapsed` (a timeout below the breaker) as failures, and ignores the
+//! rejections made by the caller's own layers (`RateLimited`, `Overloaded`, `CircuitOpen`,
+//! `RetriesExhausted`): **a caller's own limit can never open its breaker.** A burst over a
+//! reject-mode rate limit or a concurrency limit placed under the breaker (the recommended
+//! order) is the caller's load, not the backend's health. The error type must implement
+//! `palisade_core::AsRejection` for that (`BoxError` and `palisade_core::Error<E>` do);
+//! with another error type, pass a classifier with
+//! [`CircuitBreakerLayer::with_classifier`] (e.g. `palisade_core::DefaultClassifier`,
+//! "every `Err` is a failure").
 //! - Operators can force it open, disable it (always closed, still recording) or put it in
 //!   metrics-only mode (the state machine runs and reports, but never rejects) through a
 //!   [`CircuitBreakerHandle`], which also reads the window and updates the config at run

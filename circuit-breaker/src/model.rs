@@ -34,6 +34,10 @@ struct Model {
     window: VecDeque<(u64, bool, bool)>,
     consecutive: u32,
     open_until: u64,
+    /// Length of the last open period (bounds half-open `retry_after`).
+    open_for: u64,
+    /// When the probes out are due: the last probe's admission + `max_probe_duration`.
+    probe_deadline: u64,
     reopens: u32,
     issued: u32,
     done: u32,
@@ -57,6 +61,8 @@ impl Model {
             window: VecDeque::new(),
             consecutive: 0,
             open_until: 0,
+            open_for: 0,
+            probe_deadline: 0,
             reopens: 0,
             issued: 0,
             done: 0,
@@ -66,7 +72,9 @@ impl Model {
     }
 
     fn slow_nanos(&self) -> Option<u64> {
-        self.c.slow_call_duration.map(|d| d.as_nanos() as u64)
+        self.c
+            .slow_call_duration
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1))
     }
 
     /// The window's entries as of `t` (drops what the time window no longer covers).
@@ -89,6 +97,10 @@ impl Model {
     }
 
     fn transition(&mut self, to: State, operator: bool, t: u64) {
+        self.transition_until(to, operator, t, None);
+    }
+
+    fn transition_until(&mut self, to: State, operator: bool, t: u64, until: Option<u64>) {
         let from = self.state;
         self.epoch += 1;
         self.state = to;
@@ -96,15 +108,23 @@ impl Model {
             self.metrics_only = false;
         }
         match to {
+            State::Open if until.is_some() => {
+                let until = until.unwrap_or_default();
+                self.open_for = until.saturating_sub(t);
+                self.open_until = until;
+            }
             State::Open => {
                 self.reopens = if from == State::HalfOpen {
                     self.reopens + 1
                 } else {
                     0
                 };
-                self.open_until = t + self.c.open_duration_for(self.reopens).as_nanos() as u64;
+                self.open_for = u64::try_from(self.c.open_duration_for(self.reopens).as_nanos())
+                    .unwrap_or(u64::MAX);
+                self.open_until = t.saturating_add(self.open_for);
             }
             State::HalfOpen => {
+                self.probe_deadline = t;
                 (self.issued, self.done, self.probe_failures, self.probe_slow) = (0, 0, 0, 0);
             }
             State::Closed => {
@@ -134,12 +154,39 @@ impl Model {
                 }
                 State::Open => self.transition(State::HalfOpen, false, t),
                 State::HalfOpen if self.issued < self.c.half_open_probes => {
+                    let probe =
+                        u64::try_from(self.c.max_probe_duration().as_nanos()).unwrap_or(u64::MAX);
+                    self.probe_deadline = self.probe_deadline.max(t.saturating_add(probe));
                     self.issued += 1;
                     return Ok((self.epoch, Kind::Probe));
                 }
-                State::HalfOpen => return self.reject(Some(0)),
+                // Every probe is out and due: those still out count as failures.
+                State::HalfOpen if t >= self.probe_deadline => {
+                    let out = self.issued - self.done;
+                    assert!(out > 0, "a full half-open period with no probe out");
+                    self.done += out;
+                    self.probe_failures += out;
+                    self.verdict(t);
+                }
+                State::HalfOpen => {
+                    let wait = (self.probe_deadline - t).clamp(1, (self.open_for / 10).max(1));
+                    return self.reject(Some(wait));
+                }
             }
         }
+    }
+
+    /// Open the breaker until `until` (an operator or a hint), never shortening an open
+    /// period.
+    fn open_until(&mut self, until: u64, t: u64) {
+        if self.state == State::Open {
+            if until > self.open_until {
+                self.open_until = until;
+                self.open_for = until.saturating_sub(t);
+            }
+            return;
+        }
+        self.transition_until(State::Open, true, t, Some(until));
     }
 
     fn record(&mut self, epoch: u64, kind: Kind, outcome: Outcome, elapsed: u64, t: u64) {
@@ -199,6 +246,10 @@ impl Model {
         self.done += 1;
         self.probe_failures += u32::from(outcome == Outcome::Failure);
         self.probe_slow += u32::from(slow);
+        self.verdict(t);
+    }
+
+    fn verdict(&mut self, t: u64) {
         if self.done < self.c.half_open_probes {
             return;
         }
@@ -246,10 +297,10 @@ fn config() -> impl Strategy<Value = CircuitBreakerConfig> {
             prop::sample::select(vec![1.0, 1.5, 2.0]),
             1u64..10,
         ),
-        1u32..5,
+        (1u32..5, prop::option::of(1u64..200)),
     )
         .prop_map(
-            |(window, min, fr, slow, sr, consecutive, (open, mult, cap), probes)| {
+            |(window, min, fr, slow, sr, consecutive, (open, mult, cap), (probes, probe_ms))| {
                 let min = match window {
                     SlidingWindow::Count { size } => min.min(size),
                     SlidingWindow::Time { .. } => min,
@@ -261,7 +312,8 @@ fn config() -> impl Strategy<Value = CircuitBreakerConfig> {
                     .slow_call_rate_threshold(sr)
                     .open_duration(Duration::from_millis(open))
                     .open_duration_backoff(mult, Duration::from_millis(open * cap))
-                    .half_open_probes(probes);
+                    .half_open_probes(probes)
+                    .max_probe_duration(probe_ms.map_or(Duration::MAX, Duration::from_millis));
                 if let Some(ms) = slow {
                     b = b.slow_call_duration(Duration::from_millis(ms));
                 }
@@ -285,6 +337,8 @@ enum Op {
     Cancel(usize),
     Advance(u64),
     ForceOpen,
+    /// Open for `ms` from now (the handle's `open_for`).
+    OpenFor(u64),
     Disable,
     Reset,
     MetricsOnly,
@@ -306,6 +360,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::Cancel),
         15 => (0u64..150).prop_map(Op::Advance),
         1 => Just(Op::ForceOpen),
+        2 => (0u64..300).prop_map(Op::OpenFor),
         1 => Just(Op::Disable),
         2 => Just(Op::Reset),
         1 => Just(Op::MetricsOnly),
@@ -408,6 +463,11 @@ impl Harness {
             Op::ForceOpen => {
                 self.real.force_open();
                 self.model.transition(State::ForcedOpen, true, self.t);
+            }
+            Op::OpenFor(ms) => {
+                let until = self.t + ms * 1_000_000;
+                self.real.open_until(self.at(until), self.at(self.t));
+                self.model.open_until(until, self.t);
             }
             Op::Disable => {
                 self.real.disable();

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{CircuitOpen, Classify, DefaultClassifier};
+use palisade_core::{CircuitOpen, Classify, RejectionAware};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -18,9 +18,10 @@ use crate::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 ///
 /// `poll_ready` only asks the inner service: an open breaker rejects from `call`, so a
 /// caller gets the rejection (with its `retry_after`) instead of a service that never
-/// becomes ready. `retry_after` is the time left in the open period; zero while half-open
-/// with every probe out (the verdict is pending); `None` when forced open.
-pub struct CircuitBreaker<S, C = DefaultClassifier> {
+/// becomes ready. `retry_after` is the time left in the open period; while half-open with
+/// every probe out, the time until the probes' verdict is due, at most a tenth of the open
+/// duration just served and never zero; `None` when forced open.
+pub struct CircuitBreaker<S, C = RejectionAware> {
     inner: S,
     breaker: Arc<Breaker>,
     classifier: C,
@@ -29,7 +30,7 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
 // ===== impl CircuitBreaker =====
 
 impl<S> CircuitBreaker<S> {
-    /// Wrap `inner` in a new breaker (with the default classifier: every `Err` is a failure).
+    /// Wrap `inner` in a new breaker (with the default classifier, [`RejectionAware`]).
     pub fn new(inner: S, config: impl Into<CircuitBreakerConfig>) -> Self {
         tower_layer::Layer::layer(&CircuitBreakerLayer::new(config), inner)
     }

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use palisade_core::{ConfigError, Emitter, Outcome};
+use palisade_core::{ConfigError, Emitter, Outcome, time};
 use tokio::time::Instant;
 
 use crate::config::{CircuitBreakerConfig, SlidingWindow};
@@ -150,6 +150,8 @@ struct Settings {
     min_calls: AtomicU32,
     consecutive: AtomicU32,
     probes: AtomicU32,
+    /// How long a probe may hold its permit, nanoseconds (saturated: "never").
+    probe_nanos: AtomicU64,
 }
 
 const OFF: u64 = u64::MAX;
@@ -163,6 +165,7 @@ impl Settings {
             min_calls: AtomicU32::new(0),
             consecutive: AtomicU32::new(0),
             probes: AtomicU32::new(0),
+            probe_nanos: AtomicU64::new(0),
         };
         s.store(c);
         s
@@ -174,12 +177,16 @@ impl Settings {
             .store(milli_percent(c.failure_rate_threshold), r);
         self.slow_rate
             .store(milli_percent(c.slow_call_rate_threshold), r);
-        let slow = c.slow_call_duration.map_or(OFF, nanos_of);
+        // `OFF` means "not tracked": a duration that long means "never slow", one less.
+        let slow = c
+            .slow_call_duration
+            .map_or(OFF, |d| time::nanos(d).min(OFF - 1));
         self.slow_nanos.store(slow, r);
         self.min_calls.store(c.minimum_calls(), r);
         self.consecutive
             .store(c.consecutive_failures.unwrap_or(0), r);
         self.probes.store(c.half_open_probes, r);
+        self.probe_nanos.store(time::nanos(c.max_probe_duration), r);
     }
 
     /// `part` of `whole` reaches the failure-rate threshold.
@@ -213,10 +220,6 @@ fn rate_reached(part: u64, whole: u64, threshold: u64) -> bool {
     whole > 0 && part.saturating_mul(100_000) >= threshold.saturating_mul(whole)
 }
 
-fn nanos_of(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(OFF - 1)
-}
-
 // ===== Breaker =====
 
 /// What only transitions touch, behind the transition lock.
@@ -235,7 +238,13 @@ pub(crate) struct Breaker {
     word: Padded<AtomicU64>,
     /// When the open period ends, in nanoseconds since `origin`.
     open_until: AtomicU64,
+    /// How long the last open period was, nanoseconds: bounds half-open `retry_after`.
+    open_for: AtomicU64,
     probes: AtomicU64,
+    /// When the probes out in half-open are due, nanoseconds since `origin`: the last
+    /// probe's admission plus the maximum probe duration. Past it, the probes still out
+    /// count as failures and the verdict is taken.
+    probe_deadline: AtomicU64,
     consecutive: AtomicU32,
     window: Window,
     settings: Settings,
@@ -252,7 +261,7 @@ impl Breaker {
         let window = match config.window {
             SlidingWindow::Count { size } => Window::Count(CountWindow::new(size)),
             SlidingWindow::Time { duration, buckets } => {
-                let width = nanos_of(duration) / u64::from(buckets.max(1));
+                let width = time::nanos(duration) / u64::from(buckets.max(1));
                 Window::Time(TimeWindow::new(width, buckets))
             }
         };
@@ -260,7 +269,9 @@ impl Breaker {
         Self {
             word: Padded(AtomicU64::new(Word::new(State::Closed, false, 0).0)),
             open_until: AtomicU64::new(0),
+            open_for: AtomicU64::new(0),
             probes: AtomicU64::new(0),
+            probe_deadline: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             window,
             settings: Settings::new(&config),
@@ -276,7 +287,7 @@ impl Breaker {
     }
 
     fn nanos(&self, at: Instant) -> u64 {
-        nanos_of(at.saturating_duration_since(self.origin))
+        time::nanos_since(self.origin, at)
     }
 
     pub(crate) fn emitter(&self) -> &Emitter<CircuitBreakerEvent> {
@@ -300,8 +311,10 @@ impl Breaker {
     // ===== admission =====
 
     /// Admit a call at `now`, or say how long until a probe will be admitted (`None`:
-    /// forced open). The clock is read only in the open state.
+    /// forced open). The clock is read (once) only in the open and half-open states.
     pub(crate) fn acquire(&self, now: impl Fn() -> Instant) -> Result<Permit, Option<Duration>> {
+        let now = LazyNow::new(now);
+        let t = || self.nanos(now.get());
         loop {
             let w = self.load();
             let permit = |kind| Permit {
@@ -312,7 +325,7 @@ impl Breaker {
                 State::Closed | State::Disabled => return Ok(permit(PermitKind::Window)),
                 State::ForcedOpen => return self.reject(w, None),
                 State::Open => {
-                    let t = self.nanos(now());
+                    let t = t();
                     let until = self.open_until.load(Ordering::Acquire);
                     if t < until {
                         return self.reject(w, Some(Duration::from_nanos(until - t)));
@@ -325,14 +338,28 @@ impl Breaker {
                         t,
                     );
                 }
-                State::HalfOpen => match self.try_probe(w) {
+                State::HalfOpen => match self.try_probe(w, &t) {
                     Some(true) => return Ok(permit(PermitKind::Probe)),
-                    // Every probe is out; the verdict is pending.
-                    Some(false) => return self.reject(w, Some(Duration::ZERO)),
+                    // Every probe is out: the verdict is due by the probe deadline.
+                    Some(false) => {
+                        let t = t();
+                        let deadline = self.probe_deadline.load(Ordering::Acquire);
+                        if t < deadline || !self.expire_probes(w, t) {
+                            return self.reject(w, Some(self.half_open_retry_after(t, deadline)));
+                        }
+                    }
                     None => {}
                 },
             }
         }
+    }
+
+    /// What a call rejected while every probe is out is told: the time until the probes'
+    /// verdict is due (they complete or expire by then), at most a tenth of the open
+    /// duration just served, never zero (callers that honour it must not spin).
+    fn half_open_retry_after(&self, t: u64, deadline: u64) -> Duration {
+        let cap = (self.open_for.load(Ordering::Relaxed) / 10).max(1);
+        Duration::from_nanos(deadline.saturating_sub(t).clamp(1, cap))
     }
 
     /// Refuse (or, in metrics-only mode, let through unrecorded) a call.
@@ -355,7 +382,10 @@ impl Breaker {
 
     /// Take a probe permit: `Some(true)` taken, `Some(false)` none left, `None` the
     /// half-open period of `w` is over.
-    fn try_probe(&self, w: Word) -> Option<bool> {
+    /// Each admitted probe moves the probe deadline to `t()` plus the maximum probe
+    /// duration (before it takes its permit, so no caller can see the permit taken and the
+    /// deadline not yet moved).
+    fn try_probe(&self, w: Word, t: &impl Fn() -> u64) -> Option<bool> {
         let max = u64::from(self.settings.probes.load(Ordering::Relaxed));
         let tag = probe_tag(w.epoch());
         let mut p = self.probes.load(Ordering::Acquire);
@@ -366,6 +396,8 @@ impl Breaker {
             if probe_field(p, 0) >= max {
                 return Some(false);
             }
+            let due = t().saturating_add(self.settings.probe_nanos.load(Ordering::Relaxed));
+            self.probe_deadline.fetch_max(due, Ordering::AcqRel);
             match self
                 .probes
                 .compare_exchange_weak(p, p + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -416,7 +448,7 @@ impl Breaker {
     fn is_slow(&self, start: Option<Instant>, now: &LazyNow<impl Fn() -> Instant>) -> bool {
         match (self.settings.slow_nanos(), start) {
             (Some(limit), Some(start)) => {
-                nanos_of(now.get().saturating_duration_since(start)) >= limit
+                time::nanos(now.get().saturating_duration_since(start)) >= limit
             }
             _ => false,
         }
@@ -511,8 +543,16 @@ impl Breaker {
         let Some(p) = self.finish_probe(epoch, result) else {
             return;
         };
+        if result.is_some() {
+            self.probe_verdict(epoch, p, || self.nanos(now.get()));
+        }
+    }
+
+    /// Once every probe of the half-open period `epoch` has completed (probe word `p`),
+    /// close the breaker or re-open it.
+    fn probe_verdict(&self, epoch: u64, p: u64, now: impl FnOnce() -> u64) {
         let done = probe_field(p, 1);
-        if result.is_none() || done < u64::from(self.settings.probes.load(Ordering::Relaxed)) {
+        if done < u64::from(self.settings.probes.load(Ordering::Relaxed)) {
             return;
         }
         let (failures, slow) = (probe_field(p, 2), probe_field(p, 3));
@@ -524,8 +564,7 @@ impl Breaker {
                 failure_rate,
                 slow_call_rate,
             };
-            let t = self.nanos(now.get());
-            self.transition(Some(epoch), State::Open, reason, t);
+            self.transition(Some(epoch), State::Open, reason, now());
         } else {
             // HalfOpen => Closed: the probes passed.
             self.transition(
@@ -534,6 +573,35 @@ impl Breaker {
                 TransitionReason::ProbesSucceeded,
                 0,
             );
+        }
+    }
+
+    /// The probe deadline of the half-open period of `w` passed at `t` with every permit
+    /// out: the probes still out count as failures (their permits are spent; their late
+    /// outcomes will find the period over) and the verdict is taken. `false` when there
+    /// was nothing to expire (a verdict is being published by another thread).
+    fn expire_probes(&self, w: Word, t: u64) -> bool {
+        let tag = probe_tag(w.epoch());
+        let mut p = self.probes.load(Ordering::Acquire);
+        loop {
+            if p >> TAG_SHIFT != tag {
+                return true;
+            }
+            let out = probe_field(p, 0).saturating_sub(probe_field(p, 1));
+            if out == 0 {
+                return false;
+            }
+            let new = p + out * DONE_ONE + out * FAIL_ONE;
+            match self
+                .probes
+                .compare_exchange_weak(p, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    self.probe_verdict(w.epoch(), new, || t);
+                    return true;
+                }
+                Err(actual) => p = actual,
+            }
         }
     }
 
@@ -576,6 +644,19 @@ impl Breaker {
         reason: TransitionReason,
         now: u64,
     ) -> bool {
+        self.transition_until(expect_epoch, to, reason, now, None)
+    }
+
+    /// [`transition`](Self::transition), opening until `until` (nanoseconds since origin)
+    /// instead of for the backoff's open duration, when given.
+    fn transition_until(
+        &self,
+        expect_epoch: Option<u64>,
+        to: State,
+        reason: TransitionReason,
+        now: u64,
+        until: Option<u64>,
+    ) -> bool {
         let from = {
             let mut control = lock(&self.control);
             let cur = self.load();
@@ -583,7 +664,7 @@ impl Breaker {
                 return false;
             }
             let epoch = cur.epoch() + 1;
-            self.enter(&mut control, cur.state(), to, epoch, now);
+            self.enter(&mut control, cur.state(), to, epoch, now, until);
             let metrics_only = cur.metrics_only() && reason != TransitionReason::Operator;
             self.word
                 .store(Word::new(to, metrics_only, epoch).0, Ordering::Release);
@@ -601,19 +682,36 @@ impl Breaker {
     }
 
     /// Prepare the state `to` before it is published.
-    fn enter(&self, control: &mut Control, from: State, to: State, epoch: u64, now: u64) {
+    fn enter(
+        &self,
+        control: &mut Control,
+        from: State,
+        to: State,
+        epoch: u64,
+        now: u64,
+        until: Option<u64>,
+    ) {
         match to {
+            // Opened until a given instant (a hint or an operator): the backoff is neither
+            // reset nor grown, and the window is kept.
+            State::Open if let Some(until) = until => {
+                self.open_for
+                    .store(until.saturating_sub(now), Ordering::Relaxed);
+                self.open_until.store(until, Ordering::Release);
+            }
             State::Open => {
                 control.reopens = if from == State::HalfOpen {
                     control.reopens.saturating_add(1)
                 } else {
                     0
                 };
-                let open_for = nanos_of(control.config.open_duration_for(control.reopens));
+                let open_for = time::nanos(control.config.open_duration_for(control.reopens));
+                self.open_for.store(open_for, Ordering::Relaxed);
                 self.open_until
                     .store(now.saturating_add(open_for), Ordering::Release);
             }
             State::HalfOpen => {
+                self.probe_deadline.store(now, Ordering::Release);
                 self.probes
                     .store(probe_tag(epoch) << TAG_SHIFT, Ordering::Release);
             }
@@ -627,6 +725,31 @@ impl Breaker {
     }
 
     // ===== operator control =====
+
+    /// Operator (or an upstream's throttle hint): open until `until`, without recording a
+    /// failure; then half-open as after any open period. Already open until later: stays
+    /// so (a hint never shortens an open period).
+    pub(crate) fn open_until(&self, until: Instant, now: Instant) {
+        let (until, now) = (self.nanos(until), self.nanos(now));
+        {
+            let _control = lock(&self.control);
+            if self.load().state() == State::Open {
+                let before = self.open_until.fetch_max(until, Ordering::AcqRel);
+                if until > before {
+                    self.open_for
+                        .store(until.saturating_sub(now), Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        self.transition_until(
+            None,
+            State::Open,
+            TransitionReason::Operator,
+            now,
+            Some(until),
+        );
+    }
 
     /// Operator: reject every call until reset.
     pub(crate) fn force_open(&self) {
@@ -867,16 +990,102 @@ mod tests {
         assert_eq!(b.state(), State::HalfOpen);
         let p2 = b.acquire(|| t).unwrap();
         assert_eq!((p1.kind, p2.kind), (PermitKind::Probe, PermitKind::Probe));
-        assert_eq!(b.acquire(|| t).unwrap_err(), Some(Duration::ZERO));
+        // Never "come back in 0s": a tenth of the 10s open period (the probe deadline,
+        // 60s away by default, is further).
+        assert_eq!(b.acquire(|| t).unwrap_err(), Some(SEC));
         b.record(p1, Success, None, || t);
         assert_eq!(
             b.acquire(|| t).unwrap_err(),
-            Some(Duration::ZERO),
+            Some(SEC),
             "a completed probe is not given back"
         );
         b.record(p2, Success, None, || t);
         assert_eq!(b.state(), State::Closed);
         assert_eq!(b.snapshot(t).calls, 0, "closing starts a fresh window");
+    }
+
+    #[test]
+    fn half_open_rejections_count_down_to_the_probe_deadline() {
+        let (b, t0) = breaker(
+            CircuitBreakerConfig::builder()
+                .count_window(2)
+                .minimum_calls(2)
+                .open_duration(100 * SEC)
+                .open_duration_backoff(1.0, 100 * SEC)
+                .half_open_probes(1)
+                .max_probe_duration(5 * SEC),
+        );
+        calls(&b, t0, Failure, 2);
+        let t = t0 + 100 * SEC;
+        let probe = b.acquire(|| t).unwrap();
+        assert_eq!(
+            b.acquire(|| t).unwrap_err(),
+            Some(5 * SEC),
+            "the probe is due in 5s"
+        );
+        assert_eq!(b.acquire(|| t + 3 * SEC).unwrap_err(), Some(2 * SEC));
+        b.record(probe, Success, None, || t + 3 * SEC);
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn a_hung_probe_expires_as_a_failure_and_frees_the_half_open_state() {
+        let (b, t0) = breaker(
+            CircuitBreakerConfig::builder()
+                .count_window(2)
+                .minimum_calls(2)
+                .open_duration(10 * SEC)
+                .open_duration_backoff(2.0, 100 * SEC)
+                .half_open_probes(2)
+                .max_probe_duration(5 * SEC),
+        );
+        calls(&b, t0, Failure, 2);
+        let t = t0 + 10 * SEC;
+        let hung = b.acquire(|| t).unwrap();
+        let ok = b.acquire(|| t + SEC).unwrap();
+        b.record(ok, Success, None, || t + SEC);
+        // The deadline follows the last probe admitted: 1s + 5s.
+        assert_eq!(b.acquire(|| t + 5 * SEC).unwrap_err(), Some(SEC));
+        assert_eq!(b.state(), State::HalfOpen);
+        // At the deadline the hung probe counts as a failure: 1 of 2 failed is 50%, so the
+        // breaker re-opens (with the backoff: 20s), instead of staying half-open forever.
+        assert_eq!(b.acquire(|| t + 6 * SEC).unwrap_err(), Some(20 * SEC));
+        assert_eq!(b.state(), State::Open);
+        // Its late outcome belongs to a period that is over.
+        b.record(hung, Success, None, || t + 7 * SEC);
+        assert_eq!(b.state(), State::Open);
+        // The next period probes afresh.
+        let t = t + 26 * SEC;
+        assert_eq!(call(&b, t, Success, MS), Ok(PermitKind::Probe));
+        assert_eq!(call(&b, t, Success, MS), Ok(PermitKind::Probe));
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn open_until_opens_without_a_failure_and_never_shortens() {
+        let (b, t0) = breaker(
+            CircuitBreakerConfig::builder()
+                .count_window(4)
+                .minimum_calls(4)
+                .open_duration(10 * SEC)
+                .half_open_probes(1),
+        );
+        calls(&b, t0, Success, 3);
+        b.open_until(t0 + 30 * SEC, t0);
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(b.snapshot(t0).failures, 0);
+        assert_eq!(call(&b, t0 + 5 * SEC, Success, MS), Err(Some(25 * SEC)));
+        // A shorter hint does not cut it short; a longer one extends it.
+        b.open_until(t0 + 10 * SEC, t0 + 5 * SEC);
+        assert_eq!(b.retry_after(t0 + 5 * SEC), Some(25 * SEC));
+        b.open_until(t0 + 40 * SEC, t0 + 5 * SEC);
+        assert_eq!(b.retry_after(t0 + 5 * SEC), Some(35 * SEC));
+        // Then it probes as after any open period.
+        assert_eq!(call(&b, t0 + 40 * SEC, Success, MS), Ok(PermitKind::Probe));
+        assert_eq!(b.state(), State::Closed);
+        // Duration::MAX-like instants saturate instead of panicking.
+        b.open_until(time::far_future(t0), t0 + 40 * SEC);
+        assert_eq!(b.state(), State::Open);
     }
 
     #[test]

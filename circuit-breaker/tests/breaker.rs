@@ -225,3 +225,92 @@ async fn a_layer_seeds_an_independent_breaker_alike() {
         State::ForcedOpen
     );
 }
+
+/// A probe that hangs (no timeout below the breaker) cannot keep the breaker half-open:
+/// rejections meanwhile carry a useful `retry_after`, and at `max_probe_duration` the probe
+/// counts as a failure.
+#[tokio::test(start_paused = true)]
+async fn a_hung_probe_does_not_keep_the_breaker_half_open() {
+    let layer = CircuitBreakerLayer::new(
+        base()
+            .half_open_probes(1)
+            .max_probe_duration(5 * SEC)
+            .build_config()
+            .unwrap(),
+    );
+    let handle = layer.handle();
+    // 0: fail, 1: hang forever, 2: succeed.
+    let svc = layer.layer(service_fn(|kind: u8| async move {
+        match kind {
+            0 => Err::<(), BoxError>("down".into()),
+            1 => std::future::pending().await,
+            _ => Ok(()),
+        }
+    }));
+    for _ in 0..4 {
+        let _ = svc.clone().oneshot(0).await;
+    }
+    assert_eq!(handle.state(), State::Open);
+    advance(10 * SEC).await;
+    let hung = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    assert_eq!(handle.state(), State::HalfOpen);
+    let err = svc.clone().oneshot(2).await.unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().unwrap();
+    assert_eq!(
+        open.retry_after(),
+        Some(SEC),
+        "not 0s: a tenth of the 10s open period (the probe is due in 5s)"
+    );
+    advance(5 * SEC).await;
+    // The probe is overdue: it counts as a failure and the breaker re-opens.
+    let err = svc.clone().oneshot(2).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>().unwrap().retry_after(),
+        Some(10 * SEC)
+    );
+    assert_eq!(handle.state(), State::Open);
+    advance(10 * SEC).await;
+    svc.clone().oneshot(2).await.unwrap();
+    assert_eq!(handle.state(), State::Closed, "recovers once probes answer");
+    hung.abort();
+}
+
+/// An upstream said "slow down for 30s": the handle opens the breaker for that long without
+/// a failure in the window, then it probes as usual.
+#[tokio::test(start_paused = true)]
+async fn open_for_and_open_until_pause_the_backend_without_a_failure() {
+    let layer = CircuitBreakerLayer::new(base().half_open_probes(1).build_config().unwrap());
+    let handle = layer.handle();
+    let calls = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&calls);
+    let svc = layer.layer(service_fn(move |()| {
+        *counted.lock().unwrap() += 1;
+        async { Ok::<_, BoxError>(()) }
+    }));
+    svc.clone().oneshot(()).await.unwrap();
+    handle.open_for(30 * SEC);
+    assert_eq!(handle.state(), State::Open);
+    advance(10 * SEC).await;
+    let err = svc.clone().oneshot(()).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>().unwrap().retry_after(),
+        Some(20 * SEC)
+    );
+    assert_eq!(*calls.lock().unwrap(), 1, "the backend was not called");
+    advance(20 * SEC).await;
+    svc.clone().oneshot(()).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.snapshot().failures, 0);
+
+    handle.open_until(tokio::time::Instant::now() + 5 * SEC);
+    assert_eq!(handle.retry_after(), Some(5 * SEC));
+    advance(5 * SEC).await;
+    svc.clone().oneshot(()).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+    // "Forever" saturates instead of panicking; reset ends it.
+    handle.open_for(Duration::MAX);
+    assert!(svc.clone().oneshot(()).await.is_err());
+    handle.reset();
+    svc.clone().oneshot(()).await.unwrap();
+}

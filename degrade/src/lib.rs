@@ -64,6 +64,23 @@
 //! service, where in-flight counts and readiness waits reflect the backend's load. A
 //! typical order: `Fallback → StaleCache → Timeout → Retry → CircuitBreaker → Shed → service`.
 //!
+//! # What triggers, and readiness
+//!
+//! Rejections made by palisade layers below (open circuit, rate limit, overload, timeout,
+//! retries exhausted) trigger by kind, as [`Triggers`] say; other results are judged by the
+//! classifier, by default [`palisade_core::RejectionAware`] (the same health classifier as
+//! the breaker's: every other `Err` is a failure).
+//!
+//! Readiness is honest: a fallback or a stale cache answers for everything below it,
+//! including an inner service that cannot become ready. An error from the inner
+//! `poll_ready` (a closed connection, a `Buffer` whose worker is gone) is not passed to the
+//! caller, who could only give up: `poll_ready` records it and reports ready, and the next
+//! `call` treats it as the live path's error (the fallback or a fresh-enough entry answers
+//! if it triggers; the error is returned from `call` if not).
+//!
+//! Marking is optional: a fallback over a response type that cannot carry a [`Degraded`]
+//! mark works with [`FallbackLayer::unmarked`].
+//!
 //! # Errors stay flat
 //!
 //! The services return `S::Error` unchanged. [`ShedLayer`] needs `S::Error:
@@ -99,7 +116,7 @@ mod switch;
 pub use config::Triggers;
 pub use event::DegradeEvent;
 pub use fallback::{Fallback, FallbackConfig, FallbackFailed, FallbackLayer};
-pub use mark::{Degraded, Mark, Marked, Origin, Trigger};
+pub use mark::{ByMark, Degraded, Mark, Marked, Marker, NoMark, Origin, Trigger};
 pub use metrics::METRICS;
 pub use shed::{Shed, ShedConfig, ShedLayer};
 pub use stale::{StaleCache, StaleCacheLayer, StaleConfig};

@@ -195,13 +195,51 @@ impl fmt::Display for Degraded {
 ///
 /// Degrade layers keep the service's response type and mark it in place, so they stack in
 /// any order. Implemented for [`Marked<T>`] and (feature `http`) for `http::Response<B>`;
-/// implement it for your own response type to carry the mark your way.
+/// implement it for your own response type to carry the mark your way. Marking is
+/// optional for a fallback: [`FallbackLayer::unmarked`](crate::FallbackLayer::unmarked)
+/// answers any response type, unmarked.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot carry a degraded mark",
+    label = "a fallback marks its answers through the `Mark` trait",
+    note = "call `.unmarked()` on the `FallbackLayer` to fall back without marking, wrap the response in `palisade_degrade::Marked<T>`, or implement `Mark` for it"
+)]
 pub trait Mark {
     /// Record that this answer did not come from the live path.
     fn mark(&mut self, degraded: Degraded);
 
     /// The mark, if the answer was degraded.
     fn degraded(&self) -> Option<&Degraded>;
+}
+
+// ===== Marker =====
+
+/// How a fallback marks the answers it makes: [`ByMark`] (the default) through the
+/// response's [`Mark`] impl, [`NoMark`] not at all (any response type).
+pub trait Marker<Res> {
+    /// Mark a degraded answer.
+    fn mark(&self, answer: &mut Res, degraded: Degraded);
+}
+
+/// Mark degraded answers through the response's [`Mark`] impl (the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByMark;
+
+impl<Res: Mark> Marker<Res> for ByMark {
+    #[inline]
+    fn mark(&self, answer: &mut Res, degraded: Degraded) {
+        answer.mark(degraded);
+    }
+}
+
+/// Leave degraded answers unmarked, for response types that cannot carry a mark (a
+/// `String`, a `Vec`, your own struct). Degraded answers are still counted, reported as
+/// events and in metrics; the caller just cannot tell them from live ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoMark;
+
+impl<Res> Marker<Res> for NoMark {
+    #[inline]
+    fn mark(&self, _: &mut Res, _: Degraded) {}
 }
 
 /// A response with an optional [`Degraded`] mark: the mark is present exactly when the

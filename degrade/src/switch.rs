@@ -1,8 +1,9 @@
 //! The manual degrade switch.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use palisade_core::Emitter;
 use palisade_core::metrics::Gauge;
@@ -42,10 +43,21 @@ pub struct Switch {
 #[derive(Default)]
 struct Shared {
     degraded: AtomicBool,
+    // Flips waiting to be reported, in the order the flag took them. Never held while a
+    // listener runs.
+    reports: Mutex<Reports>,
     // Layers built with this switch; told about flips (rare, so a lock is fine).
     watchers: Mutex<Vec<Watcher>>,
 }
 
+#[derive(Default)]
+struct Reports {
+    pending: VecDeque<bool>,
+    // A thread is reporting the pending flips: later flips queue for it.
+    reporting: bool,
+}
+
+#[derive(Clone)]
 struct Watcher {
     emitter: Emitter<DegradeEvent>,
     gauge: Gauge,
@@ -60,7 +72,7 @@ impl Switch {
     /// `true` in degraded mode.
     #[inline]
     pub fn is_degraded(&self) -> bool {
-        self.shared.degraded.load(Ordering::Relaxed)
+        self.shared.degraded.load(Ordering::Acquire)
     }
 
     /// Enter degraded mode.
@@ -73,32 +85,66 @@ impl Switch {
         self.set(false);
     }
 
-    /// Set the mode (`true` = degraded). Listeners hear only actual changes.
+    /// Set the mode (`true` = degraded). Listeners hear only actual changes, in the order
+    /// the flag took them, so the last one heard is the mode the switch is in, and the
+    /// gauges show that mode, even when several threads flip it at once. Listeners run
+    /// with no lock of the switch held: a listener may flip the switch (its flip is
+    /// reported after the current one).
     pub fn set(&self, degraded: bool) {
-        let was = self.shared.degraded.swap(degraded, Ordering::Relaxed);
-        if was == degraded {
-            return;
+        {
+            let mut reports = self.reports();
+            if self.shared.degraded.swap(degraded, Ordering::AcqRel) == degraded {
+                return;
+            }
+            for w in self.watchers().iter() {
+                w.gauge.set(mode_value(degraded));
+            }
+            reports.pending.push_back(degraded);
+            if reports.reporting {
+                // The thread reporting now will report this flip too, in order.
+                return;
+            }
+            reports.reporting = true;
         }
-        tracing::info!(target: "palisade::degrade", degraded, "degrade switch flipped");
-        let watchers = self
-            .shared
-            .watchers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for w in watchers.iter() {
-            w.gauge.set(mode_value(degraded));
-            w.emitter.emit(|| DegradeEvent::ModeSwitched { degraded });
+        loop {
+            let next = {
+                let mut reports = self.reports();
+                let Some(next) = reports.pending.pop_front() else {
+                    reports.reporting = false;
+                    return;
+                };
+                next
+            };
+            tracing::info!(target: "palisade::degrade", degraded = next, "degrade switch flipped");
+            let watchers = self.watchers().clone();
+            for w in &watchers {
+                w.emitter
+                    .emit(|| DegradeEvent::ModeSwitched { degraded: next });
+            }
         }
     }
 
-    /// Register a layer so it reports flips under its own name.
-    pub(crate) fn watch(&self, emitter: Emitter<DegradeEvent>, gauge: Gauge) {
-        gauge.set(mode_value(self.is_degraded()));
+    fn reports(&self) -> MutexGuard<'_, Reports> {
+        self.shared
+            .reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn watchers(&self) -> MutexGuard<'_, Vec<Watcher>> {
         self.shared
             .watchers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(Watcher { emitter, gauge });
+    }
+
+    /// Register a layer so it reports flips under its own name.
+    pub(crate) fn watch(&self, emitter: Emitter<DegradeEvent>, gauge: Gauge) {
+        // Under the flip lock: no flip can slip in between setting the gauge to the mode
+        // and being registered for the next flip.
+        let _reports = self.reports();
+        gauge.set(mode_value(self.is_degraded()));
+        self.watchers().push(Watcher { emitter, gauge });
     }
 }
 
@@ -137,5 +183,61 @@ mod tests {
         switch.degrade();
         switch.restore();
         assert_eq!(seen.load(Ordering::Relaxed), 2);
+    }
+
+    /// A listener that flips the switch used to deadlock (listeners ran under the lock).
+    #[test]
+    fn a_listener_may_flip_the_switch() {
+        let switch = Switch::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut listeners = Listeners::new();
+        let (s, flipper) = (Arc::clone(&seen), switch.clone());
+        listeners.push(move |e: &DegradeEvent| {
+            if let DegradeEvent::ModeSwitched { degraded } = e {
+                s.lock().unwrap().push(*degraded);
+                if *degraded {
+                    // An automatic recovery: back to live at once.
+                    flipper.restore();
+                }
+            }
+        });
+        switch.watch(Emitter::new(Name::new("a"), listeners), Gauge::default());
+        switch.degrade();
+        assert!(!switch.is_degraded());
+        assert_eq!(*seen.lock().unwrap(), [true, false]);
+    }
+
+    /// Concurrent flips: every listener hears the flips in the order the flag took them,
+    /// alternating, and the last one it hears is the mode the switch is in.
+    #[test]
+    fn concurrent_flips_are_reported_in_order() {
+        for _ in 0..20 {
+            let switch = Switch::new();
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let mut listeners = Listeners::new();
+            let s = Arc::clone(&seen);
+            listeners.push(move |e: &DegradeEvent| {
+                if let DegradeEvent::ModeSwitched { degraded } = e {
+                    s.lock().unwrap().push(*degraded);
+                }
+            });
+            switch.watch(Emitter::new(Name::new("a"), listeners), Gauge::default());
+            std::thread::scope(|scope| {
+                for t in 0..4 {
+                    let switch = switch.clone();
+                    scope.spawn(move || {
+                        for i in 0..500 {
+                            switch.set((i + t) % 2 == 0);
+                        }
+                    });
+                }
+            });
+            let seen = seen.lock().unwrap();
+            assert!(
+                seen.windows(2).all(|w| w[0] != w[1]),
+                "flips heard out of order"
+            );
+            assert_eq!(seen.last().copied().unwrap_or(false), switch.is_degraded());
+        }
     }
 }

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{FallbackSource, Shared};
-use crate::{DegradeEvent, Degraded, Mark, Trigger};
+use crate::{ByMark, DegradeEvent, Degraded, Marker, Trigger};
 
 type SourceOf<S, F, Req> =
     <F as FallbackSource<Req, <S as Service<Req>>::Response, <S as Service<Req>>::Error>>::Future;
@@ -20,40 +20,45 @@ type SavedOf<S, F, Req> =
 
 pin_project! {
     /// The response future of [`Fallback`](super::Fallback).
-    pub struct ResponseFuture<S, F, C, Req>
+    pub struct ResponseFuture<S, F, C, Req, M = ByMark>
     where
         S: Service<Req>,
         F: FallbackSource<Req, S::Response, S::Error>,
     {
         shared: Arc<Shared<F, C>>,
+        marker: M,
         #[pin]
-        state: State<S::Future, SourceOf<S, F, Req>, SavedOf<S, F, Req>, Result<S::Response, S::Error>>,
+        state: State<S::Future, SourceOf<S, F, Req>, SavedOf<S, F, Req>, S::Error, Result<S::Response, S::Error>>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<Live, Backup, Saved, Original> {
+    enum State<Live, Backup, Saved, Error, Original> {
         // Waiting for the live answer; `saved` is what the fallback may need.
         Live { #[pin] fut: Live, saved: Option<Saved> },
+        // The inner service's `poll_ready` failed: that error is the live result.
+        NotReady { error: Option<Error>, saved: Option<Saved> },
         // Waiting for the fallback; `original` is the live result it replaces (`None` in
         // manual mode).
         Fallback { #[pin] fut: Backup, trigger: Trigger, original: Option<Original> },
     }
 }
 
-impl<S, F, C, Req> ResponseFuture<S, F, C, Req>
+impl<S, F, C, Req, M> ResponseFuture<S, F, C, Req, M>
 where
     S: Service<Req>,
     F: FallbackSource<Req, S::Response, S::Error>,
 {
     pub(crate) fn live(
         shared: Arc<Shared<F, C>>,
+        marker: M,
         fut: S::Future,
         saved: SavedOf<S, F, Req>,
     ) -> Self {
         Self {
             shared,
+            marker,
             state: State::Live {
                 fut,
                 saved: Some(saved),
@@ -61,10 +66,27 @@ where
         }
     }
 
-    pub(crate) fn manual(shared: Arc<Shared<F, C>>, saved: SavedOf<S, F, Req>) -> Self {
+    pub(crate) fn not_ready(
+        shared: Arc<Shared<F, C>>,
+        marker: M,
+        error: S::Error,
+        saved: SavedOf<S, F, Req>,
+    ) -> Self {
+        Self {
+            shared,
+            marker,
+            state: State::NotReady {
+                error: Some(error),
+                saved: Some(saved),
+            },
+        }
+    }
+
+    pub(crate) fn manual(shared: Arc<Shared<F, C>>, marker: M, saved: SavedOf<S, F, Req>) -> Self {
         let fut = shared.source.answer(saved, None);
         Self {
             shared,
+            marker,
             state: State::Fallback {
                 fut,
                 trigger: Trigger::Manual,
@@ -74,13 +96,13 @@ where
     }
 }
 
-impl<S, F, C, Req> Future for ResponseFuture<S, F, C, Req>
+impl<S, F, C, Req, M> Future for ResponseFuture<S, F, C, Req, M>
 where
     S: Service<Req>,
-    S::Response: Mark,
     S::Error: AsRejection,
     F: FallbackSource<Req, S::Response, S::Error>,
     C: Classify<S::Response, S::Error>,
+    M: Marker<S::Response>,
 {
     type Output = Result<S::Response, S::Error>;
 
@@ -88,21 +110,17 @@ where
         let mut this = self.project();
         let shared: &Shared<F, C> = this.shared;
         loop {
-            match this.state.as_mut().project() {
-                // First the live answer: return it unless it triggers the fallback.
+            // First the live result (an answer, or the readiness error): return it unless
+            // it triggers the fallback.
+            let (result, saved) = match this.state.as_mut().project() {
                 StateProj::Live { fut, saved } => {
                     let result = ready!(fut.poll(cx));
-                    let Some(trigger) = shared.triggers.check(&shared.classifier, &result) else {
-                        return Poll::Ready(result);
-                    };
-                    let saved = saved.take().expect("the live state is left once");
-                    let backup = shared.source.answer(saved, result.as_ref().err());
-                    this.state.set(State::Fallback {
-                        fut: backup,
-                        trigger,
-                        original: Some(result),
-                    });
+                    (result, saved.take().expect("the live state is left once"))
                 }
+                StateProj::NotReady { error, saved } => (
+                    Err(error.take().expect("the not-ready state is left once")),
+                    saved.take().expect("the not-ready state is left once"),
+                ),
                 // Then the fallback: marked if it answers, joined to the original if not.
                 StateProj::Fallback {
                     fut,
@@ -112,7 +130,8 @@ where
                     let trigger = *trigger;
                     return match ready!(fut.poll(cx)) {
                         Ok(mut res) => {
-                            res.mark(Degraded::fallback(shared.name.clone(), trigger));
+                            this.marker
+                                .mark(&mut res, Degraded::fallback(shared.name.clone(), trigger));
                             shared.served.increment(trigger);
                             shared
                                 .emitter
@@ -134,12 +153,21 @@ where
                         }
                     };
                 }
-            }
+            };
+            let Some(trigger) = shared.triggers.check(&shared.classifier, &result) else {
+                return Poll::Ready(result);
+            };
+            let backup = shared.source.answer(saved, result.as_ref().err());
+            this.state.set(State::Fallback {
+                fut: backup,
+                trigger,
+                original: Some(result),
+            });
         }
     }
 }
 
-impl<S, F, C, Req> fmt::Debug for ResponseFuture<S, F, C, Req>
+impl<S, F, C, Req, M> fmt::Debug for ResponseFuture<S, F, C, Req, M>
 where
     S: Service<Req>,
     F: FallbackSource<Req, S::Response, S::Error>,

@@ -3,24 +3,49 @@
 use std::fmt;
 use std::sync::Arc;
 
-use palisade_core::DefaultClassifier;
+use palisade_core::RejectionAware;
 use tower_layer::Layer;
 
 use super::{Fallback, FallbackConfig, Shared};
-use crate::Switch;
+use crate::{ByMark, NoMark, Switch};
 
 /// Answers from a fallback when the live call fails or is rejected; see the
 /// [module docs](super).
 ///
 /// All clones (and all services it builds) share one name, listeners, metrics and switch.
-pub struct FallbackLayer<F, C = DefaultClassifier> {
+///
+/// The fallback's answers are marked [`Degraded`](crate::Degraded) through the response's
+/// [`Mark`](crate::Mark) impl ([`Marked<T>`](crate::Marked), `http::Response`); for a
+/// response type that cannot carry a mark, [`unmarked`](Self::unmarked) falls back without
+/// marking:
+///
+/// ```
+/// use palisade_degrade::fallback::Value;
+/// use palisade_degrade::{FallbackConfig, FallbackLayer};
+/// use palisade_core::BoxError;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let layer = FallbackLayer::new(FallbackConfig::default(), Value::new("default".to_string()))
+///     .unmarked();
+/// let svc = ServiceBuilder::new()
+///     .layer(layer)
+///     .service(service_fn(|_: ()| async { Err::<String, BoxError>("down".into()) }));
+/// assert_eq!(svc.oneshot(()).await?, "default");
+/// # Ok(())
+/// # }
+/// ```
+pub struct FallbackLayer<F, C = RejectionAware, M = ByMark> {
     shared: Arc<Shared<F, C>>,
+    marker: M,
 }
 
 impl<F> FallbackLayer<F> {
-    /// Fall back to `source` on what `config` triggers on; every `Err` is a failure.
+    /// Fall back to `source` on what `config` triggers on. Rejections trigger by kind, as
+    /// `config`'s triggers say; other errors are failures, as [`RejectionAware`] judges.
     pub fn new(config: FallbackConfig, source: F) -> Self {
-        Self::with_classifier(config, source, DefaultClassifier)
+        Self::with_classifier(config, source, RejectionAware)
     }
 }
 
@@ -30,6 +55,20 @@ impl<F, C> FallbackLayer<F, C> {
     pub fn with_classifier(config: FallbackConfig, source: F, classifier: C) -> Self {
         Self {
             shared: Arc::new(Shared::new(config, source, classifier)),
+            marker: ByMark,
+        }
+    }
+}
+
+impl<F, C, M> FallbackLayer<F, C, M> {
+    /// Answer without marking: for any response type, including ones that cannot carry a
+    /// [`Degraded`](crate::Degraded) mark (a `String`, your own struct). Degraded answers
+    /// are still counted, reported as events and in metrics; the caller cannot tell them
+    /// from live ones.
+    pub fn unmarked(self) -> FallbackLayer<F, C, NoMark> {
+        FallbackLayer {
+            shared: self.shared,
+            marker: NoMark,
         }
     }
 
@@ -39,23 +78,24 @@ impl<F, C> FallbackLayer<F, C> {
     }
 }
 
-impl<S, F, C> Layer<S> for FallbackLayer<F, C> {
-    type Service = Fallback<S, F, C>;
+impl<S, F, C, M: Clone> Layer<S> for FallbackLayer<F, C, M> {
+    type Service = Fallback<S, F, C, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Fallback::from_shared(inner, Arc::clone(&self.shared))
+        Fallback::from_shared(inner, Arc::clone(&self.shared), self.marker.clone())
     }
 }
 
-impl<F, C> Clone for FallbackLayer<F, C> {
+impl<F, C, M: Clone> Clone for FallbackLayer<F, C, M> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            marker: self.marker.clone(),
         }
     }
 }
 
-impl<F, C> fmt::Debug for FallbackLayer<F, C> {
+impl<F, C, M> fmt::Debug for FallbackLayer<F, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FallbackLayer")
             .field("name", &self.shared.name)

@@ -5,7 +5,10 @@
 //! from its [`FallbackSource`] instead: a [`Value`], a function of the error
 //! ([`FromError`]), a function of the request and the error ([`FromRequest`]), or a
 //! [`Secondary`] service. The answer is marked [`Degraded`](crate::Degraded) with the
-//! trigger. If the fallback fails too, its error is returned with the original as its
+//! trigger (unless the layer is [`unmarked`](FallbackLayer::unmarked), for response types
+//! that cannot carry a mark). An inner service that fails its `poll_ready` (a closed
+//! connection, a `Buffer` whose worker is gone) is answered for too: the error is recorded,
+//! the layer reports ready, and the next call treats it as the live path's error. If the fallback fails too, its error is returned with the original as its
 //! source ([`FallbackFailed`]); nothing is swallowed. (When the live path *answered*, with
 //! a response the classifier called a failure, and the fallback fails, that live response
 //! is returned unmarked: a real answer beats an error; the failure is still counted and

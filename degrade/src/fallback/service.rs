@@ -1,16 +1,17 @@
 //! The fallback service.
 
+use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use palisade_core::metrics::Counter;
-use palisade_core::{AsRejection, Classify, DefaultClassifier, Emitter, Name};
+use palisade_core::{AsRejection, Classify, Emitter, Name, RejectionAware};
 use tower_service::Service;
 
 use super::{FallbackConfig, FallbackSource, ResponseFuture};
 use crate::metrics::{ByTrigger, mode_gauge};
-use crate::{DegradeEvent, Mark, Switch, Triggers};
+use crate::{ByMark, DegradeEvent, Marker, Switch, Triggers};
 
 /// State shared by a layer and all its services.
 pub(crate) struct Shared<F, C> {
@@ -50,26 +51,51 @@ impl<F, C> Shared<F, C> {
 /// A service that answers from a fallback when the live call fails or is rejected, or
 /// always while its switch is in degraded mode. Built by
 /// [`FallbackLayer`](super::FallbackLayer).
-pub struct Fallback<S, F, C = DefaultClassifier> {
+///
+/// Readiness is honest: an error from the inner service's `poll_ready` (a closed
+/// connection, a `Buffer` whose worker is gone) is not passed to the caller, who could
+/// only give up. `poll_ready` records it and reports ready; the next `call` treats it as
+/// the live path's error: the fallback answers if it triggers, the error is returned if
+/// not. The inner service is not called after a readiness error.
+pub struct Fallback<S, F, C = RejectionAware, M = ByMark> {
     inner: S,
     shared: Arc<Shared<F, C>>,
+    marker: M,
     // Whether `inner` is ready for a `call`: in degraded mode `poll_ready` does not wait for
     // the (possibly broken) inner service, so `call` must know whether it may use it.
     inner_ready: bool,
+    // The inner service's readiness error (an `S::Error`), for the next `call`. Reached
+    // only through `&mut self` (`get_mut`, never locked); the mutex only makes the service
+    // `Sync` whatever the error type.
+    ready_error: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl<S, F, C> Fallback<S, F, C> {
     /// Wrap `inner`, answering from `source` on what `config` triggers on.
     pub fn new(inner: S, config: FallbackConfig, source: F, classifier: C) -> Self {
-        Self::from_shared(inner, Arc::new(Shared::new(config, source, classifier)))
+        Self::from_shared(
+            inner,
+            Arc::new(Shared::new(config, source, classifier)),
+            ByMark,
+        )
     }
+}
 
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<F, C>>) -> Self {
+impl<S, F, C, M> Fallback<S, F, C, M> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<F, C>>, marker: M) -> Self {
         Self {
             inner,
             shared,
+            marker,
             inner_ready: false,
+            ready_error: Mutex::new(None),
         }
+    }
+
+    fn ready_slot(&mut self) -> &mut Option<Box<dyn Any + Send>> {
+        self.ready_error
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The degrade switch.
@@ -93,53 +119,76 @@ impl<S, F, C> Fallback<S, F, C> {
     }
 }
 
-impl<S, F, C, Req> Service<Req> for Fallback<S, F, C>
+impl<S, F, C, M, Req> Service<Req> for Fallback<S, F, C, M>
 where
     S: Service<Req>,
-    S::Response: Mark,
-    S::Error: AsRejection,
+    S::Error: AsRejection + Send + 'static,
     F: FallbackSource<Req, S::Response, S::Error>,
     C: Classify<S::Response, S::Error>,
+    M: Marker<S::Response> + Clone,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S, F, C, Req>;
+    type Future = ResponseFuture<S, F, C, Req, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.shared.switch.is_degraded() {
             // The fallback answers without the inner service: do not wait for it.
             return Poll::Ready(Ok(()));
         }
-        let ready = self.inner.poll_ready(cx);
-        self.inner_ready = matches!(ready, Poll::Ready(Ok(())));
-        ready
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => {
+                self.inner_ready = false;
+                Poll::Pending
+            }
+            Poll::Ready(Ok(())) => {
+                self.inner_ready = true;
+                // Ready again after an error that no call consumed: the live path is back.
+                self.ready_slot().take();
+                Poll::Ready(Ok(()))
+            }
+            // Not the caller's to handle: the next call answers it (from the fallback).
+            Poll::Ready(Err(e)) => {
+                self.inner_ready = false;
+                *self.ready_slot() = Some(Box::new(e));
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = Arc::clone(&self.shared);
+        let marker = self.marker.clone();
+        if let Some(error) = self.ready_slot().take() {
+            let error = *error
+                .downcast::<S::Error>()
+                .expect("only the inner service's readiness error is stored");
+            let saved = shared.source.save(&req);
+            return ResponseFuture::not_ready(shared, marker, error, saved);
+        }
         if self.shared.switch.is_degraded() || !self.inner_ready {
             let saved = shared.source.save(&req);
-            return ResponseFuture::manual(shared, saved);
+            return ResponseFuture::manual(shared, marker, saved);
         }
         self.inner_ready = false;
         let saved = shared.source.save(&req);
         let fut = self.inner.call(req);
-        ResponseFuture::live(shared, fut, saved)
+        ResponseFuture::live(shared, marker, fut, saved)
     }
 }
 
-impl<S: Clone, F, C> Clone for Fallback<S, F, C> {
+impl<S: Clone, F, C, M: Clone> Clone for Fallback<S, F, C, M> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
-            // A clone of a ready service is not ready.
-            inner_ready: false,
-        }
+        // A clone of a ready service is not ready (nor failed).
+        Self::from_shared(
+            self.inner.clone(),
+            Arc::clone(&self.shared),
+            self.marker.clone(),
+        )
     }
 }
 
-impl<S: fmt::Debug, F, C> fmt::Debug for Fallback<S, F, C> {
+impl<S: fmt::Debug, F, C, M> fmt::Debug for Fallback<S, F, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fallback")
             .field("inner", &self.inner)

@@ -18,7 +18,8 @@ pub type Signal = Arc<dyn Fn() -> bool + Send + Sync>;
 /// the queueing delay exceeds `fraction × target_delay`.
 ///
 /// Lower priorities get lower fractions, so they are shed first and leave the remaining
-/// capacity to critical traffic. Must be positive, finite and ordered
+/// capacity to critical traffic. Each must be above 0 and at most 1 (a fraction above 1
+/// would let a priority past the limit the backend can take), and they must be ordered
 /// `sheddable <= default <= critical`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -184,6 +185,7 @@ impl ShedConfigBuilder {
     }
 
     /// Shed by queueing delay (more than zero): the readiness wait that means overload.
+    /// `Duration::MAX` is accepted and never sheds by delay.
     #[must_use]
     pub fn target_delay(mut self, target: Duration) -> Self {
         self.config.target_delay = Some(target);
@@ -243,11 +245,11 @@ impl ShedConfigBuilder {
             ("thresholds.critical", t.critical),
         ] {
             ensure(
-                v.is_finite() && v > 0.0,
+                v > 0.0 && v <= 1.0,
                 "shed",
                 field,
                 v,
-                "a positive finite fraction",
+                "a fraction above 0 and at most 1 (of max_in_flight / target_delay)",
             )?;
         }
         ensure(
@@ -340,6 +342,34 @@ mod tests {
                 .field(),
             "thresholds"
         );
+        for (critical, field) in [
+            (5.0, "thresholds.critical"),
+            (1.0001, "thresholds.critical"),
+            (f64::INFINITY, "thresholds.critical"),
+        ] {
+            let over = Thresholds {
+                critical,
+                ..Thresholds::default()
+            };
+            let err = ShedConfig::builder().thresholds(over).build().unwrap_err();
+            assert_eq!(err.field(), field, "{critical}");
+        }
+        let zero = Thresholds {
+            sheddable: 0.0,
+            ..Thresholds::default()
+        };
+        assert_eq!(
+            ShedConfig::builder()
+                .thresholds(zero)
+                .build()
+                .unwrap_err()
+                .field(),
+            "thresholds.sheddable"
+        );
+        assert_eq!(
+            ShedConfig::builder().name("").build().unwrap_err().field(),
+            "name"
+        );
         let nan = Thresholds {
             critical: f64::NAN,
             ..Thresholds::default()
@@ -352,6 +382,22 @@ mod tests {
                 .field(),
             "thresholds.critical"
         );
+    }
+
+    /// `target_delay(Duration::MAX)` panicked while building the layer (`mul_f64`).
+    #[test]
+    fn extreme_delays_build_and_run() {
+        for d in [Duration::from_nanos(1), Duration::MAX] {
+            let config = ShedConfig::builder()
+                .target_delay(d)
+                .max_in_flight(usize::MAX)
+                .build()
+                .unwrap();
+            let shared = Arc::new(super::super::state::Shared::new(config));
+            shared.record_wait(Duration::MAX);
+            shared.record_wait(Duration::ZERO);
+            let _ = shared.admit(Priority::Critical);
+        }
     }
 
     #[cfg(feature = "serde")]
@@ -368,5 +414,18 @@ mod tests {
         let again: ShedConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(again.thresholds(), c.thresholds());
         assert!(serde_json::from_str::<ShedConfig>(r#"{"max_in_flight":0}"#).is_err());
+        assert!(serde_json::from_str::<ShedConfig>(r#"{"thresholds":{"critical":5.0}}"#).is_err());
+        assert!(serde_json::from_str::<ShedConfig>(r#"{"target_delay":50}"#).is_err());
+        assert!(serde_json::from_str::<ShedConfig>(r#"{"name":""}"#).is_err());
+        for d in [
+            Duration::from_micros(500),
+            Duration::new(3, 7),
+            Duration::MAX,
+        ] {
+            let c = ShedConfig::builder().target_delay(d).build().unwrap();
+            let back: ShedConfig =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back.target_delay(), Some(d));
+        }
     }
 }

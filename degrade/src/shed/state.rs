@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use palisade_core::{Emitter, Name, Overloaded, Priority};
+use palisade_core::{Emitter, Name, Overloaded, Priority, time};
 
 use super::{ShedConfig, Signal};
 use crate::metrics::{ByPriority, mode_gauge, priority_index};
@@ -45,11 +45,11 @@ impl Shared {
         // At least one request of each priority may be in flight, or a small limit would
         // shed a priority completely even when idle.
         let caps = max_in_flight.map(|max| {
-            per_priority(&|t| ((t * max as f64).floor() as u64).max(1)).map(|c| c as usize)
+            per_priority(&|t| ((t * max as f64).floor() as u64).max(1))
+                .map(|c| usize::try_from(c).unwrap_or(usize::MAX).min(max))
         });
-        let delay_limits = target_delay.map(|target| {
-            per_priority(&|t| target.mul_f64(t).as_nanos().min(u64::MAX as u128) as u64)
-        });
+        let delay_limits =
+            target_delay.map(|target| per_priority(&|t| time::nanos(time::mul_f64(target, t))));
         let emitter = Emitter::new(name.clone(), listeners);
         switch.watch(emitter.clone(), mode_gauge(&name));
         Self {
@@ -84,7 +84,7 @@ impl Shared {
     /// (react to overload within one request) and decays by 1/8 of the gap per smaller
     /// sample (release load gradually, so shedding does not flap).
     pub(crate) fn record_wait(&self, sample: Duration) {
-        let sample = sample.as_nanos().min(u64::MAX as u128) as u64;
+        let sample = time::nanos(sample);
         let old = self.delay.load(Ordering::Relaxed);
         let new = if sample >= old {
             sample

@@ -256,6 +256,47 @@ mod tests {
         assert_eq!(err.field(), "max_staleness");
     }
 
+    /// Extreme values build, round-trip and run without a panic (a `usize::MAX` capacity
+    /// overflowed the store's bookkeeping).
+    #[tokio::test(start_paused = true)]
+    async fn extreme_values_never_panic() {
+        use crate::{Marked, StaleCacheLayer};
+        use palisade_core::BoxError;
+        use tower::{Layer, ServiceExt, service_fn};
+        for (capacity, staleness) in [(1, Duration::from_nanos(1)), (usize::MAX, Duration::MAX)] {
+            let config = StaleConfig::builder()
+                .capacity(capacity)
+                .max_staleness(staleness)
+                .build()
+                .unwrap();
+            #[cfg(feature = "serde")]
+            {
+                let text = serde_json::to_string(&config).unwrap();
+                let back: StaleConfig = serde_json::from_str(&text).unwrap();
+                assert_eq!(
+                    (back.capacity(), back.max_staleness()),
+                    (capacity, staleness)
+                );
+            }
+            let svc =
+                StaleCacheLayer::new(config, |k: &u32| *k).layer(service_fn(|k: u32| async move {
+                    if k >= 100 {
+                        Err::<Marked<u32>, BoxError>("down".into())
+                    } else {
+                        Ok(Marked::new(k))
+                    }
+                }));
+            for k in 0..200 {
+                let _ = svc.clone().oneshot(k % 50 + (k / 100) * 100).await;
+                tokio::time::advance(Duration::from_millis(1)).await;
+            }
+        }
+        assert_eq!(
+            StaleConfig::builder().name("").build().unwrap_err().field(),
+            "name"
+        );
+    }
+
     #[cfg(feature = "serde")]
     #[test]
     fn loads_from_data() {
@@ -268,5 +309,13 @@ mod tests {
         let again: StaleConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(again.max_staleness(), c.max_staleness());
         assert!(serde_json::from_str::<StaleConfig>(r#"{"capacity":0}"#).is_err());
+        assert!(serde_json::from_str::<StaleConfig>(r#"{"max_staleness":300}"#).is_err());
+        assert!(serde_json::from_str::<StaleConfig>(r#"{"name":""}"#).is_err());
+        let c = StaleConfig::builder()
+            .max_staleness(Duration::from_micros(500))
+            .build()
+            .unwrap();
+        let back: StaleConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back.max_staleness(), Duration::from_micros(500));
     }
 }

@@ -15,27 +15,32 @@ use crate::Mark;
 
 pin_project! {
     /// The response future of [`StaleCache`](super::StaleCache).
-    pub struct ResponseFuture<F, KF, K, V, C> {
+    pub struct ResponseFuture<F, KF, K, V, C, E> {
         #[pin]
-        state: State<F, KF, K, V, C>,
+        state: State<F, KF, K, V, C, E>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, KF, K, V, C> {
-        // Degraded mode answered from the cache without calling the service.
-        Cached { answer: Option<V> },
+    enum State<F, KF, K, V, C, E> {
+        // Answered without the live call: from the cache (degraded mode, revalidation), or
+        // settled from the inner service's readiness error.
+        Done { result: Option<Result<V, E>> },
         // The live call; its result is settled against the cache.
         Live { #[pin] fut: F, key: Option<K>, shared: Arc<Shared<KF, K, V, C>> },
     }
 }
 
-impl<F, KF, K, V, C> ResponseFuture<F, KF, K, V, C> {
+impl<F, KF, K, V, C, E> ResponseFuture<F, KF, K, V, C, E> {
     pub(crate) fn cached(answer: V) -> Self {
+        Self::settled(Ok(answer))
+    }
+
+    pub(crate) fn settled(result: Result<V, E>) -> Self {
         Self {
-            state: State::Cached {
-                answer: Some(answer),
+            state: State::Done {
+                result: Some(result),
             },
         }
     }
@@ -51,7 +56,7 @@ impl<F, KF, K, V, C> ResponseFuture<F, KF, K, V, C> {
     }
 }
 
-impl<F, KF, K, V, C, E> Future for ResponseFuture<F, KF, K, V, C>
+impl<F, KF, K, V, C, E> Future for ResponseFuture<F, KF, K, V, C, E>
 where
     F: Future<Output = Result<V, E>>,
     E: AsRejection,
@@ -63,8 +68,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Cached { answer } => {
-                Poll::Ready(Ok(answer.take().expect("polled after completion")))
+            StateProj::Done { result } => {
+                Poll::Ready(result.take().expect("polled after completion"))
             }
             StateProj::Live { fut, key, shared } => {
                 let result = ready!(fut.poll(cx));
@@ -75,7 +80,7 @@ where
     }
 }
 
-impl<F, KF, K, V, C> fmt::Debug for ResponseFuture<F, KF, K, V, C> {
+impl<F, KF, K, V, C, E> fmt::Debug for ResponseFuture<F, KF, K, V, C, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

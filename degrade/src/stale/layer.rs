@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use palisade_core::DefaultClassifier;
+use palisade_core::RejectionAware;
 use tower_layer::Layer;
 
 use super::{OnFailure, Shared, StaleCache, StaleConfig, WhileRevalidating};
@@ -16,15 +16,16 @@ use crate::Switch;
 ///
 /// All clones (and all services it builds) share one cache, so put the layer around one
 /// logical backend.
-pub struct StaleCacheLayer<KF, K, V, C = DefaultClassifier, M = OnFailure> {
+pub struct StaleCacheLayer<KF, K, V, C = RejectionAware, M = OnFailure> {
     shared: Arc<Shared<KF, K, V, C>>,
     _mode: PhantomData<fn() -> M>,
 }
 
 impl<KF, K: Hash + Eq + Clone, V> StaleCacheLayer<KF, K, V> {
-    /// A cache keyed by `key(&request)`; every `Err` is a failure.
+    /// A cache keyed by `key(&request)`; rejections trigger by kind, as `config`'s triggers
+    /// say; other errors are failures, as [`RejectionAware`] judges.
     pub fn new(config: StaleConfig, key: KF) -> Self {
-        Self::with_classifier(config, key, DefaultClassifier)
+        Self::with_classifier(config, key, RejectionAware)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The stale cache service and its shared state.
 
+use std::any::Any;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -8,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::metrics::{Counter, Histogram};
-use palisade_core::{AsRejection, Classify, DefaultClassifier, Emitter, Name};
+use palisade_core::{AsRejection, Classify, Emitter, Name, RejectionAware};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -167,9 +168,18 @@ pub struct WhileRevalidating;
 
 /// A service that remembers the last good answer per key and serves it, marked stale, when
 /// the live call fails. Built by [`StaleCacheLayer`](super::StaleCacheLayer).
-pub struct StaleCache<S, KF, K, V, C = DefaultClassifier, M = OnFailure> {
+///
+/// Readiness is honest: an error from the inner service's `poll_ready` (a closed
+/// connection, a `Buffer` whose worker is gone) is not passed to the caller. `poll_ready`
+/// records it and reports ready; the next `call` treats it as the live call's error: a
+/// fresh-enough entry answers if it triggers, the error is returned if not. The inner
+/// service is not called after a readiness error.
+pub struct StaleCache<S, KF, K, V, C = RejectionAware, M = OnFailure> {
     inner: S,
     shared: Arc<Shared<KF, K, V, C>>,
+    // The inner service's readiness error (an `S::Error`), for the next `call`; reached
+    // only through `&mut self` (`get_mut`, never locked).
+    ready_error: Mutex<Option<Box<dyn Any + Send>>>,
     _mode: PhantomData<fn() -> M>,
 }
 
@@ -178,8 +188,49 @@ impl<S, KF, K, V, C, M> StaleCache<S, KF, K, V, C, M> {
         Self {
             inner,
             shared,
+            ready_error: Mutex::new(None),
             _mode: PhantomData,
         }
+    }
+
+    /// Poll the inner service; a readiness error is kept for the next call.
+    fn poll_inner<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>>
+    where
+        S: Service<Req>,
+        S::Error: Send + 'static,
+    {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(e)) => {
+                *self.ready_slot() = Some(Box::new(e));
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(())) => {
+                // Ready again after an error that no call consumed: the live path is back.
+                self.ready_slot().take();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The readiness error recorded for this call, if any.
+    fn take_ready_error<Req>(&mut self) -> Option<S::Error>
+    where
+        S: Service<Req>,
+        S::Error: 'static,
+    {
+        let error = self.ready_slot().take()?;
+        Some(
+            *error
+                .downcast::<S::Error>()
+                .expect("only the inner service's readiness error is stored"),
+        )
+    }
+
+    fn ready_slot(&mut self) -> &mut Option<Box<dyn Any + Send>> {
+        self.ready_error
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The degrade switch.
@@ -206,7 +257,7 @@ impl<S, KF, K, V, C, M> StaleCache<S, KF, K, V, C, M> {
 impl<S, KF, K, V, C, Req> Service<Req> for StaleCache<S, KF, K, V, C, OnFailure>
 where
     S: Service<Req, Response = V>,
-    S::Error: AsRejection,
+    S::Error: AsRejection + Send + 'static,
     KF: Fn(&Req) -> K,
     K: Hash + Eq + Clone,
     V: Clone + Mark,
@@ -214,15 +265,18 @@ where
 {
     type Response = V;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, KF, K, V, C>;
+    type Future = ResponseFuture<S::Future, KF, K, V, C, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Even in degraded mode a call may need the service (a key with no entry).
-        self.inner.poll_ready(cx)
+        self.poll_inner(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         let key = (self.shared.key)(&req);
+        if let Some(error) = self.take_ready_error() {
+            return ResponseFuture::settled(self.shared.settle(key, Err(error)));
+        }
         if self.shared.switch.is_degraded()
             && let Some(answer) = self.shared.stale(&key, Trigger::Manual)
         {
@@ -245,14 +299,19 @@ where
 {
     type Response = V;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, KF, K, V, C>;
+    type Future = ResponseFuture<S::Future, KF, K, V, C, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.poll_inner(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         let key = (self.shared.key)(&req);
+        // The inner service failed its readiness: it cannot refresh anything; the cache
+        // answers for it as for a failed live call.
+        if let Some(error) = self.take_ready_error() {
+            return ResponseFuture::settled(self.shared.settle(key, Err(error)));
+        }
         if self.shared.switch.is_degraded()
             && let Some(answer) = self.shared.stale(&key, Trigger::Manual)
         {

@@ -84,8 +84,9 @@ impl<K: Hash + Eq + Clone, V> Store<K, V> {
         while self.map.len() > self.capacity {
             self.evict_oldest();
         }
-        // Bound the queue of superseded positions: at most twice the live entries.
-        if self.order.len() > 2 * self.capacity.max(self.map.len()) + 16 {
+        // Bound the queue of superseded positions: at most twice the live entries (plus a
+        // little, so the sweep is amortized). Saturating: any capacity is a valid config.
+        if self.order.len() > self.map.len().saturating_mul(2).saturating_add(16) {
             let map = &self.map;
             self.order
                 .retain(|(k, g)| map.get(k).is_some_and(|e| e.generation == *g));
