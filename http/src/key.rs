@@ -1,0 +1,262 @@
+//! Keys for keyed rate limits and keyed circuit breakers: the client's IP address (from the
+//! connection, or from trusted `X-Forwarded-For` / `Forwarded` headers) or a header's value
+//! (API key, tenant).
+//!
+//! The keyed layers take a key function `Fn(&Req) -> K`; each extractor here gives one with
+//! `key_fn()`, for `http::Request<B>` with the body type `B` inferred from the service the
+//! layer ends up on (or named, as here, where there is no service):
+//!
+//! ```
+//! use palisade_http::key::{ClientIp, HeaderKey};
+//! use palisade_rate_limit::RateLimitConfig;
+//! use std::time::Duration;
+//!
+//! // 100 requests per second per client IP, behind one load balancer.
+//! let per_ip = RateLimitConfig::builder(100, Duration::from_secs(1))
+//!     .keyed(ClientIp::x_forwarded_for(1).key_fn::<()>())
+//!     .unwrap();
+//! // 10 per second per API key.
+//! let per_key = RateLimitConfig::builder(10, Duration::from_secs(1))
+//!     .keyed(HeaderKey::new(http::HeaderName::from_static("x-api-key")).key_fn::<()>())
+//!     .unwrap();
+//! # let _ = (per_ip, per_key);
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::header::{FORWARDED, HeaderMap, HeaderName, HeaderValue};
+use http::{Extensions, Request};
+
+/// The header `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+type PeerFn = Arc<dyn Fn(&Extensions) -> Option<SocketAddr> + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Peer,
+    XForwardedFor,
+    Forwarded,
+}
+
+/// The client's IP address, for keying limits and breakers per client.
+///
+/// - [`peer`](Self::peer): the address of the connection. The server must put it in the
+///   request's extensions: as a plain [`SocketAddr`] (what a hyper server loop inserts
+///   itself), or, with axum's `into_make_service_with_connect_info::<SocketAddr>()`, as
+///   axum's `ConnectInfo<SocketAddr>`, read with
+///   `.peer_addr_from(|c: &ConnectInfo<SocketAddr>| c.0)`.
+/// - [`x_forwarded_for`](Self::x_forwarded_for) and [`forwarded`](Self::forwarded)
+///   (RFC 7239): behind `trusted_proxies` reverse proxies that each append the address they
+///   saw, the client is the `trusted_proxies`-th address from the right. Addresses further
+///   left were written by the client and are never trusted. A request whose header has
+///   fewer addresses than that (it did not come through all the proxies) is keyed by its
+///   peer address.
+///
+/// The key is `Option<IpAddr>`: `None` when no address is known, so such requests share
+/// one key.
+///
+/// ```
+/// use palisade_http::key::ClientIp;
+/// use std::net::{IpAddr, SocketAddr};
+///
+/// let req = http::Request::builder()
+///     .header("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.0.0.2")
+///     .extension(SocketAddr::from(([10, 0, 0, 1], 443)))
+///     .body(())
+///     .unwrap();
+/// let ip = |s: &str| s.parse::<IpAddr>().ok();
+/// // Two proxies of ours: the load balancer (10.0.0.2 appended by the inner one) and the
+/// // edge, which saw the client at 203.0.113.7; 6.6.6.6 is whatever the client claimed.
+/// assert_eq!(ClientIp::x_forwarded_for(2).ip(&req), ip("203.0.113.7"));
+/// assert_eq!(ClientIp::x_forwarded_for(1).ip(&req), ip("10.0.0.2"));
+/// assert_eq!(ClientIp::peer().ip(&req), ip("10.0.0.1"));
+/// ```
+#[derive(Clone)]
+pub struct ClientIp {
+    source: Source,
+    trusted_proxies: usize,
+    peer: PeerFn,
+}
+
+impl ClientIp {
+    /// The connection's peer address ([`SocketAddr`] in the request's extensions, or what
+    /// [`peer_addr_from`](Self::peer_addr_from) reads).
+    pub fn peer() -> Self {
+        Self {
+            source: Source::Peer,
+            trusted_proxies: 0,
+            peer: Arc::new(|ext: &Extensions| ext.get::<SocketAddr>().copied()),
+        }
+    }
+
+    /// The address `trusted_proxies` from the right in `X-Forwarded-For` (0: the peer).
+    pub fn x_forwarded_for(trusted_proxies: usize) -> Self {
+        Self {
+            source: Source::XForwardedFor,
+            trusted_proxies,
+            ..Self::peer()
+        }
+    }
+
+    /// The `for=` address `trusted_proxies` from the right in `Forwarded` (RFC 7239; 0:
+    /// the peer).
+    pub fn forwarded(trusted_proxies: usize) -> Self {
+        Self {
+            source: Source::Forwarded,
+            trusted_proxies,
+            ..Self::peer()
+        }
+    }
+
+    /// Read the peer address from an extension of type `T` (e.g. axum's
+    /// `ConnectInfo<SocketAddr>`) instead of a plain `SocketAddr`.
+    #[must_use]
+    pub fn peer_addr_from<T, F>(mut self, read: F) -> Self
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&T) -> SocketAddr + Send + Sync + 'static,
+    {
+        self.peer = Arc::new(move |ext: &Extensions| ext.get::<T>().map(&read));
+        self
+    }
+
+    /// The client's address, if known.
+    pub fn ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        let peer = || (self.peer)(req.extensions()).map(|a| a.ip());
+        if self.trusted_proxies == 0 {
+            return peer();
+        }
+        let headers = req.headers();
+        let hop = match self.source {
+            Source::Peer => return peer(),
+            Source::XForwardedFor => nth_from_right(x_forwarded_for(headers), self.trusted_proxies),
+            Source::Forwarded => nth_from_right(forwarded_for(headers), self.trusted_proxies),
+        };
+        match hop {
+            Some(hop) => hop,
+            None => peer(),
+        }
+    }
+
+    /// The key function for a keyed layer, over `http::Request<B>` (the body type is
+    /// usually inferred from the service the layer ends up on).
+    pub fn key_fn<B>(self) -> impl Fn(&Request<B>) -> Option<IpAddr> + Clone + Send + Sync + 'static {
+        move |req: &Request<B>| self.ip(req)
+    }
+}
+
+impl fmt::Debug for ClientIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIp")
+            .field("source", &self.source)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `n`-th element from the right (1-based): `Some(address or None)`, or `None` when the list
+/// is shorter.
+fn nth_from_right(hops: Vec<Option<IpAddr>>, n: usize) -> Option<Option<IpAddr>> {
+    hops.len().checked_sub(n).map(|i| hops[i])
+}
+
+/// The `X-Forwarded-For` addresses, left to right, over all the header's lines.
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    list_items(headers, &X_FORWARDED_FOR)
+        .map(parse_node)
+        .collect()
+}
+
+/// The `for=` address of each `Forwarded` element, left to right (`None` for an element
+/// without one, or with an obfuscated or `unknown` node).
+fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    list_items(headers, &FORWARDED)
+        .map(|element| {
+            element.split(';').find_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                key.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| parse_node(value.trim().trim_matches('"')))
+                    .flatten()
+            })
+        })
+        .collect()
+}
+
+fn list_items<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]`,
+/// `[2001:db8::1]:80`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    let node = node.trim();
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = node.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    node.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
+// ===== HeaderKey =====
+
+/// A request header's value as the key (an API key, a tenant id); `None` when absent.
+///
+/// The breaker of a keyed circuit breaker is named after its key's `Debug`; for secrets,
+/// [`sensitive`](Self::sensitive) makes that print `Sensitive` instead.
+///
+/// ```
+/// use http::HeaderName;
+/// use palisade_http::key::HeaderKey;
+///
+/// let tenant = HeaderKey::new(HeaderName::from_static("x-tenant"));
+/// let req = http::Request::builder().header("x-tenant", "acme").body(()).unwrap();
+/// assert_eq!(tenant.key(&req).unwrap(), "acme");
+/// ```
+#[derive(Debug, Clone)]
+pub struct HeaderKey {
+    name: HeaderName,
+    sensitive: bool,
+}
+
+impl HeaderKey {
+    /// Key requests by the value of `name`.
+    pub fn new(name: HeaderName) -> Self {
+        Self {
+            name,
+            sensitive: false,
+        }
+    }
+
+    /// Mark the keys sensitive: their `Debug` (in breaker names, logs) hides the value.
+    #[must_use]
+    pub fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
+    }
+
+    /// The key of `req`.
+    pub fn key<B>(&self, req: &Request<B>) -> Option<HeaderValue> {
+        let mut value = req.headers().get(&self.name)?.clone();
+        if self.sensitive {
+            value.set_sensitive(true);
+        }
+        Some(value)
+    }
+
+    /// The key function for a keyed layer, over `http::Request<B>` (the body type is
+    /// usually inferred).
+    pub fn key_fn<B>(self) -> impl Fn(&Request<B>) -> Option<HeaderValue> + Clone + Send + Sync + 'static {
+        move |req: &Request<B>| self.key(req)
+    }
+}
