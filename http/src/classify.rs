@@ -158,7 +158,13 @@ pub fn grpc_status<B>(response: &Response<B>) -> Option<u32> {
 
 /// The `grpc-status` in a header map (headers or trailers).
 pub fn grpc_status_header(headers: &HeaderMap) -> Option<u32> {
-    headers.get(&GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(&GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The outcome of a gRPC status (`None`: not known yet, a success).
@@ -277,7 +283,9 @@ pub fn clone_any_request<B: Clone>(req: &Request<B>) -> Option<Request<B>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_core::{BoxError, CircuitOpen, Elapsed, Error, Name, Overloaded, RetriesExhausted};
+    use palisade_core::{
+        BoxError, CircuitOpen, Elapsed, Error, Name, Overloaded, RetriesExhausted,
+    };
 
     type Res = Result<Response<()>, BoxError>;
 
@@ -288,10 +296,18 @@ mod tests {
     #[test]
     fn statuses() {
         for code in [500, 502, 503, 504, 429, 408] {
-            assert_eq!(HttpClassifier.classify(&status(code)), Outcome::Failure, "{code}");
+            assert_eq!(
+                HttpClassifier.classify(&status(code)),
+                Outcome::Failure,
+                "{code}"
+            );
         }
         for code in [200, 201, 204, 301, 304, 400, 401, 403, 404, 409, 422] {
-            assert_eq!(HttpClassifier.classify(&status(code)), Outcome::Success, "{code}");
+            assert_eq!(
+                HttpClassifier.classify(&status(code)),
+                Outcome::Success,
+                "{code}"
+            );
         }
     }
 
@@ -306,20 +322,32 @@ mod tests {
         assert_eq!(err(Overloaded::new(n(), "q").into()), Outcome::Ignore);
         assert_eq!(err(RetriesExhausted::new(n(), 3).into()), Outcome::Ignore);
         // The typed error works the same way.
-        let typed: Result<Response<()>, Error<std::io::Error>> = Err(CircuitOpen::new(n(), None).into());
+        let typed: Result<Response<()>, Error<std::io::Error>> =
+            Err(CircuitOpen::new(n(), None).into());
         assert_eq!(HttpClassifier.classify(&typed), Outcome::Ignore);
     }
 
     #[test]
     fn grpc() {
         let with = |code: &str| -> Res {
-            Ok(Response::builder().header("grpc-status", code).body(()).unwrap())
+            Ok(Response::builder()
+                .header("grpc-status", code)
+                .body(())
+                .unwrap())
         };
         for code in ["4", "8", "14"] {
-            assert_eq!(GrpcClassifier.classify(&with(code)), Outcome::Failure, "{code}");
+            assert_eq!(
+                GrpcClassifier.classify(&with(code)),
+                Outcome::Failure,
+                "{code}"
+            );
         }
         for code in ["0", "1", "2", "3", "5", "9", "13", "16", "garbage"] {
-            assert_eq!(GrpcClassifier.classify(&with(code)), Outcome::Success, "{code}");
+            assert_eq!(
+                GrpcClassifier.classify(&with(code)),
+                Outcome::Success,
+                "{code}"
+            );
         }
         assert_eq!(GrpcClassifier.classify(&status(200)), Outcome::Success);
         assert_eq!(GrpcClassifier.classify(&status(503)), Outcome::Failure);
@@ -329,9 +357,16 @@ mod tests {
     #[test]
     fn hints() {
         let with = |name: &str, value: &str| -> Res {
-            Ok(Response::builder().status(503).header(name, value).body(()).unwrap())
+            Ok(Response::builder()
+                .status(503)
+                .header(name, value)
+                .body(())
+                .unwrap())
         };
-        assert_eq!(retry_after(&with("retry-after", "2")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_after(&with("retry-after", "2")),
+            Some(Duration::from_secs(2))
+        );
         assert_eq!(
             retry_after(&with("ratelimit", "\"a\";r=0;t=4")),
             Some(Duration::from_secs(4))

@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Request;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use palisade_core::{Deadline, Elapsed, Name, RequestDeadline, deadline};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -392,7 +392,8 @@ where
         }
         req.set_deadline(deadline);
         let name = self.layer.header.name().clone();
-        req.headers_mut().insert(name, self.layer.header.value(left));
+        req.headers_mut()
+            .insert(name, self.layer.header.value(left));
         ResponseFuture::passthrough(self.inner.call(req))
     }
 }
@@ -479,9 +480,7 @@ where
                 ready!(sleep.poll(cx));
                 Poll::Ready(Err(take_elapsed(elapsed).into()))
             }
-            KindProj::Expired { elapsed } => {
-                Poll::Ready(Err(take_elapsed(elapsed).into()))
-            }
+            KindProj::Expired { elapsed } => Poll::Ready(Err(take_elapsed(elapsed).into())),
         }
     }
 }
@@ -518,7 +517,10 @@ mod tests {
         assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
         assert_eq!(parse_grpc_timeout("4m"), Some(Duration::from_millis(4)));
         assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
-        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
         for bad in ["", "S", "123456789S", "1s", "1.5S", "-1S", "1 S", "1é", "é"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }

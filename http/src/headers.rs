@@ -247,7 +247,10 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
-        assert_eq!(parse_retry_after(" 3 ", now()), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after(" 3 ", now()),
+            Some(Duration::from_secs(3))
+        );
         assert_eq!(parse_retry_after("0", now()), Some(Duration::ZERO));
         // RFC 850 and asctime dates are accepted too (RFC 9110 §5.6.7).
         assert_eq!(
@@ -276,7 +279,10 @@ mod tests {
     fn rate_limit_forms() {
         let mut h = HeaderMap::new();
         assert_eq!(rate_limit_reset(&h), None);
-        h.insert(&RATELIMIT, "limit=10, remaining=0, reset=7".parse().unwrap());
+        h.insert(
+            &RATELIMIT,
+            "limit=10, remaining=0, reset=7".parse().unwrap(),
+        );
         assert_eq!(rate_limit_reset(&h), Some(Duration::from_secs(7)));
         h.insert(
             &RATELIMIT,

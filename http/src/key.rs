@@ -132,8 +132,10 @@ impl ClientIp {
         let headers = req.headers();
         let hop = match self.source {
             Source::Peer => return peer(),
-            Source::XForwardedFor => nth_from_right(x_forwarded_for(headers), self.trusted_proxies),
-            Source::Forwarded => nth_from_right(forwarded_for(headers), self.trusted_proxies),
+            Source::XForwardedFor => {
+                nth_from_right(|| x_forwarded_for(headers), self.trusted_proxies)
+            }
+            Source::Forwarded => nth_from_right(|| forwarded_for(headers), self.trusted_proxies),
         };
         match hop {
             Some(hop) => hop,
@@ -143,7 +145,9 @@ impl ClientIp {
 
     /// The key function for a keyed layer, over `http::Request<B>` (the body type is
     /// usually inferred from the service the layer ends up on).
-    pub fn key_fn<B>(self) -> impl Fn(&Request<B>) -> Option<IpAddr> + Clone + Send + Sync + 'static {
+    pub fn key_fn<B>(
+        self,
+    ) -> impl Fn(&Request<B>) -> Option<IpAddr> + Clone + Send + Sync + 'static {
         move |req: &Request<B>| self.ip(req)
     }
 }
@@ -157,33 +161,33 @@ impl fmt::Debug for ClientIp {
     }
 }
 
-/// `n`-th element from the right (1-based): `Some(address or None)`, or `None` when the list
-/// is shorter.
-fn nth_from_right(hops: Vec<Option<IpAddr>>, n: usize) -> Option<Option<IpAddr>> {
-    hops.len().checked_sub(n).map(|i| hops[i])
+/// The `n`-th element from the right (1-based): `Some(address or None)`, or `None` when the
+/// list is shorter. Two passes over the header instead of a `Vec` per request.
+fn nth_from_right<I: Iterator<Item = Option<IpAddr>>>(
+    hops: impl Fn() -> I,
+    n: usize,
+) -> Option<Option<IpAddr>> {
+    let index = hops().count().checked_sub(n)?;
+    hops().nth(index)
 }
 
 /// The `X-Forwarded-For` addresses, left to right, over all the header's lines.
-fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    list_items(headers, &X_FORWARDED_FOR)
-        .map(parse_node)
-        .collect()
+fn x_forwarded_for(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> {
+    list_items(headers, &X_FORWARDED_FOR).map(parse_node)
 }
 
 /// The `for=` address of each `Forwarded` element, left to right (`None` for an element
 /// without one, or with an obfuscated or `unknown` node).
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    list_items(headers, &FORWARDED)
-        .map(|element| {
-            element.split(';').find_map(|pair| {
-                let (key, value) = pair.split_once('=')?;
-                key.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| parse_node(value.trim().trim_matches('"')))
-                    .flatten()
-            })
+fn forwarded_for(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> {
+    list_items(headers, &FORWARDED).map(|element| {
+        element.split(';').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case("for")
+                .then(|| parse_node(value.trim().trim_matches('"')))
+                .flatten()
         })
-        .collect()
+    })
 }
 
 fn list_items<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
@@ -256,7 +260,95 @@ impl HeaderKey {
 
     /// The key function for a keyed layer, over `http::Request<B>` (the body type is
     /// usually inferred).
-    pub fn key_fn<B>(self) -> impl Fn(&Request<B>) -> Option<HeaderValue> + Clone + Send + Sync + 'static {
+    pub fn key_fn<B>(
+        self,
+    ) -> impl Fn(&Request<B>) -> Option<HeaderValue> + Clone + Send + Sync + 'static {
         move |req: &Request<B>| self.key(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    fn with_peer(builder: http::request::Builder) -> Request<()> {
+        builder
+            .extension(SocketAddr::from(([10, 0, 0, 1], 1234)))
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn forwarded_elements() {
+        let req = with_peer(Request::builder().header(
+            "forwarded",
+            r#"for=6.6.6.6, for="[2001:db8::17]:4711";proto=https, by=10.0.0.9;For=192.0.2.60:80"#,
+        ));
+        assert_eq!(ClientIp::forwarded(1).ip(&req), ip("192.0.2.60"));
+        assert_eq!(ClientIp::forwarded(2).ip(&req), ip("2001:db8::17"));
+        assert_eq!(ClientIp::forwarded(3).ip(&req), ip("6.6.6.6"));
+        // Fewer elements than proxies: the request skipped one; the peer is what we know.
+        assert_eq!(ClientIp::forwarded(4).ip(&req), ip("10.0.0.1"));
+
+        let hidden = with_peer(Request::builder().header("forwarded", "for=_gazonk, for=unknown"));
+        assert_eq!(ClientIp::forwarded(1).ip(&hidden), None);
+    }
+
+    #[test]
+    fn x_forwarded_for_over_several_lines() {
+        let req = with_peer(
+            Request::builder()
+                .header("x-forwarded-for", "1.1.1.1, 2.2.2.2")
+                .header("x-forwarded-for", "[2001:db8::1]:80")
+                .header("x-forwarded-for", "3.3.3.3:8080"),
+        );
+        assert_eq!(ClientIp::x_forwarded_for(1).ip(&req), ip("3.3.3.3"));
+        assert_eq!(ClientIp::x_forwarded_for(2).ip(&req), ip("2001:db8::1"));
+        assert_eq!(ClientIp::x_forwarded_for(0).ip(&req), ip("10.0.0.1"));
+        let none = Request::builder().body(()).unwrap();
+        assert_eq!(ClientIp::x_forwarded_for(1).ip(&none), None);
+        assert_eq!(ClientIp::peer().ip(&none), None);
+    }
+
+    #[test]
+    fn header_keys_can_hide_their_value() {
+        let req = Request::builder()
+            .header("x-api-key", "s3cret")
+            .body(())
+            .unwrap();
+        let key = HeaderKey::new(HeaderName::from_static("x-api-key")).sensitive();
+        let value = key.key(&req).unwrap();
+        assert_eq!(value, "s3cret");
+        assert!(!format!("{value:?}").contains("s3cret"));
+        let plain = HeaderKey::new(HeaderName::from_static("x-api-key")).key_fn();
+        assert_eq!(plain(&req).unwrap(), "s3cret");
+    }
+
+    proptest! {
+        /// Whatever the client writes on the left, the key is the address our
+        /// `trusted` proxies wrote, `trusted` from the right.
+        #[test]
+        fn spoofed_prefixes_never_change_the_key(
+            spoofed in proptest::collection::vec("[ -~]{0,20}", 0..4),
+            proxies in proptest::collection::vec(any::<[u8; 4]>(), 1..5),
+            trusted in 1usize..5,
+        ) {
+            let mut list: Vec<String> = spoofed
+                .into_iter()
+                .map(|s| s.replace(',', ""))
+                .collect();
+            list.extend(proxies.iter().map(|o| IpAddr::from(*o).to_string()));
+            let Ok(value) = HeaderValue::from_str(&list.join(", ")) else { return Ok(()); };
+            let req = with_peer(Request::builder().header("x-forwarded-for", value));
+            let got = ClientIp::x_forwarded_for(trusted).ip(&req);
+            if trusted <= proxies.len() {
+                prop_assert_eq!(got, Some(IpAddr::from(proxies[proxies.len() - trusted])));
+            }
+        }
     }
 }

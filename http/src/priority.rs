@@ -93,7 +93,9 @@ impl PriorityFrom {
     }
 
     /// The function for a load shedder's `prioritize`, over `http::Request<B>`.
-    pub fn priority_fn<B>(self) -> impl Fn(&Request<B>) -> Priority + Clone + Send + Sync + 'static {
+    pub fn priority_fn<B>(
+        self,
+    ) -> impl Fn(&Request<B>) -> Priority + Clone + Send + Sync + 'static {
         move |req: &Request<B>| self.priority(req)
     }
 }
@@ -148,7 +150,10 @@ mod tests {
         assert_eq!(of("/api/payments"), Priority::Sheddable);
         assert_eq!(of("/other"), Priority::Critical);
         let all = PriorityFrom::new().route("/", Priority::Sheddable);
-        assert_eq!(all.priority(&Request::get("/x").body(()).unwrap()), Priority::Sheddable);
+        assert_eq!(
+            all.priority(&Request::get("/x").body(()).unwrap()),
+            Priority::Sheddable
+        );
     }
 
     #[test]
@@ -156,7 +161,10 @@ mod tests {
         let p = PriorityFrom::new()
             .header(HeaderName::from_static("x-priority"))
             .route("/a", Priority::Sheddable);
-        let req = Request::get("/a").header("x-priority", "urgent").body(()).unwrap();
+        let req = Request::get("/a")
+            .header("x-priority", "urgent")
+            .body(())
+            .unwrap();
         assert_eq!(p.priority(&req), Priority::Sheddable);
     }
 }

@@ -20,7 +20,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::boxed::BoxErrors;
-use crate::headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitPolicy, rate_limit_value, retry_after_value};
+use crate::headers::{
+    RATELIMIT, RATELIMIT_POLICY, RateLimitPolicy, rate_limit_value, retry_after_value,
+};
 
 const LAYER: &str = "rejection_response";
 

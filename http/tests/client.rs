@@ -13,8 +13,8 @@ use axum::routing::get;
 use bytes::Bytes;
 use common::{Hits, hyper_client, serve};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use palisade_circuit_breaker::CircuitBreakerConfig;
 use palisade_core::{BoxError, CircuitOpen, Deadline, Elapsed, RequestDeadline};
 use palisade_http::key::ClientIp;
@@ -40,7 +40,12 @@ struct Backend {
 }
 
 async fn backend() -> Backend {
-    let (busy, bad, missing, boom) = (Hits::default(), Hits::default(), Hits::default(), Hits::default());
+    let (busy, bad, missing, boom) = (
+        Hits::default(),
+        Hits::default(),
+        Hits::default(),
+        Hits::default(),
+    );
     let answer = |hits: &Hits, status: StatusCode| {
         let hits = hits.clone();
         move || async move {
@@ -60,10 +65,19 @@ async fn backend() -> Backend {
         .route("/busy", get(unavailable.clone()).post(unavailable))
         .route("/busy-long", get(long))
         .route("/bad", get(answer(&bad, StatusCode::BAD_REQUEST)))
-        .route("/boom", get(answer(&boom, StatusCode::INTERNAL_SERVER_ERROR)))
+        .route(
+            "/boom",
+            get(answer(&boom, StatusCode::INTERNAL_SERVER_ERROR)),
+        )
         .fallback(answer(&missing, StatusCode::NOT_FOUND));
     let addr = serve(app).await;
-    Backend { addr, busy, bad, missing, boom }
+    Backend {
+        addr,
+        busy,
+        bad,
+        missing,
+        boom,
+    }
 }
 
 /// Retry with fast, jitter-free backoff: the tests count attempts, not delays.
@@ -79,7 +93,7 @@ fn retry(max_attempts: u32) -> RetryLayer<HttpClassifier, Hint, Copy> {
         .retry_after(retry_after as Hint)
         .clone_request(clone_request as Copy)
         .build()
-        .unwrap();
+        .expect("a valid retry config");
     RetryLayer::new(config)
 }
 
@@ -100,22 +114,40 @@ async fn retries_503_but_not_400_nor_a_post() {
         .layer(BoxErrorLayer::new())
         .service(hyper_client());
 
-    let res = send(&mut client, common::get(server.addr, "/busy")).await.unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "the last attempt's answer");
+    let res = send(&mut client, common::get(server.addr, "/busy"))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the last attempt's answer"
+    );
     assert_eq!(server.busy.get(), 3, "503 is retried up to max_attempts");
 
-    let res = send(&mut client, common::get(server.addr, "/bad")).await.unwrap();
+    let res = send(&mut client, common::get(server.addr, "/bad"))
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(server.bad.get(), 1, "400 is the caller's problem: not retried");
+    assert_eq!(
+        server.bad.get(),
+        1,
+        "400 is the caller's problem: not retried"
+    );
 
     let post = common::request("POST", server.addr, "/busy");
     send(&mut client, post).await.unwrap();
     assert_eq!(server.busy.get(), 4, "a POST is sent once");
 
     let mut keyed = common::request("POST", server.addr, "/busy");
-    keyed.headers_mut().insert("idempotency-key", "order-17".parse().unwrap());
+    keyed
+        .headers_mut()
+        .insert("idempotency-key", "order-17".parse().unwrap());
     send(&mut client, keyed).await.unwrap();
-    assert_eq!(server.busy.get(), 7, "a POST with an Idempotency-Key is retried");
+    assert_eq!(
+        server.busy.get(),
+        7,
+        "a POST with an Idempotency-Key is retried"
+    );
 }
 
 #[tokio::test]
@@ -138,14 +170,27 @@ async fn retries_stop_at_the_deadline() {
         Err(err) => assert!(err.is::<Elapsed>(), "{err}"),
     }
     let attempts = server.busy.get();
-    assert!((2..=16).contains(&attempts), "{attempts} attempts in 300ms at 20ms apart");
+    assert!(
+        (2..=16).contains(&attempts),
+        "{attempts} attempts in 300ms at 20ms apart"
+    );
 
     // A Retry-After longer than the time left ends the retries at once.
     let started = Instant::now();
-    let res = send(&mut client, common::get(server.addr, "/busy-long")).await.unwrap();
+    let res = send(&mut client, common::get(server.addr, "/busy-long"))
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
-    assert_eq!(server.busy.get(), attempts + 1, "not retried: 5s would pass the deadline");
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        server.busy.get(),
+        attempts + 1,
+        "not retried: 5s would pass the deadline"
+    );
 }
 
 #[tokio::test]
@@ -162,18 +207,28 @@ async fn the_breaker_opens_on_5xx_and_not_on_404() {
         .service(hyper_client());
 
     for _ in 0..10 {
-        let res = send(&mut client, common::get(server.addr, "/missing")).await.unwrap();
+        let res = send(&mut client, common::get(server.addr, "/missing"))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }
     assert_eq!(server.missing.get(), 10, "404s do not open the breaker");
 
     for _ in 0..3 {
-        let res = send(&mut client, common::get(server.addr, "/boom")).await.unwrap();
+        let res = send(&mut client, common::get(server.addr, "/boom"))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
-    let err = send(&mut client, common::get(server.addr, "/boom")).await.unwrap_err();
+    let err = send(&mut client, common::get(server.addr, "/boom"))
+        .await
+        .unwrap_err();
     assert!(err.is::<CircuitOpen>(), "{err}");
-    assert_eq!(server.boom.get(), 3, "the open breaker kept the 4th call local");
+    assert_eq!(
+        server.boom.get(),
+        3,
+        "the open breaker kept the 4th call local"
+    );
 }
 
 #[tokio::test]
@@ -188,7 +243,13 @@ async fn a_client_honours_the_servers_retry_after() {
         )
         .unwrap();
     let app = Router::new()
-        .route("/", get(move || async move { h.hit(); "ok" }))
+        .route(
+            "/",
+            get(move || async move {
+                h.hit();
+                "ok"
+            }),
+        )
         .layer(RejectionResponseLayer::default().around(ServiceBuilder::new().layer(limit)));
     let addr = serve(app).await;
     let mut client = ServiceBuilder::new()
@@ -244,6 +305,9 @@ async fn the_remaining_deadline_travels_upstream() {
     let (sent, left) = body.split_once(' ').unwrap();
     let sent = palisade_http::deadline::parse_grpc_timeout(sent).expect("grpc-timeout sent");
     let left: u64 = left.parse().unwrap();
-    assert!(sent <= Duration::from_millis(800) && sent > Duration::from_millis(500), "{sent:?}");
+    assert!(
+        sent <= Duration::from_millis(800) && sent > Duration::from_millis(500),
+        "{sent:?}"
+    );
     assert!(left <= 800 && left > 400, "the handler had {left}ms");
 }

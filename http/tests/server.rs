@@ -46,7 +46,13 @@ async fn a_keyed_limit_answers_429_with_its_hints() {
         .build()
         .unwrap();
     let app = Router::new()
-        .route("/", get(move || async move { h.hit(); "ok" }))
+        .route(
+            "/",
+            get(move || async move {
+                h.hit();
+                "ok"
+            }),
+        )
         .layer(RejectionResponseLayer::new(responses).around(ServiceBuilder::new().layer(limit)));
     let addr = serve(app).await;
     let client = hyper_client();
@@ -56,10 +62,17 @@ async fn a_keyed_limit_answers_429_with_its_hints() {
     let second = client.request(common::get(addr, "/")).await.unwrap();
     assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
     let h = second.headers();
-    assert_eq!(h["retry-after"], "2", "1 per 2s, just used: about 2s to wait, rounded up");
+    assert_eq!(
+        h["retry-after"], "2",
+        "1 per 2s, just used: about 2s to wait, rounded up"
+    );
     assert_eq!(h["ratelimit"], r#""per-ip";r=0;t=2"#);
     assert_eq!(h["ratelimit-policy"], r#""per-ip";q=1;w=2"#);
-    assert_eq!(hits.get(), 1, "the rejected request never reached the handler");
+    assert_eq!(
+        hits.get(),
+        1,
+        "the rejected request never reached the handler"
+    );
 }
 
 #[tokio::test]
@@ -101,24 +114,27 @@ async fn shedding_answers_503_to_sheddable_routes_only() {
     critical
         .headers_mut()
         .insert("x-priority", "critical".parse().unwrap());
-    assert_eq!(client.request(critical).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        client.request(critical).await.unwrap().status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn a_hung_handler_gets_504_within_its_budget() {
     let app = Router::new()
-        .route("/hang", get(|| std::future::pending::<&'static str>()))
+        .route("/hang", get(std::future::pending::<&'static str>))
         .layer(
-            RejectionResponseLayer::default().around(
-                ServiceBuilder::new().layer(TimeoutLayer::new(Duration::from_millis(200))),
-            ),
+            RejectionResponseLayer::default()
+                .around(ServiceBuilder::new().layer(TimeoutLayer::new(Duration::from_millis(200)))),
         );
     let addr = serve(app).await;
     let started = Instant::now();
-    let response = tokio::time::timeout(PATIENCE, hyper_client().request(common::get(addr, "/hang")))
-        .await
-        .expect("answered within the test's patience")
-        .unwrap();
+    let response =
+        tokio::time::timeout(PATIENCE, hyper_client().request(common::get(addr, "/hang")))
+            .await
+            .expect("answered within the test's patience")
+            .unwrap();
     let took = started.elapsed();
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(took >= Duration::from_millis(200), "{took:?}");
@@ -138,21 +154,25 @@ async fn the_servers_own_request_timeout_is_408() {
         .build()
         .unwrap();
     let app = Router::new()
-        .route("/hang", get(|| std::future::pending::<&'static str>()))
+        .route("/hang", get(std::future::pending::<&'static str>))
         .layer(
             RejectionResponseLayer::new(responses)
                 .around(ServiceBuilder::new().layer(request_timeout)),
         );
     // Driven in process: the same service, no socket needed to check the mapping.
     let mut svc = app.into_service::<axum::body::Body>();
-    let req = http::Request::get("/hang").body(axum::body::Body::empty()).unwrap();
+    let req = http::Request::get("/hang")
+        .body(axum::body::Body::empty())
+        .unwrap();
     let response = svc.ready().await.unwrap().call(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
     assert_eq!(
         palisade_http::rejection_kind(&response),
         Some(RejectionKind::Elapsed)
     );
-    let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
     assert_eq!(&body[..], b"too slow");
 }
 
@@ -184,7 +204,13 @@ async fn the_callers_deadline_bounds_the_handler() {
         .unwrap();
     let took = started.elapsed();
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
-    let left = seen.lock().unwrap().expect("the handler saw the caller's deadline");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let left = seen
+        .lock()
+        .unwrap()
+        .expect("the handler saw the caller's deadline");
     assert!(left <= Duration::from_millis(300), "{left:?}");
 }
