@@ -1,6 +1,6 @@
-//! Keys for keyed rate limits and keyed circuit breakers: the client's IP address (from the
-//! connection, or from trusted `X-Forwarded-For` / `Forwarded` headers) or a header's value
-//! (API key, tenant).
+//! Keys for keyed rate limits and keyed circuit breakers: on a server, the client's IP
+//! address (from the connection, or from trusted `X-Forwarded-For` / `Forwarded` headers)
+//! or a header's value (API key, tenant); on a client, the upstream host.
 //!
 //! The keyed layers take a key function `Fn(&Req) -> K`; each extractor here gives one with
 //! `key_fn()`, for `http::Request<B>` with the body type `B` inferred from the service the
@@ -26,7 +26,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::header::{FORWARDED, HeaderMap, HeaderName, HeaderValue};
+use http::header::{FORWARDED, HOST, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{Extensions, Request};
 
 /// The header `X-Forwarded-For`.
@@ -263,6 +264,39 @@ impl HeaderKey {
     pub fn key_fn<B>(
         self,
     ) -> impl Fn(&Request<B>) -> Option<HeaderValue> + Clone + Send + Sync + 'static {
+        move |req: &Request<B>| self.key(req)
+    }
+}
+
+// ===== HostKey =====
+
+/// The host a request goes to, for a client's keyed breaker (one breaker per upstream):
+/// the URI's authority (`host:port`), else the `Host` header; `None` when neither is set.
+/// Authorities compare without regard to case.
+///
+/// ```
+/// use palisade_http::key::HostKey;
+///
+/// let req = http::Request::get("http://Api.Example.com:8080/v1").body(()).unwrap();
+/// assert_eq!(HostKey.key(&req).unwrap(), "api.example.com:8080");
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostKey;
+
+impl HostKey {
+    /// The key of `req`.
+    pub fn key<B>(&self, req: &Request<B>) -> Option<Authority> {
+        if let Some(authority) = req.uri().authority() {
+            return Some(authority.clone());
+        }
+        let host = req.headers().get(HOST)?.to_str().ok()?;
+        host.parse().ok()
+    }
+
+    /// The key function for a keyed layer, over `http::Request<B>`.
+    pub fn key_fn<B>(
+        self,
+    ) -> impl Fn(&Request<B>) -> Option<Authority> + Clone + Send + Sync + 'static {
         move |req: &Request<B>| self.key(req)
     }
 }

@@ -15,9 +15,9 @@ use common::{Hits, hyper_client, serve};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use palisade_circuit_breaker::CircuitBreakerConfig;
+use palisade_circuit_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer};
 use palisade_core::{BoxError, CircuitOpen, Deadline, Elapsed, RequestDeadline};
-use palisade_http::key::ClientIp;
+use palisade_http::key::{ClientIp, HostKey};
 use palisade_http::{
     BoxErrorLayer, HttpClassifier, IncomingDeadlineLayer, RejectionResponseLayer,
     SendDeadlineLayer, clone_request, retry_after,
@@ -310,4 +310,45 @@ async fn the_remaining_deadline_travels_upstream() {
         "{sent:?}"
     );
     assert!(left <= 800 && left > 400, "the handler had {left}ms");
+}
+
+#[tokio::test]
+async fn a_keyed_breaker_opens_only_for_the_failing_host() {
+    let (sick, healthy) = (backend().await, backend().await);
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(2)
+        .build_config()
+        .unwrap();
+    let breakers =
+        KeyedCircuitBreakerLayer::new(config, HostKey.key_fn()).with_classifier(HttpClassifier);
+    let handle = breakers.handle();
+    let mut client = ServiceBuilder::new()
+        .layer(breakers)
+        .layer(BoxErrorLayer::new())
+        .service(hyper_client());
+
+    for _ in 0..2 {
+        let res = send(&mut client, common::get(sick.addr, "/boom"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let err = send(&mut client, common::get(sick.addr, "/items"))
+        .await
+        .unwrap_err();
+    assert!(err.is::<CircuitOpen>(), "{err}");
+    let res = send(&mut client, common::get(healthy.addr, "/missing"))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::NOT_FOUND,
+        "the other host's breaker is closed"
+    );
+    assert_eq!(handle.len(), 2, "one breaker per host");
+    assert_eq!(
+        sick.missing.get(),
+        0,
+        "the open breaker kept the call local"
+    );
 }
