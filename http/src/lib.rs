@@ -55,7 +55,8 @@
 //!   gRPC pushback as the retry delay, within the caller's deadline.
 //! - [`clone_request`]: copies of `http::Request`s with cloneable bodies for retries and
 //!   hedges; only idempotent methods (or requests with an `Idempotency-Key`) are copied,
-//!   so a `POST` is never sent twice by default.
+//!   so a `POST` is never sent twice by default. [`BufferRequestBodyLayer`] buffers
+//!   streamed bodies (a gateway forwarding axum's `Body`) so they can be copied too.
 //! - [`SendDeadlineLayer`]: the caller's remaining time sent upstream in `grpc-timeout`.
 //!
 //! ```
@@ -109,6 +110,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod boxed;
+mod buffer;
 mod classify;
 pub mod deadline;
 pub mod headers;
@@ -117,6 +119,7 @@ pub mod priority;
 mod response;
 
 pub use boxed::{BoxErrorFuture, BoxErrorLayer, BoxErrors};
+pub use buffer::{BufferError, BufferFuture, BufferRequestBody, BufferRequestBodyLayer};
 pub use classify::{
     GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS, GrpcClassifier, HttpClassifier, IDEMPOTENCY_KEY,
     clone_any_request, clone_request, grpc_code, grpc_outcome, grpc_status, grpc_status_header,

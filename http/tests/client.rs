@@ -352,3 +352,46 @@ async fn a_keyed_breaker_opens_only_for_the_failing_host() {
         "the open breaker kept the call local"
     );
 }
+
+#[tokio::test]
+async fn streamed_bodies_are_buffered_and_retried() {
+    use http_body_util::BodyExt;
+    use http_body_util::combinators::UnsyncBoxBody;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Bytes>::new()));
+    let s = std::sync::Arc::clone(&seen);
+    let app = Router::new().route(
+        "/doc",
+        axum::routing::put(move |body: Bytes| async move {
+            let mut seen = s.lock().unwrap();
+            seen.push(body);
+            if seen.len() == 1 {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let mut client = ServiceBuilder::new()
+        .layer(palisade_http::BufferRequestBodyLayer::new(1 << 20))
+        .layer(retry(3))
+        .layer(BoxErrorLayer::new())
+        .service(hyper_client());
+
+    // A body that can be read only once, as a gateway receives it.
+    let streamed = Full::new(Bytes::from("v2 of the document"))
+        .map_err(|never| -> BoxError { match never {} })
+        .boxed_unsync();
+    let req = Request::put(format!("http://{addr}/doc"))
+        .body(streamed)
+        .unwrap();
+    let ready = ServiceExt::<Request<UnsyncBoxBody<Bytes, BoxError>>>::ready(&mut client);
+    let res = tokio::time::timeout(PATIENCE, ready.await.unwrap().call(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "the 503 was retried with the same body");
+    assert!(seen.iter().all(|b| b == "v2 of the document"));
+}
