@@ -20,6 +20,9 @@ use crate::headers;
 /// | `Err`: a connection error, a timeout ([`Elapsed`](palisade_core::Elapsed)) | `Failure` | |
 /// | `Err`: [`RateLimited`](palisade_core::RateLimited), [`Overloaded`](palisade_core::Overloaded), [`CircuitOpen`](palisade_core::CircuitOpen), [`RetriesExhausted`](palisade_core::RetriesExhausted) | `Ignore` | our own layers refused locally: nothing was learnt about the server |
 ///
+/// Used for retry, the ignored local refusals are not retried either: to wait for your own
+/// quota, give the local rate limit a `max_wait` instead.
+///
 /// The error must be [`AsRejection`]: a `BoxError` (use
 /// [`BoxErrorLayer`](crate::BoxErrorLayer) over a transport) or `palisade_core::Error<E>`.
 ///

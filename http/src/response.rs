@@ -100,7 +100,7 @@ impl Cause {
 /// How [`RejectionResponseLayer`] answers each [`Cause`]: status, body, hints.
 ///
 /// ```
-/// use http::StatusCode;
+/// use http::{HeaderValue, StatusCode};
 /// use palisade_http::{Cause, RejectionResponseConfig, headers::RateLimitPolicy};
 /// use std::time::Duration;
 ///
@@ -108,7 +108,7 @@ impl Cause {
 ///     .request_timeout("request")          // our own timeout: 408, not 504
 ///     .rate_limit_policy("per-ip", RateLimitPolicy::new(100, Duration::from_secs(60)))
 ///     .body(Cause::Overloaded, r#"{"error":"busy"}"#)
-///     .content_type("application/json")
+///     .content_type(HeaderValue::from_static("application/json"))
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(config.status(Cause::RateLimited), StatusCode::TOO_MANY_REQUESTS);
@@ -183,8 +183,8 @@ impl RejectionResponseConfigBuilder {
 
     /// The `Content-Type` of every body (default `text/plain; charset=utf-8`).
     #[must_use]
-    pub fn content_type(mut self, content_type: &'static str) -> Self {
-        self.config.content_type = HeaderValue::from_static(content_type);
+    pub fn content_type(mut self, content_type: HeaderValue) -> Self {
+        self.config.content_type = content_type;
         self
     }
 

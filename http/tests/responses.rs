@@ -101,7 +101,7 @@ async fn statuses_bodies_and_hints_are_configurable() {
         .status(Cause::Overloaded, StatusCode::TOO_MANY_REQUESTS)
         .overloaded_retry_after(None)
         .body(Cause::Other, r#"{"error":"internal"}"#)
-        .content_type("application/json")
+        .content_type(http::HeaderValue::from_static("application/json"))
         .detailed(true)
         .rate_limit_headers(false)
         .request_timeout("request")
