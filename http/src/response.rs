@@ -333,10 +333,10 @@ impl RejectionResponseConfig {
 /// | any other error | `500`, logged |
 ///
 /// `Retry-After` is in whole seconds, rounded up, so a client that honours it does not come
-/// back before the limiter would admit it. The inner error must be
-/// [`AsRejection`] (a `BoxError` or a `palisade_core::Error<E>`); the response body type
-/// must be `From<Bytes>` (axum's `Body`, `Full<Bytes>`, `String` is not). The response's
-/// extensions carry the [`RejectionKind`] for access logs.
+/// back before the limiter would admit it. The inner error must be [`AsRejection`] (a
+/// `BoxError` or a `palisade_core::Error<E>`); the response body type must be
+/// `From<Bytes>` (axum's `Body`, `Full<Bytes>` and `Bytes` are; `String` is not). The
+/// response's extensions carry the [`RejectionKind`] for access logs.
 ///
 /// On an axum `Router`, wrap the palisade layers with [`around`](Self::around), which also
 /// boxes the router's `Infallible` error below them:
