@@ -130,16 +130,14 @@ impl ClientIp {
         if self.trusted_proxies == 0 {
             return peer();
         }
-        let headers = req.headers();
-        let hop = match self.source {
+        let (name, parse): (&HeaderName, fn(&str) -> Option<IpAddr>) = match self.source {
             Source::Peer => return peer(),
-            Source::XForwardedFor => {
-                nth_from_right(|| x_forwarded_for(headers), self.trusted_proxies)
-            }
-            Source::Forwarded => nth_from_right(|| forwarded_for(headers), self.trusted_proxies),
+            Source::XForwardedFor => (&X_FORWARDED_FOR, parse_node),
+            Source::Forwarded => (&FORWARDED, forwarded_node),
         };
-        match hop {
-            Some(hop) => hop,
+        let headers = req.headers();
+        match nth_from_right(|| list_items(headers, name), self.trusted_proxies) {
+            Some(hop) => parse(hop),
             None => peer(),
         }
     }
@@ -162,35 +160,29 @@ impl fmt::Debug for ClientIp {
     }
 }
 
-/// The `n`-th element from the right (1-based): `Some(address or None)`, or `None` when the
-/// list is shorter. Two passes over the header instead of a `Vec` per request.
-fn nth_from_right<I: Iterator<Item = Option<IpAddr>>>(
-    hops: impl Fn() -> I,
+/// The `n`-th item from the right (1-based), or `None` when the list is shorter. Two passes
+/// over the header instead of a `Vec` per request; only the chosen item is parsed.
+fn nth_from_right<'a, I: Iterator<Item = &'a str>>(
+    items: impl Fn() -> I,
     n: usize,
-) -> Option<Option<IpAddr>> {
-    let index = hops().count().checked_sub(n)?;
-    hops().nth(index)
+) -> Option<&'a str> {
+    let index = items().count().checked_sub(n)?;
+    items().nth(index)
 }
 
-/// The `X-Forwarded-For` addresses, left to right, over all the header's lines.
-fn x_forwarded_for(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> {
-    list_items(headers, &X_FORWARDED_FOR).map(parse_node)
-}
-
-/// The `for=` address of each `Forwarded` element, left to right (`None` for an element
-/// without one, or with an obfuscated or `unknown` node).
-fn forwarded_for(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> {
-    list_items(headers, &FORWARDED).map(|element| {
-        element.split(';').find_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            key.trim()
-                .eq_ignore_ascii_case("for")
-                .then(|| parse_node(value.trim().trim_matches('"')))
-                .flatten()
-        })
+/// The `for=` address of one `Forwarded` element (`None` without one, or for an obfuscated
+/// or `unknown` node).
+fn forwarded_node(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("for")
+            .then(|| parse_node(value.trim().trim_matches('"')))
+            .flatten()
     })
 }
 
+/// The items of a comma-separated list header, left to right, over all its lines.
 fn list_items<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(name)
