@@ -44,9 +44,10 @@
 //! | `rate-limit` | [`rate_limit`] | GCRA rate limits (direct, keyed), concurrency and adaptive limits |
 //! | `degrade` | [`degrade`] | fallbacks, serve-stale, load shedding, degraded marks |
 //! | `chaos` (opt-in) | [`chaos`] | fault injection and a deterministic incident simulation kit |
+//! | `http` (opt-in) | `http` | HTTP and gRPC: rejections as responses, client keys, classifiers, `Retry-After`, deadlines over the wire |
 //!
-//! Other features: `metrics` (feed the `metrics` facade), `serde` (configs from data),
-//! `http` (deadlines in `http::Request` extensions).
+//! Other features: `metrics` (feed the `metrics` facade), `serde` (configs from data).
+//! `http` also carries deadlines in `http::Request` extensions in every enabled crate.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -74,6 +75,9 @@ pub use palisade_degrade as degrade;
 
 #[cfg(feature = "chaos")]
 pub use palisade_chaos as chaos;
+
+#[cfg(feature = "http")]
+pub use palisade_http as http;
 
 mod stack;
 pub use stack::Stack;
