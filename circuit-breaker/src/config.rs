@@ -82,7 +82,8 @@ pub struct CircuitBreakerConfig {
     pub(crate) consecutive_failures: Option<u32>,
     pub(crate) open_duration: Duration,
     pub(crate) open_duration_multiplier: f64,
-    pub(crate) max_open_duration: Duration,
+    /// `None`: the open duration itself (no growth beyond it).
+    pub(crate) max_open_duration: Option<Duration>,
     pub(crate) half_open_probes: u32,
     pub(crate) max_probe_duration: Duration,
     pub(crate) listeners: Listeners<CircuitBreakerEvent>,
@@ -98,9 +99,9 @@ impl Default for CircuitBreakerConfig {
             slow_call_duration: None,
             minimum_calls: None,
             consecutive_failures: None,
-            open_duration: Duration::from_secs(30),
-            open_duration_multiplier: 2.0,
-            max_open_duration: Duration::from_secs(300),
+            open_duration: Duration::from_millis(250),
+            open_duration_multiplier: 1.0,
+            max_open_duration: None,
             half_open_probes: 5,
             max_probe_duration: DEFAULT_MAX_PROBE_DURATION,
             listeners: Listeners::new(),
@@ -167,9 +168,9 @@ impl CircuitBreakerConfig {
         self.open_duration_multiplier
     }
 
-    /// The cap on the grown open duration.
+    /// The cap on the grown open duration (the open duration itself unless set).
     pub fn max_open_duration(&self) -> Duration {
-        self.max_open_duration
+        self.max_open_duration.unwrap_or(self.open_duration)
     }
 
     /// Probe calls admitted in half-open.
@@ -188,7 +189,7 @@ impl CircuitBreakerConfig {
         let factor = self
             .open_duration_multiplier
             .powi(i32::try_from(reopens).unwrap_or(i32::MAX));
-        time::mul_f64(self.open_duration, factor).min(self.max_open_duration)
+        time::mul_f64(self.open_duration, factor).min(self.max_open_duration())
     }
 
     /// Validate and build a layer with a new, closed breaker.
@@ -293,7 +294,7 @@ impl CircuitBreakerConfig {
             m,
             "1.0 or more",
         )?;
-        let max = self.max_open_duration;
+        let max = self.max_open_duration();
         ensure(
             max >= d,
             LAYER,
@@ -375,20 +376,27 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
-    /// How long the breaker stays open before it admits probes. Default 30s: long enough for
-    /// a restart or a failover to finish, short enough that recovery is noticed quickly.
+    /// How long the breaker stays open before it admits probes. Default 250 ms, chosen by the
+    /// incident scorecard (`cargo run --release -p palisade-benches --bin scorecard`): with
+    /// the old 30 s (doubling to 5 min) the recommended stack stayed open long after the
+    /// backend was back and served about a third of what no resilience serves in the outage,
+    /// flapping and latency-spike incidents; 250 ms costs at most one interval per return,
+    /// and 500 ms already loses in flapping. Probes are real calls, so a client never probes
+    /// a dead backend faster than it sends requests (at most `half_open_probes` per
+    /// interval): the probe load is bounded by the traffic itself.
     pub fn open_duration(mut self, duration: Duration) -> Self {
         self.config.open_duration = duration;
         self
     }
 
     /// Each re-open (probes failed) multiplies the open duration by `multiplier`, up to
-    /// `max`; a close resets it. Default 2.0 up to 5 minutes, so a dead backend is probed
-    /// ever less often but still within minutes of coming back. `(1.0, open_duration)`
-    /// keeps the duration fixed.
+    /// `max`; a close resets it. Default: no growth (the open duration is fixed, whatever it
+    /// is set to), because growth kept the
+    /// breaker open through the up-phases of the flapping incident (a backend down 2 s, up
+    /// 3 s). Set e.g. `(2.0, 30 s)` for a large fleet whose probes add up.
     pub fn open_duration_backoff(mut self, multiplier: f64, max: Duration) -> Self {
         self.config.open_duration_multiplier = multiplier;
-        self.config.max_open_duration = max;
+        self.config.max_open_duration = Some(max);
         self
     }
 
@@ -483,7 +491,7 @@ mod data {
                 consecutive_failures: c.consecutive_failures,
                 open_duration: Some(c.open_duration),
                 open_duration_multiplier: Some(c.open_duration_multiplier),
-                max_open_duration: Some(c.max_open_duration),
+                max_open_duration: c.max_open_duration,
                 half_open_probes: Some(c.half_open_probes),
                 max_probe_duration: Some(c.max_probe_duration),
             }
@@ -510,7 +518,7 @@ mod data {
             c.open_duration_multiplier = d
                 .open_duration_multiplier
                 .unwrap_or(c.open_duration_multiplier);
-            c.max_open_duration = d.max_open_duration.unwrap_or(c.max_open_duration);
+            c.max_open_duration = d.max_open_duration.or(c.max_open_duration);
             c.half_open_probes = d.half_open_probes.unwrap_or(c.half_open_probes);
             c.max_probe_duration = d.max_probe_duration.unwrap_or(c.max_probe_duration);
             c.validate()?;
@@ -607,7 +615,8 @@ mod tests {
                 "open_duration_multiplier",
             ),
             (
-                b().open_duration_backoff(2.0, Duration::from_secs(1))
+                b().open_duration(Duration::from_secs(5))
+                    .open_duration_backoff(2.0, Duration::from_secs(1))
                     .build_config(),
                 "max_open_duration",
             ),

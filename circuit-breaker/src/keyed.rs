@@ -376,7 +376,7 @@ where
         let limits = KeyedLimits {
             idle_timeout: KeyedLimits::default()
                 .idle_timeout
-                .max(config.max_open_duration),
+                .max(config.max_open_duration()),
             ..KeyedLimits::default()
         };
         Self::build(config, key_fn, limits)
@@ -395,7 +395,7 @@ where
         let layer = "circuit_breaker";
         limits.validate()?;
         ensure(
-            limits.idle_timeout >= config.max_open_duration,
+            limits.idle_timeout >= config.max_open_duration(),
             layer,
             "idle_timeout",
             limits.idle_timeout,
