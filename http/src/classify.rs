@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
+use palisade_core::throttle::Throttle;
 use palisade_core::{AsRejection, Classify, Outcome, Rejection};
 
 use crate::headers;
@@ -217,6 +218,52 @@ pub fn retry_after<B, E: AsRejection>(result: &Result<Response<B>, E>) -> Option
     }
 }
 
+/// The upstream's throttle hint in a response, for a throttle gate
+/// (`palisade::rate_limit::ThrottleLayer::hint`): every caller sharing the gate then holds
+/// back until the upstream's time is up, not only the one that got the answer.
+///
+/// | response | hint |
+/// |---|---|
+/// | `429`, or `503` with `Retry-After` | `Retry-After` (delta-seconds or HTTP-date); a `429` without one: 1 s |
+/// | `RateLimit: ...;r=0;t=N` (quota used up), any status | `N` seconds |
+/// | gRPC `RESOURCE_EXHAUSTED` (trailers-only) | `grpc-retry-pushback-ms`, else 1 s |
+/// | anything else, and palisade's own local rejections | none |
+///
+/// Local rejections are never hints: a gate closed by its own `RateLimited` would hold
+/// itself shut.
+///
+/// ```
+/// use palisade_core::BoxError;
+/// use palisade_core::throttle::Throttle;
+/// use palisade_http::throttle_hint;
+/// use std::time::Duration;
+///
+/// let busy: Result<http::Response<()>, BoxError> =
+///     Ok(http::Response::builder().status(429).header("retry-after", "30").body(()).unwrap());
+/// assert_eq!(throttle_hint(&busy), Some(Throttle::For(Duration::from_secs(30))));
+///
+/// let fine: Result<http::Response<()>, BoxError> =
+///     Ok(http::Response::builder().status(200).body(()).unwrap());
+/// assert_eq!(throttle_hint(&fine), None);
+/// ```
+pub fn throttle_hint<B, E>(result: &Result<Response<B>, E>) -> Option<Throttle> {
+    let response = result.as_ref().ok()?;
+    let h = response.headers();
+    let status = response.status().as_u16();
+    let hinted = headers::retry_after(h);
+    let wait = match status {
+        429 => Some(hinted.unwrap_or(Duration::from_secs(1))),
+        503 => hinted,
+        _ => None,
+    }
+    .or_else(|| headers::rate_limit_reset(h))
+    .or_else(|| {
+        (grpc_status_header(h) == Some(grpc_code::RESOURCE_EXHAUSTED))
+            .then(|| grpc_pushback(h).unwrap_or(Duration::from_secs(1)))
+    })?;
+    Some(Throttle::For(wait))
+}
+
 fn grpc_pushback(headers: &HeaderMap) -> Option<Duration> {
     let ms: i64 = headers
         .get(&GRPC_RETRY_PUSHBACK_MS)?
@@ -402,5 +449,53 @@ mod tests {
             assert!(clone_request(&req).is_none());
             assert!(clone_any_request(&req).is_some());
         }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+    use palisade_core::{BoxError, Name, RateLimited};
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> Result<Response<()>, BoxError> {
+        let mut b = Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        Ok(b.body(()).expect("response"))
+    }
+
+    #[test]
+    fn throttle_hints_come_only_from_the_upstream() {
+        let secs = |n| Some(Throttle::For(Duration::from_secs(n)));
+        assert_eq!(
+            throttle_hint(&response(429, &[("retry-after", "7")])),
+            secs(7)
+        );
+        assert_eq!(throttle_hint(&response(429, &[])), secs(1));
+        assert_eq!(
+            throttle_hint(&response(503, &[("retry-after", "4")])),
+            secs(4)
+        );
+        assert_eq!(throttle_hint(&response(503, &[])), None);
+        assert_eq!(
+            throttle_hint(&response(200, &[("ratelimit", r#""q";r=0;t=9"#)])),
+            secs(9)
+        );
+        assert_eq!(
+            throttle_hint(&response(200, &[("ratelimit", r#""q";r=5;t=9"#)])),
+            None
+        );
+        assert_eq!(
+            throttle_hint(&response(
+                200,
+                &[("grpc-status", "8"), ("grpc-retry-pushback-ms", "250")]
+            )),
+            Some(Throttle::For(Duration::from_millis(250)))
+        );
+        assert_eq!(throttle_hint(&response(500, &[])), None);
+        let local: Result<Response<()>, BoxError> =
+            Err(RateLimited::new(Name::new("mine"), Duration::from_secs(5)).into());
+        assert_eq!(throttle_hint(&local), None, "a local rejection is no hint");
     }
 }

@@ -123,7 +123,7 @@ pub use buffer::{BufferError, BufferFuture, BufferRequestBody, BufferRequestBody
 pub use classify::{
     GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS, GrpcClassifier, HttpClassifier, IDEMPOTENCY_KEY,
     clone_any_request, clone_request, grpc_code, grpc_outcome, grpc_status, grpc_status_header,
-    is_retry_safe, retry_after, status_outcome,
+    is_retry_safe, retry_after, status_outcome, throttle_hint,
 };
 pub use deadline::{IncomingDeadline, IncomingDeadlineLayer, SendDeadline, SendDeadlineLayer};
 pub use priority::PriorityFrom;
