@@ -76,7 +76,7 @@ async fn a_sink_outage_mid_run_is_survived_by_spill_and_replay() {
     );
     // 20 pages at 30 per second: the run outlasts the outage, which starts mid-run.
     config.rate = 30;
-    config.burst = 1;
+    config.burst = Some(1);
     config.batch_size = 20;
     let want = expected(&config);
 
@@ -122,7 +122,8 @@ async fn a_journal_left_by_a_crashed_run_is_replayed_without_duplicates() {
         .filter_map(|r| validate(r).ok())
         .take(30)
         .collect();
-    let journal = Journal::open(&journal_path).unwrap();
+    let identity = config.sink_target().unwrap().identity();
+    let journal = Journal::open(&journal_path, &identity).unwrap();
     let leftover = Batch {
         seq: 0,
         source,
@@ -130,6 +131,8 @@ async fn a_journal_left_by_a_crashed_run_is_replayed_without_duplicates() {
         rejected: Vec::new(),
     };
     journal.append(&leftover).await.unwrap();
+    // The crashed run's process is gone: so is its lock.
+    drop(journal);
 
     let summary = etl::run(&config).await.unwrap();
     assert!(summary.ok(), "{summary}");
@@ -190,7 +193,7 @@ async fn source_and_sink_outages_together_under_heavy_faults() {
         chaos,
     );
     config.rate = 40;
-    config.burst = 1;
+    config.burst = Some(1);
     config.batch_size = 20;
     let want = expected(&config);
 

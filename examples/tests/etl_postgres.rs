@@ -194,7 +194,7 @@ async fn postgres_sink_loads_exactly_once_through_chaos_and_a_sink_outage() {
     chaos.sink_outage = Some(ms(150)..ms(450));
     let mut config = config(&cluster.url(), &dir.path().join("journal.jsonl"), 21, chaos);
     config.rate = 40;
-    config.burst = 1;
+    config.burst = Some(1);
     config.batch_size = 25;
     let want = expected(&config);
 

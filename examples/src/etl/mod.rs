@@ -11,7 +11,8 @@
 //! | [`client`] | the HTTP client (hyper-util), a `Service<u64>` answering pages |
 //! | [`transform`] | schema validation ([`record`]) and de-duplication by key |
 //! | [`sink`] | idempotent batched upserts: SQLite (default) or PostgreSQL |
-//! | [`journal`] | where batches spill while the sink is down; replayed when it is back |
+//! | [`journal`] | where batches spill while the sink is down; replayed when it is back; one sink, one process |
+//! | [`redact`] | passwords out of logs, errors and the summary |
 //! | [`stack`] | the palisade stacks around the client and the sink |
 //! | [`stats`] | counters, latencies, reconciliation and the summary table |
 //! | [`config`] | defaults, TOML file, flags and env vars |
@@ -53,6 +54,7 @@ pub mod config;
 pub mod journal;
 mod pipeline;
 pub mod record;
+pub mod redact;
 pub mod sink;
 pub mod source;
 pub mod stack;

@@ -304,6 +304,9 @@ pub struct Summary {
     pub latency: Vec<StageLatency>,
     /// The sink's counts for this source at the end.
     pub sink_counts: SinkCounts,
+    /// Failures that stopped the run early (credentials redacted); reconciliation fails
+    /// when there is any.
+    pub errors: Vec<String>,
     /// The checks.
     pub reconciliation: Reconciliation,
 }
@@ -413,6 +416,9 @@ impl fmt::Display for Summary {
                 "  {:<40}{:>8} = {:<8}{mark}",
                 c.what, c.expected, c.actual
             )?;
+        }
+        for err in &self.errors {
+            writeln!(f, " error: {err}")?;
         }
         let verdict = if self.ok() { "OK" } else { "FAILED" };
         writeln!(f, "{line}")?;

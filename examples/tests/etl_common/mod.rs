@@ -29,7 +29,7 @@ pub fn config(sink: &str, journal: &Path, seed: u64, chaos: ChaosScenario) -> Et
         chaos: Some(chaos),
         chaos_seed: seed,
         rate: 100,
-        burst: 5,
+        burst: Some(5),
         batch_size: 40,
         resilience: ResilienceConfig {
             attempt_timeout: ms(300),
