@@ -51,11 +51,15 @@ impl SourceError {
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceError::Throttled { retry_after } => {
-                write!(
-                    f,
-                    "source throttled the request (retry after {retry_after:?})"
-                )
+            SourceError::Throttled {
+                retry_after: Some(after),
+            } => write!(
+                f,
+                "source throttled the request (retry after {:.1} s)",
+                after.as_secs_f64()
+            ),
+            SourceError::Throttled { retry_after: None } => {
+                write!(f, "source throttled the request")
             }
             SourceError::Status(s) => write!(f, "source answered HTTP {s}"),
             SourceError::Transport(e) => write!(f, "source unreachable: {e}"),
