@@ -285,12 +285,22 @@ fn passwords_never_reach_any_output_in_either_connection_form() {
                 !stdout.contains(SECRET) && !stderr.contains(SECRET),
                 "{sink} leaked:\n{stdout}\n{stderr}"
             );
-            assert!(stderr.contains("***"), "the sink is shown redacted: {stderr}");
+            assert!(
+                stderr.contains("***"),
+                "the sink is shown redacted: {stderr}"
+            );
         }
         // Given by environment variable, it stays out of --help too.
-        let help = etl_bin().arg("--help").env("ETL_SINK", sink).output().unwrap();
+        let help = etl_bin()
+            .arg("--help")
+            .env("ETL_SINK", sink)
+            .output()
+            .unwrap();
         let (stdout, stderr) = output_text(&help);
-        assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "{stdout}");
+        assert!(
+            !stdout.contains(SECRET) && !stderr.contains(SECRET),
+            "{stdout}"
+        );
     }
 }
 
@@ -327,7 +337,10 @@ fn bad_settings_are_refused_before_anything_starts() {
         .arg(dir.path().join("nope.toml"))
         .output()
         .unwrap();
-    assert!(output_text(&missing).1.contains("nope.toml"), "file errors name the path");
+    assert!(
+        output_text(&missing).1.contains("nope.toml"),
+        "file errors name the path"
+    );
     // Nothing was created by the refused runs.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -347,7 +360,10 @@ fn spills_log_their_cause_and_piped_logs_have_no_colour() {
         .unwrap_or_else(|| panic!("no spill logged:\n{stderr}"));
     assert!(spill.contains("error="), "the spill says why: {spill}");
     assert!(!stderr.contains('\u{1b}'), "no escape codes in a pipe");
-    assert!(!stdout.contains(" INFO ") && !stdout.contains(" WARN "), "logs on stderr only");
+    assert!(
+        !stdout.contains(" INFO ") && !stdout.contains(" WARN "),
+        "logs on stderr only"
+    );
     let transitions = stderr
         .lines()
         .filter(|l| l.contains("name=sink from=\"closed\" to=\"open\""))
@@ -443,7 +459,17 @@ async fn the_harsh_scenario_takes_the_sink_down_and_loses_nothing() {
     let want = expected(&config);
     let summary = etl::run(&config).await.unwrap();
     assert!(summary.ok(), "{summary}");
-    assert!(summary.faults[1] > 0, "the sink outage happened:\n{summary}");
+    assert!(
+        summary.faults[1] > 0,
+        "the sink outage happened:\n{summary}"
+    );
     assert!(summary.spilled_batches > 0, "{summary}");
     assert_eq!(sqlite_records(&db, &summary.source), want.records);
+}
+
+#[test]
+fn a_run_can_be_spawned() {
+    fn assert_send<T: Send + 'static>(_: T) {}
+    let config = etl::EtlConfig::default();
+    assert_send(async move { etl::run(&config).await });
 }

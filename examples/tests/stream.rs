@@ -222,11 +222,22 @@ fn the_binary_has_help_logs_on_stderr_and_prints_messages() {
     let help = stream_bin().arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    assert!(text.contains("--fail-rate") && text.contains("--replay"), "{text}");
+    assert!(
+        text.contains("--fail-rate") && text.contains("--replay"),
+        "{text}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let run = stream_bin()
-        .args(["--events", "300", "--fail-rate", "0.3", "--rate", "100000", "--dir"])
+        .args([
+            "--events",
+            "300",
+            "--fail-rate",
+            "0.3",
+            "--rate",
+            "100000",
+            "--dir",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .output()
@@ -238,7 +249,10 @@ fn the_binary_has_help_logs_on_stderr_and_prints_messages() {
     assert!(run.status.success(), "{out}{err}");
     assert!(out.contains("committed offset     300"), "{out}");
     assert!(!out.contains("sink write failed"), "logs stay off stdout");
-    assert!(err.contains("sink write failed"), "logs go to stderr: {err}");
+    assert!(
+        err.contains("sink write failed"),
+        "logs go to stderr: {err}"
+    );
     assert!(!err.contains('\u{1b}'), "no colour codes in a pipe: {err}");
 
     let bad = stream_bin()
@@ -248,11 +262,17 @@ fn the_binary_has_help_logs_on_stderr_and_prints_messages() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.starts_with("stream: invalid stream config: batch = 0"), "{err}");
+    assert!(
+        err.starts_with("stream: invalid stream config: batch = 0"),
+        "{err}"
+    );
 
     std::fs::write(dir.path().join("accounts.json"), b"not json").unwrap();
     let corrupt = stream_bin().arg("--dir").arg(dir.path()).output().unwrap();
     assert_eq!(corrupt.status.code(), Some(1));
     let err = String::from_utf8_lossy(&corrupt.stderr);
-    assert!(err.contains("accounts.json") && !err.contains("StateError"), "{err}");
+    assert!(
+        err.contains("accounts.json") && !err.contains("StateError"),
+        "{err}"
+    );
 }

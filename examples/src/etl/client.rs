@@ -204,7 +204,14 @@ mod tests {
     #[test]
     fn only_plain_http_urls_with_a_host_are_sources() {
         assert!(parse_base_url("http://127.0.0.1:8080/").is_ok());
-        for bad in ["htp:/x", "127.0.0.1:8080", "https://h", "http://", "not a url", ""] {
+        for bad in [
+            "htp:/x",
+            "127.0.0.1:8080",
+            "https://h",
+            "http://",
+            "not a url",
+            "",
+        ] {
             let err = parse_base_url(bad).expect_err(bad);
             assert_eq!(err.field(), "source_url");
         }

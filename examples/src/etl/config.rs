@@ -176,18 +176,20 @@ impl EtlConfig {
                 name.push(".journal.jsonl");
                 path.with_file_name(name)
             }
-            SinkTarget::Postgres(conn) => std::env::temp_dir().join("palisade-etl").join(
-                format!("postgres-{:016x}.journal.jsonl", fnv1a(&postgres_identity(&conn)?)),
-            ),
+            SinkTarget::Postgres(conn) => std::env::temp_dir().join("palisade-etl").join(format!(
+                "postgres-{:016x}.journal.jsonl",
+                fnv1a(&postgres_identity(&conn)?)
+            )),
         })
     }
 
     /// Check every setting; the first one out of range is refused with its name, its value
     /// and the range allowed.
     pub fn validate(&self) -> Result<(), BoxError> {
-        let etl = |ok: bool, field: &'static str, value: &dyn fmt::Debug, expected: &'static str| {
-            ensure(ok, "etl", field, value, expected)
-        };
+        let etl =
+            |ok: bool, field: &'static str, value: &dyn fmt::Debug, expected: &'static str| {
+                ensure(ok, "etl", field, value, expected)
+            };
         etl(
             (1..=MAX_RATE).contains(&self.rate),
             "rate",
@@ -211,7 +213,11 @@ impl EtlConfig {
             "1 to 100000 records",
         )?;
         ensure_duration("max_run_time", self.max_run_time)?;
-        if self.journal.as_ref().is_some_and(|j| j.as_os_str().is_empty()) {
+        if self
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.as_os_str().is_empty())
+        {
             return Err(ConfigError::new("etl", "journal", "", "a file path").into());
         }
         if let Some(addr) = self.metrics_addr {
@@ -403,10 +409,7 @@ impl ResilienceConfig {
                 "etl",
                 "resilience.backoff_max",
                 self.backoff_max,
-                format!(
-                    "at least resilience.backoff_base ({:?})",
-                    self.backoff_base
-                ),
+                format!("at least resilience.backoff_base ({:?})", self.backoff_base),
             ));
         }
         ensure(
@@ -603,7 +606,12 @@ impl SinkTarget {
             || looks_like_key_value(trimmed)
         {
             postgres_identity(trimmed).map_err(|e| {
-                ConfigError::new("etl", "sink", redact(sink), format!("a valid connection string ({e})"))
+                ConfigError::new(
+                    "etl",
+                    "sink",
+                    redact(sink),
+                    format!("a valid connection string ({e})"),
+                )
             })?;
             return Ok(SinkTarget::Postgres(trimmed.to_owned()));
         }
@@ -879,8 +887,12 @@ mod tests {
             ("max_run_time", |c| c.max_run_time = Duration::MAX),
             ("dataset.rows", |c| c.dataset.rows = usize::MAX),
             ("dataset.page_size", |c| c.dataset.page_size = 0),
-            ("dataset.invalid_rate", |c| c.dataset.invalid_rate = f64::NAN),
-            ("dataset.duplicate_rate", |c| c.dataset.duplicate_rate = -0.1),
+            ("dataset.invalid_rate", |c| {
+                c.dataset.invalid_rate = f64::NAN
+            }),
+            ("dataset.duplicate_rate", |c| {
+                c.dataset.duplicate_rate = -0.1
+            }),
             ("resilience.attempt_timeout", |c| {
                 c.resilience.attempt_timeout = Duration::ZERO
             }),
@@ -888,7 +900,9 @@ mod tests {
                 c.resilience.request_timeout = Duration::MAX
             }),
             ("resilience.max_attempts", |c| c.resilience.max_attempts = 0),
-            ("resilience.max_attempts", |c| c.resilience.max_attempts = 101),
+            ("resilience.max_attempts", |c| {
+                c.resilience.max_attempts = 101
+            }),
             ("resilience.backoff_max", |c| {
                 c.resilience.backoff_max = Duration::from_millis(1)
             }),
@@ -989,8 +1003,8 @@ mod tests {
     #[test]
     fn both_postgres_forms_are_postgres_and_name_one_database() {
         let url = SinkTarget::parse("postgres://etl:pw@127.0.0.1:5433/db").unwrap();
-        let kv = SinkTarget::parse("host=127.0.0.1 port=5433 user=etl password=pw dbname=db")
-            .unwrap();
+        let kv =
+            SinkTarget::parse("host=127.0.0.1 port=5433 user=etl password=pw dbname=db").unwrap();
         assert!(matches!(kv, SinkTarget::Postgres(_)), "{kv:?}");
         assert_eq!(url.identity(), kv.identity());
         assert_eq!(url.identity(), "postgres://etl@127.0.0.1:5433/db");

@@ -54,8 +54,12 @@ impl Journal {
     /// before it matters.
     pub fn open(path: &Path, sink: &str) -> Result<Self, BoxError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create the journal's directory {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "cannot create the journal's directory {}: {e}",
+                    dir.display()
+                )
+            })?;
         }
         let process_lock = lock_process(path)?;
         let journal = Self {
@@ -122,7 +126,10 @@ impl Journal {
             Some(end) => &text[..=end],
             None => "",
         };
-        let mut lines = complete.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = complete
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let Some((_, first)) = lines.next() else {
             return Ok(Vec::new());
         };
@@ -234,8 +241,8 @@ impl Journal {
                 };
             }
             let tmp = sibling(&path, ".tmp");
-            let mut file = File::create(&tmp)
-                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            let mut file =
+                File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
             file.write_all(&header)?;
             for batch in &keep {
                 serde_json::to_writer(&mut file, batch)?;
@@ -333,8 +340,12 @@ fn repair_torn_tail(path: &Path) -> Result<(), BoxError> {
         .unwrap_or_default()
         .as_millis();
     let torn = sibling(path, &format!(".torn-{millis}"));
-    std::fs::write(&torn, &bytes[keep..])
-        .map_err(|e| format!("cannot save the journal's torn tail to {}: {e}", torn.display()))?;
+    std::fs::write(&torn, &bytes[keep..]).map_err(|e| {
+        format!(
+            "cannot save the journal's torn tail to {}: {e}",
+            torn.display()
+        )
+    })?;
     file.set_len(keep as u64)?;
     file.sync_all()?;
     tracing::warn!(
@@ -496,7 +507,10 @@ mod tests {
         drop(journal);
         let err = Journal::open(&path, "postgres://etl@db-b:5432/etl").unwrap_err();
         let err = err.to_string();
-        assert!(err.contains("belongs to the sink postgres://etl@db-a"), "{err}");
+        assert!(
+            err.contains("belongs to the sink postgres://etl@db-a"),
+            "{err}"
+        );
         // A headerless (foreign or older) file is refused too.
         let foreign = dir.path().join("old.jsonl");
         std::fs::write(&foreign, serde_json::to_string(&batch(0)).unwrap() + "\n").unwrap();

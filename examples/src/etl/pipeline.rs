@@ -80,8 +80,8 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
     let identity = target.identity();
     // The journal first: its lock tells a second run on the same sink to stand back
     // before it touches anything.
-    let journal = tokio::task::spawn_blocking(move || Journal::open(&journal_path, &identity))
-        .await??;
+    let journal =
+        tokio::task::spawn_blocking(move || Journal::open(&journal_path, &identity)).await??;
     let sink = Sink::open(&target).await?;
     let (extract, source_breaker) = extract_stack(
         SourceClient::new(&source_url),
@@ -453,7 +453,9 @@ impl Loader {
                 }
                 self.pending = r.remaining;
             }
-            Err(err) => tracing::error!(error = %redact(&err.to_string()), "cannot read the journal"),
+            Err(err) => {
+                tracing::error!(error = %redact(&err.to_string()), "cannot read the journal")
+            }
         }
         metrics::gauge!("etl_journal_pending_batches").set(self.pending as f64);
         if self.pending == 0 {

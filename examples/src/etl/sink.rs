@@ -334,7 +334,10 @@ impl PgSink {
         &self,
     ) -> Result<tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>, BoxError> {
         let mut client = self.client.lock().await;
-        if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
             *client = None;
             let fresh = Self::open(&self.conn).await?;
             tracing::info!("reconnected to PostgreSQL");

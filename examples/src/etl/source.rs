@@ -91,9 +91,8 @@ enum RowKind {
 
 /// Row `index`'s kind and the RNG that generates its content (seeded by seed and index).
 fn kind_at(config: &DatasetConfig, index: usize) -> (RowKind, fastrand::Rng) {
-    let mut rng = fastrand::Rng::with_seed(
-        config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
+    let mut rng =
+        fastrand::Rng::with_seed(config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let roll = rng.f64();
     let kind = if roll < config.duplicate_rate && index > 0 {
         RowKind::Duplicate

@@ -22,7 +22,7 @@ use palisade::rate_limit::RateLimitConfig;
 use palisade::retry::{Backoff, RejectionAware, RetryAfter, RetryConfig, RetryEvent, RetryLayer};
 use palisade::timeout::TimeoutConfig;
 use palisade::{AsRejection, BoxError, Classify, Outcome, Rejection, Stack};
-use tower::util::{BoxCloneService, BoxService};
+use tower::util::{BoxCloneSyncService, BoxService};
 use tower::{Layer, service_fn};
 
 use super::client::{SourceClient, SourceError};
@@ -36,7 +36,7 @@ use super::stats::Stats;
 pub type ExtractService = BoxService<u64, Page, BoxError>;
 
 /// The sink behind retry, breaker and timeout (no fallback): what replays use.
-pub type GuardedSink = BoxCloneService<Batch, Marked<LoadReport>, BoxError>;
+pub type GuardedSink = BoxCloneSyncService<Batch, Marked<LoadReport>, BoxError>;
 
 /// The sink behind the full load stack, fallback included: what live batches use.
 pub type LoadService = BoxService<Batch, Marked<LoadReport>, BoxError>;
@@ -159,7 +159,9 @@ pub fn extract_stack(
             .open_duration(config.breaker_open)
             .on_event(move |e: &CircuitBreakerEvent| on_breaker(&breaker_stats, e, true))
             .build()
-            .map_err(setting("resilience.breaker_failures / resilience.breaker_open"))?,
+            .map_err(setting(
+                "resilience.breaker_failures / resilience.breaker_open",
+            ))?,
     )
     .with_classifier(classify_source_health);
     let handle = breaker.handle();
@@ -324,7 +326,7 @@ pub fn load_stack(
                 .map_err(setting("resilience.sink_timeout"))?,
         )
         .layer(chaos.layer(sink));
-    let guarded = BoxCloneService::new(guarded);
+    let guarded = BoxCloneSyncService::new(guarded);
 
     let spill_journal = journal.clone();
     let spill = service_fn(move |batch: Batch| {

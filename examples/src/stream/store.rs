@@ -211,10 +211,27 @@ mod tests {
 
         let offsets = Offsets::new(dir.path().join("consumer.offset"));
         assert_eq!(offsets.load().unwrap(), Position::default());
-        offsets.commit(Position { offset: 7, byte: 99 }).unwrap();
-        assert_eq!(offsets.load().unwrap(), Position { offset: 7, byte: 99 });
+        offsets
+            .commit(Position {
+                offset: 7,
+                byte: 99,
+            })
+            .unwrap();
+        assert_eq!(
+            offsets.load().unwrap(),
+            Position {
+                offset: 7,
+                byte: 99
+            }
+        );
         fs::write(dir.path().join("consumer.offset"), b"12").unwrap();
-        assert_eq!(offsets.load().unwrap(), Position { offset: 12, byte: 0 });
+        assert_eq!(
+            offsets.load().unwrap(),
+            Position {
+                offset: 12,
+                byte: 0
+            }
+        );
         fs::write(dir.path().join("consumer.offset"), b"x 1").unwrap();
         let err = offsets.load().unwrap_err();
         assert!(err.is::<StateError>(), "{err}");
