@@ -305,6 +305,10 @@ fn passwords_never_reach_any_output_in_either_connection_form() {
 }
 
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a child process runs on the wall clock, not on tokio's"
+)]
 fn bad_settings_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 7] = [
@@ -378,6 +382,10 @@ fn spills_log_their_cause_and_piped_logs_have_no_colour() {
 }
 
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a child process runs on the wall clock, not on tokio's"
+)]
 fn a_second_run_on_the_same_sink_is_refused_while_the_first_runs() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("etl.sqlite");
@@ -418,6 +426,10 @@ fn a_second_run_on_the_same_sink_is_refused_while_the_first_runs() {
 }
 
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a child process runs on the wall clock, not on tokio's"
+)]
 fn kill_9_at_any_moment_then_a_rerun_reconciles() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("etl.sqlite");

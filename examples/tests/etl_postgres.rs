@@ -9,6 +9,7 @@
 
 mod etl_common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -31,7 +32,10 @@ fn cluster_or_skip() -> Option<Cluster> {
     match Cluster::start() {
         Ok(cluster) => Some(cluster),
         Err(Setup::NoBinaries(why)) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipping the PostgreSQL test: {why} (set CI=1 to make this a failure)");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping the PostgreSQL test: {why} (set CI=1 to make this a failure)"
+            );
             None
         }
         Err(Setup::NoBinaries(why)) => {

@@ -26,14 +26,14 @@ fn settings(dir: &Path, fail_rate: f64) -> Settings {
 /// Balance and event count per account, folded straight from the log file, without the
 /// consumer's code.
 fn fold_log(dir: &Path) -> BTreeMap<String, (i64, u64)> {
-    let text = std::fs::read_to_string(dir.join("events.log")).unwrap();
+    let text = std::fs::read_to_string(dir.join("events.log")).expect("read the log");
     let mut expected = BTreeMap::new();
     for line in text.lines() {
-        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
         let entry = expected
-            .entry(event["key"].as_str().unwrap().to_owned())
+            .entry(event["key"].as_str().expect("a key").to_owned())
             .or_insert((0i64, 0u64));
-        entry.0 += event["amount"].as_i64().unwrap();
+        entry.0 += event["amount"].as_i64().expect("an amount");
         entry.1 += 1;
     }
     expected
@@ -193,7 +193,8 @@ async fn a_corrupt_accounts_file_is_a_clear_error_not_an_endless_retry() {
 #[test]
 fn settings_out_of_range_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let edits: [(&str, fn(&mut Settings)); 7] = [
+    type Edit = fn(&mut Settings);
+    let edits: [(&str, Edit); 7] = [
         ("events", |s| s.events = u64::MAX),
         ("keys", |s| s.keys = 0),
         ("fail_rate", |s| s.fail_rate = 1.0),

@@ -888,60 +888,60 @@ mod tests {
             ("dataset.rows", |c| c.dataset.rows = usize::MAX),
             ("dataset.page_size", |c| c.dataset.page_size = 0),
             ("dataset.invalid_rate", |c| {
-                c.dataset.invalid_rate = f64::NAN
+                c.dataset.invalid_rate = f64::NAN;
             }),
             ("dataset.duplicate_rate", |c| {
-                c.dataset.duplicate_rate = -0.1
+                c.dataset.duplicate_rate = -0.1;
             }),
             ("resilience.attempt_timeout", |c| {
-                c.resilience.attempt_timeout = Duration::ZERO
+                c.resilience.attempt_timeout = Duration::ZERO;
             }),
             ("resilience.request_timeout", |c| {
-                c.resilience.request_timeout = Duration::MAX
+                c.resilience.request_timeout = Duration::MAX;
             }),
             ("resilience.max_attempts", |c| c.resilience.max_attempts = 0),
             ("resilience.max_attempts", |c| {
-                c.resilience.max_attempts = 101
+                c.resilience.max_attempts = 101;
             }),
             ("resilience.backoff_max", |c| {
-                c.resilience.backoff_max = Duration::from_millis(1)
+                c.resilience.backoff_max = Duration::from_millis(1);
             }),
             ("resilience.breaker_failures", |c| {
-                c.resilience.breaker_failures = 0
+                c.resilience.breaker_failures = 0;
             }),
             ("resilience.breaker_open", |c| {
-                c.resilience.breaker_open = Duration::ZERO
+                c.resilience.breaker_open = Duration::ZERO;
             }),
             ("resilience.sink_timeout", |c| {
-                c.resilience.sink_timeout = Duration::ZERO
+                c.resilience.sink_timeout = Duration::ZERO;
             }),
             ("chaos.error_rate", |c| {
                 c.chaos = Some(ChaosScenario {
                     error_rate: 1.5,
                     ..ChaosScenario::none()
-                })
+                });
             }),
             ("chaos.error_rate + chaos.throttle_rate", |c| {
                 c.chaos = Some(ChaosScenario {
                     error_rate: 0.6,
                     throttle_rate: 0.6,
                     ..ChaosScenario::none()
-                })
+                });
             }),
             ("chaos.retry_after_secs", |c| {
                 c.chaos = Some(ChaosScenario {
                     retry_after_secs: u64::MAX,
                     ..ChaosScenario::none()
-                })
+                });
             }),
             ("chaos.sink_outage", |c| {
                 c.chaos = Some(ChaosScenario {
                     sink_outage: Some(Duration::from_secs(2)..Duration::from_secs(1)),
                     ..ChaosScenario::none()
-                })
+                });
             }),
             ("metrics_addr", |c| {
-                c.metrics_addr = Some(SocketAddr::from(([0, 0, 0, 0], 9000)))
+                c.metrics_addr = Some(SocketAddr::from(([0, 0, 0, 0], 9000)));
             }),
             ("sink", |c| c.sink = "sqlite:".into()),
             ("sink", |c| c.sink = ":memory:".into()),
@@ -969,9 +969,9 @@ mod tests {
         // outage would hit nothing (the `harsh` scenario's did, once).
         for name in ["flaky", "harsh"] {
             let s = ChaosScenario::named(name).unwrap();
+            s.validate().unwrap();
             let (source, sink) = (s.source_outage.unwrap(), s.sink_outage.unwrap());
             assert!(sink.start > source.end, "{name}: {source:?} then {sink:?}");
-            s.validate().unwrap();
         }
     }
 

@@ -454,7 +454,7 @@ impl Loader {
                 self.pending = r.remaining;
             }
             Err(err) => {
-                tracing::error!(error = %redact(&err.to_string()), "cannot read the journal")
+                tracing::error!(error = %redact(&err.to_string()), "cannot read the journal");
             }
         }
         metrics::gauge!("etl_journal_pending_batches").set(self.pending as f64);

@@ -49,7 +49,7 @@ pub fn looks_like_key_value(text: &str) -> bool {
         "channel_binding",
         "load_balance_hosts",
     ];
-    let first = text.trim_start().split_whitespace().next().unwrap_or("");
+    let first = text.split_whitespace().next().unwrap_or("");
     first
         .split_once('=')
         .is_some_and(|(key, _)| KEYWORDS.contains(&key.trim()))
