@@ -1,8 +1,8 @@
 //! The `stream` consumer: loses nothing and duplicates nothing, hardened by palisade.
 //!
-//! Events come from a durable local [log](log) (an append-only file of JSON lines; an
+//! Events come from a durable local [`log`] (an append-only file of JSON lines; an
 //! event's offset is its line number), are processed per key under a rate limit, and are
-//! written through a circuit breaker to a [store](store) that fails under chaos. The
+//! written through a circuit breaker to a [`store`] that fails under chaos. The
 //! consumer commits its position only after the store has durably and idempotently applied
 //! every event before it, so a crash or a store outage loses nothing and duplicates
 //! nothing: after a restart, already-applied events are re-delivered and recognised by the
