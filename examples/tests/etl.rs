@@ -370,7 +370,7 @@ fn spills_log_their_cause_and_piped_logs_have_no_colour() {
     );
     let transitions = stderr
         .lines()
-        .filter(|l| l.contains("name=sink from=\"closed\" to=\"open\""))
+        .filter(|l| l.contains("state changed name=sink ") && l.contains("to=\"open\""))
         .count();
     let trips = stdout
         .lines()

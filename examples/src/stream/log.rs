@@ -119,10 +119,12 @@ impl LogReader {
     fn seek(&mut self, at: Position) -> Result<bool, BoxError> {
         self.file.seek(SeekFrom::Start(at.byte))?;
         self.at = at;
-        match self.peek_offset()? {
-            Some(offset) => Ok(offset == at.offset),
+        match self.peek_offset() {
+            Ok(Some(offset)) => Ok(offset == at.offset),
             // The end of the log: right only if the byte is the log's length.
-            None => Ok(at.byte == self.file.get_ref().metadata()?.len()),
+            Ok(None) => Ok(at.byte == self.file.get_ref().metadata()?.len()),
+            // Not the start of a line: the position is wrong, not the log.
+            Err(_) => Ok(false),
         }
     }
 
