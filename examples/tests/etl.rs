@@ -14,6 +14,7 @@ use palisade_examples::etl::record::validate;
 use palisade_examples::etl::sink::Batch;
 use palisade_examples::etl::source::{SourceServer, generate_rows};
 use palisade_examples::etl::{self, ChaosScenario};
+use std::io::Write;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,8 +135,15 @@ async fn a_journal_left_by_a_crashed_run_is_replayed_without_duplicates() {
         rejected: Vec::new(),
     };
     journal.append(&leftover).await.unwrap();
-    // The crashed run's process is gone: so is its lock.
+    // The crashed run's process is gone, and so is its lock; it died mid-append, leaving a
+    // torn line after the acknowledged batch.
     drop(journal);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal_path)
+        .unwrap()
+        .write_all(b"{\"seq\":1,\"source\":\"builtin:se")
+        .unwrap();
 
     let summary = etl::run(&config).await.unwrap();
     assert!(summary.ok(), "{summary}");
@@ -146,6 +154,16 @@ async fn a_journal_left_by_a_crashed_run_is_replayed_without_duplicates() {
         "the live rows found the replayed ones"
     );
     assert_eq!(sqlite_records(&db, &summary.source), want.records);
+    let torn: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
+        .collect();
+    assert_eq!(
+        torn.len(),
+        1,
+        "the torn tail was kept aside, not appended onto"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,8 +19,8 @@ use super::redact::{looks_like_key_value, redact};
 
 /// The most rows the built-in API serves: rows are generated page by page, but the
 /// transform keeps every key it has seen (to drop duplicates), so a run's memory grows
-/// with the row count.
-pub const MAX_ROWS: usize = 10_000_000;
+/// with the row count (about 60 MB at this bound; a run takes minutes at the default rate).
+pub const MAX_ROWS: usize = 1_000_000;
 /// The most records per load batch (one transaction, one journal line).
 pub const MAX_BATCH_SIZE: usize = 100_000;
 /// The most rows per page of the built-in API.
@@ -303,7 +303,7 @@ pub fn postgres_identity(conn: &str) -> Result<String, BoxError> {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatasetConfig {
-    /// Rows served in total, invalid rows and duplicates included (0 to 10,000,000;
+    /// Rows served in total, invalid rows and duplicates included (0 to 1,000,000;
     /// generated page by page, never all at once). Default 2000: enough pages (40) for the
     /// chaos to bite, a run of a few seconds.
     pub rows: usize,
@@ -325,7 +325,7 @@ impl DatasetConfig {
             "etl",
             "dataset.rows",
             self.rows,
-            "0 to 10000000",
+            "0 to 1000000",
         )?;
         ensure(
             (1..=MAX_PAGE_SIZE).contains(&self.page_size),
@@ -693,7 +693,7 @@ pub struct Cli {
     /// Seed of the built-in API's data.
     #[arg(long, env = "ETL_DATA_SEED")]
     pub data_seed: Option<u64>,
-    /// Rows the built-in API serves (0 to 10000000).
+    /// Rows the built-in API serves (0 to 1000000).
     #[arg(long, env = "ETL_ROWS")]
     pub rows: Option<usize>,
     /// Client-side rate limit, requests per second (1 to 100000).
