@@ -541,4 +541,39 @@ mod tests {
         assert_eq!(good_prefix(b"{\"a"), 0);
         assert_eq!(good_prefix(b"{}\n\n"), 4);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Crashes mid-append at any byte, between acknowledged appends: every acknowledged
+        /// batch is pending, once, in order, and nothing else.
+        #[test]
+        fn acknowledged_batches_survive_torn_appends(
+            plan in proptest::collection::vec((proptest::bool::ANY, 0usize..200), 1..12),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("j.jsonl");
+            let mut acknowledged = Vec::new();
+            for (seq, (reopen, cut)) in plan.into_iter().enumerate() {
+                let seq = seq as u64;
+                let journal = Journal::open(&path, "sink").unwrap();
+                rt.block_on(journal.append(&batch(seq))).unwrap();
+                acknowledged.push(seq);
+                // A crash in the middle of the next append: a prefix of its line.
+                let mut line = serde_json::to_vec(&batch(seq + 1000)).unwrap();
+                line.push(b'\n');
+                let cut = cut.min(line.len() - 1);
+                tear(&path, &line[..cut]);
+                if !reopen {
+                    // The same process appends again after a failed write.
+                    rt.block_on(journal.append(&batch(seq + 500))).unwrap();
+                    acknowledged.push(seq + 500);
+                }
+            }
+            let journal = Journal::open(&path, "sink").unwrap();
+            let pending = rt.block_on(journal.pending()).unwrap();
+            proptest::prop_assert_eq!(seqs(&pending), acknowledged);
+        }
+    }
 }

@@ -186,4 +186,28 @@ mod tests {
         assert!(looks_like_key_value("host=h dbname=x"));
         assert!(!looks_like_key_value("data/a=b.sqlite"));
     }
+
+    proptest::proptest! {
+        /// Whatever the password, in whichever form and position, it is not in the output
+        /// (in a URL, `&`, `#`, `/`, `?` and `@` are percent-encoded, as URLs require).
+        #[test]
+        fn no_password_survives(
+            password in "[A-Z0-9!$%*+,;=~^-]{4,24}",
+            user in "[a-z]{1,8}",
+            port in 1u16..,
+            form in 0usize..5,
+        ) {
+            let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+            let text = match form {
+                0 => format!("postgres://{user}:{password}@127.0.0.1:{port}/db"),
+                1 => format!("postgresql://{user}@h:{port}/db?sslmode=disable&password={password}"),
+                2 => format!("host=h port={port} user={user} password={password} dbname=db"),
+                3 => format!("password='{quoted} x' host=h user={user}"),
+                _ => format!("user={user}   password =  {password}"),
+            };
+            let redacted = redact(&text);
+            proptest::prop_assert!(!redacted.contains(&password), "{} -> {}", text, redacted);
+            proptest::prop_assert!(redacted.contains(&user));
+        }
+    }
 }

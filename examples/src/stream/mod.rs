@@ -48,8 +48,8 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 pub use self::log::{Event, Log, LogReader, Position};
 pub use self::store::{Account, Accounts, Offsets, StateError, Store};
 
-/// The most events a produced log may hold.
-pub const MAX_EVENTS: u64 = 100_000_000;
+/// The most events a produced log may hold (about 450 MB of log).
+pub const MAX_EVENTS: u64 = 10_000_000;
 /// The most events per batch (one store write).
 pub const MAX_BATCH: usize = 100_000;
 
@@ -65,7 +65,7 @@ pub struct Settings {
     /// The directory of the log, the offset and the output.
     #[arg(long, default_value_os_t = std::env::temp_dir().join("palisade-stream"))]
     pub dir: PathBuf,
-    /// Events to produce when the log does not exist yet (0 to 100000000).
+    /// Events to produce when the log does not exist yet (0 to 10000000).
     #[arg(long, default_value_t = 2_000)]
     pub events: u64,
     /// Accounts the events are spread over (1 to 1000000).
@@ -103,7 +103,7 @@ impl Settings {
             "stream",
             "events",
             self.events,
-            "0 to 100000000",
+            "0 to 10000000",
         )?;
         ensure(
             (1..=1_000_000).contains(&self.keys),
