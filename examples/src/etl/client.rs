@@ -137,7 +137,7 @@ pub fn parse_base_url(url: &str) -> Result<http::Uri, ConfigError> {
         ConfigError::new(
             "etl",
             "source_url",
-            url,
+            super::redact::redact(url),
             format!("an http://host:port URL ({why})"),
         )
     };

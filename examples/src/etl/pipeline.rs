@@ -128,8 +128,9 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
                 break;
             }
             Err(err) => {
+                let err = redact(&err.to_string());
                 tracing::error!(page = number, error = %err, "extraction stopped");
-                errors.push(err.to_string());
+                errors.push(err);
                 break;
             }
         };

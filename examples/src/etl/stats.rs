@@ -331,7 +331,7 @@ impl fmt::Display for Summary {
             " palisade etl: summary ({:.2} s)",
             self.elapsed.as_secs_f64()
         )?;
-        writeln!(f, " source  {}", self.source)?;
+        writeln!(f, " source  {}", super::redact::redact(&self.source))?;
         writeln!(f, " sink    {}", self.sink)?;
         writeln!(f, "{line}")?;
         writeln!(f, " {:<34}{:>12}", "records per stage", "")?;
