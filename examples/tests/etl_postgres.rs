@@ -29,20 +29,42 @@ enum Setup {
 /// A running cluster, or `None` (after saying why) when the binaries are missing and `CI`
 /// is not set. Panics on every other setup failure.
 fn cluster_or_skip() -> Option<Cluster> {
-    match Cluster::start() {
-        Ok(cluster) => Some(cluster),
-        Err(Setup::NoBinaries(why)) if std::env::var_os("CI").is_none() => {
+    match decide(Cluster::start(), std::env::var_os("CI").is_some()) {
+        Ok(Some(cluster)) => Some(cluster),
+        Ok(None) => None,
+        Err(why) => panic!("{why}"),
+    }
+}
+
+/// Skip (`Ok(None)`) only for missing binaries off CI; everything else is a failure.
+fn decide<T>(setup: Result<T, Setup>, ci: bool) -> Result<Option<T>, String> {
+    match setup {
+        Ok(cluster) => Ok(Some(cluster)),
+        Err(Setup::NoBinaries(why)) if !ci => {
             let _ = writeln!(
                 std::io::stderr(),
                 "skipping the PostgreSQL test: {why} (set CI=1 to make this a failure)"
             );
-            None
+            Ok(None)
         }
-        Err(Setup::NoBinaries(why)) => {
-            panic!("CI is set, so the PostgreSQL test must run, but: {why}")
-        }
-        Err(Setup::Failed(why)) => panic!("PostgreSQL cluster setup failed: {why}"),
+        Err(Setup::NoBinaries(why)) => Err(format!(
+            "CI is set, so the PostgreSQL test must run, but: {why}"
+        )),
+        Err(Setup::Failed(why)) => Err(format!("PostgreSQL cluster setup failed: {why}")),
     }
+}
+
+#[test]
+fn only_missing_binaries_off_ci_skip() {
+    let missing = || Err::<(), _>(Setup::NoBinaries("no binaries".into()));
+    let failed = || Err::<(), _>(Setup::Failed("initdb failed".into()));
+    assert_eq!(decide(missing(), false), Ok(None));
+    assert!(decide(missing(), true).unwrap_err().contains("CI is set"));
+    assert!(decide(failed(), false).is_err());
+    assert!(decide(failed(), true).is_err());
+    assert_eq!(decide(Ok::<_, Setup>(()), true), Ok(Some(())));
+    // A command that cannot start is an error, not a success.
+    assert!(run(&mut Command::new("/nonexistent/initdb")).is_err());
 }
 
 /// A PostgreSQL cluster in a temporary directory; stopped and deleted on drop.
