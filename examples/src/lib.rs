@@ -1,7 +1,8 @@
 //! Runnable example pipelines hardened by [palisade](https://docs.rs/palisade).
 //!
 //! The binaries in `src/bin/` are thin: the pipelines live in this library so their
-//! tests can drive every stage. The main one is [`etl`]
+//! tests can drive every stage: [`etl`] and [`stream`] (an exactly-once consumer). The
+//! main one is [`etl`]
 //! (`cargo run --release -p palisade-examples --bin etl`): a small run of it, against its
 //! built-in flaky API on a loopback port, into a throw-away SQLite file:
 //!
@@ -27,4 +28,5 @@
 
 pub mod etl;
 pub mod slo;
+pub mod stream;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use palisade::BoxError;
+use palisade::core::ConfigError;
 use tower::Service;
 
 use super::source::Page;
@@ -31,6 +32,8 @@ pub enum SourceError {
     Transport(String),
     /// The body is not a page.
     Decode(String),
+    /// The source URL is malformed: no attempt can succeed.
+    InvalidUrl(String),
 }
 
 impl SourceError {
@@ -40,7 +43,7 @@ impl SourceError {
         match self {
             SourceError::Throttled { .. } | SourceError::Transport(_) => true,
             SourceError::Status(s) => *s >= 500 || *s == 408,
-            SourceError::Decode(_) => false,
+            SourceError::Decode(_) | SourceError::InvalidUrl(_) => false,
         }
     }
 }
@@ -48,15 +51,20 @@ impl SourceError {
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceError::Throttled { retry_after } => {
-                write!(
-                    f,
-                    "source throttled the request (retry after {retry_after:?})"
-                )
+            SourceError::Throttled {
+                retry_after: Some(after),
+            } => write!(
+                f,
+                "source throttled the request (retry after {:.1} s)",
+                after.as_secs_f64()
+            ),
+            SourceError::Throttled { retry_after: None } => {
+                write!(f, "source throttled the request")
             }
             SourceError::Status(s) => write!(f, "source answered HTTP {s}"),
             SourceError::Transport(e) => write!(f, "source unreachable: {e}"),
             SourceError::Decode(e) => write!(f, "source sent an invalid page: {e}"),
+            SourceError::InvalidUrl(e) => write!(f, "invalid source URL: {e}"),
         }
     }
 }
@@ -95,9 +103,7 @@ impl SourceClient {
         http: Client<HttpConnector, Empty<Bytes>>,
         url: String,
     ) -> Result<Page, SourceError> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| SourceError::Transport(format!("bad URL {url}: {e}")))?;
+        let uri = parse_base_url(&url).map_err(|e| SourceError::InvalidUrl(e.to_string()))?;
         let response = http
             .get(uri)
             .await
@@ -122,6 +128,29 @@ impl SourceClient {
             .to_bytes();
         serde_json::from_slice(&body).map_err(|e| SourceError::Decode(e.to_string()))
     }
+}
+
+/// Check a source base URL: `http://host[:port][/path]`. `https` is refused (this example
+/// client speaks plain HTTP, for a local or tunnelled API), as is anything without a host.
+pub fn parse_base_url(url: &str) -> Result<http::Uri, ConfigError> {
+    let refuse = |why: &str| {
+        ConfigError::new(
+            "etl",
+            "source_url",
+            super::redact::redact(url),
+            format!("an http://host:port URL ({why})"),
+        )
+    };
+    let uri: http::Uri = url.trim().parse().map_err(|e| refuse(&format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(refuse("https is not supported by this example client")),
+        _ => return Err(refuse("the scheme must be http")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(refuse("no host"));
+    }
+    Ok(uri)
 }
 
 /// `Retry-After` in seconds (RFC 9110's delay-seconds; fractions accepted). HTTP dates
@@ -169,5 +198,34 @@ mod tests {
         assert!(SourceError::Throttled { retry_after: None }.is_transient());
         assert!(!SourceError::Status(404).is_transient());
         assert!(!SourceError::Decode("x".into()).is_transient());
+        assert!(!SourceError::InvalidUrl("x".into()).is_transient());
+    }
+
+    #[test]
+    fn only_plain_http_urls_with_a_host_are_sources() {
+        assert!(parse_base_url("http://127.0.0.1:8080/").is_ok());
+        for bad in [
+            "htp:/x",
+            "127.0.0.1:8080",
+            "https://h",
+            "http://",
+            "not a url",
+            "",
+        ] {
+            let err = parse_base_url(bad).expect_err(bad);
+            assert_eq!(err.field(), "source_url");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_fails_at_once_and_for_good() {
+        use tower::ServiceExt;
+        let err = SourceClient::new("http://[::1")
+            .oneshot(0)
+            .await
+            .unwrap_err();
+        let source = err.downcast_ref::<SourceError>().unwrap();
+        assert!(matches!(source, SourceError::InvalidUrl(_)), "{source}");
+        assert!(!source.is_transient());
     }
 }

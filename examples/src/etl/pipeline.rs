@@ -12,9 +12,10 @@ use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use super::client::{SourceClient, SourceError};
-use super::config::{EtlConfig, SinkTarget};
+use super::config::EtlConfig;
 use super::journal::Journal;
-use super::sink::{Batch, Sink};
+use super::redact::redact;
+use super::sink::{Batch, Sink, SinkCounts};
 use super::source::{Page, SourceServer};
 use super::stack::{ExtractService, LoadStack, extract_stack, load_stack};
 use super::stats::{Check, Reconciliation, Stage, Stats, Summary};
@@ -23,8 +24,12 @@ use super::transform::Transform;
 /// Run the pipeline once with `config`; the summary says whether reconciliation held.
 ///
 /// Starts the built-in source API when `config.source_url` is `None` (and stops it at the
-/// end). Errors are setup failures (the sink cannot be opened, the source sends something
-/// that is not a page); faults the stacks ride out end up in the summary instead.
+/// end). Errors are setup failures before anything was loaded (a bad setting, the sink or
+/// the journal cannot be opened, another run holds the journal). Once loading started, a
+/// run always ends with a summary: faults the stacks ride out are counted in it, and a
+/// failure that stops the run (the source sends something that is not a page, the journal
+/// cannot be written, the sink cannot be counted) is listed in [`Summary::errors`] and
+/// fails reconciliation.
 pub async fn run(config: &EtlConfig) -> Result<Summary, BoxError> {
     run_with_progress(config, progress_bar(config)).await
 }
@@ -38,7 +43,7 @@ pub async fn run_with_progress(
     // Every log line of the run carries the sink and the scenario.
     let span = tracing::info_span!(
         "etl",
-        sink = %redact(&config.sink),
+        sink = %config.sink_display(),
         scenario = %if config.chaos.is_some() { "custom" } else { config.scenario.as_str() },
         chaos_seed = config.chaos_seed
     );
@@ -70,14 +75,19 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
         }
     };
 
-    let target = SinkTarget::parse(&config.sink);
+    let target = config.sink_target()?;
+    let journal_path = config.journal_path()?;
+    let identity = target.identity();
+    // The journal first: its lock tells a second run on the same sink to stand back
+    // before it touches anything.
+    let journal =
+        tokio::task::spawn_blocking(move || Journal::open(&journal_path, &identity)).await??;
     let sink = Sink::open(&target).await?;
-    let journal = Journal::open(&config.journal_path())?;
     let (extract, source_breaker) = extract_stack(
         SourceClient::new(&source_url),
         &config.resilience,
         config.rate,
-        config.burst,
+        config.burst(),
         config.chaos_seed,
         &stats,
     )?;
@@ -89,6 +99,7 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
         config.chaos_seed,
         &stats,
     )?;
+    let mut errors: Vec<String> = Vec::new();
     let mut loader = Loader::new(load, journal, Arc::clone(&stats)).await?;
     // Batches a previous run spilled and never replayed go first.
     loader.replay().await;
@@ -104,15 +115,24 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
     let mut source_rows = 0;
     let mut complete = false;
     let mut next = Some(0);
-    while let Some(number) = next {
+    'pages: while let Some(number) = next {
         if Instant::now() >= deadline {
             // A source that pages forever must not keep the run alive.
             tracing::error!(page = number, "run deadline reached; extraction stopped");
             break;
         }
-        let Some(page) = extractor.fetch(number, &progress).await? else {
-            tracing::error!(page = number, "run deadline reached; extraction stopped");
-            break;
+        let page = match extractor.fetch(number, &progress).await {
+            Ok(Some(page)) => page,
+            Ok(None) => {
+                tracing::error!(page = number, "run deadline reached; extraction stopped");
+                break;
+            }
+            Err(err) => {
+                let err = redact(&err.to_string());
+                tracing::error!(page = number, error = %err, "extraction stopped");
+                errors.push(err);
+                break;
+            }
         };
         source_rows = page.total_rows;
         progress.set_length(page.total_rows);
@@ -133,18 +153,32 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
             let mut next_batch = Batch::empty(batch.seq + 1, &source_tag);
             next_batch.records = batch.records.split_off(config.batch_size);
             let full = std::mem::replace(&mut batch, next_batch);
-            loader.load(full).await?;
+            if let Err(err) = loader.load(full).await {
+                errors.push(err.to_string());
+                break 'pages;
+            }
             progress.set_message(loader.status());
         }
     }
-    if !batch.is_empty() {
-        loader.load(batch).await?;
+    if errors.is_empty()
+        && !batch.is_empty()
+        && let Err(err) = loader.load(batch).await
+    {
+        errors.push(err.to_string());
     }
     progress.set_message("draining the journal");
     loader.drain(deadline).await;
     progress.finish_and_clear();
 
-    let sink_counts = sink.counts(&source_tag).await?;
+    let sink_counts = match sink.counts(&source_tag).await {
+        Ok(counts) => counts,
+        Err(err) => {
+            let err = format!("cannot count the sink's rows: {err}");
+            tracing::error!(error = %err, "reconciliation has no sink counts");
+            errors.push(err);
+            SinkCounts::default()
+        }
+    };
     let faults = [
         server.as_ref().map_or(0, |s| s.chaos().injected_total()),
         loader.stack.chaos.injected_total(),
@@ -154,7 +188,7 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
     }
     let summary = Summary {
         source: source_tag,
-        sink: redact(&config.sink),
+        sink: config.sink_display(),
         elapsed: started.elapsed(),
         source_rows,
         complete,
@@ -181,6 +215,7 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
         faults,
         latency: Stage::ALL.iter().map(|s| stats.latency(*s)).collect(),
         sink_counts,
+        errors: errors.iter().map(|e| redact(e)).collect(),
         reconciliation: Reconciliation::default(),
     };
     Ok(crate::telemetry::record_run(reconcile(summary)))
@@ -220,22 +255,13 @@ fn reconcile(mut summary: Summary) -> Summary {
             expected: 0,
             actual: s.journal_pending,
         },
+        Check {
+            what: "errors that stopped the run = 0",
+            expected: 0,
+            actual: s.errors.len() as u64,
+        },
     ];
     summary
-}
-
-/// A sink string without its password (`postgres://user:secret@host` → `user:***@host`).
-fn redact(sink: &str) -> String {
-    let Some((scheme, rest)) = sink.split_once("://") else {
-        return sink.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => sink.to_owned(),
-    }
 }
 
 /// The progress bar `config` asks for: hidden without `progress`, with JSON logs, or when
@@ -330,6 +356,10 @@ struct Loader {
     journal: Journal,
     stats: Arc<Stats>,
     pending: usize,
+    /// Whether a live batch was loaded yet (the sink outage's clock starts then).
+    started: bool,
+    /// Whether the last replay failed (so a sink still down is logged once, not per try).
+    replay_failing: bool,
 }
 
 impl Loader {
@@ -341,6 +371,8 @@ impl Loader {
             journal,
             stats,
             pending,
+            started: false,
+            replay_failing: false,
         })
     }
 
@@ -354,6 +386,12 @@ impl Loader {
     /// Load one batch: to the sink, or to the journal if the sink fails. An error only if
     /// the journal cannot be written either (nothing is acknowledged then).
     async fn load(&mut self, batch: Batch) -> Result<(), BoxError> {
+        if !self.started {
+            // The scenario's sink outage is timed from the first batch, so it hits
+            // batches whatever the source's pace.
+            self.started = true;
+            self.stack.chaos.restart_schedule();
+        }
         if self.pending > 0 && self.stack.breaker.state() != State::Open {
             self.replay().await;
         }
@@ -364,6 +402,7 @@ impl Loader {
         if answer.is_degraded() {
             tracing::warn!(
                 batch = seq,
+                error = %redact(&self.stack.last_error.get()),
                 "sink unavailable; batch spilled to the journal"
             );
             self.stats.spilled_batches.fetch_add(1, Relaxed);
@@ -401,12 +440,23 @@ impl Loader {
                     );
                     tracing::info!(batches = n, left = r.remaining, "journal replayed");
                 }
-                if let Some(err) = r.error {
-                    tracing::debug!(error = %err, "journal replay paused: sink still failing");
+                match r.error {
+                    Some(err) if !self.replay_failing => {
+                        tracing::warn!(
+                            error = %redact(&err.to_string()),
+                            left = r.remaining,
+                            "journal replay paused: sink still failing"
+                        );
+                        self.replay_failing = true;
+                    }
+                    Some(_) => {}
+                    None => self.replay_failing = false,
                 }
                 self.pending = r.remaining;
             }
-            Err(err) => tracing::error!(error = %err, "cannot read the journal"),
+            Err(err) => {
+                tracing::error!(error = %redact(&err.to_string()), "cannot read the journal");
+            }
         }
         metrics::gauge!("etl_journal_pending_batches").set(self.pending as f64);
         if self.pending == 0 {
@@ -429,23 +479,5 @@ impl Loader {
                 .clamp(Duration::from_millis(10), Duration::from_millis(500));
             tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://etl:s3cret@127.0.0.1:5432/db"),
-            "postgres://etl:***@127.0.0.1:5432/db"
-        );
-        assert_eq!(
-            redact("postgres://etl@127.0.0.1/db"),
-            "postgres://etl@127.0.0.1/db"
-        );
-        assert_eq!(redact("data/etl.sqlite"), "data/etl.sqlite");
     }
 }

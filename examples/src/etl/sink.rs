@@ -108,7 +108,7 @@ impl Sink {
     pub async fn open(target: &SinkTarget) -> Result<Self, BoxError> {
         match target {
             SinkTarget::Sqlite(path) => Ok(Sink::Sqlite(SqliteSink::open(path).await?)),
-            SinkTarget::Postgres(url) => Ok(Sink::Postgres(PgSink::connect(url).await?)),
+            SinkTarget::Postgres(conn) => Ok(Sink::Postgres(PgSink::connect(conn).await?)),
         }
     }
 
@@ -170,13 +170,20 @@ impl SqliteSink {
         let opened = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
             if let Some(dir) = opened.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    format!("cannot create the sink's directory {}: {e}", dir.display())
+                })?;
             }
-            let conn = rusqlite::Connection::open(&opened)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-            conn.execute_batch(SQLITE_SCHEMA)?;
-            Ok(conn)
+            let setup = || -> Result<rusqlite::Connection, rusqlite::Error> {
+                let conn = rusqlite::Connection::open(&opened)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+                conn.execute_batch(SQLITE_SCHEMA)?;
+                Ok(conn)
+            };
+            setup().map_err(|e| {
+                format!("cannot open the SQLite sink {}: {e}", opened.display()).into()
+            })
         })
         .await??;
         Ok(Self {
@@ -288,67 +295,73 @@ const PG_REJECT: &str = "
 INSERT INTO rejected (source, position, reason, raw) VALUES ($1, $2, $3, $4)
 ON CONFLICT (source, position) DO NOTHING";
 
-/// A PostgreSQL database; one connection (its driver task runs on the runtime).
+/// A PostgreSQL database; one connection (its driver task runs on the runtime), opened
+/// again when it was lost (a server restart, a network cut): the next load after a lost
+/// connection reconnects, behind the load stack's breaker and retry.
 #[derive(Clone)]
 pub struct PgSink {
-    client: Arc<tokio::sync::Mutex<tokio_postgres::Client>>,
+    conn: Arc<String>,
+    client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
 }
 
 impl PgSink {
-    /// Connect to `url` (no TLS: meant for a local or tunnelled database) and create the
-    /// tables.
-    pub async fn connect(url: &str) -> Result<Self, BoxError> {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    /// Connect to `conn` (a `postgres://` URL or libpq `key=value` pairs; no TLS: meant
+    /// for a local or tunnelled database) and create the tables.
+    pub async fn connect(conn: &str) -> Result<Self, BoxError> {
+        let client = Self::open(conn).await?;
+        client.batch_execute(PG_SCHEMA).await?;
+        Ok(Self {
+            conn: Arc::new(conn.to_owned()),
+            client: Arc::new(tokio::sync::Mutex::new(Some(client))),
+        })
+    }
+
+    async fn open(conn: &str) -> Result<tokio_postgres::Client, BoxError> {
+        // tokio-postgres's errors name the host, never the password.
+        let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
             .await
             .map_err(|e| format!("cannot connect to PostgreSQL: {}", with_sources(&e)))?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                tracing::warn!(error = %err, "postgres connection closed");
+                tracing::warn!(error = %with_sources(&err), "postgres connection lost");
             }
         });
-        client.batch_execute(PG_SCHEMA).await?;
-        Ok(Self {
-            client: Arc::new(tokio::sync::Mutex::new(client)),
-        })
+        Ok(client)
+    }
+
+    /// The open connection, or a new one if there is none or it was lost.
+    async fn connected(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>, BoxError> {
+        let mut client = self.client.lock().await;
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            *client = None;
+            let fresh = Self::open(&self.conn).await?;
+            tracing::info!("reconnected to PostgreSQL");
+            *client = Some(fresh);
+        }
+        Ok(client)
     }
 
     async fn load(&self, batch: &Batch) -> Result<LoadReport, BoxError> {
-        let mut client = self.client.lock().await;
-        let tx = client.transaction().await?;
-        let upsert = tx.prepare(PG_UPSERT).await?;
-        let reject = tx.prepare(PG_REJECT).await?;
-        let mut report = LoadReport::default();
-        for r in &batch.records {
-            let row = tx
-                .query_opt(
-                    &upsert,
-                    &[
-                        &batch.source,
-                        &r.id,
-                        &r.name,
-                        &r.amount_cents,
-                        &r.currency,
-                        &r.updated_at,
-                    ],
-                )
-                .await?;
-            match row {
-                Some(row) if row.get::<_, bool>(0) => report.inserted += 1,
-                Some(_) => report.updated += 1,
-                None => report.unchanged += 1,
-            }
+        let mut guard = self.connected().await?;
+        let client = guard.as_mut().ok_or("no PostgreSQL connection")?;
+        let result = pg_load(client, batch)
+            .await
+            .map_err(|e| BoxError::from(with_sources(&*e)));
+        if result.is_err() && client.is_closed() {
+            // Reconnect on the next call rather than fail every call on a dead connection.
+            *guard = None;
         }
-        for r in &batch.rejected {
-            report.rejected_inserted += tx
-                .execute(&reject, &[&batch.source, &r.position, &r.reason, &r.raw])
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(report)
+        result
     }
 
     async fn counts(&self, source: &str) -> Result<SinkCounts, BoxError> {
-        let client = self.client.lock().await;
+        let guard = self.connected().await?;
+        let client = guard.as_ref().ok_or("no PostgreSQL connection")?;
         let count = |sql: &'static str| async {
             let n: i64 = client.query_one(sql, &[&source]).await?.get(0);
             Ok::<_, BoxError>(u64::try_from(n)?)
@@ -358,6 +371,43 @@ impl PgSink {
             rejected: count("SELECT COUNT(*) FROM rejected WHERE source = $1").await?,
         })
     }
+}
+
+async fn pg_load(
+    client: &mut tokio_postgres::Client,
+    batch: &Batch,
+) -> Result<LoadReport, BoxError> {
+    let tx = client.transaction().await?;
+    let upsert = tx.prepare(PG_UPSERT).await?;
+    let reject = tx.prepare(PG_REJECT).await?;
+    let mut report = LoadReport::default();
+    for r in &batch.records {
+        let row = tx
+            .query_opt(
+                &upsert,
+                &[
+                    &batch.source,
+                    &r.id,
+                    &r.name,
+                    &r.amount_cents,
+                    &r.currency,
+                    &r.updated_at,
+                ],
+            )
+            .await?;
+        match row {
+            Some(row) if row.get::<_, bool>(0) => report.inserted += 1,
+            Some(_) => report.updated += 1,
+            None => report.unchanged += 1,
+        }
+    }
+    for r in &batch.rejected {
+        report.rejected_inserted += tx
+            .execute(&reject, &[&batch.source, &r.position, &r.reason, &r.raw])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(report)
 }
 
 /// An error and its `source()` chain on one line (tokio-postgres puts the cause there).

@@ -44,35 +44,75 @@ pub struct Page {
     pub rows: Vec<Value>,
 }
 
-/// Generate the dataset's rows, deterministically for `config.seed`.
-pub fn generate_rows(config: &DatasetConfig) -> Vec<Value> {
-    let mut rng = fastrand::Rng::with_seed(config.seed);
-    let currencies = ["EUR", "USD", "GBP", "JPY", "CHF"];
-    let mut rows: Vec<Value> = Vec::with_capacity(config.rows);
-    let mut valid_ids: Vec<usize> = Vec::new();
-    for i in 0..config.rows {
-        let roll = rng.f64();
-        if roll < config.duplicate_rate && !valid_ids.is_empty() {
-            // A re-sent row: the same key (and content) as an earlier valid row.
-            let earlier = valid_ids[rng.usize(..valid_ids.len())];
-            rows.push(rows[earlier].clone());
-            continue;
-        }
-        let mut row = json!({
-            "id": format!("rec-{:06}", i),
-            "name": format!("customer {}", rng.u32(1..100_000)),
-            "amount": f64::from(rng.u32(0..1_000_000)) / 100.0,
-            "currency": currencies[rng.usize(..currencies.len())],
-            "updated_at": 1_700_000_000 + i64::from(rng.u32(0..10_000_000)),
-        });
-        if roll < config.duplicate_rate + config.invalid_rate {
+/// Row `index` of the dataset, deterministically for `config.seed`, computed on its own:
+/// pages are generated when asked for, so the API never holds the dataset.
+///
+/// Most rows are valid records; `invalid_rate` of them break the schema; `duplicate_rate`
+/// of them re-send an earlier row's key and content (a source that repeats itself).
+pub fn row_at(config: &DatasetConfig, index: usize) -> Value {
+    let (kind, mut rng) = kind_at(config, index);
+    match kind {
+        RowKind::Valid => fresh_row(index, &mut rng),
+        RowKind::Invalid => {
+            let mut row = fresh_row(index, &mut rng);
             corrupt(&mut row, &mut rng);
-        } else {
-            valid_ids.push(i);
+            row
         }
-        rows.push(row);
+        RowKind::Duplicate => {
+            // An earlier valid row (a few tries; else this row is simply a valid one).
+            for _ in 0..8 {
+                let earlier = rng.usize(..index);
+                if kind_at(config, earlier).0 == RowKind::Valid {
+                    return row_at(config, earlier);
+                }
+            }
+            fresh_row(index, &mut kind_at(config, index).1)
+        }
     }
-    rows
+}
+
+/// Every row of the dataset, in order, generated one at a time.
+pub fn rows(config: &DatasetConfig) -> impl Iterator<Item = Value> + '_ {
+    (0..config.rows).map(|i| row_at(config, i))
+}
+
+/// Every row of the dataset in memory (for tests and small datasets; the API itself uses
+/// [`row_at`] page by page).
+pub fn generate_rows(config: &DatasetConfig) -> Vec<Value> {
+    rows(config).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowKind {
+    Valid,
+    Invalid,
+    Duplicate,
+}
+
+/// Row `index`'s kind and the RNG that generates its content (seeded by seed and index).
+fn kind_at(config: &DatasetConfig, index: usize) -> (RowKind, fastrand::Rng) {
+    let mut rng =
+        fastrand::Rng::with_seed(config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let roll = rng.f64();
+    let kind = if roll < config.duplicate_rate && index > 0 {
+        RowKind::Duplicate
+    } else if roll < config.duplicate_rate + config.invalid_rate {
+        RowKind::Invalid
+    } else {
+        RowKind::Valid
+    };
+    (kind, rng)
+}
+
+fn fresh_row(index: usize, rng: &mut fastrand::Rng) -> Value {
+    let currencies = ["EUR", "USD", "GBP", "JPY", "CHF"];
+    json!({
+        "id": format!("rec-{index:06}"),
+        "name": format!("customer {}", rng.u32(1..100_000)),
+        "amount": f64::from(rng.u32(0..1_000_000)) / 100.0,
+        "currency": currencies[rng.usize(..currencies.len())],
+        "updated_at": 1_700_000_000 + i64::from(rng.u32(0..10_000_000)),
+    })
 }
 
 fn corrupt(row: &mut Value, rng: &mut fastrand::Rng) {
@@ -89,18 +129,21 @@ fn corrupt(row: &mut Value, rng: &mut fastrand::Rng) {
     }
 }
 
-/// Cut `rows` into pages of `page_size`.
-pub fn page_of(rows: &[Value], page_size: usize, page: u64) -> Option<Page> {
-    let start = usize::try_from(page).ok()?.checked_mul(page_size)?;
-    if start >= rows.len() && !(rows.is_empty() && page == 0) {
+/// Page `page` of the dataset (`page_size` rows), generated on demand; `None` past the
+/// last page. An empty dataset has one empty page.
+pub fn page_of(config: &DatasetConfig, page: u64) -> Option<Page> {
+    let total = config.rows;
+    let size = config.page_size.max(1);
+    let start = usize::try_from(page).ok()?.checked_mul(size)?;
+    if start >= total && !(total == 0 && page == 0) {
         return None;
     }
-    let end = (start + page_size).min(rows.len());
+    let end = start.saturating_add(size).min(total);
     Some(Page {
         page,
-        next: (end < rows.len()).then_some(page + 1),
-        total_rows: rows.len() as u64,
-        rows: rows[start..end].to_vec(),
+        next: (end < total).then_some(page + 1),
+        total_rows: total as u64,
+        rows: (start..end).map(|i| row_at(config, i)).collect(),
     })
 }
 
@@ -108,8 +151,7 @@ pub fn page_of(rows: &[Value], page_size: usize, page: u64) -> Option<Page> {
 
 #[derive(Clone)]
 struct AppState {
-    rows: Arc<Vec<Value>>,
-    page_size: usize,
+    dataset: Arc<DatasetConfig>,
 }
 
 #[derive(Deserialize)]
@@ -119,7 +161,7 @@ struct PageQuery {
 }
 
 async fn records(State(state): State<AppState>, Query(q): Query<PageQuery>) -> Response {
-    match page_of(&state.rows, state.page_size, q.page) {
+    match page_of(&state.dataset, q.page) {
         Some(page) => axum::Json(page).into_response(),
         None => (StatusCode::NOT_FOUND, "no such page").into_response(),
     }
@@ -143,8 +185,7 @@ impl SourceServer {
         seed: u64,
     ) -> Result<Self, BoxError> {
         let state = AppState {
-            rows: Arc::new(generate_rows(dataset)),
-            page_size: dataset.page_size,
+            dataset: Arc::new(dataset.clone()),
         };
         let chaos = chaos_layer(scenario, seed)?;
         let handle = chaos.handle();
@@ -304,20 +345,40 @@ mod tests {
 
     #[test]
     fn pages_cover_every_row_once() {
-        let rows = generate_rows(&DatasetConfig {
+        let config = DatasetConfig {
             rows: 105,
             page_size: 10,
             ..DatasetConfig::default()
-        });
-        let mut seen = 0;
+        };
+        let mut seen = Vec::new();
         let mut next = Some(0);
         while let Some(n) = next {
-            let page = page_of(&rows, 10, n).unwrap();
+            let page = page_of(&config, n).unwrap();
             assert_eq!(page.total_rows, 105);
-            seen += page.rows.len();
+            seen.extend(page.rows);
             next = page.next;
         }
-        assert_eq!(seen, 105);
-        assert!(page_of(&rows, 10, 11).is_none());
+        assert_eq!(seen, generate_rows(&config));
+        assert!(page_of(&config, 11).is_none());
+        assert!(page_of(&config, u64::MAX).is_none());
+        let empty = DatasetConfig {
+            rows: 0,
+            ..DatasetConfig::default()
+        };
+        assert_eq!(page_of(&empty, 0).unwrap().next, None);
+    }
+
+    #[test]
+    fn a_page_deep_in_a_huge_dataset_is_generated_alone() {
+        // Rows are computed by index, so the last page of the largest dataset is cheap.
+        let config = DatasetConfig {
+            rows: crate::etl::config::MAX_ROWS,
+            page_size: 100,
+            ..DatasetConfig::default()
+        };
+        let last = (crate::etl::config::MAX_ROWS / 100 - 1) as u64;
+        let page = page_of(&config, last).unwrap();
+        assert_eq!(page.rows.len(), 100);
+        assert_eq!(page.next, None);
     }
 }

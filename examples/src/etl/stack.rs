@@ -9,7 +9,7 @@
 //! without the fallback, so a replay that fails stays in the journal instead of spilling
 //! back into it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade::chaos::{ChaosConfig, ChaosHandle, ChaosLayer, Fault, Window};
@@ -21,8 +21,8 @@ use palisade::degrade::{FallbackConfig, Marked};
 use palisade::rate_limit::RateLimitConfig;
 use palisade::retry::{Backoff, RejectionAware, RetryAfter, RetryConfig, RetryEvent, RetryLayer};
 use palisade::timeout::TimeoutConfig;
-use palisade::{AsRejection, BoxError, Outcome, Rejection, Stack};
-use tower::util::{BoxCloneService, BoxService};
+use palisade::{AsRejection, BoxError, Classify, Outcome, Rejection, Stack};
+use tower::util::{BoxCloneSyncService, BoxService};
 use tower::{Layer, service_fn};
 
 use super::client::{SourceClient, SourceError};
@@ -36,7 +36,7 @@ use super::stats::Stats;
 pub type ExtractService = BoxService<u64, Page, BoxError>;
 
 /// The sink behind retry, breaker and timeout (no fallback): what replays use.
-pub type GuardedSink = BoxCloneService<Batch, Marked<LoadReport>, BoxError>;
+pub type GuardedSink = BoxCloneSyncService<Batch, Marked<LoadReport>, BoxError>;
 
 /// The sink behind the full load stack, fallback included: what live batches use.
 pub type LoadService = BoxService<Batch, Marked<LoadReport>, BoxError>;
@@ -92,6 +92,37 @@ pub fn fetch_retry_after(result: &Result<Page, BoxError>) -> Option<Duration> {
     RejectionAware.retry_after(result)
 }
 
+// ===== the last error, for log lines =====
+
+/// The last error an attempt of a stack saw: palisade's retry and fallback events say
+/// *that* an attempt failed, this says *why*, so the log line that reports a retry or a
+/// spill carries an `error` field (the runbook's first clue).
+#[derive(Debug, Clone, Default)]
+pub struct LastError(Arc<Mutex<Option<String>>>);
+
+impl LastError {
+    /// Remember `err` if `result` is one.
+    pub fn record<T>(&self, result: &Result<T, BoxError>) {
+        if let Err(err) = result {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
+        }
+    }
+
+    /// The last error seen (`"unknown"` before any).
+    pub fn get(&self) -> String {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// A layer's config error, named as the setting the user wrote.
+fn setting(name: &'static str) -> impl Fn(palisade::core::ConfigError) -> BoxError {
+    move |e| format!("{name}: {e}").into()
+}
+
 // ===== extract =====
 
 /// The source client wrapped in its stack; the breaker's handle for the pipeline to
@@ -105,15 +136,21 @@ pub fn extract_stack(
     stats: &Arc<Stats>,
 ) -> Result<(ExtractService, CircuitBreakerHandle), BoxError> {
     let retry_stats = Arc::clone(stats);
+    let last = LastError::default();
+    let seen = last.clone();
     let retry = RetryConfig::builder()
         .name("source")
         .max_attempts(config.max_attempts)
         .backoff(Backoff::exponential(config.backoff_base).max_delay(config.backoff_max))
         .seed(seed)
-        .classify(classify_fetch)
+        .classify(move |result: &Result<Page, BoxError>| {
+            seen.record(result);
+            classify_fetch(result)
+        })
         .retry_after(fetch_retry_after)
-        .on_event(move |e: &RetryEvent| count_retry(&retry_stats, e, true))
-        .build()?;
+        .on_event(move |e: &RetryEvent| count_retry(&retry_stats, e, "source", &last))
+        .build()
+        .map_err(setting("resilience (source retry)"))?;
     let breaker_stats = Arc::clone(stats);
     let breaker = CircuitBreakerLayer::new(
         CircuitBreakerConfig::builder()
@@ -121,7 +158,10 @@ pub fn extract_stack(
             .consecutive_failures(config.breaker_failures)
             .open_duration(config.breaker_open)
             .on_event(move |e: &CircuitBreakerEvent| on_breaker(&breaker_stats, e, true))
-            .build()?,
+            .build()
+            .map_err(setting(
+                "resilience.breaker_failures / resilience.breaker_open",
+            ))?,
     )
     .with_classifier(classify_source_health);
     let handle = breaker.handle();
@@ -131,13 +171,15 @@ pub fn extract_stack(
         .name("source")
         .burst(burst)
         .max_wait(Duration::from_secs(2))
-        .build()?;
+        .build()
+        .map_err(setting("rate / burst"))?;
     let stack = Stack::new()
         .timeout(
             TimeoutConfig::builder()
                 .name("source-request")
                 .timeout(config.request_timeout)
-                .build()?,
+                .build()
+                .map_err(setting("resilience.request_timeout"))?,
         )
         .retry(RetryLayer::new(retry))
         .circuit_breaker(breaker)
@@ -146,31 +188,49 @@ pub fn extract_stack(
             TimeoutConfig::builder()
                 .name("source-attempt")
                 .timeout(config.attempt_timeout)
-                .build()?,
+                .build()
+                .map_err(setting("resilience.attempt_timeout"))?,
         );
     Ok((BoxService::new(stack.layer(client)), handle))
 }
 
-fn count_retry(stats: &Stats, event: &RetryEvent, source: bool) {
+/// Count a retry event and log it with the error that caused it.
+fn count_retry(stats: &Stats, event: &RetryEvent, stage: &'static str, last: &LastError) {
     use std::sync::atomic::Ordering::Relaxed;
     match event {
-        RetryEvent::Retrying { .. } if source => {
-            stats.source_retries.fetch_add(1, Relaxed);
+        RetryEvent::Retrying { attempt, delay } => {
+            let counter = if stage == "source" {
+                &stats.source_retries
+            } else {
+                &stats.sink_retries
+            };
+            counter.fetch_add(1, Relaxed);
+            tracing::info!(
+                stage,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error = %last.get(),
+                "attempt failed; retrying"
+            );
         }
-        RetryEvent::Retrying { .. } => {
-            stats.sink_retries.fetch_add(1, Relaxed);
-        }
-        RetryEvent::BudgetExhausted { .. } => {
+        RetryEvent::BudgetExhausted { attempts } => {
             stats.budget_refusals.fetch_add(1, Relaxed);
+            tracing::warn!(
+                stage,
+                attempts,
+                error = %last.get(),
+                "retry budget exhausted; not retrying"
+            );
         }
         _ => {}
     }
 }
 
+/// Count breaker trips and degraded time. The transition itself is logged once, by the
+/// breaker (at INFO, target `palisade::circuit_breaker`).
 fn on_breaker(stats: &Stats, event: &CircuitBreakerEvent, source: bool) {
     use std::sync::atomic::Ordering::Relaxed;
-    if let CircuitBreakerEvent::StateTransition { name, from, to, .. } = event {
-        tracing::info!(breaker = %name, %from, %to, "circuit breaker transition");
+    if let CircuitBreakerEvent::StateTransition { to, .. } = event {
         if *to == State::Open {
             let trips = if source {
                 &stats.source_trips
@@ -195,8 +255,10 @@ pub struct LoadStack {
     pub guarded: GuardedSink,
     /// The sink breaker.
     pub breaker: CircuitBreakerHandle,
-    /// The sink's chaos (the scenario's sink outage).
+    /// The sink's chaos (the scenario's sink outage; its clock restarts at the first load).
     pub chaos: ChaosHandle,
+    /// The last error a sink write saw, for the spill and replay log lines.
+    pub last_error: LastError,
 }
 
 impl std::fmt::Debug for LoadStack {
@@ -223,17 +285,25 @@ pub fn load_stack(
     if let Some(outage) = &scenario.sink_outage {
         chaos = chaos.window(Window::new(Fault::Error, outage.clone()));
     }
-    let chaos = ChaosLayer::new(chaos.build()?);
+    let chaos = ChaosLayer::new(chaos.build().map_err(setting("chaos.sink_outage"))?);
     let chaos_handle = chaos.handle();
 
     let retry_stats = Arc::clone(stats);
+    let last = LastError::default();
+    let seen = last.clone();
+    let logged = last.clone();
     let retry = RetryConfig::builder()
         .name("sink")
         .max_attempts(2)
         .backoff(Backoff::exponential(Duration::from_millis(20)).max_delay(config.backoff_max))
         .seed(seed ^ 1)
-        .on_event(move |e: &RetryEvent| count_retry(&retry_stats, e, false))
-        .build()?;
+        .classify(move |result: &Result<Marked<LoadReport>, BoxError>| {
+            seen.record(result);
+            RejectionAware.classify(result)
+        })
+        .on_event(move |e: &RetryEvent| count_retry(&retry_stats, e, "sink", &logged))
+        .build()
+        .map_err(setting("resilience (sink retry)"))?;
     let breaker_stats = Arc::clone(stats);
     let breaker = CircuitBreakerLayer::new(
         CircuitBreakerConfig::builder()
@@ -241,7 +311,8 @@ pub fn load_stack(
             .consecutive_failures(3)
             .open_duration(config.breaker_open)
             .on_event(move |e: &CircuitBreakerEvent| on_breaker(&breaker_stats, e, false))
-            .build()?,
+            .build()
+            .map_err(setting("resilience.breaker_open"))?,
     );
     let breaker_handle = breaker.handle();
     let guarded = Stack::new()
@@ -251,10 +322,11 @@ pub fn load_stack(
             TimeoutConfig::builder()
                 .name("sink-write")
                 .timeout(config.sink_timeout)
-                .build()?,
+                .build()
+                .map_err(setting("resilience.sink_timeout"))?,
         )
         .layer(chaos.layer(sink));
-    let guarded = BoxCloneService::new(guarded);
+    let guarded = BoxCloneSyncService::new(guarded);
 
     let spill_journal = journal.clone();
     let spill = service_fn(move |batch: Batch| {
@@ -278,6 +350,7 @@ pub fn load_stack(
         guarded,
         breaker: breaker_handle,
         chaos: chaos_handle,
+        last_error: last,
     })
 }
 

@@ -304,6 +304,9 @@ pub struct Summary {
     pub latency: Vec<StageLatency>,
     /// The sink's counts for this source at the end.
     pub sink_counts: SinkCounts,
+    /// Failures that stopped the run early (credentials redacted); reconciliation fails
+    /// when there is any.
+    pub errors: Vec<String>,
     /// The checks.
     pub reconciliation: Reconciliation,
 }
@@ -328,7 +331,7 @@ impl fmt::Display for Summary {
             " palisade etl: summary ({:.2} s)",
             self.elapsed.as_secs_f64()
         )?;
-        writeln!(f, " source  {}", self.source)?;
+        writeln!(f, " source  {}", super::redact::redact(&self.source))?;
         writeln!(f, " sink    {}", self.sink)?;
         writeln!(f, "{line}")?;
         writeln!(f, " {:<34}{:>12}", "records per stage", "")?;
@@ -413,6 +416,9 @@ impl fmt::Display for Summary {
                 "  {:<40}{:>8} = {:<8}{mark}",
                 c.what, c.expected, c.actual
             )?;
+        }
+        for err in &self.errors {
+            writeln!(f, " error: {err}")?;
         }
         let verdict = if self.ok() { "OK" } else { "FAILED" };
         writeln!(f, "{line}")?;

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use indicatif::ProgressBar;
 use palisade::BoxError;
@@ -11,11 +11,13 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// Install the global `tracing` subscriber: human-readable text, or JSON lines with
 /// `json`, on stderr; the level from `RUST_LOG` (default `info`). Log lines are written
-/// with `progress` suspended, so they do not tear the progress bar.
+/// with `progress` suspended, so they do not tear the progress bar. Colour only when
+/// stderr is a terminal and `NO_COLOR` is not set, so piped logs carry no escape codes.
 pub fn init_logs(json: bool, progress: ProgressBar) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_colour())
         .with_writer(LogWriter { progress });
     // A second call (e.g. from tests) keeps the first subscriber.
     let _ = if json {
@@ -23,6 +25,11 @@ pub fn init_logs(json: bool, progress: ProgressBar) {
     } else {
         builder.try_init()
     };
+}
+
+/// Whether log lines may be coloured: stderr is a terminal and `NO_COLOR` is unset.
+pub fn use_colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Serve Prometheus metrics at `http://{addr}/metrics`: see

@@ -29,7 +29,7 @@ pub fn config(sink: &str, journal: &Path, seed: u64, chaos: ChaosScenario) -> Et
         chaos: Some(chaos),
         chaos_seed: seed,
         rate: 100,
-        burst: 5,
+        burst: Some(5),
         batch_size: 40,
         resilience: ResilienceConfig {
             attempt_timeout: ms(300),
@@ -115,4 +115,69 @@ pub fn sqlite_records(path: &Path, source: &str) -> BTreeMap<String, Record> {
         );
     }
     out
+}
+
+/// The `etl` binary with no metrics endpoint, no progress bar and no `ETL_*` or `RUST_LOG`
+/// from the environment.
+pub fn etl_bin() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etl"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ETL_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .args(["--no-metrics", "--no-progress"]);
+    cmd
+}
+
+/// A config file for the binary: `rows` rows at `rate` pages per second into `sink`, with
+/// light faults and a short sink outage.
+pub fn write_config(dir: &Path, sink: &str, rows: usize, rate: u32) -> std::path::PathBuf {
+    let path = dir.join("etl.toml");
+    let text = format!(
+        r#"
+sink = "{sink}"
+rate = {rate}
+batch_size = 40
+max_run_time = "30s"
+[dataset]
+rows = {rows}
+page_size = 20
+seed = 5
+[resilience]
+attempt_timeout = "300ms"
+backoff_base = "5ms"
+backoff_max = "60ms"
+breaker_open = "100ms"
+[chaos]
+error_rate = 0.1
+throttle_rate = 0.05
+retry_after_secs = 0
+latency_rate = 0.2
+latency = ["1ms", "15ms"]
+sink_outage = ["100ms", "400ms"]
+"#
+    );
+    std::fs::write(&path, text).expect("write the config file");
+    path
+}
+
+/// The source tag the built-in API's rows are stored under for `write_config`'s dataset.
+pub fn builtin_source(rows: usize) -> String {
+    format!("builtin:seed=5:rows={rows}:page=20")
+}
+
+/// The dataset `write_config` writes.
+pub fn file_dataset(rows: usize) -> EtlConfig {
+    EtlConfig {
+        dataset: DatasetConfig {
+            rows,
+            page_size: 20,
+            seed: 5,
+            ..DatasetConfig::default()
+        },
+        ..EtlConfig::default()
+    }
 }
