@@ -881,7 +881,7 @@ async fn a_sink_outage_in_a_real_run_pages_for_the_sink_and_not_the_source() {
     );
     // About 2.5 s of pages at 10 a second, two batches a page: a steady stream of writes.
     config.rate = 10;
-    config.burst = 1;
+    config.burst = Some(1);
     config.batch_size = 10;
     config.dataset.rows = 500;
 
