@@ -64,11 +64,75 @@ async fn a_request_may_cost_many_cells() {
     assert!(svc.ready().await.unwrap().call(3).await.is_ok());
     // A free request passes even with the quota used up.
     assert!(svc.ready().await.unwrap().call(0).await.is_ok());
-    // A request above the burst is charged the whole burst, so it can conform at all.
-    advance(Duration::from_secs(1)).await;
-    assert!(svc.ready().await.unwrap().call(500).await.is_ok());
-    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
-    assert_eq!(retry_after(&err), Duration::from_millis(100));
+}
+
+/// A cost above the burst could never conform: refused for good, not admitted at a
+/// discount (1,000,000 cells against a 1,000-cell burst used to be charged 1,000 and
+/// admitted), in both modes, at once, consuming nothing.
+#[tokio::test(start_paused = true)]
+async fn a_cost_above_the_burst_is_refused_for_good_in_both_modes() {
+    for max_wait in [Duration::ZERO, Duration::from_secs(3600), Duration::MAX] {
+        let log = Log::default();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        let layer = config(1000, 1000)
+            .max_wait(max_wait)
+            .on_event(move |e: &LimitEvent| seen.lock().unwrap().push(e.clone()))
+            .build()
+            .unwrap()
+            .cost(|rows: &u32| *rows);
+        let mut svc = layer.layer(recorder(&log));
+        let start = Instant::now();
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(1_000_000)
+            .await
+            .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::ZERO, "it never waits");
+        let limited = err.downcast_ref::<RateLimited>().expect("RateLimited");
+        assert!(limited.is_permanent());
+        assert_eq!(limited.insufficient(), Some((1_000_000, 1000)));
+        assert_eq!(limited.retry_after(), Duration::MAX);
+        assert!(
+            palisade_core::find_rejection(err.as_ref())
+                .unwrap()
+                .is_permanent()
+        );
+        // Nothing reached the backend, nothing was consumed: the full burst is still there.
+        assert!(log.lock().unwrap().is_empty());
+        assert!(svc.ready().await.unwrap().call(1000).await.is_ok());
+        // One over the burst is refused; exactly the burst conforms (above).
+        advance(Duration::from_secs(1)).await;
+        let err = svc.ready().await.unwrap().call(1001).await.unwrap_err();
+        assert!(err.downcast_ref::<RateLimited>().unwrap().is_permanent());
+        assert!(events.lock().unwrap().iter().any(|e| matches!(
+            e,
+            LimitEvent::RateLimited { cost: 1_000_000, retry_after } if *retry_after == Duration::MAX
+        )));
+    }
+}
+
+/// `max_wait(Duration::MAX)` means "wait as long as it takes", not reject mode.
+#[tokio::test(start_paused = true)]
+async fn a_forever_max_wait_waits() {
+    let log = Log::default();
+    // One cell per hour.
+    let layer = RateLimitConfig::builder(1, Duration::from_secs(3600))
+        .max_wait(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(recorder(&log));
+    let start = Instant::now();
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    svc.ready().await.unwrap().call(2).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(3600));
+    // Still bounded by the caller's deadline.
+    let ready = svc.ready().await.unwrap();
+    let fut = palisade_core::Deadline::after(Duration::from_secs(60)).scope(|| ready.call(3));
+    let err = fut.await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_secs(3600));
 }
 
 #[tokio::test(start_paused = true)]

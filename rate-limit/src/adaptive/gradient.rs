@@ -47,7 +47,7 @@ impl Gradient {
 
     /// How much slower than no-load the backend may answer before the limit shrinks.
     /// Default 2.0 (Netflix's `rttTolerance`): round trips vary, and a tighter tolerance
-    /// mistakes noise for queueing. Valid: 1.0 or more.
+    /// mistakes noise for queueing. Valid: 1.0 to 100.0.
     #[must_use]
     pub const fn tolerance(mut self, tolerance: f64) -> Self {
         self.tolerance = tolerance;

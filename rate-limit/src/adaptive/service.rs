@@ -72,7 +72,7 @@ impl Shared {
         self.metrics.in_flight.add(1.0);
         Some(Slot {
             shared: Arc::clone(self),
-            started: Instant::now(),
+            started: None,
             in_flight,
         })
     }
@@ -132,25 +132,35 @@ impl fmt::Debug for Shared {
 }
 
 /// One admitted call's place under the limit; dropping it frees the place.
+///
+/// Taken in `poll_ready`; its round-trip clock starts at `call` ([`Slot::start`]), so time
+/// spent waiting for the inner service's readiness never reads as backend latency.
 #[derive(Debug)]
 pub(crate) struct Slot {
     shared: Arc<Shared>,
-    started: Instant,
+    /// When the call started (set at `call`).
+    started: Option<Instant>,
     in_flight: usize,
 }
 
 impl Slot {
+    /// The call starts now: its round trip is measured from here.
+    #[inline]
+    pub(crate) fn start(&mut self) {
+        self.started = Some(Instant::now());
+    }
+
     /// The call finished with `outcome`: feed its sample to the algorithm.
     pub(crate) fn complete(self, outcome: Outcome) {
-        if outcome == Outcome::Ignore {
+        let (Some(started), false) = (self.started, outcome == Outcome::Ignore) else {
             return;
-        }
+        };
         let sample = Sample {
-            rtt: self.started.elapsed(),
+            rtt: started.elapsed(),
             in_flight: self.in_flight,
             dropped: outcome.is_failure(),
         };
-        self.shared.on_sample(self.started, &sample);
+        self.shared.on_sample(started, &sample);
     }
 }
 
@@ -197,7 +207,8 @@ impl AdaptiveLimitHandle {
 /// `poll_ready` takes a slot if one is free, then readies the inner service; if none is,
 /// it returns `Ready(Ok)` without readying the inner service and `call` fails with
 /// [`Overloaded`]. A slot taken in `poll_ready` is freed if the service is dropped before
-/// `call`.
+/// `call`. The round trip the algorithm sees is measured from `call` to the response, never
+/// including the wait for the inner service's readiness.
 pub struct AdaptiveLimit<S, C> {
     inner: S,
     shared: Arc<Shared>,
@@ -263,8 +274,10 @@ where
             .take()
             .expect("AdaptiveLimit::call without poll_ready returning Ready first");
         match readiness {
-            Some(slot) => {
+            Some(mut slot) => {
                 self.shared.metrics.admitted.increment(1);
+                // The round trip starts now, not when the slot was taken in `poll_ready`.
+                slot.start();
                 let fut = self.inner.call(req);
                 ResponseFuture::called(fut, slot, self.classifier.clone())
             }

@@ -13,6 +13,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
 use palisade_core::metrics::Gauge;
+use palisade_core::time::{self, AtomicInstant};
 use palisade_core::{Emitter, Listeners};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -62,10 +63,9 @@ pub(crate) struct Common {
     /// Calls waiting in wait mode; while any wait, new calls queue behind them instead of
     /// taking the cells the head of the queue is waiting for.
     pub(crate) waiting: AtomicUsize,
-    /// When the head of the queue expects its cells, in nanoseconds since `epoch`: the
-    /// `retry_after` of a call whose max wait ends while it is still queued.
-    next_conform: AtomicU64,
-    epoch: Instant,
+    /// When the head of the queue expects its cells: the `retry_after` of a call whose max
+    /// wait ends while it is still queued.
+    next_conform: AtomicInstant,
 }
 
 impl Common {
@@ -77,19 +77,16 @@ impl Common {
             max_wait: config.max_wait,
             turnstile: Arc::new(Semaphore::new(1)),
             waiting: AtomicUsize::new(0),
-            next_conform: AtomicU64::new(0),
-            epoch: Instant::now(),
+            next_conform: AtomicInstant::new(Instant::now()),
         }
     }
 
     pub(crate) fn set_next_conform(&self, at: Instant) {
-        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
-        self.next_conform
-            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.next_conform.store(at);
     }
 
     pub(crate) fn next_conform(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.next_conform.load(Ordering::Relaxed))
+        self.next_conform.load()
     }
 }
 
@@ -147,9 +144,9 @@ impl<Req> Limiter<Req> for Direct {
         match self.governor.check_n(cells) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(earliest(&not_until)),
-            // Callers clamp `cells` to the burst, so the batch always fits; if it did not,
-            // it never would, and the caller is told to come back after a full period.
-            Err(_) => Err(Instant::now() + self.refill),
+            // Callers refuse costs above the burst before checking, so the batch always
+            // fits; if it did not, it never would: "not before a full refill".
+            Err(_) => Err(time::add(Instant::now(), self.refill)),
         }
     }
 
@@ -208,7 +205,7 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
                 refill: config.quota().burst_size_replenished_in(),
                 cleanup_every,
                 epoch: Instant::now(),
-                next_cleanup: AtomicU64::new(nanos(cleanup_every)),
+                next_cleanup: AtomicU64::new(time::nanos(cleanup_every)),
                 calls: AtomicU64::new(0),
                 keys,
             }),
@@ -243,13 +240,13 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
         {
             return;
         }
-        let now = nanos(Instant::now().saturating_duration_since(state.epoch));
+        let now = time::nanos_since(state.epoch, Instant::now());
         let due = state.next_cleanup.load(Ordering::Relaxed);
         if now < due {
             return;
         }
         // One caller wins the sweep; the others go on.
-        let next = now.saturating_add(nanos(state.cleanup_every));
+        let next = now.saturating_add(time::nanos(state.cleanup_every));
         if state
             .next_cleanup
             .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -262,10 +259,6 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
 
 /// A keyed limiter looks at the clock for a due sweep once per this many calls.
 const CLEANUP_CHECK_EVERY: u64 = 64;
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 impl<K, F, Req> Limiter<Req> for Keyed<K, F>
 where
@@ -287,7 +280,7 @@ where
         match self.state.governor.check_key_n(key, cells) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(earliest(&not_until)),
-            Err(_) => Err(Instant::now() + self.state.refill),
+            Err(_) => Err(time::add(Instant::now(), self.state.refill)),
         }
     }
 
@@ -318,8 +311,11 @@ impl<K: Hash + Eq + Clone, F> fmt::Debug for Keyed<K, F> {
 /// How many cells a request consumes.
 ///
 /// Implemented for [`UnitCost`] (every request costs one cell, the default) and for every
-/// closure `Fn(&Req) -> u32` (e.g. a batch of 500 rows costs 500). A cost of zero is free;
-/// a cost above the burst is charged the whole burst, since more could never conform.
+/// closure `Fn(&Req) -> u32` (e.g. a batch of 500 rows costs 500). A cost of zero is free.
+/// A cost above the burst could never conform: the call is refused at once, in reject and
+/// in wait mode, with
+/// [`RateLimited::insufficient_capacity`](palisade_core::RateLimited::insufficient_capacity)
+/// (permanent: never retried), never admitted at a discount and never left waiting.
 pub trait Cost<Req> {
     /// The request's cost in cells.
     fn cost(&self, req: &Req) -> u32;

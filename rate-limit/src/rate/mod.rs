@@ -6,7 +6,7 @@ mod layer;
 mod limiter;
 mod service;
 
-pub use config::{DEFAULT_CLEANUP_INTERVAL, RateLimitBuilder, RateLimitConfig};
+pub use config::{DEFAULT_CLEANUP_INTERVAL, MAX_REFILL, RateLimitBuilder, RateLimitConfig};
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use limiter::{Cost, Direct, Keyed, Limiter, UnitCost};
