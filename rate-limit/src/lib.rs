@@ -175,6 +175,6 @@ pub use concurrency::{
 pub use event::{LimitEvent, LimitKind};
 pub use metrics::METRICS;
 pub use rate::{
-    Cost, DEFAULT_CLEANUP_INTERVAL, Direct, Keyed, Limiter, MAX_REFILL, RateLimit,
-    RateLimitBuilder, RateLimitConfig, RateLimitLayer, UnitCost,
+    Cost, DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, Direct, Keyed, Limiter, MAX_REFILL,
+    RateLimit, RateLimitBuilder, RateLimitConfig, RateLimitLayer, UnitCost,
 };

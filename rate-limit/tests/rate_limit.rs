@@ -384,3 +384,80 @@ async fn wait_mode_does_not_wait_past_the_request_deadline() {
     assert_eq!(fut.await.unwrap(), 3);
     assert_eq!(start.elapsed(), Duration::from_secs(1));
 }
+
+/// The keyed store is bounded: a new key at a full store is limited as if it had used its
+/// burst (and not stored), until idle keys are swept to make room.
+#[tokio::test(start_paused = true)]
+async fn a_keyed_limit_keeps_at_most_max_keys() {
+    let log = Log::default();
+    let layer = config(10, 1000)
+        .burst(1)
+        .max_keys(3)
+        .keyed(|req: &u32| *req)
+        .unwrap();
+    let limiter = layer.limiter().clone();
+    let mut svc = layer.layer(recorder(&log));
+    for key in 1..=3 {
+        svc.ready().await.unwrap().call(key).await.unwrap();
+    }
+    assert_eq!(limiter.len(), 3);
+    // Full, and no key idle yet: the fourth is refused for one emission interval.
+    let err = svc.ready().await.unwrap().call(4).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(100));
+    assert_eq!(limiter.len(), 3);
+    // Known keys are unaffected by the bound.
+    advance(Duration::from_millis(100)).await;
+    svc.ready().await.unwrap().call(2).await.unwrap();
+    // Once keys 1 and 3 are idle, a new key sweeps them away and takes a place.
+    advance(Duration::from_secs(1)).await;
+    svc.ready().await.unwrap().call(4).await.unwrap();
+    assert_eq!(limiter.len(), 1);
+    assert_eq!(
+        config(10, 1000)
+            .max_keys(0)
+            .keyed(|r: &u32| *r)
+            .unwrap_err()
+            .field(),
+        "max_keys"
+    );
+}
+
+/// Many threads on a few keys: the sharded store admits exactly each key's burst, no more
+/// and no less (no lost update between threads).
+#[test]
+fn the_keyed_store_is_exact_across_threads() {
+    // 200 per hour per key: within the test, each key admits exactly its burst.
+    let layer = RateLimitConfig::builder(200, Duration::from_secs(3600))
+        .keyed(|req: &u32| *req % 8)
+        .unwrap();
+    let svc = layer.layer(service_fn(|req: u32| {
+        std::future::ready(Ok::<_, BoxError>(req))
+    }));
+    let mut total = [0u32; 8];
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let svc = svc.clone();
+                scope.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .unwrap();
+                    let mut admitted = [0u32; 8];
+                    for i in 0..2000u32 {
+                        if rt.block_on(svc.clone().oneshot(i)).is_ok() {
+                            admitted[(i % 8) as usize] += 1;
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        for t in threads {
+            for (key, n) in t.join().unwrap().into_iter().enumerate() {
+                total[key] += n;
+            }
+        }
+    });
+    assert_eq!(total, [200; 8]);
+}

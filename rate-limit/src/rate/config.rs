@@ -77,7 +77,17 @@ pub struct RateLimitConfig {
     /// `Duration::MAX` never sweeps.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
     pub cleanup_interval: Duration,
+    /// The most keys a keyed limiter keeps state for. Default [`DEFAULT_MAX_KEYS`]; 1 or
+    /// more. A new key arriving when the store is full (after a sweep of idle keys) is
+    /// limited as if it had just used its whole burst, so memory stays bounded under a
+    /// flood of one-off keys. Ignored by direct limiters.
+    pub max_keys: usize,
 }
+
+/// The most keys a keyed limiter keeps by default: one million, about 20 MB of `u64` keys
+/// (see [`Keyed`](super::Keyed)): far above a service's real tenants or users, far below
+/// what a scan of random keys could otherwise make it hold.
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 /// The longest time a rate limit's burst may take to refill (`period / cells × burst`):
 /// [`palisade_core::time::FOREVER`], about 30 years. Governor keeps its state in `u64`
@@ -103,6 +113,13 @@ struct RateLimitData {
         with = "palisade_core::config::duration"
     )]
     cleanup_interval: Duration,
+    #[serde(default = "default_max_keys")]
+    max_keys: usize,
+}
+
+#[cfg(feature = "serde")]
+fn default_max_keys() -> usize {
+    DEFAULT_MAX_KEYS
 }
 
 #[cfg(feature = "serde")]
@@ -117,6 +134,7 @@ impl TryFrom<RateLimitData> for RateLimitConfig {
             burst: d.burst,
             max_wait: d.max_wait,
             cleanup_interval: d.cleanup_interval,
+            max_keys: d.max_keys,
         };
         config.validate()?;
         Ok(config)
@@ -142,6 +160,7 @@ impl RateLimitConfig {
             burst: None,
             max_wait: Duration::ZERO,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+            max_keys: DEFAULT_MAX_KEYS,
         }
     }
 
@@ -215,6 +234,13 @@ impl RateLimitConfig {
             ),
         )?;
         ensure(
+            self.max_keys >= 1,
+            LAYER,
+            "max_keys",
+            self.max_keys,
+            "1 or more",
+        )?;
+        ensure(
             !self.cleanup_interval.is_zero(),
             LAYER,
             "cleanup_interval",
@@ -286,6 +312,13 @@ impl RateLimitBuilder {
     #[must_use]
     pub fn reject(self) -> Self {
         self.max_wait(Duration::ZERO)
+    }
+
+    /// The most keys a keyed limiter keeps (default [`DEFAULT_MAX_KEYS`]).
+    #[must_use]
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.config.max_keys = max_keys;
+        self
     }
 
     /// How often a keyed limiter drops idle keys (default 60s).

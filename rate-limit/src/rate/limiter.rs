@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
 use palisade_core::metrics::Gauge;
@@ -19,14 +18,14 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::config::RateLimitConfig;
+use super::store::ShardedStore;
 use crate::clock::{TokioClock, TokioInstant};
 use crate::event::{LimitEvent, LimitKind};
 use crate::metrics::Metrics;
 
 type DirectGovernor =
     RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
-type KeyedGovernor<K> =
-    RateLimiter<K, DefaultKeyedStateStore<K>, TokioClock, NoOpMiddleware<TokioInstant>>;
+type KeyedGovernor<K> = RateLimiter<K, ShardedStore<K>, TokioClock, NoOpMiddleware<TokioInstant>>;
 
 // ===== Limiter =====
 
@@ -166,13 +165,25 @@ impl fmt::Debug for Direct {
 /// One GCRA quota per key, the key extracted from each request by `F: Fn(&Req) -> K`
 /// (tenant, user, API key, host).
 ///
+/// # Concurrency
+///
+/// Keys live in a sharded store (64 shards, each a read-write-locked map): a call for a
+/// known key takes its shard's read lock, shared with every other such call, and one atomic
+/// compare-and-swap of governor's GCRA state. No lock is store-wide; only a new key and
+/// the idle-key sweep take one shard's write lock.
+///
 /// # Memory
 ///
-/// Keys live in governor's `HashMap` store behind a mutex, one entry per key seen since it
-/// last went idle: `size_of::<K>() + 8` bytes (the key and one `AtomicU64` of GCRA state)
-/// plus hashbrown's 1 control byte and its load-factor slack (up to 8/7), plus whatever the
-/// key owns on the heap. For a `u64` key that is about 20 bytes per key; for a `String`
-/// key, about 37 bytes plus the string's length.
+/// One entry per key seen since it last went idle: `size_of::<K>() + 8` bytes (the key and
+/// one `AtomicU64` of GCRA state) plus the map's 1 control byte and its load-factor slack
+/// (up to 8/7), plus whatever the key owns on the heap. For a `u64` key that is about 20
+/// bytes per key; for a `String` key, about 37 bytes plus the string's length.
+///
+/// The store keeps at most [`max_keys`](super::RateLimitConfig::max_keys) keys (default
+/// [`DEFAULT_MAX_KEYS`](super::DEFAULT_MAX_KEYS), about 20 MB of `u64` keys). A new key
+/// arriving at a full store first sweeps the idle keys (at most once per second); if there
+/// is still no room, it is limited as if it had just used its whole burst, and not stored:
+/// a flood of one-off keys (a scan, a bot) can neither exhaust memory nor pass unlimited.
 ///
 /// A key whose state equals a fresh key's (it has been idle for the time its burst takes to
 /// replenish) is dropped by a sweep that runs at most once per
@@ -197,7 +208,13 @@ struct KeyedState<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
     pub(crate) fn new(config: &RateLimitConfig, keys: Gauge, key_fn: F) -> Self {
-        let governor = RateLimiter::hashmap_with_clock(config.quota(), TokioClock::new());
+        let quota = config.quota();
+        let store = ShardedStore::new(
+            config.max_keys,
+            quota.replenish_interval(),
+            config.effective_burst(),
+        );
+        let governor = RateLimiter::new(quota, store, TokioClock::new());
         let cleanup_every = config.cleanup_interval;
         Self {
             state: Arc::new(KeyedState {
@@ -223,7 +240,7 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
         self.state.governor.is_empty()
     }
 
-    /// Drop the state of every idle key now (O(keys), under the store's lock).
+    /// Drop the state of every idle key now (O(keys), one shard's write lock at a time).
     pub fn retain_recent(&self) {
         self.state.governor.retain_recent();
         self.state.governor.shrink_to_fit();

@@ -1,0 +1,214 @@
+//! The keyed limiter's state store: governor's GCRA state per key, in shards, with a bound
+//! on the number of keys.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
+
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed, StateStore};
+use palisade_core::time;
+use tokio::time::Instant;
+
+/// Shards: enough that callers on different keys rarely meet on one lock.
+const SHARDS: usize = 64;
+
+/// Per-key GCRA state in [`SHARDS`] read-write-locked maps: a call for a known key takes
+/// one shard's read lock (shared: calls never wait for each other there) and one atomic
+/// compare-and-swap; only the first call of a new key and the idle-key sweep take a shard's
+/// write lock. There is no store-wide lock on any path.
+///
+/// At most `max_keys` keys are kept. A new key arriving at a full store first sweeps the
+/// idle keys of every shard (at most once per second); if there is still no room it is
+/// limited as if it had just used its whole burst (its cells conform after `cost` emission
+/// intervals), so memory stays bounded under a flood of one-off keys and the flood is
+/// slowed, never admitted unlimited.
+pub(crate) struct ShardedStore<K> {
+    shards: Box<[RwLock<HashMap<K, InMemoryState>>]>,
+    hasher: RandomState,
+    max_keys: usize,
+    keys: AtomicUsize,
+    /// The limiter's start (governor counts its nanoseconds from here), its emission
+    /// interval and its burst, to treat a key refused for lack of room as spent.
+    start: Instant,
+    interval: Nanos,
+    burst: u64,
+    /// When the last sweep forced by a full store ran (nanoseconds since `start`; 0: never).
+    last_full_sweep: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone> ShardedStore<K> {
+    /// A store of at most `max_keys` keys, for a limiter created now.
+    pub(crate) fn new(max_keys: usize, interval: Duration, burst: u32) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::new(),
+            max_keys,
+            keys: AtomicUsize::new(0),
+            start: Instant::now(),
+            interval: Nanos::from(time::nanos(interval)),
+            burst: u64::from(burst),
+            last_full_sweep: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn shard(&self, key: &K) -> &RwLock<HashMap<K, InMemoryState>> {
+        // The high bits (mixed): the map inside the shard uses the low ones.
+        let index = (time::mix64(self.hasher.hash_one(key)) >> 58) as usize % SHARDS;
+        &self.shards[index]
+    }
+
+    /// The theoretical arrival time of a key that has just used its whole burst.
+    fn spent(&self) -> Nanos {
+        let now = time::nanos_since(self.start, Instant::now());
+        let burst = u64::from(self.interval).saturating_mul(self.burst);
+        Nanos::from(now.saturating_add(burst))
+    }
+
+    /// Drop the idle keys of one shard (its write lock held by the caller).
+    fn sweep(&self, map: &mut HashMap<K, InMemoryState>, drop_below: Nanos) {
+        let before = map.len();
+        map.retain(|_, state| !is_idle(state, drop_below));
+        self.keys.fetch_sub(before - map.len(), Ordering::AcqRel);
+    }
+
+    /// The `drop_below` of governor's `retain_recent`, computed here.
+    fn idle_before(&self) -> Nanos {
+        let now = time::nanos_since(self.start, Instant::now());
+        Nanos::from(now.saturating_sub(u64::from(self.interval)))
+    }
+}
+
+/// A key whose theoretical arrival time lies before `drop_below` is indistinguishable from a
+/// fresh key: dropping it loses nothing.
+fn is_idle(state: &InMemoryState, drop_below: Nanos) -> bool {
+    // Read the state without changing it: the closure refuses to replace it.
+    let tat = state
+        .measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), _>)
+        .err()
+        .flatten();
+    tat.is_none_or(|tat| u64::from(tat) <= u64::from(drop_below))
+}
+
+impl<K: Hash + Eq + Clone> StateStore for ShardedStore<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let shard = self.shard(key);
+        {
+            let map = shard.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(state) = map.get(key) {
+                // The hot path: a known key, a shared lock and one compare-and-swap.
+                return state.measure_and_replace(&NotKeyed::NonKey, f);
+            }
+        }
+        if let Some(result) = self.insert_and_measure(shard, key, &f) {
+            return result;
+        }
+        // Full: sweep every shard's idle keys (at most once per `FULL_SWEEP_EVERY`, with no
+        // shard lock held), then try once more.
+        if self.may_sweep_all() {
+            self.retain_recent(self.idle_before());
+        }
+        if let Some(result) = self.insert_and_measure(shard, key, &f) {
+            return result;
+        }
+        // Still full: limited as if it had just used its burst, and not stored.
+        f(Some(self.spent())).map(|(result, _)| result)
+    }
+}
+
+/// When the store is full, a new key may trigger a sweep of every shard at most this often
+/// (a sweep is O(keys)); the regular sweep every `cleanup_interval` runs besides.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+impl<K: Hash + Eq + Clone> ShardedStore<K> {
+    /// Measure `key` under its shard's write lock, adding it if there is room; `None` when
+    /// the key is new and the store is full.
+    fn insert_and_measure<T, F, E>(
+        &self,
+        shard: &RwLock<HashMap<K, InMemoryState>>,
+        key: &K,
+        f: &F,
+    ) -> Option<Result<T, E>>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = map.get(key) {
+            // Another caller added it meanwhile.
+            return Some(state.measure_and_replace(&NotKeyed::NonKey, f));
+        }
+        if !self.reserve() {
+            return None;
+        }
+        let state = map.entry(key.clone()).or_default();
+        Some(state.measure_and_replace(&NotKeyed::NonKey, f))
+    }
+
+    /// Claim the next full sweep if one is due.
+    fn may_sweep_all(&self) -> bool {
+        let now = time::nanos_since(self.start, Instant::now());
+        let last = self.last_full_sweep.load(Ordering::Acquire);
+        let due = last == 0 || now >= last.saturating_add(time::nanos(FULL_SWEEP_EVERY));
+        due && self
+            .last_full_sweep
+            .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+impl<K> ShardedStore<K> {
+    /// Take a place for a new key, if there is room.
+    fn reserve(&self) -> bool {
+        self.keys
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_keys).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for ShardedStore<K> {
+    fn retain_recent(&self, drop_below: Nanos) {
+        for shard in &self.shards {
+            let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+            self.sweep(&mut map, drop_below);
+        }
+    }
+
+    fn shrink_to_fit(&self) {
+        for shard in &self.shards {
+            shard
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .shrink_to_fit();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.load(Ordering::Acquire)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K> fmt::Debug for ShardedStore<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardedStore")
+            .field("keys", &self.keys.load(Ordering::Relaxed))
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
+}
