@@ -461,3 +461,31 @@ fn the_keyed_store_is_exact_across_threads() {
     });
     assert_eq!(total, [200; 8]);
 }
+
+/// `drain` takes every cell available now, for every caller: the next call waits (or is
+/// refused with) exactly one emission interval per cell.
+#[tokio::test(start_paused = true)]
+async fn drain_takes_every_available_cell() {
+    let log = Log::default();
+    // 10 per second, burst 1000 (odd sizes exercise every power of two).
+    let layer = config(10, 1000).burst(1000).build().unwrap();
+    let mut svc = layer.layer(recorder(&log));
+    for i in 0..3 {
+        svc.ready().await.unwrap().call(i).await.unwrap();
+    }
+    layer.limiter().drain();
+    let err = svc.ready().await.unwrap().call(9).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(100));
+    advance(Duration::from_millis(100)).await;
+    svc.ready().await.unwrap().call(4).await.unwrap();
+    assert!(svc.ready().await.unwrap().call(5).await.is_err());
+
+    // Keyed: only the drained key stops.
+    let keyed = config(10, 1000).burst(7).keyed(|r: &u32| *r).unwrap();
+    let mut svc = keyed.layer(recorder(&log));
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    keyed.limiter().drain(&1);
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(100));
+    svc.ready().await.unwrap().call(2).await.unwrap();
+}

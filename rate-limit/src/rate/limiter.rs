@@ -114,6 +114,7 @@ fn earliest(not_until: &NotUntil<TokioInstant>) -> Instant {
 pub struct Direct {
     governor: Arc<DirectGovernor>,
     refill: Duration,
+    burst: NonZeroU32,
 }
 
 impl Direct {
@@ -124,7 +125,45 @@ impl Direct {
                 TokioClock::new(),
             )),
             refill: config.quota().burst_size_replenished_in(),
+            burst: config.quota().burst_size(),
         }
+    }
+
+    /// Take every cell available now, as when an upstream says "slow down": no call
+    /// conforms until cells replenish again (one per emission interval), for every caller
+    /// sharing the limit; waiting calls wait longer, rejected ones get the new
+    /// `retry_after`. As resilience4j's `drainPermissions`.
+    ///
+    /// ```
+    /// use palisade_core::{BoxError, RateLimited};
+    /// use palisade_rate_limit::RateLimitConfig;
+    /// use std::time::Duration;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = RateLimitConfig::builder(10, Duration::from_secs(1)).build().unwrap();
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, BoxError>(x) }));
+    /// layer.limiter().drain();
+    /// let err = svc.oneshot(1).await.unwrap_err();
+    /// let limited = err.downcast_ref::<RateLimited>().unwrap();
+    /// assert_eq!(limited.retry_after(), Duration::from_millis(100));
+    /// # }
+    /// ```
+    pub fn drain(&self) {
+        drain_with(self.burst, |cells| {
+            matches!(self.governor.check_n(cells), Ok(Ok(())))
+        });
+    }
+}
+
+/// Take cells with `take` (true: taken) until none is left: the largest powers of two
+/// first, so draining a burst of `b` cells takes O(log b) checks.
+fn drain_with(burst: NonZeroU32, mut take: impl FnMut(NonZeroU32) -> bool) {
+    let mut size = burst.get().checked_next_power_of_two().unwrap_or(1 << 31);
+    while let Some(cells) = NonZeroU32::new(size) {
+        while take(cells) {}
+        size /= 2;
     }
 }
 
@@ -198,6 +237,7 @@ pub struct Keyed<K: Hash + Eq + Clone, F> {
 struct KeyedState<K: Hash + Eq + Clone> {
     governor: KeyedGovernor<K>,
     refill: Duration,
+    burst: NonZeroU32,
     cleanup_every: Duration,
     epoch: Instant,
     /// Next sweep, in nanoseconds since `epoch`.
@@ -220,6 +260,7 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
             state: Arc::new(KeyedState {
                 governor,
                 refill: config.quota().burst_size_replenished_in(),
+                burst: config.quota().burst_size(),
                 cleanup_every,
                 epoch: Instant::now(),
                 next_cleanup: AtomicU64::new(time::nanos(cleanup_every)),
@@ -238,6 +279,14 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
     /// `true` when no key's state is kept.
     pub fn is_empty(&self) -> bool {
         self.state.governor.is_empty()
+    }
+
+    /// Take every cell `key` has now, as when an upstream says "slow down" for that key:
+    /// none of its calls conforms until its cells replenish (see [`Direct::drain`]).
+    pub fn drain(&self, key: &K) {
+        drain_with(self.state.burst, |cells| {
+            matches!(self.state.governor.check_key_n(key, cells), Ok(Ok(())))
+        });
     }
 
     /// Drop the state of every idle key now (O(keys), one shard's write lock at a time).
