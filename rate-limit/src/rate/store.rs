@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
@@ -18,6 +18,87 @@ use tokio::time::Instant;
 /// Shards: enough that callers on different keys rarely meet on one lock.
 const SHARDS: usize = 64;
 
+/// One shard: keys and their GCRA state.
+type Shard<K> = HashMap<K, InMemoryState, SeededHasher>;
+
+/// A fast keyed hash (SplitMix64's finaliser over 8-byte words) with a random per-store
+/// seed: one cheap hash picks the shard and the bucket, where SipHash twice cost as much as
+/// the GCRA check itself. The seed keeps bucket collisions unpredictable to a caller who
+/// chooses keys; distinct `u64` keys never collide in full (the mixer is a bijection).
+#[derive(Clone)]
+struct SeededHasher {
+    seed: u64,
+}
+
+impl SeededHasher {
+    fn new() -> Self {
+        Self {
+            seed: RandomState::new().hash_one(0x5EED_u64),
+        }
+    }
+}
+
+impl BuildHasher for SeededHasher {
+    type Hasher = WordHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> WordHasher {
+        WordHasher(self.seed)
+    }
+}
+
+/// The hasher of [`SeededHasher`].
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            // The length in the top byte: "a" and "a\0" differ.
+            self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = time::mix64(self.0 ^ n);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Per-key GCRA state in [`SHARDS`] read-write-locked maps: a call for a known key takes
 /// one shard's read lock (shared: calls never wait for each other there) and one atomic
 /// compare-and-swap; only the first call of a new key and the idle-key sweep take a shard's
@@ -29,8 +110,8 @@ const SHARDS: usize = 64;
 /// intervals), so memory stays bounded under a flood of one-off keys and the flood is
 /// slowed, never admitted unlimited.
 pub(crate) struct ShardedStore<K> {
-    shards: Box<[RwLock<HashMap<K, InMemoryState>>]>,
-    hasher: RandomState,
+    shards: Box<[RwLock<Shard<K>>]>,
+    hasher: SeededHasher,
     max_keys: usize,
     keys: AtomicUsize,
     /// The limiter's start (governor counts its nanoseconds from here), its emission
@@ -46,8 +127,10 @@ impl<K: Hash + Eq + Clone> ShardedStore<K> {
     /// A store of at most `max_keys` keys, for a limiter created now.
     pub(crate) fn new(max_keys: usize, interval: Duration, burst: u32) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(SeededHasher::new())))
+                .collect(),
+            hasher: SeededHasher::new(),
             max_keys,
             keys: AtomicUsize::new(0),
             start: Instant::now(),
@@ -58,9 +141,9 @@ impl<K: Hash + Eq + Clone> ShardedStore<K> {
     }
 
     #[inline]
-    fn shard(&self, key: &K) -> &RwLock<HashMap<K, InMemoryState>> {
-        // The high bits (mixed): the map inside the shard uses the low ones.
-        let index = (time::mix64(self.hasher.hash_one(key)) >> 58) as usize % SHARDS;
+    fn shard(&self, key: &K) -> &RwLock<Shard<K>> {
+        // Middle bits: the map inside the shard uses the low ones and the top seven.
+        let index = (self.hasher.hash_one(key) >> 32) as usize % SHARDS;
         &self.shards[index]
     }
 
@@ -72,7 +155,7 @@ impl<K: Hash + Eq + Clone> ShardedStore<K> {
     }
 
     /// Drop the idle keys of one shard (its write lock held by the caller).
-    fn sweep(&self, map: &mut HashMap<K, InMemoryState>, drop_below: Nanos) {
+    fn sweep(&self, map: &mut Shard<K>, drop_below: Nanos) {
         let before = map.len();
         map.retain(|_, state| !is_idle(state, drop_below));
         self.keys.fetch_sub(before - map.len(), Ordering::AcqRel);
@@ -136,7 +219,7 @@ impl<K: Hash + Eq + Clone> ShardedStore<K> {
     /// the key is new and the store is full.
     fn insert_and_measure<T, F, E>(
         &self,
-        shard: &RwLock<HashMap<K, InMemoryState>>,
+        shard: &RwLock<Shard<K>>,
         key: &K,
         f: &F,
     ) -> Option<Result<T, E>>
@@ -210,5 +293,50 @@ impl<K> fmt::Debug for ShardedStore<K> {
             .field("keys", &self.keys.load(Ordering::Relaxed))
             .field("max_keys", &self.max_keys)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeded_hash_tells_keys_apart_and_spreads_them_over_shards() {
+        let h = SeededHasher::new();
+        assert_ne!(h.hash_one("a"), h.hash_one("a\0"));
+        assert_ne!(h.hash_one("tenant-1"), h.hash_one("tenant-2"));
+        assert_ne!(h.hash_one((1u32, 2u32)), h.hash_one((2u32, 1u32)));
+        assert_ne!(h.hash_one(0u64), h.hash_one(1u64));
+        // Another store, another seed.
+        assert_ne!(h.hash_one(7u64), SeededHasher::new().hash_one(7u64));
+        // 6400 consecutive keys over 64 shards: every shard gets a fair share.
+        let mut counts = [0u32; SHARDS];
+        for key in 0..6400u64 {
+            counts[(h.hash_one(key) >> 32) as usize % SHARDS] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (50..=160).contains(&n)),
+            "{counts:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn string_keys_are_stored_and_bounded() {
+        let store = ShardedStore::<String>::new(2, Duration::from_millis(100), 1);
+        let admit = |tat: Option<Nanos>| {
+            Ok::<_, ()>((
+                (),
+                Nanos::from(u64::from(tat.unwrap_or(Nanos::from(0u64))) + 1),
+            ))
+        };
+        store.measure_and_replace(&"a".to_owned(), admit).unwrap();
+        store.measure_and_replace(&"b".to_owned(), admit).unwrap();
+        assert_eq!(store.len(), 2);
+        // Full: a third key is not stored, and is measured as spent.
+        let seen = store
+            .measure_and_replace(&"c".to_owned(), |tat| Err::<((), Nanos), _>(tat))
+            .unwrap_err();
+        assert!(seen.is_some());
+        assert_eq!(store.len(), 2);
     }
 }
