@@ -334,7 +334,7 @@ mod tests {
         assert_eq!(store.len(), 2);
         // Full: a third key is not stored, and is measured as spent.
         let seen = store
-            .measure_and_replace(&"c".to_owned(), |tat| Err::<((), Nanos), _>(tat))
+            .measure_and_replace(&"c".to_owned(), Err::<((), Nanos), _>)
             .unwrap_err();
         assert!(seen.is_some());
         assert_eq!(store.len(), 2);
