@@ -57,7 +57,8 @@ impl Add<Nanos> for TokioInstant {
     type Output = Self;
 
     fn add(self, other: Nanos) -> Self {
-        Self(self.0 + Duration::from(other))
+        // Saturating at "never": no reading of governor's state can overflow the clock.
+        Self(palisade_core::time::add(self.0, Duration::from(other)))
     }
 }
 

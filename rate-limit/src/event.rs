@@ -47,7 +47,8 @@ pub enum LimitEvent {
     RateLimited {
         /// The cells the call would have consumed.
         cost: u32,
-        /// How long until the call would conform.
+        /// How long until the call would conform; `Duration::MAX` when its cost exceeds the
+        /// burst, so it never would.
         retry_after: Duration,
     },
     /// A concurrency or adaptive limit refused a call (`limit` says which limit was hit:

@@ -91,12 +91,40 @@
 //!   service (hence `S: Clone`), in FIFO order for direct limits; see
 //!   [`rate::ResponseFuture`]. Cells are taken only when a call is admitted, so a dropped
 //!   waiter costs no quota.
-//! - The concurrency and adaptive limits take a permit in `poll_ready` (waiting for one in
-//!   the concurrency limit's wait mode) and release it when the response future completes,
-//!   fails, panics or is dropped, or when a readied service is dropped before `call`. A call
-//!   that cannot get one is refused from `call` with `Overloaded`; `poll_ready` never fails.
-//! - In wait mode, no layer waits past the request's ambient
-//!   [`Deadline`](palisade_core::Deadline) set by an outer timeout.
+//! - The concurrency and adaptive limits take a free permit in `poll_ready` and release it
+//!   when the response future completes, fails, panics or is dropped, or when a readied
+//!   service is dropped before `call`. When none is free, the concurrency limit's wait mode
+//!   takes a place in its queue in `poll_ready` and waits for the permit **in the response
+//!   future** (with the readied inner service, hence `S: Clone` there too), so the wait is
+//!   inside the caller's deadline; a call that cannot get one is refused from `call` (or
+//!   from its future, after waiting) with `Overloaded`; `poll_ready` never fails.
+//!
+//! # Deadlines bound all waiting
+//!
+//! Every wait in this crate happens after `call`, inside the response future, where an
+//! outer timeout's deadline is in effect ([`Deadline::current`](palisade_core::Deadline))
+//! and where the outer timeout's own future covers it. In wait mode, no layer waits past
+//! that deadline: a rate-limited call whose cells would conform only after it is refused at
+//! once, with the exact `retry_after`; a call waiting for a concurrency permit gives up at
+//! the deadline. So a concurrency limit with `max_wait` 5 s under a 1 s overall timeout
+//! answers `Elapsed` at 1 s, never later. A `max_wait` of `Duration::MAX` is honoured as
+//! "wait forever": bounded only by the caller's deadline.
+//!
+//! The ambient deadline is a thread-local set while a layer's `call` and `poll` run: it
+//! does **not** cross a task boundary. Behind `tower::buffer::Buffer` (which the
+//! readiness notes above suggest for services that are not `Clone`) or a spawned task, the
+//! request must carry it: implement [`RequestDeadline`](palisade_core::RequestDeadline) for
+//! the request type and put `palisade_timeout::PropagateDeadlineLayer` on both sides of
+//! the boundary (it writes the deadline onto the request before the buffer and makes it
+//! current again behind it).
+//!
+//! # Costs above the burst
+//!
+//! A request costing more cells than the burst could never conform: it is refused at once,
+//! in reject and in wait mode, with
+//! [`RateLimited::insufficient_capacity`](palisade_core::RateLimited::insufficient_capacity)
+//! (a permanent refusal: `is_permanent()`, never retried), never admitted at a discount and
+//! never left waiting.
 //!
 //! # Observability
 //!
@@ -127,16 +155,19 @@ pub mod rate;
 pub mod redis;
 pub mod throttle;
 
-/// When a call that may wait `max_wait` from `now` must give up: `max_wait` from now, or
-/// the request's ambient deadline (set by an outer timeout) if that comes first, since a
-/// call admitted after its deadline is wasted.
+/// When a call that may wait `max_wait` from `now` must give up: `max_wait` from now
+/// (`Duration::MAX`: never, honoured as "wait forever"), or the request's ambient deadline
+/// (set by an outer timeout) if that comes first, since a call admitted after its deadline
+/// is wasted. The flag says the deadline, not `max_wait`, is what bounds the wait.
 pub(crate) fn give_up_at(
     now: tokio::time::Instant,
     max_wait: std::time::Duration,
-) -> tokio::time::Instant {
-    let own = palisade_core::Deadline::at(now.checked_add(max_wait).unwrap_or(now));
-    palisade_core::Deadline::earliest(Some(own), palisade_core::Deadline::current())
-        .map_or(now, palisade_core::Deadline::instant)
+) -> (tokio::time::Instant, bool) {
+    let own = palisade_core::time::add(now, max_wait);
+    match palisade_core::Deadline::current() {
+        Some(deadline) if deadline.instant() < own => (deadline.instant(), true),
+        _ => (own, false),
+    }
 }
 
 pub use adaptive::{
@@ -150,8 +181,8 @@ pub use concurrency::{
 pub use event::{LimitEvent, LimitKind};
 pub use metrics::METRICS;
 pub use rate::{
-    Cost, DEFAULT_CLEANUP_INTERVAL, Direct, Keyed, Limiter, RateLimit, RateLimitBuilder,
-    RateLimitConfig, RateLimitLayer, UnitCost,
+    Cost, DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, Direct, Keyed, Limiter, MAX_REFILL,
+    RateLimit, RateLimitBuilder, RateLimitConfig, RateLimitLayer, UnitCost,
 };
 pub use throttle::{
     ThrottleConfig, ThrottleConfigBuilder, ThrottleEvent, ThrottleHandle, ThrottleLayer,

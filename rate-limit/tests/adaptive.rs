@@ -182,3 +182,33 @@ async fn slots_never_leak() {
     assert_eq!(handle.in_flight(), 0);
     assert!(svc.clone().oneshot(5).await.is_ok());
 }
+
+/// Failures of calls that all started before a decrease decrease the limit once per round
+/// trip, not once each (the update is lock-free; the claim of a decrease is atomic).
+#[tokio::test(start_paused = true)]
+async fn concurrent_failures_decrease_once_per_round_trip() {
+    let layer = AdaptiveLimitConfig::builder()
+        .algorithm(Aimd::new())
+        .initial_limit(10)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|fail: bool| async move {
+        sleep(Duration::from_millis(10)).await;
+        if fail {
+            Err::<(), BoxError>("backend failed".into())
+        } else {
+            Ok(())
+        }
+    }));
+    let calls: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(svc.clone().oneshot(true)))
+        .collect();
+    for c in calls {
+        assert!(c.await.unwrap().is_err());
+    }
+    assert_eq!(handle.limit(), 9, "10 × 0.9 once, not 10 × 0.9⁶");
+    // A call started after the decrease may decrease it again.
+    assert!(svc.clone().oneshot(true).await.is_err());
+    assert_eq!(handle.limit(), 8, "9 × 0.9 = 8.1");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use palisade_core::{BoxError, Overloaded};
 use palisade_rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer, LimitEvent};
 use tokio::sync::oneshot;
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 /// A backend whose calls take `req` milliseconds; `u32::MAX` panics, `0` fails.
@@ -165,4 +165,48 @@ async fn the_limit_changes_at_run_time() {
     }
     assert_eq!(handle.in_flight(), 0);
     assert_eq!(handle.max_in_flight(), 3);
+}
+
+/// The concurrency limit waits for a permit in its response future, where the caller's
+/// deadline is in effect: it never waits past it (the rate limit has the same test).
+#[tokio::test(start_paused = true)]
+async fn wait_mode_never_waits_past_the_request_deadline() {
+    let layer = limit(1, 10_000, 4);
+    let mut svc = layer.layer(backend());
+    let busy = tokio::spawn(svc.clone().oneshot(60_000));
+    tokio::task::yield_now().await;
+    assert_eq!(layer.handle().in_flight(), 1);
+    // readiness does not wait: the wait is part of the call
+    let start = Instant::now();
+    let ready = svc.ready().await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    let fut = palisade_core::Deadline::after(Duration::from_millis(500)).scope(|| ready.call(1));
+    assert_eq!(layer.handle().waiting(), 1);
+    assert_eq!(overloaded(fut.await), "deadline");
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+    assert_eq!(layer.handle().waiting(), 0);
+    // Without a deadline, max_wait bounds it.
+    let start = Instant::now();
+    assert_eq!(overloaded(svc.clone().oneshot(1).await), "max wait");
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    busy.abort();
+    let _ = busy.await;
+    assert_eq!(layer.handle().in_flight(), 0);
+}
+
+/// `max_wait(Duration::MAX)` waits as long as it takes, not reject mode.
+#[tokio::test(start_paused = true)]
+async fn a_forever_max_wait_waits_for_the_permit() {
+    let layer = ConcurrencyLimitConfig::builder(1)
+        .max_wait(Duration::MAX)
+        .build()
+        .unwrap();
+    let svc = layer.layer(backend());
+    let hour = 3_600_000;
+    let first = tokio::spawn(svc.clone().oneshot(hour));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
+    assert_eq!(start.elapsed(), Duration::from_millis(u64::from(hour) + 1));
+    first.await.unwrap().unwrap();
 }

@@ -134,6 +134,30 @@ async fn concurrency_limit_contract() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn concurrency_limit_wait_mode_calls_the_readied_service() {
+    let layer = ConcurrencyLimitConfig::builder(1)
+        .max_wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut holder = layer.layer(Strict::<BoxError>::new());
+    let held = holder.ready().await.unwrap();
+    assert_eq!(layer.handle().in_flight(), 1);
+    // Every permit is taken: readiness takes a place in the queue and readies the inner
+    // service; the call waits in its future with that readied service, then calls it.
+    let mut waiter = layer.layer(Strict::<BoxError>::new());
+    let fut = waiter.ready().await.unwrap().call(7);
+    assert_eq!(layer.handle().waiting(), 1);
+    let done = tokio::spawn(fut);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(held.call(1).await.unwrap(), 1);
+    assert_eq!(done.await.unwrap().unwrap(), 7);
+    // The clone left behind is not ready: it is readied before its own call.
+    assert_eq!(call(&mut waiter, 8).await.unwrap(), 8);
+    assert_eq!(layer.handle().in_flight(), 0);
+    assert_eq!(layer.handle().waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn adaptive_limit_contract() {
     let layer = AdaptiveLimitConfig::builder()
         .initial_limit(1)

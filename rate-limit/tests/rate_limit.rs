@@ -64,11 +64,75 @@ async fn a_request_may_cost_many_cells() {
     assert!(svc.ready().await.unwrap().call(3).await.is_ok());
     // A free request passes even with the quota used up.
     assert!(svc.ready().await.unwrap().call(0).await.is_ok());
-    // A request above the burst is charged the whole burst, so it can conform at all.
-    advance(Duration::from_secs(1)).await;
-    assert!(svc.ready().await.unwrap().call(500).await.is_ok());
-    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
-    assert_eq!(retry_after(&err), Duration::from_millis(100));
+}
+
+/// A cost above the burst could never conform: refused for good, not admitted at a
+/// discount (1,000,000 cells against a 1,000-cell burst used to be charged 1,000 and
+/// admitted), in both modes, at once, consuming nothing.
+#[tokio::test(start_paused = true)]
+async fn a_cost_above_the_burst_is_refused_for_good_in_both_modes() {
+    for max_wait in [Duration::ZERO, Duration::from_secs(3600), Duration::MAX] {
+        let log = Log::default();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        let layer = config(1000, 1000)
+            .max_wait(max_wait)
+            .on_event(move |e: &LimitEvent| seen.lock().unwrap().push(e.clone()))
+            .build()
+            .unwrap()
+            .cost(|rows: &u32| *rows);
+        let mut svc = layer.layer(recorder(&log));
+        let start = Instant::now();
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(1_000_000)
+            .await
+            .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::ZERO, "it never waits");
+        let limited = err.downcast_ref::<RateLimited>().expect("RateLimited");
+        assert!(limited.is_permanent());
+        assert_eq!(limited.insufficient(), Some((1_000_000, 1000)));
+        assert_eq!(limited.retry_after(), Duration::MAX);
+        assert!(
+            palisade_core::find_rejection(err.as_ref())
+                .unwrap()
+                .is_permanent()
+        );
+        // Nothing reached the backend, nothing was consumed: the full burst is still there.
+        assert!(log.lock().unwrap().is_empty());
+        assert!(svc.ready().await.unwrap().call(1000).await.is_ok());
+        // One over the burst is refused; exactly the burst conforms (above).
+        advance(Duration::from_secs(1)).await;
+        let err = svc.ready().await.unwrap().call(1001).await.unwrap_err();
+        assert!(err.downcast_ref::<RateLimited>().unwrap().is_permanent());
+        assert!(events.lock().unwrap().iter().any(|e| matches!(
+            e,
+            LimitEvent::RateLimited { cost: 1_000_000, retry_after } if *retry_after == Duration::MAX
+        )));
+    }
+}
+
+/// `max_wait(Duration::MAX)` means "wait as long as it takes", not reject mode.
+#[tokio::test(start_paused = true)]
+async fn a_forever_max_wait_waits() {
+    let log = Log::default();
+    // One cell per hour.
+    let layer = RateLimitConfig::builder(1, Duration::from_secs(3600))
+        .max_wait(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(recorder(&log));
+    let start = Instant::now();
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    svc.ready().await.unwrap().call(2).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(3600));
+    // Still bounded by the caller's deadline.
+    let ready = svc.ready().await.unwrap();
+    let fut = palisade_core::Deadline::after(Duration::from_secs(60)).scope(|| ready.call(3));
+    let err = fut.await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_secs(3600));
 }
 
 #[tokio::test(start_paused = true)]
@@ -319,4 +383,109 @@ async fn wait_mode_does_not_wait_past_the_request_deadline() {
     let fut = palisade_core::Deadline::after(Duration::from_secs(2)).scope(|| ready.call(3));
     assert_eq!(fut.await.unwrap(), 3);
     assert_eq!(start.elapsed(), Duration::from_secs(1));
+}
+
+/// The keyed store is bounded: a new key at a full store is limited as if it had used its
+/// burst (and not stored), until idle keys are swept to make room.
+#[tokio::test(start_paused = true)]
+async fn a_keyed_limit_keeps_at_most_max_keys() {
+    let log = Log::default();
+    let layer = config(10, 1000)
+        .burst(1)
+        .max_keys(3)
+        .keyed(|req: &u32| *req)
+        .unwrap();
+    let limiter = layer.limiter().clone();
+    let mut svc = layer.layer(recorder(&log));
+    for key in 1..=3 {
+        svc.ready().await.unwrap().call(key).await.unwrap();
+    }
+    assert_eq!(limiter.len(), 3);
+    // Full, and no key idle yet: the fourth is refused for one emission interval.
+    let err = svc.ready().await.unwrap().call(4).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(100));
+    assert_eq!(limiter.len(), 3);
+    // Known keys are unaffected by the bound.
+    advance(Duration::from_millis(100)).await;
+    svc.ready().await.unwrap().call(2).await.unwrap();
+    // Once keys 1 and 3 are idle, a new key sweeps them away and takes a place.
+    advance(Duration::from_secs(1)).await;
+    svc.ready().await.unwrap().call(4).await.unwrap();
+    assert_eq!(limiter.len(), 1);
+    assert_eq!(
+        config(10, 1000)
+            .max_keys(0)
+            .keyed(|r: &u32| *r)
+            .unwrap_err()
+            .field(),
+        "max_keys"
+    );
+}
+
+/// Many threads on a few keys: the sharded store admits exactly each key's burst, no more
+/// and no less (no lost update between threads).
+#[test]
+fn the_keyed_store_is_exact_across_threads() {
+    // 200 per hour per key: within the test, each key admits exactly its burst.
+    let layer = RateLimitConfig::builder(200, Duration::from_secs(3600))
+        .keyed(|req: &u32| *req % 8)
+        .unwrap();
+    let svc = layer.layer(service_fn(|req: u32| {
+        std::future::ready(Ok::<_, BoxError>(req))
+    }));
+    let mut total = [0u32; 8];
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let svc = svc.clone();
+                scope.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .unwrap();
+                    let mut admitted = [0u32; 8];
+                    for i in 0..2000u32 {
+                        if rt.block_on(svc.clone().oneshot(i)).is_ok() {
+                            admitted[(i % 8) as usize] += 1;
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        for t in threads {
+            for (key, n) in t.join().unwrap().into_iter().enumerate() {
+                total[key] += n;
+            }
+        }
+    });
+    assert_eq!(total, [200; 8]);
+}
+
+/// `drain` takes every cell available now, for every caller: the next call waits (or is
+/// refused with) exactly one emission interval per cell.
+#[tokio::test(start_paused = true)]
+async fn drain_takes_every_available_cell() {
+    let log = Log::default();
+    // 10 per second, burst 1000 (odd sizes exercise every power of two).
+    let layer = config(10, 1000).burst(1000).build().unwrap();
+    let mut svc = layer.layer(recorder(&log));
+    for i in 0..3 {
+        svc.ready().await.unwrap().call(i).await.unwrap();
+    }
+    layer.limiter().drain();
+    let err = svc.ready().await.unwrap().call(9).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(100));
+    advance(Duration::from_millis(100)).await;
+    svc.ready().await.unwrap().call(4).await.unwrap();
+    assert!(svc.ready().await.unwrap().call(5).await.is_err());
+
+    // Keyed: only the drained key stops.
+    let keyed = config(10, 1000).burst(7).keyed(|r: &u32| *r).unwrap();
+    let mut svc = keyed.layer(recorder(&log));
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    keyed.limiter().drain(&1);
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert_eq!(retry_after(&err), Duration::from_millis(100));
+    svc.ready().await.unwrap().call(2).await.unwrap();
 }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::{ConfigError, Listeners, Name, config::ensure};
+use palisade_core::config::{ensure, ensure_name};
+use palisade_core::{ConfigError, Listeners, Name};
 
 use crate::event::TimeoutEvent;
 use crate::layer::{PerRequest, TimeoutLayer};
@@ -12,7 +13,9 @@ use crate::layer::{PerRequest, TimeoutLayer};
 /// The data of a timeout layer's configuration: what an operator sets in a file.
 ///
 /// With the `serde` feature it loads from TOML, JSON or any serde format; durations are
-/// written `"250ms"`, `"2s"` or as a number of milliseconds:
+/// written with a unit (`"250ms"`, `"2s"`; a bare number is refused), and loading
+/// validates, exactly as [`TimeoutBuilder::build`] does, so a file with a zero timeout or an
+/// empty name never loads:
 ///
 /// ```
 /// # #[cfg(feature = "serde")] {
@@ -24,23 +27,50 @@ use crate::layer::{PerRequest, TimeoutLayer};
 /// assert_eq!(config.timeout, Duration::from_millis(1500));
 /// let layer = config.into_layer().expect("valid config");
 /// assert_eq!(layer.handle().timeout(), Duration::from_millis(1500));
+///
+/// let err = serde_json::from_str::<TimeoutConfig>(r#"{ "timeout": "0s" }"#).unwrap_err();
+/// assert!(err.to_string().contains("timeout = 0ns"), "{err}");
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(try_from = "TimeoutData"))]
 pub struct TimeoutConfig {
-    /// The layer's name, on errors, events and metrics. Default: `"timeout"`.
-    #[cfg_attr(feature = "serde", serde(default = "default_name"))]
+    /// The layer's name, on errors, events and metrics. Default: `"timeout"`. Must not be
+    /// empty.
     pub name: Name,
     /// How long a call may take. Default: 10 s, a ceiling for a remote call that still
     /// frees a stuck caller well before a typical 30 s load-balancer or client timeout.
-    /// Must be above zero (a zero timeout would fail every call).
-    #[cfg_attr(
-        feature = "serde",
-        serde(default = "default_timeout", with = "palisade_core::config::duration")
-    )]
+    /// Must be above zero (a zero timeout would fail every call). `Duration::MAX` (or
+    /// anything beyond about 30 years) means "no timeout of this layer's own": an outer
+    /// deadline still holds.
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
     pub timeout: Duration,
+}
+
+/// What a file holds: validated into a [`TimeoutConfig`] on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutData {
+    #[serde(default = "default_name")]
+    name: Name,
+    #[serde(default = "default_timeout", with = "palisade_core::config::duration")]
+    timeout: Duration,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<TimeoutData> for TimeoutConfig {
+    type Error = ConfigError;
+
+    fn try_from(data: TimeoutData) -> Result<Self, ConfigError> {
+        let config = TimeoutConfig {
+            name: data.name,
+            timeout: data.timeout,
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 fn default_name() -> Name {
@@ -69,8 +99,9 @@ impl TimeoutConfig {
         TimeoutBuilder::default()
     }
 
-    /// Check every field.
+    /// Check every field: a non-empty name, a timeout above zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure_name("timeout", &self.name)?;
         validate_timeout(self.timeout)
     }
 
@@ -110,6 +141,8 @@ pub(crate) fn validate_timeout(timeout: Duration) -> Result<(), ConfigError> {
 ///
 /// let err = TimeoutConfig::builder().timeout(Duration::ZERO).build().unwrap_err();
 /// assert_eq!(err.field(), "timeout");
+/// let err = TimeoutConfig::builder().name("").build().unwrap_err();
+/// assert_eq!(err.field(), "name");
 /// ```
 #[derive(Default)]
 pub struct TimeoutBuilder {

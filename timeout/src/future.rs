@@ -22,6 +22,8 @@ pin_project! {
         #[pin]
         sleep: Option<Sleep>,
         deadline: Option<Deadline>,
+        // The deadline is this layer's own (no earlier outer one).
+        ours: bool,
         start: Option<Instant>,
         // Only when someone observes (metrics, listeners, tracing): spares the happy path
         // an atomic reference count.
@@ -34,6 +36,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(
         inner: F,
         deadline: Option<Deadline>,
+        ours: bool,
         start: Option<Instant>,
         shared: &Arc<Shared>,
         observed: bool,
@@ -42,6 +45,7 @@ impl<F> ResponseFuture<F> {
             inner: Some(inner),
             sleep: deadline.map(|d| sleep_until(d.instant())),
             deadline,
+            ours,
             start,
             shared: observed.then(|| Arc::clone(shared)),
             name: shared.name().clone(),
@@ -64,6 +68,20 @@ where
             panic!("ResponseFuture polled after completion");
         };
         if let Poll::Ready(result) = deadline::scope(*this.deadline, || inner.poll(cx)) {
+            // An error once our own deadline has passed is our expiry, whoever inside gave
+            // up at it first (an inner timeout shortened to it, a limit that stopped
+            // waiting): report it under our name. Only errors pay for the clock read.
+            if let (Err(_), true, Some(deadline)) = (&result, *this.ours, *this.deadline)
+                && Instant::now() >= deadline.instant()
+            {
+                this.inner.set(None);
+                return Poll::Ready(Err(expired(
+                    this.name,
+                    this.shared.as_deref(),
+                    deadline,
+                    *this.start,
+                )));
+            }
             if let Some(shared) = this.shared {
                 completed(shared, *this.start);
             }
@@ -80,15 +98,30 @@ where
 
         // Elapsed: cancel the inner call now, not when the caller drops us.
         this.inner.set(None);
-        let timeout = match (*this.deadline, *this.start) {
-            (Some(deadline), Some(start)) => deadline.instant().saturating_duration_since(start),
-            _ => std::time::Duration::ZERO,
-        };
-        if let Some(shared) = this.shared {
-            elapsed(shared, timeout);
-        }
-        Poll::Ready(Err(Elapsed::new(this.name.clone(), timeout).into()))
+        let deadline = this.deadline.expect("a timer runs only with a deadline");
+        Poll::Ready(Err(expired(
+            this.name,
+            this.shared.as_deref(),
+            deadline,
+            *this.start,
+        )))
     }
+}
+
+/// The `Elapsed` for a call that ran out of time at `deadline`, counted and reported.
+fn expired<E: From<Elapsed>>(
+    name: &Name,
+    shared: Option<&Shared>,
+    deadline: Deadline,
+    start: Option<Instant>,
+) -> E {
+    let timeout = start.map_or(std::time::Duration::ZERO, |start| {
+        deadline.instant().saturating_duration_since(start)
+    });
+    if let Some(shared) = shared {
+        elapsed(shared, timeout);
+    }
+    Elapsed::new(name.clone(), timeout).into()
 }
 
 fn completed(shared: &Shared, start: Option<Instant>) {

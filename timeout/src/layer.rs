@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade_core::metrics::{Counter, Histogram};
-use palisade_core::{ConfigError, Emitter, Listeners, Name};
+use palisade_core::{ConfigError, Emitter, Listeners, Name, time};
 use tower_layer::Layer;
 
 use crate::config::{TimeoutConfig, validate_timeout};
@@ -93,7 +93,7 @@ pub(crate) struct Shared {
 impl Shared {
     #[inline]
     pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_nanos(self.timeout_nanos.load(Ordering::Relaxed))
+        from_nanos(self.timeout_nanos.load(Ordering::Relaxed))
     }
 
     pub(crate) fn name(&self) -> &Name {
@@ -107,8 +107,15 @@ impl Shared {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// The stored timeout as a duration: `u64::MAX` nanoseconds (what [`time::nanos`] makes of
+/// anything longer than 584 years) reads back as `Duration::MAX`, so "forever" round-trips.
+#[inline]
+fn from_nanos(nanos: u64) -> Duration {
+    if nanos == u64::MAX {
+        Duration::MAX
+    } else {
+        Duration::from_nanos(nanos)
+    }
 }
 
 // ===== impl TimeoutLayer =====
@@ -144,7 +151,7 @@ impl<T> TimeoutLayer<T> {
                 &[("outcome", "elapsed")],
             ),
             duration: Histogram::register("palisade_timeout_call_duration_seconds", &name, &[]),
-            timeout_nanos: AtomicU64::new(nanos(config.timeout)),
+            timeout_nanos: AtomicU64::new(time::nanos(config.timeout)),
             emitter: Emitter::new(name, listeners),
         };
         Self {
@@ -223,7 +230,7 @@ impl TimeoutHandle {
         validate_timeout(timeout)?;
         self.shared
             .timeout_nanos
-            .store(nanos(timeout), Ordering::Relaxed);
+            .store(time::nanos(timeout), Ordering::Relaxed);
         Ok(())
     }
 }

@@ -9,10 +9,47 @@
 //! Deadlines propagate: while the inner service runs, the layer's deadline is in effect
 //! ([`Deadline::current`]), and an inner timeout takes the
 //! smaller of its own duration and the time left. So a per-attempt timeout inside a retry
-//! never outlives the overall timeout outside it. [`PropagateDeadlineLayer`] carries the
-//! deadline on requests that cross a process or task boundary
-//! ([`RequestDeadline`]; `http::Request` with the `http`
-//! feature).
+//! never outlives the overall timeout outside it, and every layer that waits inside it (a
+//! retry's back-off, a limiter's queue, a concurrency permit) gives up at the deadline.
+//! The [`Elapsed`] names the layer whose deadline ran out: an overall 1 s timeout around a
+//! 5 s attempt timeout fails with the overall layer's name and its 1 s.
+//!
+//! # Deadlines across tasks (`Buffer`, `spawn`)
+//!
+//! The ambient deadline lives in a thread-local that a layer sets only while its own
+//! `call` and its future's `poll` run: it follows the request through layers in one task,
+//! and is **not** seen by another task. Behind `tower::buffer::Buffer` the inner service
+//! is called by the buffer's worker task, and a `tokio::spawn`ed call runs in a new task:
+//! there, [`Deadline::current`] is `None`. To carry it across, the request carries it:
+//! implement [`RequestDeadline`] for your request type (`http::Request` does with the
+//! `http` feature) and put a [`PropagateDeadlineLayer`] on both sides of the boundary: the
+//! outer one writes the deadline onto the request, the inner one makes it current again for
+//! the layers behind the boundary.
+//!
+//! ```
+//! use palisade_core::{BoxError, Deadline, RequestDeadline};
+//! use palisade_timeout::{PropagateDeadlineLayer, TimeoutLayer};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, buffer::BufferLayer, service_fn};
+//!
+//! struct Job { deadline: Option<Deadline> }
+//! impl RequestDeadline for Job {
+//!     fn deadline(&self) -> Option<Deadline> { self.deadline }
+//!     fn set_deadline(&mut self, d: Deadline) { self.deadline = Some(d); }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_secs(1)))
+//!     .layer(PropagateDeadlineLayer::new()) // writes the deadline onto the job
+//!     .layer(BufferLayer::new(64))          // the worker task calls what follows
+//!     .layer(PropagateDeadlineLayer::new()) // makes it current again in the worker
+//!     .service(service_fn(|_job: Job| async { Ok::<_, BoxError>(Deadline::current()) }));
+//! let seen = svc.oneshot(Job { deadline: None }).await.unwrap();
+//! assert!(seen.is_some(), "the worker saw the caller's deadline");
+//! # }
+//! ```
 //!
 //! Errors stay flat: the service's error type is the inner one, which must implement
 //! `From<Elapsed>`: both `tower::BoxError` and [`palisade_core::Error<E>`] do.
@@ -44,7 +81,11 @@
 //! let start = tokio::time::Instant::now();
 //! let err = svc.ready().await.unwrap().call("report").await.unwrap_err();
 //! match err {
-//!     Error::Elapsed(elapsed) => assert_eq!(elapsed.timeout(), Duration::from_secs(1)),
+//!     Error::Elapsed(elapsed) => {
+//!         // the overall deadline ran out: the error names that layer and its 1 s
+//!         assert_eq!(elapsed.name().as_str(), "overall");
+//!         assert_eq!(elapsed.timeout(), Duration::from_secs(1));
+//!     }
 //!     other => panic!("expected a timeout, got {other}"),
 //! }
 //! assert_eq!(start.elapsed(), Duration::from_secs(1));

@@ -13,11 +13,19 @@ use tower_service::Service;
 /// ([`RequestDeadline`]): the earlier of the two is written onto the request and made
 /// current for the layers inside.
 ///
-/// Put it at the edge of a process: on a server, right after the request is parsed, so a
-/// caller's deadline (e.g. from a header your code decoded into the request) bounds every
-/// timeout and retry inside; on a client, right before the transport, so the request that
-/// leaves carries what is left of the deadline. It does not enforce the deadline itself:
-/// a [`TimeoutLayer`](crate::TimeoutLayer) does.
+/// Put it at every boundary the thread-local ambient deadline cannot cross:
+///
+/// - **a task boundary** (`tower::buffer::Buffer`, a `tokio::spawn`ed call): one on each
+///   side. The outer one writes the deadline onto the request; the inner one, running in
+///   the worker task, makes it current again, so the limits, retries and timeouts behind
+///   the buffer give up at the caller's deadline (see the crate docs for an example);
+/// - **a process boundary**: on a server, right after the request is parsed, so a caller's
+///   deadline (e.g. from a header your code decoded into the request) bounds every timeout
+///   and retry inside; on a client, right before the transport, so the request that leaves
+///   carries what is left of the deadline.
+///
+/// It does not enforce the deadline itself: a [`TimeoutLayer`](crate::TimeoutLayer) does
+/// (and the waiting layers inside give up at it).
 ///
 /// ```
 /// use palisade_core::{Deadline, RequestDeadline};

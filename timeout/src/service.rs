@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{Deadline, Elapsed, deadline};
+use palisade_core::{Deadline, Elapsed, deadline, time};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -13,6 +13,12 @@ use crate::layer::{Fixed, RequestTimeout, Shared, TimeoutHandle};
 
 /// Fails a call with [`Elapsed`] when it takes longer than its timeout, or runs past the
 /// deadline an outer layer set, whichever comes first; the inner future is dropped then.
+///
+/// The [`Elapsed`] names the layer whose deadline it was: when an outer timeout's deadline
+/// is the shorter one, the inner layers give up at that instant, and the outer layer reports
+/// the expiry under its own name and duration (an error that reaches a layer once its own
+/// deadline has passed is that layer's `Elapsed`: the call ran out of its time, whichever
+/// layer inside noticed first).
 ///
 /// While the inner service's `call` runs and while its future is polled, the effective
 /// deadline is in effect ([`Deadline::current`]), so inner layers (a per-attempt timeout, a
@@ -76,17 +82,17 @@ where
         let observed = cfg!(feature = "metrics") || self.shared.observing();
         // The clock is read only when a deadline must be computed or someone observes.
         let start = (own.is_some() || outer.is_some() || observed).then(Instant::now);
-        let own_deadline = own.zip(start).map(|(timeout, start)| {
-            Deadline::at(start.checked_add(timeout).unwrap_or(start + FAR))
-        });
+        let own_deadline = own
+            .zip(start)
+            .map(|(timeout, start)| Deadline::at(time::add(start, timeout)));
         let effective = Deadline::earliest(own_deadline, outer);
+        // The deadline is ours unless an outer one comes first; only then may a late error
+        // be reported as this layer's `Elapsed`.
+        let ours = own_deadline.is_some() && own_deadline == effective;
         let inner = deadline::scope(effective, || self.inner.call(req));
-        ResponseFuture::new(inner, effective, start, &self.shared, observed)
+        ResponseFuture::new(inner, effective, ours, start, &self.shared, observed)
     }
 }
-
-/// "Never" for a timeout so large that it overflows the clock: about 30 years.
-const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
 
 impl<S: Clone, T: Clone> Clone for Timeout<S, T> {
     fn clone(&self) -> Self {

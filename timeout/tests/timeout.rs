@@ -117,9 +117,58 @@ async fn an_outer_deadline_shrinks_an_inner_timeout() {
     let err = svc.oneshot(1).await.unwrap_err();
     let elapsed = err.downcast_ref::<Elapsed>().expect("Elapsed");
     assert_eq!(start.elapsed(), Duration::from_secs(1));
-    // The inner layer fired first, with the time that was left, not its own 5 s.
-    assert_eq!(elapsed.name().as_str(), "attempt");
+    // The deadline that ran out was the outer layer's: the error names it and its 1 s,
+    // although the inner layer (shortened to the time left) noticed at the same instant.
+    assert_eq!(elapsed.name().as_str(), "overall");
     assert_eq!(elapsed.timeout(), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_timeout_that_is_shorter_names_itself() {
+    let inner = TimeoutConfig::builder()
+        .name("attempt")
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let outer = TimeoutConfig::builder()
+        .name("overall")
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let flag = Arc::new(AtomicBool::new(false));
+    let svc = outer.layer(inner.layer(slow(Duration::from_secs(60), flag)));
+    let err = svc.oneshot(1).await.unwrap_err();
+    let elapsed = err.downcast_ref::<Elapsed>().expect("Elapsed");
+    assert_eq!(elapsed.name().as_str(), "attempt");
+    assert_eq!(elapsed.timeout(), Duration::from_millis(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_outer_name_holds_with_the_typed_error_too() {
+    let attempt = TimeoutConfig::builder()
+        .name("attempt")
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let overall = TimeoutConfig::builder()
+        .name("overall")
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let backend = service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<(), Error<std::io::Error>>(())
+    });
+    let svc = overall.layer(attempt.layer(backend));
+    match svc.oneshot(()).await {
+        Err(Error::Elapsed(e)) => {
+            assert_eq!(
+                (e.name().as_str(), e.timeout()),
+                ("overall", Duration::from_secs(2))
+            );
+        }
+        other => panic!("expected Elapsed, got {other:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -279,18 +328,102 @@ fn invalid_configs_are_refused_with_the_field_named() {
     assert_eq!(err.field(), "timeout");
 }
 
+#[test]
+fn an_empty_name_is_refused() {
+    let err = TimeoutConfig::builder().name("").build().unwrap_err();
+    assert_eq!((err.layer(), err.field()), ("timeout", "name"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_timeout_a_user_can_type_works_without_panic() {
+    // 1 ns: fires after one nanosecond.
+    let tiny = TimeoutConfig::builder().timeout(NS).build().unwrap();
+    let flag = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let err = tiny
+        .layer(slow(Duration::from_secs(1), Arc::clone(&flag)))
+        .oneshot(1)
+        .await
+        .unwrap_err();
+    assert!(err.is::<Elapsed>());
+    // tokio's timer resolution is one millisecond
+    assert!(start.elapsed() <= Duration::from_millis(1));
+    // Duration::MAX: "no timeout of its own", honoured, not a panic on `Instant + MAX`.
+    let forever = TimeoutConfig::builder()
+        .timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(forever.handle().timeout(), Duration::MAX);
+    let start = Instant::now();
+    let day = Duration::from_secs(86_400);
+    assert_eq!(forever.layer(slow(day, flag)).oneshot(7).await.unwrap(), 7);
+    assert_eq!(start.elapsed(), day);
+    // Inside an outer deadline, "forever" still ends at the outer deadline.
+    let outer = TimeoutLayer::new(Duration::from_secs(1));
+    let svc = outer.layer(forever.layer(service_fn(|_: u32| {
+        std::future::pending::<Result<u32, BoxError>>()
+    })));
+    let start = Instant::now();
+    assert!(svc.oneshot(1).await.unwrap_err().is::<Elapsed>());
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    // The handle takes every value above zero too, and reports it back exactly.
+    for d in [NS, Duration::from_secs(3600), Duration::MAX] {
+        forever.handle().set_timeout(d).unwrap();
+        assert_eq!(forever.handle().timeout(), d);
+    }
+}
+
 #[cfg(feature = "serde")]
 #[test]
 fn config_loads_from_data() {
-    let config: TimeoutConfig = serde_json::from_str(r#"{"name":"db","timeout":250}"#).unwrap();
+    let config: TimeoutConfig = serde_json::from_str(r#"{"name":"db","timeout":"250ms"}"#).unwrap();
     assert_eq!(config.timeout, Duration::from_millis(250));
     assert_eq!(config.name.as_str(), "db");
     let defaults: TimeoutConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(defaults, TimeoutConfig::default());
-    let zero: TimeoutConfig = serde_json::from_str(r#"{"timeout":"0s"}"#).unwrap();
-    assert_eq!(zero.into_layer().unwrap_err().field(), "timeout");
     assert!(serde_json::from_str::<TimeoutConfig>(r#"{"timeout":"soon"}"#).is_err());
     assert!(serde_json::from_str::<TimeoutConfig>(r#"{"timout":"1s"}"#).is_err());
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn invalid_data_never_loads() {
+    let err = |text: &str| {
+        serde_json::from_str::<TimeoutConfig>(text)
+            .unwrap_err()
+            .to_string()
+    };
+    // A zero timeout is refused while loading, naming the field and the range.
+    let zero = err(r#"{"timeout":"0s"}"#);
+    assert!(
+        zero.contains("timeout = 0ns") && zero.contains("above zero"),
+        "{zero}"
+    );
+    // A bare number is refused: seconds or milliseconds?
+    let bare = err(r#"{"timeout":0}"#);
+    assert!(bare.contains("bare number"), "{bare}");
+    assert!(err(r#"{"timeout":250}"#).contains("unit"));
+    // An empty name is refused.
+    assert!(err(r#"{"name":""}"#).contains("name"));
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn configs_round_trip_exactly_at_the_edges() {
+    for timeout in [
+        NS,
+        Duration::from_micros(500),
+        Duration::from_millis(1500),
+        Duration::MAX,
+    ] {
+        let config = TimeoutConfig {
+            timeout,
+            ..TimeoutConfig::default()
+        };
+        let text = serde_json::to_string(&config).unwrap();
+        let again: TimeoutConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(again, config, "{text}");
+    }
 }
 
 #[cfg(feature = "http")]

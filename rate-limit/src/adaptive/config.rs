@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use palisade_core::config::ensure;
+use palisade_core::config::{ensure, ensure_name};
 use palisade_core::{ConfigError, Listeners, Name};
 
 use super::{AdaptiveLimitLayer, Aimd, Gradient};
@@ -42,6 +42,9 @@ impl From<Gradient> for Algorithm {
 
 /// The data of an adaptive limit's configuration.
 ///
+/// With the `serde` feature it loads from data; loading validates exactly as the builder
+/// does (every field, the algorithm's parameters included):
+///
 /// ```
 /// # #[cfg(feature = "serde")] {
 /// use palisade_rate_limit::AdaptiveLimitConfig;
@@ -51,13 +54,19 @@ impl From<Gradient> for Algorithm {
 /// ).unwrap();
 /// let layer = config.into_layer().expect("valid config");
 /// assert_eq!(layer.handle().limit(), 20);
+///
+/// let err = serde_json::from_str::<AdaptiveLimitConfig>(
+///     r#"{ "algorithm": { "aimd": { "backoff_ratio": 5.0 } } }"#,
+/// ).unwrap_err();
+/// assert!(err.to_string().contains("aimd.backoff_ratio = 5.0"), "{err}");
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(try_from = "AdaptiveLimitData"))]
 pub struct AdaptiveLimitConfig {
-    /// The layer's name, on errors, events and metrics. Default: `"adaptive_limit"`.
+    /// The layer's name, on errors, events and metrics. Default: `"adaptive_limit"`. Must
+    /// not be empty.
     pub name: Name,
     /// The algorithm ([`Aimd`] or [`Gradient`]). Default [`Gradient`]: it needs no latency
     /// threshold to be tuned.
@@ -70,6 +79,49 @@ pub struct AdaptiveLimitConfig {
     /// The highest limit. Default 1000 (Netflix's default): a bug cannot open the
     /// floodgates.
     pub max_limit: usize,
+}
+
+/// What a file holds: validated into an [`AdaptiveLimitConfig`] on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AdaptiveLimitData {
+    name: Name,
+    algorithm: Algorithm,
+    initial_limit: usize,
+    min_limit: usize,
+    max_limit: usize,
+}
+
+#[cfg(feature = "serde")]
+impl Default for AdaptiveLimitData {
+    fn default() -> Self {
+        let d = AdaptiveLimitConfig::default();
+        Self {
+            name: d.name,
+            algorithm: d.algorithm,
+            initial_limit: d.initial_limit,
+            min_limit: d.min_limit,
+            max_limit: d.max_limit,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<AdaptiveLimitData> for AdaptiveLimitConfig {
+    type Error = ConfigError;
+
+    fn try_from(d: AdaptiveLimitData) -> Result<Self, ConfigError> {
+        let config = AdaptiveLimitConfig {
+            name: d.name,
+            algorithm: d.algorithm,
+            initial_limit: d.initial_limit,
+            min_limit: d.min_limit,
+            max_limit: d.max_limit,
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 impl Default for AdaptiveLimitConfig {
@@ -92,6 +144,7 @@ impl AdaptiveLimitConfig {
 
     /// Check every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure_name(LAYER, &self.name)?;
         ensure(
             self.min_limit >= 1,
             LAYER,
@@ -116,7 +169,8 @@ impl AdaptiveLimitConfig {
         validate_algorithm(&self.algorithm)
     }
 
-    /// Validate and build a layer with no listeners, counting every `Err` as a failure.
+    /// Validate and build a layer with no listeners, judging results with
+    /// [`RejectionAware`](palisade_core::RejectionAware) (local rejections feed no sample).
     pub fn into_layer(self) -> Result<AdaptiveLimitLayer, ConfigError> {
         AdaptiveLimitBuilder {
             config: self,
@@ -188,8 +242,10 @@ impl AdaptiveLimitBuilder {
         self
     }
 
-    /// Validate and build the layer; every `Err` counts as a failure (change it with
-    /// [`AdaptiveLimitLayer::classifier`]).
+    /// Validate and build the layer; results are judged by
+    /// [`RejectionAware`](palisade_core::RejectionAware): backend errors and timeouts are
+    /// failures, local rejections (a rate limit below this one) feed no sample (change it
+    /// with [`AdaptiveLimitLayer::classifier`]).
     pub fn build(self) -> Result<AdaptiveLimitLayer, ConfigError> {
         self.config.validate()?;
         Ok(AdaptiveLimitLayer::from_parts(self.config, self.listeners))
@@ -204,6 +260,11 @@ impl fmt::Debug for AdaptiveLimitBuilder {
             .finish()
     }
 }
+
+/// The largest gradient tolerance: a backend may answer this many times slower than at no
+/// load before the limit shrinks. Beyond it the gradient is always 1 and the limit only
+/// grows, which is no adaptive limit at all.
+const MAX_TOLERANCE: f64 = 100.0;
 
 fn validate_algorithm(algorithm: &Algorithm) -> Result<(), ConfigError> {
     match algorithm {
@@ -225,11 +286,11 @@ fn validate_algorithm(algorithm: &Algorithm) -> Result<(), ConfigError> {
         }
         Algorithm::Gradient(g) => {
             ensure(
-                g.tolerance >= 1.0 && g.tolerance.is_finite(),
+                (1.0..=MAX_TOLERANCE).contains(&g.tolerance),
                 LAYER,
                 "gradient.tolerance",
                 g.tolerance,
-                "1.0 or more",
+                format!("1.0 to {MAX_TOLERANCE:.1}"),
             )?;
             ensure(
                 g.smoothing > 0.0 && g.smoothing <= 1.0,
@@ -270,6 +331,59 @@ mod tests {
         assert_eq!(
             field(b().algorithm(Gradient::new().smoothing(0.0)).build()),
             "gradient.smoothing"
+        );
+        assert_eq!(field(b().name("").build()), "name");
+        // NaN, infinities and out-of-range factors are refused, naming the field.
+        for bad in [f64::NAN, f64::INFINITY, -0.5, 0.49, 1.0, 5.0] {
+            assert_eq!(
+                field(b().algorithm(Aimd::new().backoff_ratio(bad)).build()),
+                "aimd.backoff_ratio",
+                "{bad}"
+            );
+        }
+        for bad in [f64::NAN, f64::INFINITY, 0.99, 100.5] {
+            assert_eq!(
+                field(b().algorithm(Gradient::new().tolerance(bad)).build()),
+                "gradient.tolerance",
+                "{bad}"
+            );
+        }
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 1.01] {
+            assert_eq!(
+                field(b().algorithm(Gradient::new().smoothing(bad)).build()),
+                "gradient.smoothing",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            field(b().algorithm(Gradient::new().min_rtt_window(0)).build()),
+            "gradient.min_rtt_window"
+        );
+        assert_eq!(
+            field(
+                b().algorithm(Aimd::new().latency_threshold(std::time::Duration::ZERO))
+                    .build()
+            ),
+            "aimd.latency_threshold"
+        );
+        // The edges of every range are accepted; "never slow" is a valid threshold.
+        for ok in [0.5, 0.999] {
+            assert!(b().algorithm(Aimd::new().backoff_ratio(ok)).build().is_ok());
+        }
+        assert!(
+            b().algorithm(Aimd::new().latency_threshold(std::time::Duration::MAX))
+                .build()
+                .is_ok()
+        );
+        assert!(
+            b().algorithm(Gradient::new().tolerance(1.0).smoothing(1.0))
+                .build()
+                .is_ok()
+        );
+        assert!(
+            b().algorithm(Gradient::new().tolerance(100.0))
+                .build()
+                .is_ok()
         );
     }
 }

@@ -1,6 +1,9 @@
 //! Gradient: the limit follows the ratio of the no-load round trip to the measured one.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
+
+use palisade_core::time;
 
 use super::Sample;
 
@@ -47,7 +50,7 @@ impl Gradient {
 
     /// How much slower than no-load the backend may answer before the limit shrinks.
     /// Default 2.0 (Netflix's `rttTolerance`): round trips vary, and a tighter tolerance
-    /// mistakes noise for queueing. Valid: 1.0 or more.
+    /// mistakes noise for queueing. Valid: 1.0 to 100.0.
     #[must_use]
     pub const fn tolerance(mut self, tolerance: f64) -> Self {
         self.tolerance = tolerance;
@@ -72,47 +75,76 @@ impl Gradient {
     }
 }
 
-/// The gradient's running state: a two-bucket windowed minimum of the round trip.
-#[derive(Debug, Clone, Default)]
+/// The gradient's running state: a two-bucket windowed minimum of the round trip, in
+/// atomics (nanoseconds, `u64::MAX` for "no sample yet"), so a completing call updates it
+/// without a lock.
+#[derive(Debug)]
 pub(crate) struct GradientState {
-    current_min: Option<Duration>,
-    previous_min: Option<Duration>,
-    samples: u32,
+    current_min: AtomicU64,
+    previous_min: AtomicU64,
+    samples: AtomicU32,
 }
 
-impl GradientState {
-    fn min_rtt(&mut self, params: &Gradient, rtt: Duration) -> Duration {
-        self.samples += 1;
-        if self.samples >= params.min_rtt_window {
-            self.samples = 0;
-            self.previous_min = self.current_min.take();
+impl Default for GradientState {
+    fn default() -> Self {
+        Self {
+            current_min: AtomicU64::new(NONE),
+            previous_min: AtomicU64::new(NONE),
+            samples: AtomicU32::new(0),
         }
-        let current = self.current_min.map_or(rtt, |m| m.min(rtt));
-        self.current_min = Some(current);
-        self.previous_min.map_or(current, |p| p.min(current))
     }
+}
 
-    /// The next limit after `sample`, given the current `limit`; `None` for no change.
+/// No sample in a bucket yet.
+const NONE: u64 = u64::MAX;
+
+impl GradientState {
+    /// Record `rtt` and return the no-load round trip: the minimum over the current and the
+    /// previous window.
+    pub(crate) fn min_rtt(&self, params: &Gradient, rtt: Duration) -> Duration {
+        let n = self
+            .samples
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        if n >= params.min_rtt_window
+            && self
+                .samples
+                .compare_exchange(n, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            // The window rolls over: the current bucket becomes the previous one.
+            let current = self.current_min.swap(NONE, Ordering::AcqRel);
+            self.previous_min.store(current, Ordering::Release);
+        }
+        let rtt = time::nanos(rtt).min(NONE - 1);
+        let current = self.current_min.fetch_min(rtt, Ordering::AcqRel).min(rtt);
+        let min = current.min(self.previous_min.load(Ordering::Acquire));
+        Duration::from_nanos(min)
+    }
+}
+
+impl Gradient {
+    /// The next limit after `sample`, given the current `limit` and the no-load round trip;
+    /// `None` for no change.
     pub(crate) fn update(
-        &mut self,
-        params: &Gradient,
+        &self,
+        min_rtt: Duration,
         limit: f64,
         sample: &Sample,
         may_decrease: bool,
     ) -> Option<f64> {
-        let min_rtt = self.min_rtt(params, sample.rtt);
         if sample.dropped {
             return may_decrease.then_some(limit * BACKOFF);
         }
         let rtt = sample.rtt.as_secs_f64().max(1e-9);
-        let gradient = (params.tolerance * min_rtt.as_secs_f64() / rtt).clamp(0.5, 1.0);
+        let gradient = (self.tolerance * min_rtt.as_secs_f64() / rtt).clamp(0.5, 1.0);
         let target = limit * gradient + limit.sqrt();
         // Grow only when the limit is what holds calls back, not when the caller is idle.
         let in_use = (sample.in_flight as f64) * 2.0 >= limit;
         if target > limit && !in_use {
             return None;
         }
-        Some(limit + params.smoothing * (target - limit))
+        Some(limit + self.smoothing * (target - limit))
     }
 }
 
@@ -128,24 +160,42 @@ mod tests {
         }
     }
 
+    fn update(state: &GradientState, params: &Gradient, limit: f64, s: &Sample) -> Option<f64> {
+        let min_rtt = state.min_rtt(params, s.rtt);
+        params.update(min_rtt, limit, s, true)
+    }
+
     #[test]
     fn grows_at_no_load_and_shrinks_when_queueing() {
         let params = Gradient::new();
-        let mut state = GradientState::default();
+        let state = GradientState::default();
         // No-load: the gradient is 1, the limit grows by smoothing * sqrt(limit).
-        let grown = state.update(&params, 16.0, &sample(10, 16), true).unwrap();
+        let grown = update(&state, &params, 16.0, &sample(10, 16)).unwrap();
         assert!((grown - 16.8).abs() < 1e-9, "{grown}");
         // Four times the no-load round trip: gradient 0.5, the limit shrinks.
-        let shrunk = state.update(&params, 16.0, &sample(40, 16), true).unwrap();
+        let shrunk = update(&state, &params, 16.0, &sample(40, 16)).unwrap();
         assert!(shrunk < 16.0, "{shrunk}");
         // Idle caller: no growth.
-        assert_eq!(state.update(&params, 16.0, &sample(10, 2), true), None);
+        assert_eq!(update(&state, &params, 16.0, &sample(10, 2)), None);
+        // A failure backs off, unless the limit already decreased this round trip.
+        let failed = Sample {
+            dropped: true,
+            ..sample(10, 16)
+        };
+        assert_eq!(
+            params.update(Duration::from_millis(10), 10.0, &failed, true),
+            Some(9.0)
+        );
+        assert_eq!(
+            params.update(Duration::from_millis(10), 10.0, &failed, false),
+            None
+        );
     }
 
     #[test]
     fn forgets_an_old_minimum() {
         let params = Gradient::new().min_rtt_window(2);
-        let mut state = GradientState::default();
+        let state = GradientState::default();
         assert_eq!(
             state.min_rtt(&params, Duration::from_millis(5)),
             Duration::from_millis(5)

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use palisade_core::{DefaultClassifier, Listeners};
+use palisade_core::{Listeners, RejectionAware};
 use tower_layer::Layer;
 
 use super::config::AdaptiveLimitConfig;
@@ -17,8 +17,21 @@ use crate::event::LimitEvent;
 /// [`Overloaded`](palisade_core::Overloaded) (as Netflix's and Envoy's adaptive limiters
 /// do): queueing would hide the very latency the algorithms measure. Put a retry with
 /// backoff or a fallback outside it.
+///
+/// # What counts as a failure
+///
+/// By default results are judged by [`RejectionAware`], the classifier every palisade
+/// layer that judges a backend's health shares: `Ok` is a success, a backend error or an
+/// [`Elapsed`](palisade_core::Elapsed) attempt a failure (a decrease signal), and a
+/// rejection made locally by our own layers ([`RateLimited`](palisade_core::RateLimited),
+/// [`Overloaded`](palisade_core::Overloaded),
+/// [`CircuitOpen`](palisade_core::CircuitOpen), ...) is neither: it feeds no sample, so a
+/// caller's own limit below this one never shrinks it. The error type must implement
+/// [`AsRejection`](palisade_core::AsRejection) (`BoxError` and `palisade_core::Error<E>`
+/// do); for another error type, set a classifier with
+/// [`classifier`](AdaptiveLimitLayer::classifier).
 #[derive(Debug, Clone)]
-pub struct AdaptiveLimitLayer<C = DefaultClassifier> {
+pub struct AdaptiveLimitLayer<C = RejectionAware> {
     shared: Arc<Shared>,
     classifier: C,
 }
@@ -30,7 +43,7 @@ impl AdaptiveLimitLayer {
     ) -> Self {
         Self {
             shared: Arc::new(Shared::new(config, listeners)),
-            classifier: DefaultClassifier,
+            classifier: RejectionAware,
         }
     }
 }

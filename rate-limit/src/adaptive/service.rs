@@ -1,11 +1,12 @@
 //! The adaptive limit service and its shared state.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use palisade_core::{Classify, Emitter, Listeners, Name, Outcome, Overloaded};
+use palisade_core::{Classify, Emitter, Listeners, Name, Outcome, Overloaded, time};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -23,21 +24,21 @@ pub(crate) struct Shared {
     /// The limit admission reads: a plain atomic, so admitting takes no lock.
     limit: AtomicUsize,
     in_flight: AtomicUsize,
-    /// The algorithm's state; locked only when a call completes.
-    algorithm: Mutex<AlgorithmState>,
+    /// The algorithm and its parameters.
+    algorithm: Algorithm,
+    /// The gradient's windowed minimum round trip (unused by AIMD).
+    gradient: GradientState,
+    /// The exact limit, as `f64` bits; admission uses its floor (`limit`).
+    exact: AtomicU64,
+    /// When the limit last decreased, in nanoseconds since `origin` plus one (0: never):
+    /// calls started before it do not decrease the limit again (one decrease per round
+    /// trip).
+    last_decrease: AtomicU64,
+    origin: Instant,
     min_limit: usize,
     max_limit: usize,
     emitter: Emitter<LimitEvent>,
     metrics: Metrics,
-}
-
-struct AlgorithmState {
-    algorithm: Algorithm,
-    gradient: GradientState,
-    /// The exact limit; admission uses its floor.
-    limit: f64,
-    /// Calls started before the last decrease do not decrease the limit again.
-    last_decrease: Option<Instant>,
 }
 
 impl Shared {
@@ -47,12 +48,11 @@ impl Shared {
         Self {
             limit: AtomicUsize::new(config.initial_limit),
             in_flight: AtomicUsize::new(0),
-            algorithm: Mutex::new(AlgorithmState {
-                algorithm: config.algorithm,
-                gradient: GradientState::default(),
-                limit: config.initial_limit as f64,
-                last_decrease: None,
-            }),
+            algorithm: config.algorithm,
+            gradient: GradientState::default(),
+            exact: AtomicU64::new((config.initial_limit as f64).to_bits()),
+            last_decrease: AtomicU64::new(0),
+            origin: Instant::now(),
             min_limit: config.min_limit,
             max_limit: config.max_limit,
             emitter: Emitter::new(config.name, listeners),
@@ -72,34 +72,61 @@ impl Shared {
         self.metrics.in_flight.add(1.0);
         Some(Slot {
             shared: Arc::clone(self),
-            started: Instant::now(),
+            started: None,
             in_flight,
         })
     }
 
+    /// Feed one sample to the algorithm: lock-free, a compare-and-swap of the exact limit
+    /// (and, for a decrease, of the last decrease's time, so that of the calls started
+    /// before a decrease only one decreases the limit).
     fn on_sample(&self, started: Instant, sample: &Sample) {
-        let mut state = self
-            .algorithm
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let may_decrease = state.last_decrease.is_none_or(|at| started >= at);
-        let current = state.limit;
-        let next = match state.algorithm {
-            Algorithm::Aimd(aimd) => aimd.update(current, sample, may_decrease),
-            Algorithm::Gradient(params) => {
-                state
-                    .gradient
-                    .update(&params, current, sample, may_decrease)
-            }
+        let started = time::nanos_since(self.origin, started);
+        let min_rtt = match &self.algorithm {
+            Algorithm::Gradient(params) => self.gradient.min_rtt(params, sample.rtt),
+            Algorithm::Aimd(_) => Duration::ZERO,
         };
-        let Some(next) = next else { return };
-        let next = next.clamp(self.min_limit as f64, self.max_limit as f64);
-        if next < current {
-            state.last_decrease = Some(Instant::now());
+        let mut current = f64::from_bits(self.exact.load(Ordering::Acquire));
+        let mut claimed = false;
+        loop {
+            let last_decrease = self.last_decrease.load(Ordering::Acquire);
+            // Stored plus one, so that zero means "never".
+            let may_decrease = claimed || started.saturating_add(1) >= last_decrease;
+            let next = match &self.algorithm {
+                Algorithm::Aimd(aimd) => aimd.update(current, sample, may_decrease),
+                Algorithm::Gradient(params) => {
+                    params.update(min_rtt, current, sample, may_decrease)
+                }
+            };
+            let Some(next) = next else { return };
+            let next = next.clamp(self.min_limit as f64, self.max_limit as f64);
+            if next < current && !claimed {
+                // Claim this round trip's decrease; if another call claimed it first, look
+                // again (this sample may no longer decrease the limit).
+                let now = time::nanos_since(self.origin, Instant::now()).saturating_add(1);
+                if self
+                    .last_decrease
+                    .compare_exchange(last_decrease, now, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    current = f64::from_bits(self.exact.load(Ordering::Acquire));
+                    continue;
+                }
+                claimed = true;
+            }
+            match self.exact.compare_exchange_weak(
+                current.to_bits(),
+                next.to_bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.publish(next as usize);
+                    return;
+                }
+                Err(actual) => current = f64::from_bits(actual),
+            }
         }
-        state.limit = next;
-        drop(state);
-        self.publish(next as usize);
     }
 
     fn publish(&self, to: usize) {
@@ -132,25 +159,35 @@ impl fmt::Debug for Shared {
 }
 
 /// One admitted call's place under the limit; dropping it frees the place.
+///
+/// Taken in `poll_ready`; its round-trip clock starts at `call` ([`Slot::start`]), so time
+/// spent waiting for the inner service's readiness never reads as backend latency.
 #[derive(Debug)]
 pub(crate) struct Slot {
     shared: Arc<Shared>,
-    started: Instant,
+    /// When the call started (set at `call`).
+    started: Option<Instant>,
     in_flight: usize,
 }
 
 impl Slot {
+    /// The call starts now: its round trip is measured from here.
+    #[inline]
+    pub(crate) fn start(&mut self) {
+        self.started = Some(Instant::now());
+    }
+
     /// The call finished with `outcome`: feed its sample to the algorithm.
     pub(crate) fn complete(self, outcome: Outcome) {
-        if outcome == Outcome::Ignore {
+        let (Some(started), false) = (self.started, outcome == Outcome::Ignore) else {
             return;
-        }
+        };
         let sample = Sample {
-            rtt: self.started.elapsed(),
+            rtt: started.elapsed(),
             in_flight: self.in_flight,
             dropped: outcome.is_failure(),
         };
-        self.shared.on_sample(self.started, &sample);
+        self.shared.on_sample(started, &sample);
     }
 }
 
@@ -197,7 +234,8 @@ impl AdaptiveLimitHandle {
 /// `poll_ready` takes a slot if one is free, then readies the inner service; if none is,
 /// it returns `Ready(Ok)` without readying the inner service and `call` fails with
 /// [`Overloaded`]. A slot taken in `poll_ready` is freed if the service is dropped before
-/// `call`.
+/// `call`. The round trip the algorithm sees is measured from `call` to the response, never
+/// including the wait for the inner service's readiness.
 pub struct AdaptiveLimit<S, C> {
     inner: S,
     shared: Arc<Shared>,
@@ -263,8 +301,10 @@ where
             .take()
             .expect("AdaptiveLimit::call without poll_ready returning Ready first");
         match readiness {
-            Some(slot) => {
+            Some(mut slot) => {
                 self.shared.metrics.admitted.increment(1);
+                // The round trip starts now, not when the slot was taken in `poll_ready`.
+                slot.start();
                 let fut = self.inner.call(req);
                 ResponseFuture::called(fut, slot, self.classifier.clone())
             }

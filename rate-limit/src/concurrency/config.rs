@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use palisade_core::config::ensure;
+use palisade_core::config::{ensure, ensure_name};
 use palisade_core::{ConfigError, Listeners, Name};
 
 use super::layer::ConcurrencyLimitLayer;
@@ -15,6 +15,9 @@ const LAYER: &str = "concurrency_limit";
 /// calls at once; the others wait (up to `max_wait`, at most `max_queue` of them) or are
 /// rejected.
 ///
+/// With the `serde` feature it loads from data (durations with a unit, `"100ms"`); loading
+/// validates exactly as the builder does:
+///
 /// ```
 /// # #[cfg(feature = "serde")] {
 /// use palisade_rate_limit::ConcurrencyLimitConfig;
@@ -24,30 +27,62 @@ const LAYER: &str = "concurrency_limit";
 ///         .unwrap();
 /// let layer = config.into_layer().expect("valid config");
 /// assert_eq!(layer.handle().max_in_flight(), 32);
+///
+/// let err = serde_json::from_str::<ConcurrencyLimitConfig>(r#"{ "max_in_flight": 0 }"#)
+///     .unwrap_err();
+/// assert!(err.to_string().contains("max_in_flight = 0"), "{err}");
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(try_from = "ConcurrencyLimitData"))]
 pub struct ConcurrencyLimitConfig {
     /// The layer's name, on errors, events and metrics. Default: `"concurrency_limit"`.
-    #[cfg_attr(feature = "serde", serde(default = "default_name"))]
+    /// Must not be empty.
     pub name: Name,
     /// The most calls in flight at once. Required; 1 or more.
     pub max_in_flight: usize,
     /// Wait mode: how long a call finding every permit taken may wait for one (in arrival
     /// order), then it is rejected with [`Overloaded`](palisade_core::Overloaded). Default
-    /// zero: reject mode, a bulkhead sheds at once rather than queue silently.
-    #[cfg_attr(
-        feature = "serde",
-        serde(default, with = "palisade_core::config::duration")
-    )]
+    /// zero: reject mode, a bulkhead sheds at once rather than queue silently. The wait
+    /// happens in the response future, so it never outlasts the caller's deadline; any
+    /// duration is valid, `Duration::MAX` waiting as long as the deadline allows.
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
     pub max_wait: Duration,
     /// The most calls waiting at once in wait mode; more are rejected at once. Default
     /// (`None`): `max_in_flight`, one waiting call per running one, so a waiter's wait is
     /// bounded by about one service time when calls take similar time.
-    #[cfg_attr(feature = "serde", serde(default))]
     pub max_queue: Option<usize>,
+}
+
+/// What a file holds: validated into a [`ConcurrencyLimitConfig`] on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConcurrencyLimitData {
+    #[serde(default = "default_name")]
+    name: Name,
+    max_in_flight: usize,
+    #[serde(default, with = "palisade_core::config::duration")]
+    max_wait: Duration,
+    #[serde(default)]
+    max_queue: Option<usize>,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<ConcurrencyLimitData> for ConcurrencyLimitConfig {
+    type Error = ConfigError;
+
+    fn try_from(d: ConcurrencyLimitData) -> Result<Self, ConfigError> {
+        let config = ConcurrencyLimitConfig {
+            name: d.name,
+            max_in_flight: d.max_in_flight,
+            max_wait: d.max_wait,
+            max_queue: d.max_queue,
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 fn default_name() -> Name {
@@ -80,6 +115,7 @@ impl ConcurrencyLimitConfig {
 
     /// Check every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure_name(LAYER, &self.name)?;
         // tokio's semaphore holds at most `usize::MAX >> 3` permits.
         let max = tokio::sync::Semaphore::MAX_PERMITS;
         ensure(
@@ -132,7 +168,8 @@ impl ConcurrencyLimitBuilder {
         self
     }
 
-    /// Wait mode: wait up to `max_wait` for a permit (default zero: reject mode).
+    /// Wait mode: wait up to `max_wait` for a permit (default zero: reject mode;
+    /// `Duration::MAX`: as long as the caller's deadline allows).
     #[must_use]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.config.max_wait = max_wait;

@@ -1,7 +1,7 @@
 //! The concurrency limit service and its shared state.
 
 use std::fmt;
-use std::future::Future;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use palisade_core::metrics::Gauge;
 use palisade_core::{ConfigError, Emitter, Listeners, Name, Overloaded};
+use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::PollSemaphore;
@@ -92,7 +93,7 @@ impl Shared {
         Ok(())
     }
 
-    fn rejected(&self, limit: &'static str) -> Overloaded {
+    pub(crate) fn rejected(&self, limit: &'static str) -> Overloaded {
         self.metrics.rejected.increment(1);
         self.emitter.emit(|| LimitEvent::Overloaded {
             kind: LimitKind::Concurrency,
@@ -149,7 +150,8 @@ impl ConcurrencyLimitHandle {
         issued.saturating_sub(shared.semaphore.available_permits())
     }
 
-    /// Calls waiting for a permit now.
+    /// Calls waiting for a permit now (services readied in wait mode with every permit
+    /// taken, and calls waiting in their response futures).
     pub fn waiting(&self) -> usize {
         self.shared.waiting.load(Ordering::Relaxed)
     }
@@ -179,14 +181,14 @@ impl Drop for InFlight {
     }
 }
 
-/// A call waiting for a permit in wait mode; counted as waiting while it lives.
-struct Waiting {
-    started: Instant,
-    timeout: Pin<Box<Sleep>>,
+/// A place in the wait queue (wait mode): counted as waiting while it lives, from
+/// `poll_ready` until the call is admitted, refused or dropped.
+#[derive(Debug)]
+pub(crate) struct QueueSlot {
     shared: Arc<Shared>,
 }
 
-impl Waiting {
+impl QueueSlot {
     fn join(shared: &Arc<Shared>) -> Option<Self> {
         let queued = shared.waiting.fetch_add(1, Ordering::AcqRel);
         if queued >= shared.max_queue {
@@ -194,21 +196,95 @@ impl Waiting {
             shared.waiting.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let started = Instant::now();
         Some(Self {
-            started,
-            timeout: Box::pin(tokio::time::sleep_until(crate::give_up_at(
-                started,
-                shared.max_wait,
-            ))),
             shared: Arc::clone(shared),
         })
     }
 }
 
-impl Drop for Waiting {
+impl Drop for QueueSlot {
     fn drop(&mut self) {
         self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project! {
+    /// A call waiting for a permit in its response future (boxed there: only waiting calls
+    /// pay for it), with the readied inner service and the request.
+    pub(crate) struct Wait<S, Req> {
+        slot: Option<QueueSlot>,
+        semaphore: PollSemaphore,
+        started: Instant,
+        // Gives up here: `max_wait` after the call, or the caller's deadline if earlier.
+        #[pin]
+        give_up: Sleep,
+        // The deadline, not `max_wait`, bounds the wait.
+        by_deadline: bool,
+        inner: Option<S>,
+        req: Option<Req>,
+    }
+}
+
+impl<S, Req> Wait<S, Req> {
+    /// Start waiting now; the caller's deadline in effect now bounds the wait.
+    fn new(slot: QueueSlot, inner: S, req: Req) -> Self {
+        let started = Instant::now();
+        let (give_up, by_deadline) = crate::give_up_at(started, slot.shared.max_wait);
+        Self {
+            semaphore: PollSemaphore::new(Arc::clone(&slot.shared.semaphore)),
+            slot: Some(slot),
+            started,
+            give_up: tokio::time::sleep_until(give_up),
+            by_deadline,
+            inner: Some(inner),
+            req: Some(req),
+        }
+    }
+
+    /// Ready with the permit once one is ours, or with the refusal once the wait ends.
+    pub(crate) fn poll_permit(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<InFlight, Overloaded>> {
+        let this = self.project();
+        let Some(slot) = this.slot.take() else {
+            panic!("ResponseFuture polled after completion");
+        };
+        let shared = Arc::clone(&slot.shared);
+        *this.slot = Some(slot);
+        loop {
+            if let Poll::Ready(permit) = this.semaphore.poll_acquire(cx) {
+                let permit = permit.expect("the semaphore is never closed");
+                let Some(permit) = shared.pay_debt(permit) else {
+                    continue;
+                };
+                *this.slot = None;
+                admitted(&shared, *this.started);
+                shared.metrics.admitted.increment(1);
+                return Poll::Ready(Ok(InFlight::new(permit, &shared)));
+            }
+            if this.give_up.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *this.slot = None;
+            let limit = if *this.by_deadline {
+                "deadline"
+            } else {
+                "max wait"
+            };
+            return Poll::Ready(Err(shared.rejected(limit)));
+        }
+    }
+
+    /// Call the readied service with the request; once, after admission.
+    pub(crate) fn call(self: Pin<&mut Self>) -> S::Future
+    where
+        S: Service<Req>,
+    {
+        let this = self.project();
+        let mut inner = this.inner.take().expect("called once");
+        let req = this.req.take().expect("called once");
+        inner.call(req)
     }
 }
 
@@ -217,26 +293,38 @@ impl Drop for Waiting {
 /// A service with at most N calls in flight across all clones; built by
 /// [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer).
 ///
-/// `poll_ready` takes a permit (waiting for one in wait mode, in FIFO order: tokio's
-/// semaphore is fair), then readies the inner service; `call` moves the permit into the
-/// [`ResponseFuture`]. A permit taken in `poll_ready` is released if the service is dropped
-/// before `call`. When no permit can be had (reject mode, a full queue, or the max wait
-/// elapsed), `poll_ready` still returns `Ready(Ok)` and `call` fails with
-/// [`Overloaded`](palisade_core::Overloaded) without calling the inner service.
+/// `poll_ready` takes a free permit if there is one, then readies the inner service; `call`
+/// moves the permit into the [`ResponseFuture`]. A permit taken in `poll_ready` is released
+/// if the service is dropped before `call`.
+///
+/// When every permit is taken:
+///
+/// - **reject mode** (`max_wait` zero, the default), or a full queue: `poll_ready` still
+///   returns `Ready(Ok)` and `call` fails with [`Overloaded`] without calling the inner
+///   service;
+/// - **wait mode**: `poll_ready` takes a place in the queue and readies the inner service;
+///   `call` moves the readied service and the request into the response future, which
+///   waits for a permit in FIFO order (tokio's semaphore is fair), then calls it. The wait
+///   is inside the caller's deadline: an outer timeout's future covers it, and it gives up
+///   at that deadline ([`Deadline::current`](palisade_core::Deadline::current), set while
+///   `call` runs) or after `max_wait`, whichever comes first, with [`Overloaded`]
+///   (`"deadline"` or `"max wait"`). Hence `S: Clone`: the waiting call takes the readied
+///   service and leaves a clone (wrap a service that is not `Clone` in
+///   `tower::buffer::Buffer`, and carry the deadline across it on the request, see the
+///   crate docs).
 pub struct ConcurrencyLimit<S> {
     inner: S,
     shared: Arc<Shared>,
-    semaphore: PollSemaphore,
     state: Readiness,
 }
 
 enum Readiness {
     /// Not yet asked for a permit.
     Idle,
-    /// Waiting for a permit (wait mode).
-    Waiting(Waiting),
     /// Holding a permit for the next call.
     Permit(OwnedSemaphorePermit),
+    /// Wait mode, every permit taken: the next call waits for one in its future.
+    Queued(QueueSlot),
     /// The next call is rejected for this reason.
     Rejected(&'static str),
 }
@@ -245,7 +333,6 @@ impl<S> ConcurrencyLimit<S> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
         Self {
             inner,
-            semaphore: PollSemaphore::new(Arc::clone(&shared.semaphore)),
             shared,
             state: Readiness::Idle,
         }
@@ -271,45 +358,20 @@ impl<S> ConcurrencyLimit<S> {
         self.inner
     }
 
-    /// Move on from `Idle` or `Waiting`: to `Permit` or `Rejected`, or stay waiting.
-    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// What the next call gets: a free permit, a place in the queue, or a refusal.
+    fn admit(&self) -> Readiness {
         loop {
-            match &mut self.state {
-                Readiness::Permit(_) | Readiness::Rejected(_) => return Poll::Ready(()),
-                Readiness::Idle => {
-                    self.state = match Arc::clone(&self.shared.semaphore).try_acquire_owned() {
-                        Ok(permit) => match self.shared.pay_debt(permit) {
-                            Some(permit) => Readiness::Permit(permit),
-                            None => continue,
-                        },
-                        Err(_) if self.shared.max_wait.is_zero() => {
-                            Readiness::Rejected("max in-flight")
-                        }
-                        Err(_) => match Waiting::join(&self.shared) {
-                            Some(waiting) => Readiness::Waiting(waiting),
-                            None => Readiness::Rejected("queue full"),
-                        },
-                    };
-                }
-                Readiness::Waiting(waiting) => {
-                    if let Poll::Ready(permit) = self.semaphore.poll_acquire(cx) {
-                        let permit = permit.expect("the semaphore is never closed");
-                        let Some(permit) = self.shared.pay_debt(permit) else {
-                            continue;
-                        };
-                        admitted(&self.shared, waiting.started);
-                        self.state = Readiness::Permit(permit);
-                        continue;
-                    }
-                    if waiting.timeout.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    // Max wait elapsed: leave the semaphore's queue (a fresh `PollSemaphore`
-                    // drops the pending acquire, returning any permit it was just handed).
-                    self.semaphore = PollSemaphore::new(Arc::clone(&self.shared.semaphore));
-                    self.state = Readiness::Rejected("max wait");
-                }
-            }
+            return match Arc::clone(&self.shared.semaphore).try_acquire_owned() {
+                Ok(permit) => match self.shared.pay_debt(permit) {
+                    Some(permit) => Readiness::Permit(permit),
+                    None => continue,
+                },
+                Err(_) if self.shared.max_wait.is_zero() => Readiness::Rejected("max in-flight"),
+                Err(_) => match QueueSlot::join(&self.shared) {
+                    Some(slot) => Readiness::Queued(slot),
+                    None => Readiness::Rejected("queue full"),
+                },
+            };
         }
     }
 }
@@ -327,15 +389,17 @@ fn admitted(shared: &Shared, started: Instant) {
 
 impl<S, Req> Service<Req> for ConcurrencyLimit<S>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: From<Overloaded>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        std::task::ready!(self.poll_permit(cx));
+        if let Readiness::Idle = self.state {
+            self.state = self.admit();
+        }
         match self.state {
             // The call will be refused: do not reserve the inner service for it.
             Readiness::Rejected(_) => Poll::Ready(Ok(())),
@@ -350,8 +414,14 @@ where
                 let permit = InFlight::new(permit, &self.shared);
                 ResponseFuture::called(self.inner.call(req), permit)
             }
+            Readiness::Queued(slot) => {
+                // The readied service waits with the request; a clone takes its place.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(Wait::new(slot, inner, req))
+            }
             Readiness::Rejected(limit) => ResponseFuture::rejected(self.shared.rejected(limit)),
-            Readiness::Idle | Readiness::Waiting(_) => {
+            Readiness::Idle => {
                 panic!("ConcurrencyLimit::call without poll_ready returning Ready first")
             }
         }
@@ -369,7 +439,7 @@ impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             Readiness::Idle => "idle",
-            Readiness::Waiting(_) => "waiting",
+            Readiness::Queued(_) => "queued",
             Readiness::Permit(_) => "permit",
             Readiness::Rejected(_) => "rejected",
         };

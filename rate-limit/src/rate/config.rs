@@ -6,8 +6,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::Quota;
-use palisade_core::config::ensure;
-use palisade_core::{ConfigError, Listeners, Name};
+use palisade_core::config::{ensure, ensure_name};
+use palisade_core::{ConfigError, Listeners, Name, time};
 
 use super::layer::RateLimitLayer;
 use super::limiter::Keyed;
@@ -24,7 +24,9 @@ pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// or wait mode; what an operator sets in a file.
 ///
 /// With the `serde` feature it loads from TOML, JSON or any serde format (only `cells` and
-/// `period` are required; durations are written `"250ms"`, `"2s"` or as milliseconds):
+/// `period` are required; durations are written with a unit, `"250ms"`, `"2s"`: a bare
+/// number is refused). Loading validates exactly as the builder does, so invalid data
+/// never loads:
 ///
 /// ```
 /// # #[cfg(feature = "serde")] {
@@ -37,44 +39,106 @@ pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// assert_eq!(config.emission_interval(), Duration::from_millis(10));
 /// let layer = config.into_layer().expect("valid config");
 /// # let _ = layer;
+///
+/// let err = serde_json::from_str::<RateLimitConfig>(r#"{ "cells": 0, "period": "1s" }"#)
+///     .unwrap_err();
+/// assert!(err.to_string().contains("cells = 0"), "{err}");
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(try_from = "RateLimitData"))]
 pub struct RateLimitConfig {
-    /// The layer's name, on errors, events and metrics. Default: `"rate_limit"`.
-    #[cfg_attr(feature = "serde", serde(default = "default_name"))]
+    /// The layer's name, on errors, events and metrics. Default: `"rate_limit"`. Must not
+    /// be empty.
     pub name: Name,
     /// Cells replenished per `period` (e.g. 100 per second). Required; 1 or more.
     pub cells: u32,
-    /// The period in which `cells` cells are replenished. Required; at least 1ns per cell.
+    /// The period in which `cells` cells are replenished. Required; at least 1ns per cell,
+    /// and the whole burst must refill within [`MAX_REFILL`] (about 30 years; a longer
+    /// "never" is refused, not rounded).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
     pub period: Duration,
     /// The most cells admitted at one instant. Default (`None`): `cells`, the whole
     /// period's quota (governor's convention), so "100 per second" admits 100 calls
-    /// arriving together, and at most `burst + cells` in any window of one period.
-    #[cfg_attr(feature = "serde", serde(default))]
+    /// arriving together, and at most `burst + cells` in any window of one period. A request
+    /// costing more than the burst could never conform and is refused (see
+    /// [`Cost`](super::Cost)).
     pub burst: Option<u32>,
     /// Wait mode: how long a call that does not conform may wait for its cells (in arrival
     /// order), then it is rejected. Default zero: reject mode, the call fails at once with
     /// [`RateLimited`](palisade_core::RateLimited); a limiter should not add latency unless
-    /// asked to.
-    #[cfg_attr(
-        feature = "serde",
-        serde(default, with = "palisade_core::config::duration")
-    )]
+    /// asked to. Any duration is valid: `Duration::MAX` waits as long as it takes, bounded
+    /// only by the caller's deadline.
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
     pub max_wait: Duration,
     /// How often a keyed limiter drops the state of idle keys. Default
-    /// [`DEFAULT_CLEANUP_INTERVAL`] (60s). Ignored by direct limiters.
-    #[cfg_attr(
-        feature = "serde",
-        serde(
-            default = "default_cleanup_interval",
-            with = "palisade_core::config::duration"
-        )
-    )]
+    /// [`DEFAULT_CLEANUP_INTERVAL`] (60s). Ignored by direct limiters. Above zero;
+    /// `Duration::MAX` never sweeps.
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
     pub cleanup_interval: Duration,
+    /// The most keys a keyed limiter keeps state for. Default [`DEFAULT_MAX_KEYS`]; 1 or
+    /// more. A new key arriving when the store is full (after a sweep of idle keys) is
+    /// limited as if it had just used its whole burst, so memory stays bounded under a
+    /// flood of one-off keys. Ignored by direct limiters.
+    pub max_keys: usize,
+}
+
+/// The most keys a keyed limiter keeps by default: one million, about 20 MB of `u64` keys
+/// (see [`Keyed`](super::Keyed)): far above a service's real tenants or users, far below
+/// what a scan of random keys could otherwise make it hold.
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+
+/// The longest time a rate limit's burst may take to refill (`period / cells × burst`):
+/// [`palisade_core::time::FOREVER`], about 30 years. Governor keeps its state in `u64`
+/// nanoseconds; a longer period is refused rather than overflow it.
+pub const MAX_REFILL: Duration = time::FOREVER;
+
+/// What a file holds: validated into a [`RateLimitConfig`] on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitData {
+    #[serde(default = "default_name")]
+    name: Name,
+    cells: u32,
+    #[serde(with = "palisade_core::config::duration")]
+    period: Duration,
+    #[serde(default)]
+    burst: Option<u32>,
+    #[serde(default, with = "palisade_core::config::duration")]
+    max_wait: Duration,
+    #[serde(
+        default = "default_cleanup_interval",
+        with = "palisade_core::config::duration"
+    )]
+    cleanup_interval: Duration,
+    #[serde(default = "default_max_keys")]
+    max_keys: usize,
+}
+
+#[cfg(feature = "serde")]
+fn default_max_keys() -> usize {
+    DEFAULT_MAX_KEYS
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<RateLimitData> for RateLimitConfig {
+    type Error = ConfigError;
+
+    fn try_from(d: RateLimitData) -> Result<Self, ConfigError> {
+        let config = RateLimitConfig {
+            name: d.name,
+            cells: d.cells,
+            period: d.period,
+            burst: d.burst,
+            max_wait: d.max_wait,
+            cleanup_interval: d.cleanup_interval,
+            max_keys: d.max_keys,
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 fn default_name() -> Name {
@@ -96,6 +160,7 @@ impl RateLimitConfig {
             burst: None,
             max_wait: Duration::ZERO,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+            max_keys: DEFAULT_MAX_KEYS,
         }
     }
 
@@ -127,6 +192,7 @@ impl RateLimitConfig {
 
     /// Check every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure_name(LAYER, &self.name)?;
         ensure(self.cells >= 1, LAYER, "cells", self.cells, "1 or more")?;
         ensure(
             !self.period.is_zero(),
@@ -142,8 +208,38 @@ impl RateLimitConfig {
             self.period,
             "at least 1ns per cell (period / cells)",
         )?;
+        let interval = self.emission_interval();
+        ensure(
+            interval <= MAX_REFILL,
+            LAYER,
+            "period",
+            self.period,
+            format!(
+                "at most {} per cell (period / cells), about 30 years",
+                palisade_core::config::duration::format(MAX_REFILL)
+            ),
+        )?;
         let burst = self.effective_burst();
         ensure(burst >= 1, LAYER, "burst", burst, "1 or more")?;
+        // The burst refills within MAX_REFILL (governor's u64 nanoseconds never overflow).
+        let max_burst = time::nanos(MAX_REFILL) / time::nanos(interval).max(1);
+        ensure(
+            u64::from(burst) <= max_burst,
+            LAYER,
+            "burst",
+            burst,
+            format!(
+                "1 to {max_burst} (the burst refills within about 30 years at one cell per {})",
+                palisade_core::config::duration::format(interval)
+            ),
+        )?;
+        ensure(
+            self.max_keys >= 1,
+            LAYER,
+            "max_keys",
+            self.max_keys,
+            "1 or more",
+        )?;
         ensure(
             !self.cleanup_interval.is_zero(),
             LAYER,
@@ -204,7 +300,8 @@ impl RateLimitBuilder {
         self
     }
 
-    /// Wait mode: wait up to `max_wait` for quota, then reject (default zero: reject mode).
+    /// Wait mode: wait up to `max_wait` for quota, then reject (default zero: reject mode;
+    /// `Duration::MAX`: as long as it takes, bounded only by the caller's deadline).
     #[must_use]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.config.max_wait = max_wait;
@@ -215,6 +312,13 @@ impl RateLimitBuilder {
     #[must_use]
     pub fn reject(self) -> Self {
         self.max_wait(Duration::ZERO)
+    }
+
+    /// The most keys a keyed limiter keeps (default [`DEFAULT_MAX_KEYS`]).
+    #[must_use]
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.config.max_keys = max_keys;
+        self
     }
 
     /// How often a keyed limiter drops idle keys (default 60s).
@@ -286,6 +390,13 @@ mod tests {
             "period"
         );
         assert_eq!(b(1, s).burst(0).build().unwrap_err().field(), "burst");
+        assert_eq!(b(1, s).name("").build().unwrap_err().field(), "name");
+        // "Never" periods are refused, not panicked on inside governor.
+        assert_eq!(b(1, Duration::MAX).build().unwrap_err().field(), "period");
+        let year = Duration::from_secs(365 * 86_400);
+        assert_eq!(b(1, year).burst(100).build().unwrap_err().field(), "burst");
+        assert!(b(1, year).burst(20).build().is_ok());
+        assert!(b(u32::MAX, Duration::from_secs(5)).build().is_ok());
         let err = b(1, s)
             .cleanup_interval(Duration::ZERO)
             .keyed(|r: &u32| *r)

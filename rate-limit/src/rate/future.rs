@@ -209,7 +209,7 @@ where
         req: Req,
     ) -> Self {
         let started = Instant::now();
-        let deadline = crate::give_up_at(started, common.max_wait);
+        let (deadline, _) = crate::give_up_at(started, common.max_wait);
         let (phase, turnstile, in_line, wake_at) = if limiter.fifo() {
             let turnstile = PollSemaphore::new(Arc::clone(&common.turnstile));
             let in_line = InLine::join(&common);

@@ -9,23 +9,23 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
 use palisade_core::metrics::Gauge;
+use palisade_core::time::{self, AtomicInstant};
 use palisade_core::{Emitter, Listeners};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::config::RateLimitConfig;
+use super::store::ShardedStore;
 use crate::clock::{TokioClock, TokioInstant};
 use crate::event::{LimitEvent, LimitKind};
 use crate::metrics::Metrics;
 
 type DirectGovernor =
     RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
-type KeyedGovernor<K> =
-    RateLimiter<K, DefaultKeyedStateStore<K>, TokioClock, NoOpMiddleware<TokioInstant>>;
+type KeyedGovernor<K> = RateLimiter<K, ShardedStore<K>, TokioClock, NoOpMiddleware<TokioInstant>>;
 
 // ===== Limiter =====
 
@@ -62,10 +62,9 @@ pub(crate) struct Common {
     /// Calls waiting in wait mode; while any wait, new calls queue behind them instead of
     /// taking the cells the head of the queue is waiting for.
     pub(crate) waiting: AtomicUsize,
-    /// When the head of the queue expects its cells, in nanoseconds since `epoch`: the
-    /// `retry_after` of a call whose max wait ends while it is still queued.
-    next_conform: AtomicU64,
-    epoch: Instant,
+    /// When the head of the queue expects its cells: the `retry_after` of a call whose max
+    /// wait ends while it is still queued.
+    next_conform: AtomicInstant,
 }
 
 impl Common {
@@ -77,19 +76,16 @@ impl Common {
             max_wait: config.max_wait,
             turnstile: Arc::new(Semaphore::new(1)),
             waiting: AtomicUsize::new(0),
-            next_conform: AtomicU64::new(0),
-            epoch: Instant::now(),
+            next_conform: AtomicInstant::new(Instant::now()),
         }
     }
 
     pub(crate) fn set_next_conform(&self, at: Instant) {
-        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
-        self.next_conform
-            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.next_conform.store(at);
     }
 
     pub(crate) fn next_conform(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.next_conform.load(Ordering::Relaxed))
+        self.next_conform.load()
     }
 }
 
@@ -118,6 +114,7 @@ fn earliest(not_until: &NotUntil<TokioInstant>) -> Instant {
 pub struct Direct {
     governor: Arc<DirectGovernor>,
     refill: Duration,
+    burst: NonZeroU32,
 }
 
 impl Direct {
@@ -128,7 +125,45 @@ impl Direct {
                 TokioClock::new(),
             )),
             refill: config.quota().burst_size_replenished_in(),
+            burst: config.quota().burst_size(),
         }
+    }
+
+    /// Take every cell available now, as when an upstream says "slow down": no call
+    /// conforms until cells replenish again (one per emission interval), for every caller
+    /// sharing the limit; waiting calls wait longer, rejected ones get the new
+    /// `retry_after`. As resilience4j's `drainPermissions`.
+    ///
+    /// ```
+    /// use palisade_core::{BoxError, RateLimited};
+    /// use palisade_rate_limit::RateLimitConfig;
+    /// use std::time::Duration;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = RateLimitConfig::builder(10, Duration::from_secs(1)).build().unwrap();
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, BoxError>(x) }));
+    /// layer.limiter().drain();
+    /// let err = svc.oneshot(1).await.unwrap_err();
+    /// let limited = err.downcast_ref::<RateLimited>().unwrap();
+    /// assert_eq!(limited.retry_after(), Duration::from_millis(100));
+    /// # }
+    /// ```
+    pub fn drain(&self) {
+        drain_with(self.burst, |cells| {
+            matches!(self.governor.check_n(cells), Ok(Ok(())))
+        });
+    }
+}
+
+/// Take cells with `take` (true: taken) until none is left: the largest powers of two
+/// first, so draining a burst of `b` cells takes O(log b) checks.
+fn drain_with(burst: NonZeroU32, mut take: impl FnMut(NonZeroU32) -> bool) {
+    let mut size = burst.get().checked_next_power_of_two().unwrap_or(1 << 31);
+    while let Some(cells) = NonZeroU32::new(size) {
+        while take(cells) {}
+        size /= 2;
     }
 }
 
@@ -147,9 +182,9 @@ impl<Req> Limiter<Req> for Direct {
         match self.governor.check_n(cells) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(earliest(&not_until)),
-            // Callers clamp `cells` to the burst, so the batch always fits; if it did not,
-            // it never would, and the caller is told to come back after a full period.
-            Err(_) => Err(Instant::now() + self.refill),
+            // Callers refuse costs above the burst before checking, so the batch always
+            // fits; if it did not, it never would: "not before a full refill".
+            Err(_) => Err(time::add(Instant::now(), self.refill)),
         }
     }
 
@@ -169,13 +204,25 @@ impl fmt::Debug for Direct {
 /// One GCRA quota per key, the key extracted from each request by `F: Fn(&Req) -> K`
 /// (tenant, user, API key, host).
 ///
+/// # Concurrency
+///
+/// Keys live in a sharded store (64 shards, each a read-write-locked map): a call for a
+/// known key takes its shard's read lock, shared with every other such call, and one atomic
+/// compare-and-swap of governor's GCRA state. No lock is store-wide; only a new key and
+/// the idle-key sweep take one shard's write lock.
+///
 /// # Memory
 ///
-/// Keys live in governor's `HashMap` store behind a mutex, one entry per key seen since it
-/// last went idle: `size_of::<K>() + 8` bytes (the key and one `AtomicU64` of GCRA state)
-/// plus hashbrown's 1 control byte and its load-factor slack (up to 8/7), plus whatever the
-/// key owns on the heap. For a `u64` key that is about 20 bytes per key; for a `String`
-/// key, about 37 bytes plus the string's length.
+/// One entry per key seen since it last went idle: `size_of::<K>() + 8` bytes (the key and
+/// one `AtomicU64` of GCRA state) plus the map's 1 control byte and its load-factor slack
+/// (up to 8/7), plus whatever the key owns on the heap. For a `u64` key that is about 20
+/// bytes per key; for a `String` key, about 37 bytes plus the string's length.
+///
+/// The store keeps at most [`max_keys`](super::RateLimitConfig::max_keys) keys (default
+/// [`DEFAULT_MAX_KEYS`](super::DEFAULT_MAX_KEYS), about 20 MB of `u64` keys). A new key
+/// arriving at a full store first sweeps the idle keys (at most once per second); if there
+/// is still no room, it is limited as if it had just used its whole burst, and not stored:
+/// a flood of one-off keys (a scan, a bot) can neither exhaust memory nor pass unlimited.
 ///
 /// A key whose state equals a fresh key's (it has been idle for the time its burst takes to
 /// replenish) is dropped by a sweep that runs at most once per
@@ -190,6 +237,7 @@ pub struct Keyed<K: Hash + Eq + Clone, F> {
 struct KeyedState<K: Hash + Eq + Clone> {
     governor: KeyedGovernor<K>,
     refill: Duration,
+    burst: NonZeroU32,
     cleanup_every: Duration,
     epoch: Instant,
     /// Next sweep, in nanoseconds since `epoch`.
@@ -200,15 +248,22 @@ struct KeyedState<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
     pub(crate) fn new(config: &RateLimitConfig, keys: Gauge, key_fn: F) -> Self {
-        let governor = RateLimiter::hashmap_with_clock(config.quota(), TokioClock::new());
+        let quota = config.quota();
+        let store = ShardedStore::new(
+            config.max_keys,
+            quota.replenish_interval(),
+            config.effective_burst(),
+        );
+        let governor = RateLimiter::new(quota, store, TokioClock::new());
         let cleanup_every = config.cleanup_interval;
         Self {
             state: Arc::new(KeyedState {
                 governor,
                 refill: config.quota().burst_size_replenished_in(),
+                burst: config.quota().burst_size(),
                 cleanup_every,
                 epoch: Instant::now(),
-                next_cleanup: AtomicU64::new(nanos(cleanup_every)),
+                next_cleanup: AtomicU64::new(time::nanos(cleanup_every)),
                 calls: AtomicU64::new(0),
                 keys,
             }),
@@ -226,7 +281,15 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
         self.state.governor.is_empty()
     }
 
-    /// Drop the state of every idle key now (O(keys), under the store's lock).
+    /// Take every cell `key` has now, as when an upstream says "slow down" for that key:
+    /// none of its calls conforms until its cells replenish (see [`Direct::drain`]).
+    pub fn drain(&self, key: &K) {
+        drain_with(self.state.burst, |cells| {
+            matches!(self.state.governor.check_key_n(key, cells), Ok(Ok(())))
+        });
+    }
+
+    /// Drop the state of every idle key now (O(keys), one shard's write lock at a time).
     pub fn retain_recent(&self) {
         self.state.governor.retain_recent();
         self.state.governor.shrink_to_fit();
@@ -243,13 +306,13 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
         {
             return;
         }
-        let now = nanos(Instant::now().saturating_duration_since(state.epoch));
+        let now = time::nanos_since(state.epoch, Instant::now());
         let due = state.next_cleanup.load(Ordering::Relaxed);
         if now < due {
             return;
         }
         // One caller wins the sweep; the others go on.
-        let next = now.saturating_add(nanos(state.cleanup_every));
+        let next = now.saturating_add(time::nanos(state.cleanup_every));
         if state
             .next_cleanup
             .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -262,10 +325,6 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
 
 /// A keyed limiter looks at the clock for a due sweep once per this many calls.
 const CLEANUP_CHECK_EVERY: u64 = 64;
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 impl<K, F, Req> Limiter<Req> for Keyed<K, F>
 where
@@ -287,7 +346,7 @@ where
         match self.state.governor.check_key_n(key, cells) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(earliest(&not_until)),
-            Err(_) => Err(Instant::now() + self.state.refill),
+            Err(_) => Err(time::add(Instant::now(), self.state.refill)),
         }
     }
 
@@ -318,8 +377,11 @@ impl<K: Hash + Eq + Clone, F> fmt::Debug for Keyed<K, F> {
 /// How many cells a request consumes.
 ///
 /// Implemented for [`UnitCost`] (every request costs one cell, the default) and for every
-/// closure `Fn(&Req) -> u32` (e.g. a batch of 500 rows costs 500). A cost of zero is free;
-/// a cost above the burst is charged the whole burst, since more could never conform.
+/// closure `Fn(&Req) -> u32` (e.g. a batch of 500 rows costs 500). A cost of zero is free.
+/// A cost above the burst could never conform: the call is refused at once, in reject and
+/// in wait mode, with
+/// [`RateLimited::insufficient_capacity`](palisade_core::RateLimited::insufficient_capacity)
+/// (permanent: never retried), never admitted at a discount and never left waiting.
 pub trait Cost<Req> {
     /// The request's cost in cells.
     fn cost(&self, req: &Req) -> u32;

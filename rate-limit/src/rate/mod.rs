@@ -5,8 +5,11 @@ mod future;
 mod layer;
 mod limiter;
 mod service;
+mod store;
 
-pub use config::{DEFAULT_CLEANUP_INTERVAL, RateLimitBuilder, RateLimitConfig};
+pub use config::{
+    DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, MAX_REFILL, RateLimitBuilder, RateLimitConfig,
+};
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use limiter::{Cost, Direct, Keyed, Limiter, UnitCost};

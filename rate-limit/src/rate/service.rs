@@ -19,7 +19,8 @@ use crate::event::LimitEvent;
 /// Readiness is the inner service's: the limit is applied in `call`, because the cost and
 /// the key come from the request. A call that conforms goes straight to the inner service.
 /// One that does not is rejected (reject mode) or waits in its response future (wait mode,
-/// see [`ResponseFuture`]).
+/// see [`ResponseFuture`]). One that costs more than the burst is refused for good with
+/// [`RateLimited::insufficient_capacity`].
 ///
 /// The inner service must be `Clone`: a waiting call takes the readied service with it
 /// and leaves a clone in its place (wrap a service that is not `Clone` in
@@ -74,6 +75,20 @@ impl<S, L, C> RateLimit<S, L, C> {
         });
         RateLimited::new(self.common.emitter.name().clone(), retry_after)
     }
+
+    #[cold]
+    fn refuse_insufficient(&self, cost: u32, burst: u32) -> RateLimited {
+        self.common.metrics.rejected.increment(1);
+        self.common.emitter.emit(|| LimitEvent::RateLimited {
+            cost,
+            retry_after: std::time::Duration::MAX,
+        });
+        RateLimited::insufficient_capacity(
+            self.common.emitter.name().clone(),
+            u64::from(cost),
+            u64::from(burst),
+        )
+    }
 }
 
 impl<S, L, C, Req> Service<Req> for RateLimit<S, L, C>
@@ -93,7 +108,12 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let cost = self.cost.cost(&req).min(self.common.burst.get());
+        let cost = self.cost.cost(&req);
+        let burst = self.common.burst.get();
+        if cost > burst {
+            // It could never conform: refuse it for good, in either mode, without waiting.
+            return ResponseFuture::rejected(self.refuse_insufficient(cost, burst));
+        }
         let Some(cells) = NonZeroU32::new(cost) else {
             // A free request consumes nothing.
             return ResponseFuture::called(self.inner.call(req));
@@ -111,7 +131,7 @@ where
                 }
                 Err(at) => {
                     let now = Instant::now();
-                    if at > crate::give_up_at(now, self.common.max_wait) {
+                    if at > crate::give_up_at(now, self.common.max_wait).0 {
                         let wait = at.saturating_duration_since(now);
                         return ResponseFuture::rejected(self.reject(cells, wait));
                     }

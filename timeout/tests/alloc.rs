@@ -1,0 +1,82 @@
+//! The timeout's happy path allocates nothing per call: a timeout alone, a timeout inside
+//! a timeout (the deadline made current and shortened), and deadline propagation.
+//!
+//! Run without libtest's harness (`harness = false`): the harness's main thread allocates
+//! while it waits for a test to finish, and dhat counts every thread.
+#![allow(clippy::unwrap_used)] // test helpers unwrap like the tests do
+#![allow(clippy::print_stdout)] // without a harness, the test reports its own result
+
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use palisade_core::{BoxError, Deadline, RequestDeadline};
+use palisade_timeout::{PropagateDeadlineLayer, TimeoutConfig, TimeoutLayer};
+use tower::{Layer, Service, service_fn};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+struct Job {
+    id: u64,
+    deadline: Option<Deadline>,
+}
+
+impl RequestDeadline for Job {
+    fn deadline(&self) -> Option<Deadline> {
+        self.deadline
+    }
+    fn set_deadline(&mut self, deadline: Deadline) {
+        self.deadline = Some(deadline);
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let _profiler = dhat::Profiler::builder().testing().build();
+
+    let overall = TimeoutConfig::builder()
+        .name("overall")
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let attempt = TimeoutLayer::new(Duration::from_secs(1));
+    let backend = || service_fn(|job: Job| std::future::ready(Ok::<_, BoxError>(job.id)));
+
+    let mut single = attempt.layer(backend());
+    assert_no_allocations("timeout", &mut single);
+    let mut nested = overall.layer(PropagateDeadlineLayer::new().layer(attempt.layer(backend())));
+    assert_no_allocations("timeout inside a timeout, with propagation", &mut nested);
+    println!("alloc: timeout happy paths allocate nothing per call ... ok");
+}
+
+fn assert_no_allocations<S>(what: &str, svc: &mut S)
+where
+    S: Service<Job, Response = u64, Error = BoxError>,
+{
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut call = |id: u64| {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let job = Job { id, deadline: None };
+        let out = svc.call(job).now_or_never().expect("ready at once");
+        assert_eq!(out.unwrap(), id);
+    };
+    for id in 0..100 {
+        call(id);
+    }
+    let before = dhat::HeapStats::get();
+    const CALLS: u64 = 10_000;
+    for id in 0..CALLS {
+        call(id);
+    }
+    let after = dhat::HeapStats::get();
+    assert_eq!(
+        after.total_blocks - before.total_blocks,
+        0,
+        "{what}: allocations in {CALLS} calls"
+    );
+}
