@@ -63,23 +63,20 @@ pub fn classify_fetch(result: &Result<Page, BoxError>) -> Outcome {
 }
 
 /// What the source breaker counts as the source failing: server errors, transport errors
-/// and timeouts. A `429` is the source pacing us, not failing; our own limiter's rejection
-/// is not the source's either.
+/// and timeouts. A `429` is the source pacing us, not failing. Everything else is the
+/// library's default, [`palisade::core::RejectionAware`]: our own limiter's rejections are
+/// neither successes nor failures, so the caller's own limit never opens this breaker.
 pub fn classify_source_health(result: &Result<Page, BoxError>) -> Outcome {
-    let Err(err) = result else {
-        return Outcome::Success;
-    };
-    if let Some(source) = err.downcast_ref::<SourceError>() {
+    if let Err(err) = result
+        && let Some(source) = err.downcast_ref::<SourceError>()
+    {
         return match source {
             SourceError::Throttled { .. } => Outcome::Ignore,
             SourceError::Status(s) if *s < 500 && *s != 408 => Outcome::Ignore,
             _ => Outcome::Failure,
         };
     }
-    match err.as_rejection() {
-        Some(Rejection::RateLimited(_) | Rejection::Overloaded(_)) => Outcome::Ignore,
-        _ => Outcome::Failure,
-    }
+    RejectionAware.classify(result)
 }
 
 /// The server's `Retry-After` on a `429`, else a palisade rate limiter's hint.
