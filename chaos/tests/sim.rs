@@ -168,6 +168,22 @@ async fn client_deadlines_time_requests_out_and_are_visible_to_the_backend() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_client_deadline_of_duration_max_means_no_deadline_not_a_panic() {
+    let b = backend(1000.0, FaultScript::new());
+    let run = LoadGen::builder()
+        .fixed(10.0)
+        .duration(secs(1))
+        .deadline(Duration::MAX)
+        .build()
+        .expect("valid")
+        .run(b.clone(), |_| ())
+        .await;
+    let report = run.report(&b);
+    assert_eq!(report.timed_out, 0, "{report}");
+    assert_eq!(run.records.len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_backend_speaks_palisade_error_too() {
     use palisade_chaos::sim::{SimError, SimErrorKind};
     use palisade_core::Error;

@@ -227,7 +227,7 @@ where
     let result = match deadline {
         None => Some(call.await),
         Some(d) => {
-            let deadline = Deadline::at(sent + d);
+            let deadline = Deadline::at(palisade_core::time::add(sent, d));
             let scoped = WithDeadline {
                 inner: call,
                 deadline,
