@@ -16,3 +16,50 @@
 
 #[path = "src/scorecard/mod.rs"]
 pub mod scorecard;
+
+/// What the criterion benches share: one ready-and-call of a service whose backend answers
+/// at once, and that backend.
+pub mod harness {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use palisade::BoxError;
+    use tower::{Service, service_fn};
+
+    /// One `poll_ready`, `call` and poll of the response future: the backend is immediate,
+    /// so it completes, and what is measured is the layers' own work on the happy path.
+    ///
+    /// ```
+    /// use palisade_benches::harness::{backend, call_once};
+    ///
+    /// let mut svc = backend();
+    /// assert_eq!(call_once(&mut svc, 7), 7);
+    /// ```
+    pub fn call_once<S>(svc: &mut S, x: u64) -> u64
+    where
+        S: Service<u64, Response = u64>,
+        S::Error: std::fmt::Debug,
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            _ => panic!("the benched service is always ready"),
+        }
+        let fut = pin!(svc.call(x));
+        match fut.poll(&mut cx) {
+            Poll::Ready(Ok(v)) => v,
+            other => panic!("the benched backend answers at once: {other:?}"),
+        }
+    }
+
+    /// The backend every bench wraps: answers its request at once, with `BoxError` errors.
+    pub fn backend() -> impl Service<
+        u64,
+        Response = u64,
+        Error = BoxError,
+        Future = std::future::Ready<Result<u64, BoxError>>,
+    > + Clone {
+        service_fn(|x: u64| std::future::ready(Ok::<_, BoxError>(x)))
+    }
+}

@@ -10,45 +10,16 @@
 
 #![allow(missing_docs)]
 
-use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
 use palisade::prelude::*;
 use palisade::rate_limit::{ConcurrencyLimitConfig, ThrottleConfig, ThrottleLayer};
-use tower::{Layer, Service, service_fn};
-
-/// One ready-and-call, polled once: the backend is immediate, so it completes.
-fn call_once<S>(svc: &mut S, x: u64) -> u64
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("the benched service is always ready"),
-    }
-    let fut = pin!(svc.call(x));
-    match fut.poll(&mut cx) {
-        Poll::Ready(Ok(v)) => v,
-        other => panic!("the benched backend answers at once: {other:?}"),
-    }
-}
-
-fn backend() -> impl Service<
-    u64,
-    Response = u64,
-    Error = BoxError,
-    Future = std::future::Ready<Result<u64, BoxError>>,
-> + Clone {
-    service_fn(|x: u64| std::future::ready(Ok::<_, BoxError>(x)))
-}
+use palisade_benches::harness::{backend, call_once};
+use tower::Layer;
 
 /// tower's `Retry` with the trivial policy: never retries.
 #[derive(Clone)]

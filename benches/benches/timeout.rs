@@ -5,33 +5,13 @@
 
 #![allow(missing_docs)]
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade::BoxError;
 use palisade::timeout::TimeoutLayer;
-use tower::{Layer, Service, service_fn};
-
-/// One ready-and-call, polled once: the backend is immediate, so it completes.
-fn call_once<S>(svc: &mut S, x: u64) -> u64
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("the benched service is always ready"),
-    }
-    let fut = pin!(svc.call(x));
-    match fut.poll(&mut cx) {
-        Poll::Ready(Ok(v)) => v,
-        _ => panic!("the benched backend answers at once"),
-    }
-}
+use palisade_benches::harness::call_once;
+use tower::{Layer, service_fn};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
