@@ -229,7 +229,7 @@ pub mod duration {
         format!("{nanos}ns")
     }
 
-    /// Serialize as a string with a unit (see [`format`]).
+    /// Serialize as a string with a unit (see [`format()`]).
     #[cfg(feature = "serde")]
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(*d))
