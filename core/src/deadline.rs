@@ -182,6 +182,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn remaining_counts_down_exactly() {
+        let start = Instant::now();
+        let d = Deadline::after(Duration::from_millis(500));
+        assert!(!d.is_expired());
+        assert_eq!(d.remaining(), Duration::from_millis(500));
+        assert_eq!(
+            d.remaining_at(start + Duration::from_millis(200)),
+            Duration::from_millis(300)
+        );
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert!(!d.is_expired());
+        assert_eq!(d.remaining(), Duration::from_millis(1));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(d.is_expired(), "expired at the instant itself");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn remaining_saturates() {
         let d = Deadline::after(Duration::from_millis(5));
         tokio::time::advance(Duration::from_millis(10)).await;

@@ -183,6 +183,21 @@ mod tests {
     }
 
     #[test]
+    fn mix64_is_splitmix64s_finaliser() {
+        // SplitMix64's first output for seed 0 is the published 0xE220A8397B1DCDAF.
+        assert_eq!(mix64(0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(mix64(1), 0x910A_2DEC_8902_5CC1);
+        assert_eq!(mix64(42), 0xBDD7_3226_2FEB_6E95);
+        assert_eq!(mix64(1 << 63), 0x481E_C0A2_12A9_F3DB);
+    }
+
+    #[test]
+    fn forever_is_about_thirty_years() {
+        let year = 365 * 86_400;
+        assert_eq!(FOREVER.as_secs(), 30 * year);
+    }
+
+    #[test]
     fn mul_f64_handles_the_edges() {
         let s = Duration::from_secs(1);
         assert_eq!(mul_f64(s, f64::NAN), Duration::ZERO);
