@@ -1340,15 +1340,17 @@ mod stress {
                             e.0 += 1;
                             e.1 = e.1.max(e.0);
                         }
-                        let epoch = permit.epoch;
+                        // Stop counting the probe *before* the breaker frees its slot: counted
+                        // after, another thread could take the freed slot in between and the
+                        // test would see one probe too many that the breaker never admitted.
+                        if is_probe {
+                            held.lock().unwrap().get_mut(&permit.epoch).unwrap().0 -= 1;
+                        }
                         match rng() % 4 {
                             0 => b.cancel(permit),
                             1 => b.record(permit, Outcome::Success, None, || at),
                             2 => b.record(permit, Outcome::Ignore, None, || at),
                             _ => b.record(permit, Outcome::Failure, None, || at),
-                        }
-                        if is_probe {
-                            held.lock().unwrap().get_mut(&epoch).unwrap().0 -= 1;
                         }
                     }
                 });
