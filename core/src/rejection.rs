@@ -84,6 +84,13 @@ impl CircuitOpen {
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.retry_after {
+            Some(d) if d < Duration::from_secs(1) => write!(
+                f,
+                "circuit '{}' is open; next probe in {}ms",
+                self.name,
+                // rounded up: a caller that waits what it is told never comes back early
+                d.as_nanos().div_ceil(1_000_000)
+            ),
             Some(d) => write!(
                 f,
                 "circuit '{}' is open; next probe in {:.1}s",
@@ -466,6 +473,10 @@ mod tests {
                 "sheddable",
             ),
             (RetriesExhausted::new("x".into(), 3).into(), "3 attempt"),
+            (
+                CircuitOpen::new("c".into(), Some(Duration::from_micros(40_100))).into(),
+                "next probe in 41ms",
+            ),
             (
                 RateLimited::insufficient_capacity("big".into(), 1_000_000, 1_000).into(),
                 "never admit a request costing 1000000",
