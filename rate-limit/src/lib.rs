@@ -163,8 +163,17 @@ pub(crate) fn give_up_at(
     now: tokio::time::Instant,
     max_wait: std::time::Duration,
 ) -> (tokio::time::Instant, bool) {
+    give_up_with(now, max_wait, palisade_core::Deadline::current())
+}
+
+/// [`give_up_at`] with the caller's deadline read earlier (where the caller's scope was).
+pub(crate) fn give_up_with(
+    now: tokio::time::Instant,
+    max_wait: std::time::Duration,
+    ambient: Option<palisade_core::Deadline>,
+) -> (tokio::time::Instant, bool) {
     let own = palisade_core::time::add(now, max_wait);
-    match palisade_core::Deadline::current() {
+    match ambient {
         Some(deadline) if deadline.instant() < own => (deadline.instant(), true),
         _ => (own, false),
     }

@@ -403,3 +403,16 @@ fn config_round_trips_and_validates_when_deserialized() {
     let err = serde_json::from_str::<ThrottleConfig>(r#"{"max_throttle": 60}"#).unwrap_err();
     assert!(err.to_string().contains("bare number"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_listener_added_later_hears_the_gate_a_handle_already_holds() {
+    let layer = layer();
+    let handle = layer.handle();
+    let heard = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&heard);
+    let _layer = layer.on_event(move |_| {
+        seen.fetch_add(1, Ordering::Relaxed);
+    });
+    handle.throttle_for(Duration::from_secs(1));
+    assert_eq!(heard.load(Ordering::Relaxed), 1, "one gate, not a copy");
+}

@@ -257,7 +257,7 @@ impl RedisLimiter {
             )));
         }
         let now = Instant::now();
-        let give_up = give_up_at(now, shared.config.max_wait, ambient);
+        let (give_up, _) = crate::give_up_with(now, shared.config.max_wait, ambient);
         match shared.step(&redis_key, cells.get(), now, true) {
             Step::Admit => {
                 shared.metrics.local.increment(1);
@@ -293,11 +293,6 @@ fn policy_mode(policy: FailurePolicy) -> Mode {
 /// When a call that may wait `max_wait` from `now` must give up: then, or at the caller's
 /// deadline if earlier. (A copy of the crate's private helper, so this module does not
 /// reach into the local limiter.)
-fn give_up_at(now: Instant, max_wait: Duration, ambient: Option<Deadline>) -> Instant {
-    let own = Deadline::at(time::add(now, max_wait));
-    Deadline::earliest(Some(own), ambient).map_or(now, Deadline::instant)
-}
-
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, KeyState>> {
         self.local

@@ -22,10 +22,9 @@ use super::state::{Admit, Gate, ThrottleEvent, ThrottleHandle};
 pub struct ThrottleLayer<H = NoThrottleHint> {
     gate: Arc<Gate>,
     hint: H,
-    listeners: Listeners<ThrottleEvent>,
 }
 
-impl std::fmt::Debug for ThrottleLayer<NoThrottleHint> {
+impl<H> std::fmt::Debug for ThrottleLayer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThrottleLayer")
             .field("name", self.gate.name())
@@ -37,11 +36,9 @@ impl ThrottleLayer {
     /// A throttle gate with `config` and no hint reader yet (it closes only through its
     /// handle until [`hint`](Self::hint) is set).
     pub fn new(config: ThrottleConfig) -> Self {
-        let listeners = Listeners::new();
         Self {
-            gate: Arc::new(Gate::new(config, listeners.clone())),
+            gate: Arc::new(Gate::new(config, Listeners::new())),
             hint: NoThrottleHint,
-            listeners,
         }
     }
 }
@@ -53,17 +50,13 @@ impl<H> ThrottleLayer<H> {
         ThrottleLayer {
             gate: self.gate,
             hint,
-            listeners: self.listeners,
         }
     }
 
-    /// Call `listener` with every event of this gate.
-    ///
-    /// Listeners are part of the gate: add them before the first `layer` call (the gate is
-    /// rebuilt with the listener, keeping its config).
-    pub fn on_event(mut self, listener: impl Fn(&ThrottleEvent) + Send + Sync + 'static) -> Self {
-        self.listeners.push(listener);
-        self.gate = Arc::new(Gate::new(self.gate.config(), self.listeners.clone()));
+    /// Call `listener` with every event of this gate (the gate is shared: services and
+    /// handles made before this call see the listener too).
+    pub fn on_event(self, listener: impl Fn(&ThrottleEvent) + Send + Sync + 'static) -> Self {
+        self.gate.add_listener(listener);
         self
     }
 
@@ -147,9 +140,7 @@ where
                     ThrottleMode::Wait { max_wait } => {
                         let now = Instant::now();
                         // the caller's deadline bounds the wait; `Duration::MAX` is "forever"
-                        let own = palisade_core::time::add(now, max_wait);
-                        let give_up = palisade_core::Deadline::current()
-                            .map_or(own, |d| d.instant().min(own));
+                        let (give_up, _) = crate::give_up_at(now, max_wait);
                         if palisade_core::time::add(now, retry_after) > give_up {
                             // it cannot be admitted in time: say so now, not after waiting
                             return ResponseFuture::rejected(

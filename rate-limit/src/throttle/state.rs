@@ -1,7 +1,7 @@
 //! The gate shared by every clone of a throttle layer, its events, metrics and handle.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use palisade_core::metrics::{Counter, Gauge, MetricDef, MetricKind};
@@ -109,7 +109,10 @@ pub(crate) struct Gate {
     /// `false` on the hot path: the gate is fully open and takes no lock.
     restricted: AtomicBool,
     state: Mutex<Restricted>,
-    emitter: Emitter<ThrottleEvent>,
+    /// Listeners added through the layer after it was built join here; events are emitted
+    /// only off the hot path (a closed or ramping gate), so the read lock costs nothing there.
+    emitter: RwLock<Emitter<ThrottleEvent>>,
+    listeners: Mutex<Listeners<ThrottleEvent>>,
     closed_total: Counter,
     refused_total: Counter,
     restricted_gauge: Gauge,
@@ -125,7 +128,8 @@ impl Gate {
             closed_total: Counter::register(CLOSED, &name, &[]),
             refused_total: Counter::register(REFUSED, &name, &[]),
             restricted_gauge: Gauge::register(RESTRICTED, &name, &[]),
-            emitter: Emitter::new(name.clone(), listeners),
+            emitter: RwLock::new(Emitter::new(name.clone(), listeners.clone())),
+            listeners: Mutex::new(listeners),
             name,
             config: Mutex::new(config),
             restricted: AtomicBool::new(false),
@@ -141,6 +145,21 @@ impl Gate {
 
     pub(crate) fn name(&self) -> &Name {
         &self.name
+    }
+
+    fn emit(&self, make: impl FnOnce() -> ThrottleEvent) {
+        self.emitter
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .emit(make);
+    }
+
+    /// Add a listener to this gate, shared by every clone, service and handle of it.
+    pub(crate) fn add_listener(&self, listener: impl Fn(&ThrottleEvent) + Send + Sync + 'static) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.push(listener);
+        *self.emitter.write().unwrap_or_else(|e| e.into_inner()) =
+            Emitter::new(self.name.clone(), listeners.clone());
     }
 
     fn lock(&self) -> MutexGuard<'_, Restricted> {
@@ -188,7 +207,7 @@ impl Gate {
                 self.restricted.store(false, Ordering::Release);
                 self.restricted_gauge.set(0.0);
                 drop(s);
-                self.emitter.emit(|| ThrottleEvent::Opened);
+                self.emit(|| ThrottleEvent::Opened);
                 return Admit::Open;
             }
         }
@@ -204,7 +223,7 @@ impl Gate {
 
     fn refused(&self, retry_after: Duration) {
         self.refused_total.increment(1);
-        self.emitter.emit(|| ThrottleEvent::Refused { retry_after });
+        self.emit(|| ThrottleEvent::Refused { retry_after });
     }
 
     /// The upstream asked to slow down: close for every caller until the hinted instant
@@ -240,7 +259,7 @@ impl Gate {
         drop(s);
         self.closed_total.increment(1);
         self.restricted_gauge.set(1.0);
-        self.emitter.emit(|| ThrottleEvent::Closed {
+        self.emit(|| ThrottleEvent::Closed {
             for_: length,
             allowance,
         });
@@ -251,7 +270,7 @@ impl Gate {
         if self.restricted.swap(false, Ordering::AcqRel) {
             self.restricted_gauge.set(0.0);
             drop(_s);
-            self.emitter.emit(|| ThrottleEvent::Opened);
+            self.emit(|| ThrottleEvent::Opened);
         }
     }
 
