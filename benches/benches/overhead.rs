@@ -77,7 +77,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("timeout: tower Timeout", |b| {
         b.iter(|| call_once(&mut tower_timeout, black_box(7)));
     });
-    let mut timeout = TimeoutLayer::new(second).layer(backend());
+    let mut timeout = TimeoutLayer::builder()
+        .timeout(second)
+        .build()
+        .unwrap()
+        .layer(backend());
     g.bench_function("timeout: palisade", |b| {
         b.iter(|| call_once(&mut timeout, black_box(7)));
     });
@@ -86,7 +90,17 @@ fn bench(c: &mut Criterion) {
     g.bench_function("timeout x2: tower", |b| {
         b.iter(|| call_once(&mut tower_nested, black_box(7)));
     });
-    let mut nested = TimeoutLayer::new(second).layer(TimeoutLayer::new(second).layer(backend()));
+    let mut nested = TimeoutLayer::builder()
+        .timeout(second)
+        .build()
+        .unwrap()
+        .layer(
+            TimeoutLayer::builder()
+                .timeout(second)
+                .build()
+                .unwrap()
+                .layer(backend()),
+        );
     g.bench_function("timeout x2: palisade", |b| {
         b.iter(|| call_once(&mut nested, black_box(7)));
     });
@@ -222,7 +236,12 @@ fn bench(c: &mut Criterion) {
         },
     );
     let mut stack = Stack::new()
-        .timeout(TimeoutLayer::new(Duration::from_secs(2)))
+        .timeout(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        )
         .retry(RetryLayer::new(
             RetryConfig::builder()
                 .name("bench")
@@ -240,7 +259,12 @@ fn bench(c: &mut Criterion) {
                 .build()
                 .expect("config"),
         )
-        .attempt_timeout(TimeoutLayer::new(Duration::from_millis(300)))
+        .attempt_timeout(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_millis(300))
+                .build()
+                .unwrap(),
+        )
         .layer(backend());
     g.bench_function("full stack: palisade (+ breaker)", |b| {
         b.iter(|| call_once(&mut stack, black_box(7)));

@@ -33,14 +33,27 @@ fn bench(c: &mut Criterion) {
         b.iter(|| call_once(&mut tower_timeout, std::hint::black_box(7)));
     });
 
-    let mut palisade_timeout = TimeoutLayer::new(Duration::from_secs(1)).layer(backend);
+    let mut palisade_timeout = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(backend);
     group.bench_function("palisade Timeout", |b| {
         b.iter(|| call_once(&mut palisade_timeout, std::hint::black_box(7)));
     });
 
     // Two nested palisade timeouts: the inner one reads the outer deadline.
-    let mut nested = TimeoutLayer::new(Duration::from_secs(2))
-        .layer(TimeoutLayer::new(Duration::from_secs(1)).layer(backend));
+    let mut nested = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .layer(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_secs(1))
+                .build()
+                .unwrap()
+                .layer(backend),
+        );
     group.bench_function("palisade Timeout, nested", |b| {
         b.iter(|| call_once(&mut nested, std::hint::black_box(7)));
     });

@@ -20,7 +20,7 @@ use palisade_degrade::{FallbackConfig, Marked};
 use palisade_rate_limit::{AdaptiveLimitConfig, Aimd, ConcurrencyLimitConfig};
 use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
 use palisade_retry::{Backoff, RetryBudget, RetryConfig, RetryLayer};
-use palisade_timeout::TimeoutConfig;
+use palisade_timeout::{TimeoutConfig, TimeoutLayer};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::limit::ConcurrencyLimitLayer;
@@ -265,7 +265,7 @@ async fn latency_spike_timeouts_bound_client_latency() {
         FaultScript::new().with(Incident::latency_spike(secs(5)..secs(10), spike)),
     );
     let timeout = ms(250);
-    let layer = TimeoutConfig::builder()
+    let layer = TimeoutLayer::builder()
         .name("spike")
         .timeout(timeout)
         .build()
@@ -527,7 +527,7 @@ async fn retry_storm_after_a_brief_blackhole_budget_recovers_and_no_budget_stays
         } else {
             retry.no_budget()
         };
-        let attempt_timeout = TimeoutConfig::builder()
+        let attempt_timeout = TimeoutLayer::builder()
             .name("attempt")
             .timeout(ms(200))
             .build()
@@ -596,7 +596,7 @@ async fn injected_hangs_are_cut_by_the_timeout_and_lose_nothing() {
         .expect("valid chaos");
     let chaos = ChaosLayer::new(hang);
     let handle = chaos.handle();
-    let timeout = TimeoutConfig::builder()
+    let timeout = TimeoutLayer::builder()
         .name("call")
         .timeout(secs(1))
         .build()

@@ -24,7 +24,7 @@ use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerEvent, State}
 use palisade_core::BoxError;
 use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
 use palisade_retry::{Backoff, RetryConfig, RetryLayer};
-use palisade_timeout::TimeoutConfig;
+use palisade_timeout::{TimeoutConfig, TimeoutLayer};
 use proptest::prelude::*;
 use tower::ServiceBuilder;
 
@@ -205,7 +205,7 @@ async fn simulate_with(
         .seed(seed)
         .build()
         .expect("valid retry");
-    let attempt = TimeoutConfig::builder()
+    let attempt = TimeoutLayer::builder()
         .name("attempt")
         .timeout(Duration::from_millis(300))
         .build()
@@ -223,7 +223,7 @@ async fn simulate_with(
         .expect("valid hedge");
     let passed = Arc::clone(&steps);
     let next_id = Arc::new(AtomicU64::new(0));
-    let overall = TimeoutConfig::builder()
+    let overall = TimeoutLayer::builder()
         .name("overall")
         .timeout(OVERALL)
         .build()

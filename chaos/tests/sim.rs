@@ -201,7 +201,7 @@ async fn the_backend_speaks_palisade_error_too() {
         FaultScript::new().with(Incident::latency_spike(secs(0)..secs(9), spike)),
     )
     .with_error::<Error<SimError>>();
-    let timeout = palisade_timeout::TimeoutConfig::builder()
+    let timeout = palisade_timeout::TimeoutLayer::builder()
         .timeout(Duration::from_millis(100))
         .build()
         .expect("valid");

@@ -118,6 +118,35 @@ pub fn ensure_name(layer: &'static str, name: &crate::Name) -> Result<(), Config
     )
 }
 
+/// Refuse a run-time config update that renames the layer: a layer's name is fixed when it
+/// is built (it labels its metrics and events), so `handle.update(config)` must carry the
+/// same name.
+///
+/// ```
+/// use palisade_core::{Name, config::ensure_same_name};
+///
+/// assert!(ensure_same_name("retry", &Name::new("db"), &Name::new("db")).is_ok());
+/// let err = ensure_same_name("retry", &Name::new("db"), &Name::new("api")).unwrap_err();
+/// assert_eq!(err.field(), "name");
+/// assert!(err.to_string().contains("\"db\""), "{err}");
+/// ```
+pub fn ensure_same_name(
+    layer: &'static str,
+    current: &crate::Name,
+    new: &crate::Name,
+) -> Result<(), ConfigError> {
+    ensure(
+        current == new,
+        layer,
+        "name",
+        new.as_str(),
+        format!(
+            "the layer's own name {:?} (a name is fixed when the layer is built)",
+            current.as_str()
+        ),
+    )
+}
+
 /// Durations in config data, always with a unit: `"500us"`, `"250ms"`, `"2s"`, `"1.5s"`,
 /// `"5m"`, `"1h"`. Use with `#[serde(with = "palisade_core::config::duration")]`.
 ///

@@ -8,7 +8,8 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crate::Name;
 
@@ -123,13 +124,35 @@ impl<Ev> fmt::Debug for Listeners<Ev> {
 /// ```
 pub struct Emitter<Ev> {
     name: Name,
-    listeners: Listeners<Ev>,
+    shared: Arc<EmitterListeners<Ev>>,
+}
+
+/// The listeners of an emitter, shared by its clones; listeners can join after the layer
+/// was built (`layer.on_event(..)`), and every service and handle made before sees them.
+struct EmitterListeners<Ev> {
+    /// `true` once a listener joined: the one load the no-listener path pays.
+    active: AtomicBool,
+    list: RwLock<Listeners<Ev>>,
+}
+
+impl<Ev> EmitterListeners<Ev> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Listeners<Ev>> {
+        // A listener cannot panic while the lock is held (notify catches panics), so a
+        // poisoned lock still holds a whole list.
+        self.list.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl<Ev: Event> Emitter<Ev> {
     /// An emitter for the layer `name`.
     pub fn new(name: Name, listeners: Listeners<Ev>) -> Self {
-        Self { name, listeners }
+        Self {
+            name,
+            shared: Arc::new(EmitterListeners {
+                active: AtomicBool::new(!listeners.is_empty()),
+                list: RwLock::new(listeners),
+            }),
+        }
     }
 
     /// The layer's name.
@@ -137,17 +160,35 @@ impl<Ev: Event> Emitter<Ev> {
         &self.name
     }
 
+    /// Add a listener: every clone of this emitter (every service and handle of the layer)
+    /// delivers to it from now on.
+    pub fn add_listener(&self, listener: impl Fn(&Ev) + Send + Sync + 'static) {
+        let mut list = self.shared.list.write().unwrap_or_else(|e| e.into_inner());
+        list.push(listener);
+        self.shared.active.store(true, Ordering::Release);
+    }
+
+    /// How many listeners are registered.
+    pub fn listener_count(&self) -> usize {
+        self.shared.read().len()
+    }
+
+    #[inline]
+    fn has_listeners(&self) -> bool {
+        self.shared.active.load(Ordering::Acquire)
+    }
+
     /// `true` when an emitted event would reach someone (a listener or a `tracing`
     /// subscriber). Layers check this before reading a clock for an event's fields.
     #[inline]
     pub fn is_active(&self) -> bool {
-        !self.listeners.is_empty() || Ev::tracing_enabled()
+        self.has_listeners() || Ev::tracing_enabled()
     }
 
     /// Build the event with `make` and deliver it, only if someone is listening.
     #[inline]
     pub fn emit(&self, make: impl FnOnce() -> Ev) {
-        let to_listeners = !self.listeners.is_empty();
+        let to_listeners = self.has_listeners();
         let to_tracing = Ev::tracing_enabled();
         if !to_listeners && !to_tracing {
             return;
@@ -157,16 +198,17 @@ impl<Ev: Event> Emitter<Ev> {
             event.trace(&self.name);
         }
         if to_listeners {
-            self.listeners.notify(&event);
+            self.shared.read().notify(&event);
         }
     }
 }
 
 impl<Ev> Clone for Emitter<Ev> {
+    /// A clone shares the listeners: one added through either reaches both.
     fn clone(&self) -> Self {
         Self {
             name: self.name.clone(),
-            listeners: self.listeners.clone(),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -175,7 +217,7 @@ impl<Ev> fmt::Debug for Emitter<Ev> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Emitter")
             .field("name", &self.name)
-            .field("listeners", &self.listeners)
+            .field("listeners", &self.shared.read().len())
             .finish()
     }
 }
@@ -210,5 +252,22 @@ mod tests {
         assert!(em.is_active());
         em.emit(|| Tick);
         assert_eq!(seen.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_listener_added_later_reaches_every_clone() {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let em = Emitter::<Tick>::new(Name::new("t"), Listeners::new());
+        let clone = em.clone();
+        assert!(!em.has_listeners());
+        let s = Arc::clone(&seen);
+        em.add_listener(move |_: &Tick| {
+            s.fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(clone.is_active());
+        clone.emit(|| Tick);
+        em.emit(|| Tick);
+        assert_eq!(seen.load(Ordering::Relaxed), 2);
+        assert_eq!(clone.listener_count(), 1);
     }
 }

@@ -350,7 +350,7 @@ impl RejectionResponseConfig {
 ///
 /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
 ///     RejectionResponseLayer::default().around(
-///         ServiceBuilder::new().layer(TimeoutLayer::new(Duration::from_secs(5))),
+///         ServiceBuilder::new().layer(TimeoutLayer::builder().timeout(Duration::from_secs(5)).build().expect("a valid timeout")),
 ///     ),
 /// );
 /// # let _ = app;

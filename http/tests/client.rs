@@ -154,7 +154,12 @@ async fn retries_503_but_not_400_nor_a_post() {
 async fn retries_stop_at_the_deadline() {
     let server = backend().await;
     let mut client = ServiceBuilder::new()
-        .layer(TimeoutLayer::new(Duration::from_millis(300)))
+        .layer(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_millis(300))
+                .build()
+                .unwrap(),
+        )
         .layer(retry(100))
         .layer(BoxErrorLayer::new())
         .service(hyper_client());

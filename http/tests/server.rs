@@ -125,8 +125,14 @@ async fn a_hung_handler_gets_504_within_its_budget() {
     let app = Router::new()
         .route("/hang", get(std::future::pending::<&'static str>))
         .layer(
-            RejectionResponseLayer::default()
-                .around(ServiceBuilder::new().layer(TimeoutLayer::new(Duration::from_millis(200)))),
+            RejectionResponseLayer::default().around(
+                ServiceBuilder::new().layer(
+                    TimeoutLayer::builder()
+                        .timeout(Duration::from_millis(200))
+                        .build()
+                        .unwrap(),
+                ),
+            ),
         );
     let addr = serve(app).await;
     let started = Instant::now();
@@ -143,7 +149,7 @@ async fn a_hung_handler_gets_504_within_its_budget() {
 
 #[tokio::test]
 async fn the_servers_own_request_timeout_is_408() {
-    let request_timeout = TimeoutConfig::builder()
+    let request_timeout = TimeoutLayer::builder()
         .name("request")
         .timeout(Duration::from_millis(100))
         .build()

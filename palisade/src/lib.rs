@@ -24,7 +24,7 @@
 //!     Ok::<_, BoxError>(record * 2)
 //! });
 //! let mut stage = ServiceBuilder::new()
-//!     .layer(TimeoutLayer::new(Duration::from_millis(250)))
+//!     .layer(TimeoutLayer::builder().timeout(Duration::from_millis(250)).build().expect("a valid timeout"))
 //!     .service(stage);
 //!
 //! assert_eq!(stage.ready().await.unwrap().call(21).await.unwrap(), 42);

@@ -33,8 +33,8 @@ use tower_layer::{Identity, Layer};
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let stack = Stack::new()
-///     .attempt_timeout(TimeoutLayer::new(Duration::from_millis(200)))
-///     .timeout(TimeoutLayer::new(Duration::from_secs(1)));
+///     .attempt_timeout(TimeoutLayer::builder().timeout(Duration::from_millis(200)).build().expect("a valid timeout"))
+///     .timeout(TimeoutLayer::builder().timeout(Duration::from_secs(1)).build().expect("a valid timeout"));
 /// let svc = stack.layer(service_fn(|x: u32| async move { Ok::<_, BoxError>(x + 1) }));
 /// assert_eq!(svc.oneshot(1).await.unwrap(), 2);
 /// # }

@@ -33,7 +33,7 @@ async fn stack_order_holds_when_setters_are_called_in_reverse() {
     // setters called innermost-first: the opposite of the recommended order
     let stack = Stack::new()
         .attempt_timeout(
-            TimeoutConfig::builder()
+            TimeoutLayer::builder()
                 .name("attempt")
                 .timeout(Duration::from_millis(300))
                 .build()
@@ -63,7 +63,7 @@ async fn stack_order_holds_when_setters_are_called_in_reverse() {
                 .unwrap(),
         ))
         .timeout(
-            TimeoutConfig::builder()
+            TimeoutLayer::builder()
                 .name("overall")
                 .timeout(Duration::from_secs(1))
                 .build()

@@ -45,12 +45,12 @@ fn layers() -> Layers {
         .build()
         .unwrap();
     Layers {
-        overall: TimeoutConfig::builder()
+        overall: TimeoutLayer::builder()
             .name("overall")
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap(),
-        attempt: TimeoutConfig::builder()
+        attempt: TimeoutLayer::builder()
             .name("attempt")
             .timeout(Duration::from_millis(300))
             .build()

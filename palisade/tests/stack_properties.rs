@@ -141,12 +141,12 @@ async fn run(case: &Case, healthy: bool) -> Run {
             .build()
             .unwrap(),
     );
-    let overall = TimeoutConfig::builder()
+    let overall = TimeoutLayer::builder()
         .name("overall")
         .timeout(Duration::from_millis(case.overall_ms))
         .build()
         .unwrap();
-    let attempt = TimeoutConfig::builder()
+    let attempt = TimeoutLayer::builder()
         .name("attempt")
         .timeout(Duration::from_millis(case.attempt_ms))
         .build()

@@ -50,7 +50,7 @@ fn each_layer_logs_on_its_own_target() {
         .unwrap();
     rt.block_on(async {
         // timeout: a hung call elapses
-        let hung = TimeoutConfig::builder()
+        let hung = TimeoutLayer::builder()
             .name("t")
             .timeout(Duration::from_millis(10))
             .build()

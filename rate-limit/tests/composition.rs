@@ -47,7 +47,7 @@ fn backend() -> impl Service<Job, Response = u64, Error = BoxError, Future: Send
 }
 
 fn overall() -> TimeoutLayer {
-    TimeoutConfig::builder()
+    TimeoutLayer::builder()
         .name("overall")
         .timeout(Duration::from_secs(1))
         .build()
@@ -274,7 +274,10 @@ async fn local_rejections_below_the_adaptive_limit_never_shrink_it() {
     );
 
     // An attempt that times out below it is a failure: the limit shrinks.
-    let attempt = TimeoutLayer::new(Duration::from_millis(5));
+    let attempt = TimeoutLayer::builder()
+        .timeout(Duration::from_millis(5))
+        .build()
+        .unwrap();
     let svc = ServiceBuilder::new()
         .layer(layer)
         .layer(attempt)

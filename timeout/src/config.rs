@@ -1,31 +1,31 @@
 //! Configuration of a timeout layer.
 
 use std::fmt;
-use std::sync::Arc;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use palisade_core::config::{ensure, ensure_name};
 use palisade_core::{ConfigError, Listeners, Name};
 
 use crate::event::TimeoutEvent;
-use crate::layer::{PerRequest, TimeoutLayer};
+use crate::layer::TimeoutLayer;
 
 /// The data of a timeout layer's configuration: what an operator sets in a file.
 ///
 /// With the `serde` feature it loads from TOML, JSON or any serde format; durations are
 /// written with a unit (`"250ms"`, `"2s"`; a bare number is refused), and loading
-/// validates, exactly as [`TimeoutBuilder::build`] does, so a file with a zero timeout or an
+/// validates, exactly as [`TimeoutConfigBuilder::build`] does, so a file with a zero timeout or an
 /// empty name never loads:
 ///
 /// ```
 /// # #[cfg(feature = "serde")] {
-/// use palisade_timeout::TimeoutConfig;
+/// use palisade_timeout::{TimeoutConfig, TimeoutLayer};
 /// use std::time::Duration;
 ///
 /// let config: TimeoutConfig =
 ///     serde_json::from_str(r#"{ "name": "orders-db", "timeout": "1.5s" }"#).unwrap();
-/// assert_eq!(config.timeout, Duration::from_millis(1500));
-/// let layer = config.into_layer().expect("valid config");
+/// assert_eq!(config.timeout(), Duration::from_millis(1500));
+/// let layer = TimeoutLayer::new(config);
 /// assert_eq!(layer.handle().timeout(), Duration::from_millis(1500));
 ///
 /// let err = serde_json::from_str::<TimeoutConfig>(r#"{ "timeout": "0s" }"#).unwrap_err();
@@ -38,14 +38,14 @@ use crate::layer::{PerRequest, TimeoutLayer};
 pub struct TimeoutConfig {
     /// The layer's name, on errors, events and metrics. Default: `"timeout"`. Must not be
     /// empty.
-    pub name: Name,
+    name: Name,
     /// How long a call may take. Default: 10 s, a ceiling for a remote call that still
     /// frees a stuck caller well before a typical 30 s load-balancer or client timeout.
     /// Must be above zero (a zero timeout would fail every call). `Duration::MAX` (or
     /// anything beyond about 30 years) means "no timeout of this layer's own": an outer
     /// deadline still holds.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
-    pub timeout: Duration,
+    timeout: Duration,
 }
 
 /// What a file holds: validated into a [`TimeoutConfig`] on the way in.
@@ -94,24 +94,34 @@ impl Default for TimeoutConfig {
 }
 
 impl TimeoutConfig {
-    /// Start a builder with the defaults.
-    pub fn builder() -> TimeoutBuilder {
-        TimeoutBuilder::default()
+    /// Start a builder with the defaults; [`build`](TimeoutConfigBuilder::build) gives the
+    /// validated config (see [`TimeoutLayer::builder`] for the shortcut to a layer).
+    pub fn builder() -> TimeoutConfigBuilder {
+        TimeoutConfigBuilder::new()
     }
 
-    /// Check every field: a non-empty name, a timeout above zero.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// A builder starting from this config, to change a field and build again.
+    pub fn to_builder(&self) -> TimeoutConfigBuilder {
+        TimeoutConfigBuilder {
+            config: self.clone(),
+            listeners: Listeners::new(),
+            target: PhantomData,
+        }
+    }
+
+    /// The layer's name, on errors, events and metrics.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// How long a call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         ensure_name("timeout", &self.name)?;
         validate_timeout(self.timeout)
-    }
-
-    /// Validate and build a layer with a fixed timeout and no listeners.
-    pub fn into_layer(self) -> Result<TimeoutLayer, ConfigError> {
-        TimeoutBuilder {
-            config: self,
-            listeners: Listeners::new(),
-        }
-        .build()
     }
 }
 
@@ -125,13 +135,25 @@ pub(crate) fn validate_timeout(timeout: Duration) -> Result<(), ConfigError> {
     )
 }
 
-/// Builds a [`TimeoutLayer`]; every setter has a documented default.
+/// Builds a [`TimeoutConfig`] (from [`TimeoutConfig::builder`]) or, as a shortcut, a
+/// [`TimeoutLayer`] (from [`TimeoutLayer::builder`]); every setter has a documented default,
+/// and `build` validates.
 ///
 /// ```
-/// use palisade_timeout::TimeoutConfig;
+/// use palisade_timeout::{TimeoutConfig, TimeoutLayer};
 /// use std::time::Duration;
 ///
-/// let layer = TimeoutConfig::builder()
+/// // Config as data, then the layer and its code-only hooks.
+/// let config = TimeoutConfig::builder()
+///     .name("orders-db")
+///     .timeout(Duration::from_millis(800))
+///     .build()
+///     .expect("valid config");
+/// let layer = TimeoutLayer::new(config).on_event(|event| println!("{event:?}"));
+/// # let _ = layer;
+///
+/// // The same in one chain.
+/// let layer = TimeoutLayer::builder()
 ///     .name("orders-db")
 ///     .timeout(Duration::from_millis(800))
 ///     .on_event(|event| println!("{event:?}"))
@@ -144,13 +166,21 @@ pub(crate) fn validate_timeout(timeout: Duration) -> Result<(), ConfigError> {
 /// let err = TimeoutConfig::builder().name("").build().unwrap_err();
 /// assert_eq!(err.field(), "name");
 /// ```
-#[derive(Default)]
-pub struct TimeoutBuilder {
+pub struct TimeoutConfigBuilder<T = TimeoutConfig> {
     config: TimeoutConfig,
     listeners: Listeners<TimeoutEvent>,
+    target: PhantomData<fn() -> T>,
 }
 
-impl TimeoutBuilder {
+impl<T> TimeoutConfigBuilder<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            config: TimeoutConfig::default(),
+            listeners: Listeners::new(),
+            target: PhantomData,
+        }
+    }
+
     /// The layer's name (default `"timeout"`).
     #[must_use]
     pub fn name(mut self, name: impl Into<Name>) -> Self {
@@ -164,15 +194,26 @@ impl TimeoutBuilder {
         self.config.timeout = timeout;
         self
     }
+}
 
-    /// Register a listener for the layer's events.
+impl TimeoutConfigBuilder<TimeoutConfig> {
+    /// Validate and give the config.
+    pub fn build(self) -> Result<TimeoutConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+impl TimeoutConfigBuilder<TimeoutLayer> {
+    /// Register a listener for the layer's events (the same as
+    /// [`TimeoutLayer::on_event`]).
     #[must_use]
     pub fn on_event(mut self, listener: impl Fn(&TimeoutEvent) + Send + Sync + 'static) -> Self {
         self.listeners.push(listener);
         self
     }
 
-    /// Validate and build a layer with the fixed timeout.
+    /// Validate and build the layer.
     pub fn build(self) -> Result<TimeoutLayer, ConfigError> {
         self.config.validate()?;
         Ok(TimeoutLayer::from_parts(
@@ -181,30 +222,11 @@ impl TimeoutBuilder {
             crate::layer::Fixed,
         ))
     }
-
-    /// Validate and build a layer whose timeout is chosen per request by `timeout_for`
-    /// (`None`: no timeout of this layer's own for that request; an outer deadline still
-    /// holds). The configured timeout stays the one the handle reports and updates, for
-    /// closures that want a default to fall back on.
-    pub fn per_request<Req, F>(
-        self,
-        timeout_for: F,
-    ) -> Result<TimeoutLayer<PerRequest<F>>, ConfigError>
-    where
-        F: Fn(&Req) -> Option<Duration>,
-    {
-        self.config.validate()?;
-        Ok(TimeoutLayer::from_parts(
-            self.config,
-            self.listeners,
-            PerRequest(Arc::new(timeout_for)),
-        ))
-    }
 }
 
-impl fmt::Debug for TimeoutBuilder {
+impl<T> fmt::Debug for TimeoutConfigBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TimeoutBuilder")
+        f.debug_struct("TimeoutConfigBuilder")
             .field("config", &self.config)
             .field("listeners", &self.listeners)
             .finish()

@@ -9,7 +9,7 @@ use palisade_core::metrics::{Counter, Histogram};
 use palisade_core::{ConfigError, Emitter, Listeners, Name, time};
 use tower_layer::Layer;
 
-use crate::config::{TimeoutConfig, validate_timeout};
+use crate::config::{TimeoutConfig, TimeoutConfigBuilder, validate_timeout};
 use crate::event::TimeoutEvent;
 use crate::service::Timeout;
 
@@ -25,7 +25,7 @@ use crate::service::Timeout;
 /// use tower::{ServiceBuilder, service_fn};
 ///
 /// let svc = ServiceBuilder::new()
-///     .layer(TimeoutLayer::new(Duration::from_secs(2)))
+///     .layer(TimeoutLayer::builder().timeout(Duration::from_secs(2)).build().expect("a valid timeout"))
 ///     .service(service_fn(|x: u32| async move { Ok::<_, palisade_core::BoxError>(x) }));
 /// # let _ = svc;
 /// ```
@@ -121,14 +121,29 @@ fn from_nanos(nanos: u64) -> Duration {
 // ===== impl TimeoutLayer =====
 
 impl TimeoutLayer {
-    /// A layer named `"timeout"` with a fixed `timeout` and no listeners. A zero timeout
-    /// fails every call at once; use [`TimeoutConfig::builder`] to have it refused instead.
-    pub fn new(timeout: Duration) -> Self {
-        let config = TimeoutConfig {
-            timeout,
-            ..TimeoutConfig::default()
-        };
+    /// The layer of a validated `config`, with a fixed timeout and no listeners yet.
+    pub fn new(config: TimeoutConfig) -> Self {
         Self::from_parts(config, Listeners::new(), Fixed)
+    }
+
+    /// A builder whose [`build`](crate::TimeoutConfigBuilder::build) gives the layer: the
+    /// shortcut for `TimeoutLayer::new(TimeoutConfig::builder()…build()?)`.
+    pub fn builder() -> TimeoutConfigBuilder<TimeoutLayer> {
+        TimeoutConfigBuilder::new()
+    }
+
+    /// Choose the timeout per request with `timeout_for` (`None`: no timeout of this
+    /// layer's own for that request; an outer deadline still holds). The configured timeout
+    /// stays the one the handle reports and updates, for closures that want a default to
+    /// fall back on. Services and handles share the layer's state as before.
+    pub fn per_request<Req, F>(self, timeout_for: F) -> TimeoutLayer<PerRequest<F>>
+    where
+        F: Fn(&Req) -> Option<Duration>,
+    {
+        TimeoutLayer {
+            policy: PerRequest(Arc::new(timeout_for)),
+            shared: self.shared,
+        }
     }
 }
 
@@ -138,7 +153,7 @@ impl<T> TimeoutLayer<T> {
         listeners: Listeners<TimeoutEvent>,
         policy: T,
     ) -> Self {
-        let name = config.name;
+        let name = config.name().clone();
         let shared = Shared {
             completed: Counter::register(
                 "palisade_timeout_calls_total",
@@ -151,13 +166,21 @@ impl<T> TimeoutLayer<T> {
                 &[("outcome", "elapsed")],
             ),
             duration: Histogram::register("palisade_timeout_call_duration_seconds", &name, &[]),
-            timeout_nanos: AtomicU64::new(time::nanos(config.timeout)),
+            timeout_nanos: AtomicU64::new(time::nanos(config.timeout())),
             emitter: Emitter::new(name, listeners),
         };
         Self {
             policy,
             shared: Arc::new(shared),
         }
+    }
+
+    /// Call `listener` with every event of this layer (the state is shared: services and
+    /// handles made before this call see the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&TimeoutEvent) + Send + Sync + 'static) -> Self {
+        self.shared.emitter.add_listener(listener);
+        self
     }
 
     /// A handle to read and change this layer's timeout at run time.
@@ -202,7 +225,7 @@ impl<T> fmt::Debug for TimeoutLayer<T> {
 /// use palisade_timeout::TimeoutLayer;
 /// use std::time::Duration;
 ///
-/// let layer = TimeoutLayer::new(Duration::from_secs(1));
+/// let layer = TimeoutLayer::builder().timeout(Duration::from_secs(1)).build().expect("a valid timeout");
 /// let handle = layer.handle();
 /// handle.set_timeout(Duration::from_millis(300)).expect("above zero");
 /// assert_eq!(layer.handle().timeout(), Duration::from_millis(300));
@@ -222,6 +245,29 @@ impl TimeoutHandle {
     /// The configured timeout now in effect for new calls.
     pub fn timeout(&self) -> Duration {
         self.shared.timeout()
+    }
+
+    /// The config now in effect (the name it was built with, the current timeout).
+    pub fn config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .name(self.name().clone())
+            .timeout(self.timeout())
+            .build()
+            .expect("a running layer's config is valid")
+    }
+
+    /// Apply `config` to calls made from now on (calls in flight keep theirs). The name is
+    /// fixed when the layer is built: a config with another name is refused, as is an
+    /// invalid one; nothing changes then.
+    pub fn update(&self, config: TimeoutConfig) -> Result<(), ConfigError> {
+        palisade_core::config::ensure_same_name("timeout", self.name(), config.name())?;
+        self.set_timeout(config.timeout())
+    }
+
+    /// A snapshot of the layer's settings (the same as [`config`](Self::config): a timeout
+    /// has no other state).
+    pub fn snapshot(&self) -> TimeoutConfig {
+        self.config()
     }
 
     /// Change the configured timeout for calls made from now on (calls in flight keep

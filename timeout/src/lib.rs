@@ -41,7 +41,7 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! let svc = ServiceBuilder::new()
-//!     .layer(TimeoutLayer::new(Duration::from_secs(1)))
+//!     .layer(TimeoutLayer::builder().timeout(Duration::from_secs(1)).build().expect("a valid timeout"))
 //!     .layer(PropagateDeadlineLayer::new()) // writes the deadline onto the job
 //!     .layer(BufferLayer::new(64))          // the worker task calls what follows
 //!     .layer(PropagateDeadlineLayer::new()) // makes it current again in the worker
@@ -61,7 +61,7 @@
 //!
 //! ```
 //! use palisade_core::Error;
-//! use palisade_timeout::TimeoutConfig;
+//! use palisade_timeout::TimeoutLayer;
 //! use std::time::Duration;
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
@@ -71,8 +71,8 @@
 //!     tokio::time::sleep(Duration::from_secs(30)).await;
 //!     Ok::<_, Error<std::io::Error>>("done")
 //! });
-//! let overall = TimeoutConfig::builder().name("overall").timeout(Duration::from_secs(1));
-//! let attempt = TimeoutConfig::builder().name("attempt").timeout(Duration::from_secs(5));
+//! let overall = TimeoutLayer::builder().name("overall").timeout(Duration::from_secs(1));
+//! let attempt = TimeoutLayer::builder().name("attempt").timeout(Duration::from_secs(5));
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(overall.build().unwrap())
 //!     .layer(attempt.build().unwrap())
@@ -106,7 +106,7 @@ mod layer;
 mod propagate;
 mod service;
 
-pub use config::{DEFAULT_TIMEOUT, TimeoutBuilder, TimeoutConfig};
+pub use config::{DEFAULT_TIMEOUT, TimeoutConfig, TimeoutConfigBuilder};
 pub use event::TimeoutEvent;
 pub use future::ResponseFuture;
 pub use layer::{Fixed, PerRequest, RequestTimeout, TimeoutHandle, TimeoutLayer};

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use palisade_core::{BoxError, Deadline, Elapsed, RequestDeadline};
-use palisade_timeout::{PropagateDeadlineLayer, TimeoutConfig};
+use palisade_timeout::{PropagateDeadlineLayer, TimeoutConfig, TimeoutLayer};
 use tokio::time::Instant;
 use tower::buffer::BufferLayer;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
@@ -35,7 +35,7 @@ fn seen_in_call()
 }
 
 fn overall() -> palisade_timeout::TimeoutLayer {
-    TimeoutConfig::builder()
+    TimeoutLayer::builder()
         .name("overall")
         .timeout(Duration::from_secs(1))
         .build()
@@ -69,7 +69,7 @@ async fn propagate_on_both_sides_carries_the_deadline_through_a_buffer() {
 
 #[tokio::test(start_paused = true)]
 async fn an_inner_timeout_behind_a_buffer_ends_at_the_callers_deadline() {
-    let attempt = TimeoutConfig::builder()
+    let attempt = TimeoutLayer::builder()
         .name("attempt")
         .timeout(Duration::from_secs(30))
         .build()

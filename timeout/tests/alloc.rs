@@ -38,12 +38,15 @@ fn main() {
     let _guard = rt.enter();
     let _profiler = dhat::Profiler::builder().testing().build();
 
-    let overall = TimeoutConfig::builder()
+    let overall = TimeoutLayer::builder()
         .name("overall")
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let attempt = TimeoutLayer::new(Duration::from_secs(1));
+    let attempt = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let backend = || service_fn(|job: Job| std::future::ready(Ok::<_, BoxError>(job.id)));
 
     let mut single = attempt.layer(backend());

@@ -10,8 +10,12 @@ use tower_test::{assert_request_eq, mock};
 
 #[tokio::test(start_paused = true)]
 async fn readiness_comes_from_the_inner_service() {
-    let (mut svc, mut handle) =
-        mock::spawn_layer::<u32, u32, _>(TimeoutLayer::new(Duration::from_secs(1)));
+    let (mut svc, mut handle) = mock::spawn_layer::<u32, u32, _>(
+        TimeoutLayer::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
 
     // The inner service is not ready: neither is the timeout.
     handle.allow(0);
@@ -28,8 +32,12 @@ async fn readiness_comes_from_the_inner_service() {
 #[tokio::test(start_paused = true)]
 async fn an_unready_inner_service_is_not_timed_out_by_readiness() {
     // Readiness waits are not the call's time: the timeout starts at `call`.
-    let (mut svc, mut handle) =
-        mock::spawn_layer::<u32, u32, _>(TimeoutLayer::new(Duration::from_millis(10)));
+    let (mut svc, mut handle) = mock::spawn_layer::<u32, u32, _>(
+        TimeoutLayer::builder()
+            .timeout(Duration::from_millis(10))
+            .build()
+            .unwrap(),
+    );
     handle.allow(0);
     assert_pending!(svc.poll_ready());
     tokio::time::advance(Duration::from_secs(1)).await;
@@ -43,8 +51,12 @@ async fn an_unready_inner_service_is_not_timed_out_by_readiness() {
 
 #[tokio::test(start_paused = true)]
 async fn inner_errors_pass_through_unchanged() {
-    let (mut svc, mut handle) =
-        mock::spawn_layer::<u32, u32, _>(TimeoutLayer::new(Duration::from_secs(1)));
+    let (mut svc, mut handle) = mock::spawn_layer::<u32, u32, _>(
+        TimeoutLayer::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
     handle.allow(1);
     assert_ready_ok!(svc.poll_ready());
     let fut = svc.call(1);
@@ -77,7 +89,10 @@ async fn propagate_deadline_delegates_readiness() {
 
 #[test]
 fn layers_and_services_are_clone_and_debug() {
-    let layer = TimeoutLayer::new(Duration::from_secs(1));
+    let layer = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let layer_clone = layer.clone();
     let svc = layer.layer(tower::service_fn(|()| async { Ok::<_, BoxError>(()) }));
     let clone = svc.clone();

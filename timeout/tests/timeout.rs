@@ -49,7 +49,10 @@ fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
 #[tokio::test(start_paused = true)]
 async fn fires_at_the_duration_and_not_a_tick_before() {
     let dropped = Arc::new(AtomicBool::new(false));
-    let mut svc = TimeoutLayer::new(Duration::from_millis(100))
+    let mut svc = TimeoutLayer::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
         .layer(slow(Duration::from_secs(60), Arc::clone(&dropped)));
     let mut fut = Box::pin(svc.ready().await.unwrap().call(1));
 
@@ -71,7 +74,10 @@ async fn fires_at_the_duration_and_not_a_tick_before() {
 #[tokio::test(start_paused = true)]
 async fn a_fast_call_passes_through_untouched() {
     let dropped = Arc::new(AtomicBool::new(false));
-    let svc = TimeoutLayer::new(Duration::from_secs(1))
+    let svc = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
         .layer(slow(Duration::from_millis(999), Arc::clone(&dropped)));
     let start = Instant::now();
     assert_eq!(svc.oneshot(7).await.unwrap(), 7);
@@ -80,10 +86,11 @@ async fn a_fast_call_passes_through_untouched() {
 
 #[tokio::test(start_paused = true)]
 async fn per_request_timeout_and_none() {
-    let layer = TimeoutConfig::builder()
+    let layer = TimeoutLayer::builder()
         .name("per-request")
-        .per_request(|x: &u32| (*x > 0).then(|| Duration::from_millis(u64::from(*x))))
-        .unwrap();
+        .build()
+        .unwrap()
+        .per_request(|x: &u32| (*x > 0).then(|| Duration::from_millis(u64::from(*x))));
     let flag = Arc::new(AtomicBool::new(false));
     let svc = layer.layer(slow(Duration::from_secs(5), flag));
 
@@ -100,12 +107,12 @@ async fn per_request_timeout_and_none() {
 
 #[tokio::test(start_paused = true)]
 async fn an_outer_deadline_shrinks_an_inner_timeout() {
-    let inner = TimeoutConfig::builder()
+    let inner = TimeoutLayer::builder()
         .name("attempt")
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let outer = TimeoutConfig::builder()
+    let outer = TimeoutLayer::builder()
         .name("overall")
         .timeout(Duration::from_secs(1))
         .build()
@@ -125,12 +132,12 @@ async fn an_outer_deadline_shrinks_an_inner_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn an_inner_timeout_that_is_shorter_names_itself() {
-    let inner = TimeoutConfig::builder()
+    let inner = TimeoutLayer::builder()
         .name("attempt")
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let outer = TimeoutConfig::builder()
+    let outer = TimeoutLayer::builder()
         .name("overall")
         .timeout(Duration::from_secs(1))
         .build()
@@ -145,12 +152,12 @@ async fn an_inner_timeout_that_is_shorter_names_itself() {
 
 #[tokio::test(start_paused = true)]
 async fn the_outer_name_holds_with_the_typed_error_too() {
-    let attempt = TimeoutConfig::builder()
+    let attempt = TimeoutLayer::builder()
         .name("attempt")
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let overall = TimeoutConfig::builder()
+    let overall = TimeoutLayer::builder()
         .name("overall")
         .timeout(Duration::from_secs(2))
         .build()
@@ -176,7 +183,10 @@ async fn attempts_inside_an_overall_deadline_get_only_the_time_left() {
     // A hand-rolled "retry" inside an overall timeout: each attempt has an 800 ms timeout,
     // but the second one may only use the 200 ms left of the 1 s deadline, and the third
     // none at all.
-    let attempt = TimeoutLayer::new(Duration::from_millis(800));
+    let attempt = TimeoutLayer::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+        .unwrap();
     let flag = Arc::new(AtomicBool::new(false));
     let backend = attempt.layer(slow(Duration::from_secs(60), flag));
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -195,7 +205,11 @@ async fn attempts_inside_an_overall_deadline_get_only_the_time_left() {
             last.expect("three attempts")
         }
     });
-    let svc = TimeoutLayer::new(Duration::from_secs(1)).layer(retrying);
+    let svc = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(retrying);
     let start = Instant::now();
     assert!(svc.oneshot(1).await.unwrap_err().is::<Elapsed>());
     assert_eq!(start.elapsed(), Duration::from_secs(1));
@@ -212,10 +226,14 @@ async fn attempts_inside_an_overall_deadline_get_only_the_time_left() {
 
 #[tokio::test(start_paused = true)]
 async fn the_deadline_is_current_inside_call_and_poll() {
-    let svc = TimeoutLayer::new(Duration::from_secs(2)).layer(service_fn(|_: ()| {
-        let at_call = Deadline::current();
-        async move { Ok::<_, BoxError>((at_call, Deadline::current())) }
-    }));
+    let svc = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: ()| {
+            let at_call = Deadline::current();
+            async move { Ok::<_, BoxError>((at_call, Deadline::current())) }
+        }));
     let start = Instant::now();
     let (at_call, at_poll) = svc.oneshot(()).await.unwrap();
     let expected = Some(Deadline::at(start + Duration::from_secs(2)));
@@ -230,23 +248,34 @@ async fn the_deadline_is_current_inside_call_and_poll() {
 
 #[tokio::test(start_paused = true)]
 async fn works_with_the_typed_error() {
-    let svc = TimeoutLayer::new(Duration::from_millis(10)).layer(service_fn(|_: ()| async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok::<(), Error<std::io::Error>>(())
-    }));
+    let svc = TimeoutLayer::builder()
+        .timeout(Duration::from_millis(10))
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: ()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<(), Error<std::io::Error>>(())
+        }));
     match svc.oneshot(()).await {
         Err(Error::Elapsed(e)) => assert_eq!(e.timeout(), Duration::from_millis(10)),
         other => panic!("expected Error::Elapsed, got {other:?}"),
     }
-    let failing = TimeoutLayer::new(Duration::from_millis(10)).layer(service_fn(|_: ()| async {
-        Err::<(), _>(Error::Inner(std::io::Error::other("disk")))
-    }));
+    let failing = TimeoutLayer::builder()
+        .timeout(Duration::from_millis(10))
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: ()| async {
+            Err::<(), _>(Error::Inner(std::io::Error::other("disk")))
+        }));
     assert!(matches!(failing.oneshot(()).await, Err(Error::Inner(_))));
 }
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_calls_time_out_independently() {
-    let layer = TimeoutLayer::new(Duration::from_millis(500));
+    let layer = TimeoutLayer::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
     let svc = layer.layer(service_fn(|ms: u64| async move {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok::<_, BoxError>(ms)
@@ -270,7 +299,7 @@ async fn concurrent_calls_time_out_independently() {
 async fn events_report_completion_and_expiry() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
-    let layer = TimeoutConfig::builder()
+    let layer = TimeoutLayer::builder()
         .timeout(Duration::from_millis(100))
         .on_event(move |e| sink.lock().unwrap().push(e.clone()))
         .build()
@@ -296,7 +325,10 @@ async fn events_report_completion_and_expiry() {
 
 #[tokio::test(start_paused = true)]
 async fn the_handle_changes_the_timeout_for_all_clones() {
-    let layer = TimeoutLayer::new(Duration::from_secs(10));
+    let layer = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
     let svc = layer.layer(service_fn(move |_: ()| {
@@ -316,28 +348,23 @@ async fn the_handle_changes_the_timeout_for_all_clones() {
 
 #[test]
 fn invalid_configs_are_refused_with_the_field_named() {
-    let err = TimeoutConfig::builder()
+    let err = TimeoutLayer::builder()
         .timeout(Duration::ZERO)
         .build()
         .unwrap_err();
     assert_eq!((err.layer(), err.field()), ("timeout", "timeout"));
-    let err = TimeoutConfig::builder()
-        .timeout(Duration::ZERO)
-        .per_request(|_: &u32| None)
-        .unwrap_err();
-    assert_eq!(err.field(), "timeout");
 }
 
 #[test]
 fn an_empty_name_is_refused() {
-    let err = TimeoutConfig::builder().name("").build().unwrap_err();
+    let err = TimeoutLayer::builder().name("").build().unwrap_err();
     assert_eq!((err.layer(), err.field()), ("timeout", "name"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn every_timeout_a_user_can_type_works_without_panic() {
     // 1 ns: fires after one nanosecond.
-    let tiny = TimeoutConfig::builder().timeout(NS).build().unwrap();
+    let tiny = TimeoutLayer::builder().timeout(NS).build().unwrap();
     let flag = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let err = tiny
@@ -349,7 +376,7 @@ async fn every_timeout_a_user_can_type_works_without_panic() {
     // tokio's timer resolution is one millisecond
     assert!(start.elapsed() <= Duration::from_millis(1));
     // Duration::MAX: "no timeout of its own", honoured, not a panic on `Instant + MAX`.
-    let forever = TimeoutConfig::builder()
+    let forever = TimeoutLayer::builder()
         .timeout(Duration::MAX)
         .build()
         .unwrap();
@@ -359,7 +386,10 @@ async fn every_timeout_a_user_can_type_works_without_panic() {
     assert_eq!(forever.layer(slow(day, flag)).oneshot(7).await.unwrap(), 7);
     assert_eq!(start.elapsed(), day);
     // Inside an outer deadline, "forever" still ends at the outer deadline.
-    let outer = TimeoutLayer::new(Duration::from_secs(1));
+    let outer = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let svc = outer.layer(forever.layer(service_fn(|_: u32| {
         std::future::pending::<Result<u32, BoxError>>()
     })));
@@ -377,8 +407,8 @@ async fn every_timeout_a_user_can_type_works_without_panic() {
 #[test]
 fn config_loads_from_data() {
     let config: TimeoutConfig = serde_json::from_str(r#"{"name":"db","timeout":"250ms"}"#).unwrap();
-    assert_eq!(config.timeout, Duration::from_millis(250));
-    assert_eq!(config.name.as_str(), "db");
+    assert_eq!(config.timeout(), Duration::from_millis(250));
+    assert_eq!(config.name().as_str(), "db");
     let defaults: TimeoutConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(defaults, TimeoutConfig::default());
     assert!(serde_json::from_str::<TimeoutConfig>(r#"{"timeout":"soon"}"#).is_err());
@@ -416,10 +446,7 @@ fn configs_round_trip_exactly_at_the_edges() {
         Duration::from_millis(1500),
         Duration::MAX,
     ] {
-        let config = TimeoutConfig {
-            timeout,
-            ..TimeoutConfig::default()
-        };
+        let config = TimeoutConfig::builder().timeout(timeout).build().unwrap();
         let text = serde_json::to_string(&config).unwrap();
         let again: TimeoutConfig = serde_json::from_str(&text).unwrap();
         assert_eq!(again, config, "{text}");
@@ -433,7 +460,10 @@ async fn http_requests_carry_the_deadline_out() {
     use palisade_timeout::PropagateDeadlineLayer;
     let client =
         service_fn(|req: http::Request<()>| async move { Ok::<_, BoxError>(req.deadline()) });
-    let svc = TimeoutLayer::new(Duration::from_secs(3))
+    let svc = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap()
         .layer(PropagateDeadlineLayer::new().layer(client));
     let start = Instant::now();
     let carried = svc.oneshot(http::Request::new(())).await.unwrap();

@@ -204,7 +204,7 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
     };
     Ok(Stack::new()
         .timeout(
-            TimeoutConfig::builder()
+            TimeoutLayer::builder()
                 .name("overall")
                 .timeout(OVERALL_TIMEOUT)
                 .build()?,
@@ -213,7 +213,7 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
         .circuit_breaker(breaker.build()?.with_classifier(classify))
         .limit(limit)
         .attempt_timeout(
-            TimeoutConfig::builder()
+            TimeoutLayer::builder()
                 .name("attempt")
                 .timeout(ATTEMPT_TIMEOUT)
                 .build()?,

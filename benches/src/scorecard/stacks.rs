@@ -157,7 +157,7 @@ pub fn palisade_default() -> Result<
 > {
     Ok(Stack::new()
         .timeout(
-            TimeoutConfig::builder()
+            TimeoutLayer::builder()
                 .name("overall")
                 .timeout(OVERALL_TIMEOUT)
                 .build()?,
@@ -172,7 +172,7 @@ pub fn palisade_default() -> Result<
         ))
         .circuit_breaker(CircuitBreakerConfig::builder().name("api").build()?)
         .attempt_timeout(
-            TimeoutConfig::builder()
+            TimeoutLayer::builder()
                 .name("attempt")
                 .timeout(ATTEMPT_TIMEOUT)
                 .build()?,

@@ -45,7 +45,12 @@ async fn server() -> Result<SocketAddr, BoxError> {
             ph::RejectionResponseLayer::default().around(
                 ServiceBuilder::new()
                     .layer(ph::IncomingDeadlineLayer::grpc())
-                    .layer(TimeoutLayer::new(Duration::from_millis(500)))
+                    .layer(
+                        TimeoutLayer::builder()
+                            .timeout(Duration::from_millis(500))
+                            .build()
+                            .expect("a valid timeout"),
+                    )
                     .layer(per_client),
             ),
         );
@@ -71,7 +76,12 @@ async fn client(addr: SocketAddr) -> Result<(), BoxError> {
         .name("backend")
         .consecutive_failures(4);
     let client = ServiceBuilder::new()
-        .layer(TimeoutLayer::new(Duration::from_secs(3)))
+        .layer(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .expect("a valid timeout"),
+        )
         .layer(RetryLayer::new(retry))
         .layer(breaker.build()?.with_classifier(ph::HttpClassifier))
         .layer(ph::SendDeadlineLayer::grpc())

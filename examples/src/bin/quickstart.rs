@@ -34,7 +34,7 @@ async fn main() -> Result<(), BoxError> {
 
     let timed_out = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&timed_out);
-    let timeout = TimeoutConfig::builder()
+    let timeout = TimeoutLayer::builder()
         .name("extract")
         .timeout(Duration::from_millis(100))
         .on_event(move |event| {

@@ -20,7 +20,7 @@ use palisade::degrade::fallback::{FallbackLayer, Secondary};
 use palisade::degrade::{FallbackConfig, Marked};
 use palisade::rate_limit::RateLimitConfig;
 use palisade::retry::{Backoff, RejectionAware, RetryAfter, RetryConfig, RetryEvent, RetryLayer};
-use palisade::timeout::TimeoutConfig;
+use palisade::timeout::{TimeoutConfig, TimeoutLayer};
 use palisade::{AsRejection, BoxError, Classify, Outcome, Rejection, Stack};
 use tower::util::{BoxCloneSyncService, BoxService};
 use tower::{Layer, service_fn};
@@ -172,7 +172,7 @@ pub fn extract_stack(
         .map_err(setting("rate / burst"))?;
     let stack = Stack::new()
         .timeout(
-            TimeoutConfig::builder()
+            TimeoutLayer::builder()
                 .name("source-request")
                 .timeout(config.request_timeout)
                 .build()
@@ -182,7 +182,7 @@ pub fn extract_stack(
         .circuit_breaker(breaker)
         .limit(limit)
         .attempt_timeout(
-            TimeoutConfig::builder()
+            TimeoutLayer::builder()
                 .name("source-attempt")
                 .timeout(config.attempt_timeout)
                 .build()
@@ -316,7 +316,7 @@ pub fn load_stack(
         .retry(RetryLayer::new(retry))
         .circuit_breaker(breaker)
         .attempt_timeout(
-            TimeoutConfig::builder()
+            TimeoutLayer::builder()
                 .name("sink-write")
                 .timeout(config.sink_timeout)
                 .build()
