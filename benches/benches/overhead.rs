@@ -199,7 +199,7 @@ fn bench(c: &mut Criterion) {
             black_box(failsafe_breaker.call(|| Ok::<u64, ()>(black_box(7)))).expect("closed")
         });
     });
-    let mut breaker = CircuitBreakerConfig::builder()
+    let mut breaker = CircuitBreakerLayer::builder()
         .name("bench")
         .build()
         .expect("config")
@@ -249,7 +249,7 @@ fn bench(c: &mut Criterion) {
                 .expect("config"),
         ))
         .circuit_breaker(
-            CircuitBreakerConfig::builder()
+            CircuitBreakerLayer::builder()
                 .name("bench")
                 .build()
                 .expect("config"),

@@ -12,7 +12,7 @@ use palisade_chaos::sim::{
     FaultScript, Incident, LoadGen, Report, RequestOutcome, SimBackend, SimResponse,
 };
 use palisade_chaos::{ChaosConfig, ChaosLayer, Latency};
-use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerEvent, State};
+use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerEvent, State};
 use palisade_core::{BoxError, Priority};
 use palisade_degrade::fallback::{FallbackLayer, Value};
 use palisade_degrade::shed::{ShedConfig, ShedLayer};
@@ -103,7 +103,7 @@ async fn full_outage_breaker_opens_fast_sheds_retries_and_recovers_after_one_pro
     let transitions = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&transitions);
     let open_duration = secs(5);
-    let breaker = CircuitBreakerConfig::builder()
+    let breaker = CircuitBreakerLayer::builder()
         .name("outage")
         .count_window(20)
         .minimum_calls(10)

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use palisade_chaos::sim::{FaultScript, Incident, LoadGen, RequestOutcome, SimBackend};
 use palisade_chaos::{ChaosConfig, ChaosLayer, Latency};
-use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerEvent, State};
+use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerEvent, State};
 use palisade_core::BoxError;
 use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
 use palisade_retry::{Backoff, RetryConfig, RetryLayer};
@@ -185,7 +185,7 @@ async fn simulate_with(
         .expect("valid backend");
     let steps = Arc::new(Mutex::new(Vec::new()));
     let on_event = Arc::clone(&steps);
-    let breaker = CircuitBreakerConfig::builder()
+    let breaker = CircuitBreakerLayer::builder()
         .name("invariants")
         .count_window(10)
         .minimum_calls(5)

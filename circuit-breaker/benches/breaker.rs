@@ -77,7 +77,7 @@ fn bench_closed(c: &mut Criterion) {
     one(&mut g, "breaker_count_window", breaker().layer(floor()));
     let time = CircuitBreakerConfig::builder()
         .time_window(Duration::from_secs(10), 10)
-        .build_config()
+        .build()
         .expect("valid");
     one(
         &mut g,
@@ -86,7 +86,7 @@ fn bench_closed(c: &mut Criterion) {
     );
     let slow = CircuitBreakerConfig::builder()
         .slow_call_duration(Duration::from_secs(1))
-        .build_config()
+        .build()
         .expect("valid");
     one(
         &mut g,

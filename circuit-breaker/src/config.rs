@@ -1,5 +1,7 @@
 //! The breaker's configuration and its builder.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use palisade_core::config::{ensure, ensure_name};
@@ -62,12 +64,12 @@ pub enum SlidingWindow {
 ///     .open_duration(Duration::from_secs(10))
 ///     .open_duration_backoff(2.0, Duration::from_secs(120))
 ///     .half_open_probes(3)
-///     .build_config()
+///     .build()
 ///     .expect("valid config");
 /// assert_eq!(config.window(), SlidingWindow::Time { duration: Duration::from_secs(30), buckets: 10 });
 ///
 /// // Bad values are refused, naming the field:
-/// let err = CircuitBreakerConfig::builder().failure_rate_threshold(0.0).build_config().unwrap_err();
+/// let err = CircuitBreakerConfig::builder().failure_rate_threshold(0.0).build().unwrap_err();
 /// assert_eq!(err.field(), "failure_rate_threshold");
 /// ```
 #[derive(Debug, Clone)]
@@ -114,8 +116,16 @@ impl Default for CircuitBreakerConfig {
 impl CircuitBreakerConfig {
     /// A builder starting from the defaults documented on its methods.
     pub fn builder() -> CircuitBreakerConfigBuilder {
+        CircuitBreakerConfigBuilder::new()
+    }
+
+    /// A builder starting from this config, to change a field and build again.
+    pub fn to_builder(&self) -> CircuitBreakerConfigBuilder {
+        let mut config = self.clone();
+        config.listeners = Listeners::new();
         CircuitBreakerConfigBuilder {
-            config: Self::default(),
+            config,
+            target: PhantomData,
         }
     }
 
@@ -192,14 +202,8 @@ impl CircuitBreakerConfig {
         time::mul_f64(self.open_duration, factor).min(self.max_open_duration())
     }
 
-    /// Validate and build a layer with a new, closed breaker.
-    pub fn into_layer(self) -> Result<CircuitBreakerLayer, ConfigError> {
-        self.validate()?;
-        Ok(CircuitBreakerLayer::new(self))
-    }
-
     /// Check every field; the builder and the `serde` loader call this.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         ensure_name(LAYER, &self.name)?;
         self.validate_window()?;
         let rate = |v: f64| v.is_finite() && v > 0.0 && v <= 100.0;
@@ -307,15 +311,40 @@ impl CircuitBreakerConfig {
 
 // ===== CircuitBreakerConfigBuilder =====
 
-/// Builds a circuit breaker: [`build`](Self::build) validates the config and returns the
-/// layer, [`build_config`](Self::build_config) the config.
-#[derive(Debug, Clone)]
+/// Builds a [`CircuitBreakerConfig`] (from [`CircuitBreakerConfig::builder`]) or, as a
+/// shortcut, a [`CircuitBreakerLayer`] (from [`CircuitBreakerLayer::builder`]); `build`
+/// validates either way.
 #[must_use]
-pub struct CircuitBreakerConfigBuilder {
+pub struct CircuitBreakerConfigBuilder<T = CircuitBreakerConfig> {
     config: CircuitBreakerConfig,
+    target: PhantomData<fn() -> T>,
 }
 
-impl CircuitBreakerConfigBuilder {
+impl<T> Clone for CircuitBreakerConfigBuilder<T> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            target: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for CircuitBreakerConfigBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerConfigBuilder")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<T> CircuitBreakerConfigBuilder<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            config: CircuitBreakerConfig::default(),
+            target: PhantomData,
+        }
+    }
+
     /// The breaker's name, used in errors, events and the `name` metric label.
     /// Default `"circuit_breaker"`: name every breaker you run more than one of.
     pub fn name(mut self, name: impl Into<Name>) -> Self {
@@ -421,8 +450,21 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
-    /// Register a listener for the breaker's events (state transitions, rejected calls,
-    /// recorded calls). Listeners run on the calling thread, outside any lock: keep them quick.
+}
+
+impl CircuitBreakerConfigBuilder<CircuitBreakerConfig> {
+    /// Validate and give the config (for [`CircuitBreakerLayer::new`], a keyed layer,
+    /// [`CircuitBreakerHandle::update`](crate::CircuitBreakerHandle::update), or to build
+    /// several independent breakers alike).
+    pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+impl CircuitBreakerConfigBuilder<CircuitBreakerLayer> {
+    /// Register a listener for the breaker's events (the same as
+    /// [`CircuitBreakerLayer::on_event`]).
     pub fn on_event(
         mut self,
         listener: impl Fn(&CircuitBreakerEvent) + Send + Sync + 'static,
@@ -433,16 +475,8 @@ impl CircuitBreakerConfigBuilder {
 
     /// Validate and build a layer with a new, closed breaker.
     pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
-        self.build_config().map(CircuitBreakerLayer::new)
-    }
-
-    /// Validate and return the config (for a
-    /// [`KeyedCircuitBreakerLayer`](crate::KeyedCircuitBreakerLayer), for
-    /// [`CircuitBreakerHandle::update_config`](crate::CircuitBreakerHandle::update_config),
-    /// or to build several independent breakers alike).
-    pub fn build_config(self) -> Result<CircuitBreakerConfig, ConfigError> {
         self.config.validate()?;
-        Ok(self.config)
+        Ok(CircuitBreakerLayer::new(self.config))
     }
 }
 
@@ -575,73 +609,73 @@ mod tests {
     fn refuses_bad_values() {
         let b = CircuitBreakerConfig::builder;
         let cases = [
-            (b().count_window(0).build_config(), "window.size"),
+            (b().count_window(0).build(), "window.size"),
             (
-                b().count_window(10).minimum_calls(11).build_config(),
+                b().count_window(10).minimum_calls(11).build(),
                 "minimum_calls",
             ),
             (
-                b().time_window(Duration::from_millis(5), 10).build_config(),
+                b().time_window(Duration::from_millis(5), 10).build(),
                 "window.duration",
             ),
             (
-                b().time_window(Duration::from_secs(5), 0).build_config(),
+                b().time_window(Duration::from_secs(5), 0).build(),
                 "window.buckets",
             ),
             (
-                b().failure_rate_threshold(f64::NAN).build_config(),
+                b().failure_rate_threshold(f64::NAN).build(),
                 "failure_rate_threshold",
             ),
             (
-                b().slow_call_rate_threshold(101.0).build_config(),
+                b().slow_call_rate_threshold(101.0).build(),
                 "slow_call_rate_threshold",
             ),
             (
-                b().slow_call_duration(Duration::ZERO).build_config(),
+                b().slow_call_duration(Duration::ZERO).build(),
                 "slow_call_duration",
             ),
-            (b().minimum_calls(0).build_config(), "minimum_calls"),
+            (b().minimum_calls(0).build(), "minimum_calls"),
             (
-                b().consecutive_failures(0).build_config(),
+                b().consecutive_failures(0).build(),
                 "consecutive_failures",
             ),
             (
-                b().open_duration(Duration::ZERO).build_config(),
+                b().open_duration(Duration::ZERO).build(),
                 "open_duration",
             ),
             (
                 b().open_duration_backoff(0.5, Duration::from_secs(60))
-                    .build_config(),
+                    .build(),
                 "open_duration_multiplier",
             ),
             (
                 b().open_duration(Duration::from_secs(5))
                     .open_duration_backoff(2.0, Duration::from_secs(1))
-                    .build_config(),
+                    .build(),
                 "max_open_duration",
             ),
-            (b().half_open_probes(0).build_config(), "half_open_probes"),
-            (b().name("").build_config(), "name"),
+            (b().half_open_probes(0).build(), "half_open_probes"),
+            (b().name("").build(), "name"),
             (
-                b().max_probe_duration(Duration::ZERO).build_config(),
+                b().max_probe_duration(Duration::ZERO).build(),
                 "max_probe_duration",
             ),
             (
-                b().failure_rate_threshold(-1.0).build_config(),
+                b().failure_rate_threshold(-1.0).build(),
                 "failure_rate_threshold",
             ),
             (
-                b().failure_rate_threshold(100.5).build_config(),
+                b().failure_rate_threshold(100.5).build(),
                 "failure_rate_threshold",
             ),
             (
                 b().open_duration_backoff(f64::NAN, Duration::from_secs(60))
-                    .build_config(),
+                    .build(),
                 "open_duration_multiplier",
             ),
             (
                 b().open_duration_backoff(f64::INFINITY, Duration::from_secs(60))
-                    .build_config(),
+                    .build(),
                 "open_duration_multiplier",
             ),
         ];
@@ -668,7 +702,7 @@ mod tests {
                     buckets: 1,
                 }
             };
-            let layer = CircuitBreakerConfig::builder()
+            let layer = CircuitBreakerLayer::builder()
                 .window(window)
                 .minimum_calls(2)
                 .slow_call_duration(d)
@@ -707,7 +741,7 @@ mod tests {
         let c = CircuitBreakerConfig::builder()
             .open_duration(Duration::from_secs(10))
             .open_duration_backoff(3.0, Duration::from_secs(100))
-            .build_config()
+            .build()
             .unwrap();
         let got: Vec<_> = (0..5).map(|n| c.open_duration_for(n).as_secs()).collect();
         assert_eq!(got, [10, 30, 90, 100, 100]);
@@ -715,7 +749,7 @@ mod tests {
         let forever = CircuitBreakerConfig::builder()
             .open_duration(Duration::MAX)
             .open_duration_backoff(2.0, Duration::MAX)
-            .build_config()
+            .build()
             .unwrap();
         assert_eq!(forever.open_duration_for(3), Duration::MAX);
     }

@@ -122,8 +122,9 @@ impl CircuitBreakerHandle {
     /// Apply new thresholds, durations and probe counts to the running breaker; its state
     /// and window are kept. The window's shape cannot change (its slots are the history the
     /// thresholds apply to: build a new breaker for that), nor can the name or listeners.
-    pub fn update_config(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
-        self.breaker.update_config(config)
+    pub fn update(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
+        palisade_core::config::ensure_same_name("circuit_breaker", self.name(), config.name())?;
+        self.breaker.update_config(&config)
     }
 
     /// The config in effect.

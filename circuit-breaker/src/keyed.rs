@@ -343,7 +343,7 @@ fn pinned(slot: &Slot) -> bool {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let config = CircuitBreakerConfig::builder().consecutive_failures(2).build_config().unwrap();
+/// let config = CircuitBreakerConfig::builder().consecutive_failures(2).build().unwrap();
 /// let layer = KeyedCircuitBreakerLayer::new(config, |host: &&'static str| *host);
 /// let handle = layer.handle();
 /// let mut svc = ServiceBuilder::new().layer(layer).service_fn(|host: &'static str| async move {
@@ -368,11 +368,10 @@ where
 {
     /// One breaker per key, with the default [`KeyedLimits`] (the idle timeout raised to
     /// the config's `max_open_duration` if that is longer).
-    pub fn new<Req>(config: impl Into<CircuitBreakerConfig>, key_fn: F) -> Self
+    pub fn new<Req>(config: CircuitBreakerConfig, key_fn: F) -> Self
     where
         F: Fn(&Req) -> K,
     {
-        let config = config.into();
         let limits = KeyedLimits {
             idle_timeout: KeyedLimits::default()
                 .idle_timeout
@@ -384,14 +383,13 @@ where
 
     /// One breaker per key, with explicit limits.
     pub fn with_limits<Req>(
-        config: impl Into<CircuitBreakerConfig>,
+        config: CircuitBreakerConfig,
         key_fn: F,
         limits: KeyedLimits,
     ) -> Result<Self, ConfigError>
     where
         F: Fn(&Req) -> K,
     {
-        let config = config.into();
         let layer = "circuit_breaker";
         limits.validate()?;
         ensure(
@@ -431,8 +429,8 @@ where
 
 impl<F, K, C> KeyedCircuitBreakerLayer<F, K, C> {
     /// Judge results with `classifier` (see
-    /// [`CircuitBreakerLayer::with_classifier`](crate::CircuitBreakerLayer::with_classifier)).
-    pub fn with_classifier<C2>(self, classifier: C2) -> KeyedCircuitBreakerLayer<F, K, C2> {
+    /// [`CircuitBreakerLayer::classifier`](crate::CircuitBreakerLayer::classifier)).
+    pub fn classifier<C2>(self, classifier: C2) -> KeyedCircuitBreakerLayer<F, K, C2> {
         KeyedCircuitBreakerLayer {
             registry: self.registry,
             key_fn: self.key_fn,
@@ -604,8 +602,9 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedCircuitBreakerHandle<K> {
     }
 
     /// Apply a new config to every existing key and to keys created from now on (see
-    /// [`CircuitBreakerHandle::update_config`] for what may change).
-    pub fn update_config(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
+    /// [`CircuitBreakerHandle::update`] for what may change).
+    pub fn update(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
+        let config = &config;
         let mut current = self
             .registry
             .config
@@ -656,7 +655,7 @@ mod tests {
         let config = CircuitBreakerConfig::builder()
             .name("k")
             .consecutive_failures(1)
-            .build_config()
+            .build()
             .expect("valid config");
         let limits = KeyedLimits {
             max_keys,

@@ -9,7 +9,10 @@ use tower_layer::Layer;
 
 use crate::event::Metrics;
 use crate::state::Breaker;
-use crate::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle};
+use crate::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerConfigBuilder, CircuitBreakerEvent,
+    CircuitBreakerHandle, KeyedCircuitBreakerLayer,
+};
 
 /// Applies a circuit breaker to a service. The layer owns one breaker: every service it
 /// wraps, and every clone of it, shares that breaker (wrap two backends with two layers).
@@ -25,15 +28,19 @@ pub struct CircuitBreakerLayer<C = RejectionAware> {
 }
 
 impl CircuitBreakerLayer {
-    /// A layer with a new, closed breaker. Takes a config (or another layer, whose config
-    /// seeds an independent breaker: `CircuitBreakerLayer::new(builder.build()?)` works).
-    pub fn new(config: impl Into<CircuitBreakerConfig>) -> Self {
-        let config = config.into();
+    /// A layer with a new, closed breaker running the validated `config`.
+    pub fn new(config: CircuitBreakerConfig) -> Self {
         let metrics = Metrics::register(config.name(), true);
         Self {
             breaker: Arc::new(Breaker::new(config, Instant::now(), metrics)),
             classifier: RejectionAware,
         }
+    }
+
+    /// A builder whose [`build`](crate::CircuitBreakerConfigBuilder::build) gives the layer:
+    /// the shortcut for `CircuitBreakerLayer::new(CircuitBreakerConfig::builder()…build()?)`.
+    pub fn builder() -> CircuitBreakerConfigBuilder<CircuitBreakerLayer> {
+        CircuitBreakerConfigBuilder::new()
     }
 }
 
@@ -41,24 +48,41 @@ impl<C> CircuitBreakerLayer<C> {
     /// Judge results with `classifier` (a `palisade_core::Classify`, e.g. a closure
     /// `|res: &Result<Res, E>| -> Outcome`). It is cloned per call: keep it cheap (a
     /// closure without captures, or an `Arc` inside).
-    pub fn with_classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
             breaker: self.breaker,
             classifier,
         }
     }
 
+    /// Call `listener` with every event of this breaker (state transitions, rejected calls,
+    /// recorded calls). The breaker is shared: services and handles made before this call
+    /// see the listener too. Listeners run on the calling thread, outside any lock.
+    #[must_use]
+    pub fn on_event(
+        self,
+        listener: impl Fn(&CircuitBreakerEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.breaker.add_listener(listener);
+        self
+    }
+
+    /// One breaker per key instead of one for all: `key_fn` picks the key of each request
+    /// (a tenant, a host, a shard), every key gets its own breaker with this layer's config,
+    /// listeners and classifier, under the default [`KeyedLimits`](crate::KeyedLimits)
+    /// (see [`KeyedCircuitBreakerLayer::with_limits`] for others). Call it before taking a
+    /// handle: the keyed layer has its own ([`KeyedCircuitBreakerHandle`](crate::KeyedCircuitBreakerHandle)).
+    pub fn key_by<Req, K, F>(self, key_fn: F) -> KeyedCircuitBreakerLayer<F, K, C>
+    where
+        F: Fn(&Req) -> K,
+        K: std::hash::Hash + Eq + Clone + fmt::Debug,
+    {
+        KeyedCircuitBreakerLayer::new(self.breaker.config(), key_fn).classifier(self.classifier)
+    }
+
     /// The handle of this layer's breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle::new(Arc::clone(&self.breaker))
-    }
-}
-
-/// The config a layer's breaker runs with (its current thresholds and its listeners), to
-/// build another, independent breaker alike.
-impl<C> From<CircuitBreakerLayer<C>> for CircuitBreakerConfig {
-    fn from(layer: CircuitBreakerLayer<C>) -> Self {
-        layer.breaker.config()
     }
 }
 

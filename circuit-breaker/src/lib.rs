@@ -57,7 +57,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! let layer: CircuitBreakerLayer = CircuitBreakerConfig::builder()
+//! let layer: CircuitBreakerLayer = CircuitBreakerLayer::builder()
 //!     .name("payments")
 //!     .count_window(10)
 //!     .minimum_calls(4)

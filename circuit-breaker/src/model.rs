@@ -320,7 +320,7 @@ fn config() -> impl Strategy<Value = CircuitBreakerConfig> {
                 if let Some(n) = consecutive {
                     b = b.consecutive_failures(n);
                 }
-                b.build_config().expect("generated configs are valid")
+                b.build().expect("generated configs are valid")
             },
         )
 }

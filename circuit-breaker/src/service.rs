@@ -31,7 +31,7 @@ pub struct CircuitBreaker<S, C = RejectionAware> {
 
 impl<S> CircuitBreaker<S> {
     /// Wrap `inner` in a new breaker (with the default classifier, [`RejectionAware`]).
-    pub fn new(inner: S, config: impl Into<CircuitBreakerConfig>) -> Self {
+    pub fn new(inner: S, config: CircuitBreakerConfig) -> Self {
         tower_layer::Layer::layer(&CircuitBreakerLayer::new(config), inner)
     }
 }

@@ -290,6 +290,19 @@ impl Breaker {
         time::nanos_since(self.origin, at)
     }
 
+    pub(crate) fn add_listener(
+        &self,
+        listener: impl Fn(&CircuitBreakerEvent) + Send + Sync + 'static,
+    ) {
+        let listener = std::sync::Arc::new(listener);
+        let kept = std::sync::Arc::clone(&listener);
+        self.emitter.add_listener(move |e| listener(e));
+        lock(&self.control)
+            .config
+            .listeners
+            .push(move |e: &CircuitBreakerEvent| kept(e));
+    }
+
     pub(crate) fn emitter(&self) -> &Emitter<CircuitBreakerEvent> {
         &self.emitter
     }
@@ -842,7 +855,7 @@ mod tests {
 
     fn breaker(b: CircuitBreakerConfigBuilder) -> (Breaker, Instant) {
         let t0 = Instant::now();
-        let config = b.build_config().expect("valid config");
+        let config = b.build().expect("valid config");
         let metrics = Metrics::register(config.name(), true);
         (Breaker::new(config, t0, metrics), t0)
     }
@@ -1219,7 +1232,7 @@ mod tests {
             .count_window(10)
             .minimum_calls(10)
             .failure_rate_threshold(30.0)
-            .build_config()
+            .build()
             .unwrap();
         b.update_config(&stricter).unwrap();
         assert_eq!(b.config().failure_rate_threshold(), 30.0);
@@ -1228,7 +1241,7 @@ mod tests {
         assert_eq!(b.state(), State::Open);
         let resized = CircuitBreakerConfig::builder()
             .count_window(20)
-            .build_config()
+            .build()
             .unwrap();
         assert_eq!(b.update_config(&resized).unwrap_err().field(), "window");
     }
@@ -1287,7 +1300,7 @@ mod stress {
                 .window(window)
                 .minimum_calls(total as u32)
                 .failure_rate_threshold(100.0)
-                .build_config()
+                .build()
                 .unwrap();
             let (b, t0) = shared(config);
             hammer(&b, t0, per_thread);
@@ -1310,7 +1323,7 @@ mod stress {
             .open_duration(Duration::from_millis(1))
             .open_duration_backoff(1.0, Duration::from_millis(1))
             .half_open_probes(probes)
-            .build_config()
+            .build()
             .unwrap();
         let (b, t0) = shared(config);
         // Per half-open period: probes held right now, and the most ever held at once.
@@ -1404,7 +1417,7 @@ mod loom_model {
             .minimum_calls(1)
             .open_duration(Duration::from_secs(1))
             .half_open_probes(probes)
-            .build_config()
+            .build()
             .unwrap();
         let metrics = Metrics::register(config.name(), true);
         let b = Arc::new(Breaker::new(config, t0, metrics));
@@ -1476,7 +1489,7 @@ mod loom_model {
             let config = CircuitBreakerConfig::builder()
                 .count_window(2)
                 .minimum_calls(2)
-                .build_config()
+                .build()
                 .unwrap();
             let metrics = Metrics::register(config.name(), true);
             let b = Arc::new(Breaker::new(config, t0, metrics));

@@ -33,7 +33,7 @@ fn keyed_closed_path_allocates_nothing_per_call() {
         .unwrap();
     let config = CircuitBreakerConfig::builder()
         .name("hosts")
-        .build_config()
+        .build()
         .unwrap();
     rt.block_on(async {
         let layer = KeyedCircuitBreakerLayer::new(config, |x: &u64| x % 8);
@@ -66,12 +66,12 @@ fn closed_path_allocates_nothing_per_call() {
         .enable_time()
         .build()
         .unwrap();
-    let count = CircuitBreakerConfig::builder().build_config().unwrap();
+    let count = CircuitBreakerConfig::builder().build().unwrap();
     let time = CircuitBreakerConfig::builder()
         .time_window(Duration::from_secs(10), 10)
         .slow_call_duration(Duration::from_secs(1))
         .consecutive_failures(1_000)
-        .build_config()
+        .build()
         .unwrap();
     rt.block_on(async {
         for config in [count, time] {

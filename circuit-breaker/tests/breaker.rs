@@ -30,7 +30,7 @@ async fn slow_calls_are_measured_on_the_tokio_clock() {
         base()
             .slow_call_duration(2 * SEC)
             .slow_call_rate_threshold(50.0)
-            .build_config()
+            .build()
             .unwrap(),
     );
     let handle = layer.handle();
@@ -49,7 +49,7 @@ async fn slow_calls_are_measured_on_the_tokio_clock() {
 
 #[tokio::test(start_paused = true)]
 async fn inner_rejections_count_as_failures() {
-    let layer = CircuitBreakerLayer::new(base().build_config().unwrap());
+    let layer = CircuitBreakerLayer::new(base().build().unwrap());
     let handle = layer.handle();
     let mut svc = layer.layer(service_fn(|_: ()| async {
         Err::<(), BoxError>(Elapsed::new(Name::new("t"), SEC).into())
@@ -64,7 +64,7 @@ async fn inner_rejections_count_as_failures() {
 #[tokio::test(start_paused = true)]
 async fn a_classifier_decides_what_fails() {
     // HTTP-style: 5xx is a failure, 4xx is the caller's problem.
-    let layer = CircuitBreakerLayer::new(base().build_config().unwrap()).with_classifier(
+    let layer = CircuitBreakerLayer::new(base().build().unwrap()).classifier(
         |res: &Result<u16, BoxError>| match res {
             Ok(s) if *s >= 500 => Outcome::Failure,
             Ok(s) if *s == 499 => Outcome::Ignore,
@@ -86,7 +86,7 @@ async fn a_classifier_decides_what_fails() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_calls_in_half_open_get_only_the_probes() {
-    let layer = CircuitBreakerLayer::new(base().half_open_probes(2).build_config().unwrap());
+    let layer = CircuitBreakerLayer::new(base().half_open_probes(2).build().unwrap());
     let handle = layer.handle();
     let (svc, mut backend) = mock::pair::<u32, u32>();
     let mut svc = layer.layer(svc).map_err(|e: BoxError| e);
@@ -143,19 +143,15 @@ async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 async fn listeners_see_every_transition_with_its_reason() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
-    let config = base()
-        .half_open_probes(1)
-        .on_event(move |e: &CircuitBreakerEvent| {
+    let config = base().half_open_probes(1).build().unwrap();
+    let layer = CircuitBreakerLayer::new(config).on_event(move |e: &CircuitBreakerEvent| {
             if let CircuitBreakerEvent::StateTransition {
                 from, to, reason, ..
             } = e
             {
                 sink.lock().unwrap().push((*from, *to, *reason));
             }
-        })
-        .build_config()
-        .unwrap();
-    let layer = CircuitBreakerLayer::new(config);
+        });
     let mut svc = layer.layer(service_fn(|fail: bool| async move {
         if fail {
             Err::<(), BoxError>("down".into())
@@ -207,9 +203,10 @@ async fn listeners_see_every_transition_with_its_reason() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_layer_seeds_an_independent_breaker_alike() {
-    let first = base().build().unwrap();
-    let second = CircuitBreakerLayer::new(first.clone());
+async fn a_running_breakers_config_seeds_an_independent_breaker_alike() {
+    let first = CircuitBreakerLayer::new(base().build().unwrap());
+    // The handle's config is data: a second layer built from it is a second breaker.
+    let second = CircuitBreakerLayer::new(first.handle().config());
     assert_eq!(second.handle().config().minimum_calls(), 4);
     first.handle().force_open();
     assert_eq!(
@@ -235,7 +232,7 @@ async fn a_hung_probe_does_not_keep_the_breaker_half_open() {
         base()
             .half_open_probes(1)
             .max_probe_duration(5 * SEC)
-            .build_config()
+            .build()
             .unwrap(),
     );
     let handle = layer.handle();
@@ -280,7 +277,7 @@ async fn a_hung_probe_does_not_keep_the_breaker_half_open() {
 /// a failure in the window, then it probes as usual.
 #[tokio::test(start_paused = true)]
 async fn open_for_and_open_until_pause_the_backend_without_a_failure() {
-    let layer = CircuitBreakerLayer::new(base().half_open_probes(1).build_config().unwrap());
+    let layer = CircuitBreakerLayer::new(base().half_open_probes(1).build().unwrap());
     let handle = layer.handle();
     let calls = Arc::new(Mutex::new(0));
     let counted = Arc::clone(&calls);

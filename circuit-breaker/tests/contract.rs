@@ -39,7 +39,7 @@ fn tripping() -> CircuitBreakerConfig {
         .minimum_calls(2)
         .open_duration(Duration::from_secs(10))
         .half_open_probes(1)
-        .build_config()
+        .build()
         .expect("valid config")
 }
 

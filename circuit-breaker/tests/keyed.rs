@@ -20,7 +20,7 @@ fn config() -> CircuitBreakerConfig {
         .minimum_calls(2)
         .open_duration(Duration::from_secs(10))
         .open_duration_backoff(1.0, Duration::from_secs(10))
-        .build_config()
+        .build()
         .expect("valid config")
 }
 
@@ -129,9 +129,9 @@ async fn config_updates_reach_every_key() {
         .failure_rate_threshold(30.0)
         .open_duration(Duration::from_secs(10))
         .open_duration_backoff(1.0, Duration::from_secs(10))
-        .build_config()
+        .build()
         .unwrap();
-    handle.update_config(&strict).unwrap();
+    handle.update(strict.clone()).unwrap();
     for host in ["old", "fresh"] {
         call(&mut svc, host, false).await.unwrap();
         call(&mut svc, host, true).await.unwrap_err();
@@ -139,10 +139,10 @@ async fn config_updates_reach_every_key() {
     }
     let resized = CircuitBreakerConfig::builder()
         .count_window(8)
-        .build_config()
+        .build()
         .unwrap();
     assert_eq!(
-        handle.update_config(&resized).unwrap_err().field(),
+        handle.update(resized.clone()).unwrap_err().field(),
         "window"
     );
 }

@@ -16,7 +16,7 @@ const SEC: Duration = Duration::from_secs(1);
 
 /// The numbers: count window 20, minimum calls 10.
 fn breaker() -> CircuitBreakerLayer {
-    CircuitBreakerConfig::builder()
+    CircuitBreakerLayer::builder()
         .name("backend")
         .count_window(20)
         .minimum_calls(10)

@@ -88,7 +88,7 @@ async fn state_gauges_follow_a_full_cycle() {
         .minimum_calls(2)
         .open_duration(Duration::from_secs(1))
         .half_open_probes(1)
-        .build_config()
+        .build()
         .unwrap();
     let layer = metrics::with_local_recorder(&recorder, || CircuitBreakerLayer::new(config));
     let handle = layer.handle();

@@ -36,7 +36,8 @@ fn a_config_loads_from_json_with_defaults_for_the_rest() {
         defaults.failure_rate_threshold()
     );
     assert_eq!(config.open_duration(), defaults.open_duration());
-    assert!(config.into_layer().is_ok());
+    let layer = palisade_circuit_breaker::CircuitBreakerLayer::new(config);
+    assert_eq!(layer.handle().state(), palisade_circuit_breaker::State::Closed);
 }
 
 #[test]
@@ -83,7 +84,7 @@ fn a_config_round_trips_exactly() {
             .open_duration_backoff(1.5, Duration::MAX)
             .max_probe_duration(d)
             .minimum_calls(7)
-            .build_config()
+            .build()
             .unwrap();
         let text = serde_json::to_string(&config).unwrap();
         let back: CircuitBreakerConfig = serde_json::from_str(&text).unwrap();

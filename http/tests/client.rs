@@ -15,7 +15,7 @@ use common::{Hits, hyper_client, serve};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use palisade_circuit_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer};
+use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, KeyedCircuitBreakerLayer};
 use palisade_core::{BoxError, CircuitOpen, Deadline, Elapsed, RequestDeadline};
 use palisade_http::key::{ClientIp, HostKey};
 use palisade_http::{
@@ -201,11 +201,11 @@ async fn retries_stop_at_the_deadline() {
 #[tokio::test]
 async fn the_breaker_opens_on_5xx_and_not_on_404() {
     let server = backend().await;
-    let breaker = CircuitBreakerConfig::builder()
+    let breaker = CircuitBreakerLayer::builder()
         .consecutive_failures(3)
         .build()
         .unwrap()
-        .with_classifier(HttpClassifier);
+        .classifier(HttpClassifier);
     let mut client = ServiceBuilder::new()
         .layer(breaker)
         .layer(BoxErrorLayer::new())
@@ -322,10 +322,10 @@ async fn a_keyed_breaker_opens_only_for_the_failing_host() {
     let (sick, healthy) = (backend().await, backend().await);
     let config = CircuitBreakerConfig::builder()
         .consecutive_failures(2)
-        .build_config()
+        .build()
         .unwrap();
     let breakers =
-        KeyedCircuitBreakerLayer::new(config, HostKey.key_fn()).with_classifier(HttpClassifier);
+        KeyedCircuitBreakerLayer::new(config, HostKey.key_fn()).classifier(HttpClassifier);
     let handle = breakers.handle();
     let mut client = ServiceBuilder::new()
         .layer(breakers)

@@ -47,7 +47,7 @@ async fn stack_order_holds_when_setters_are_called_in_reverse() {
                 .unwrap(),
         )
         .circuit_breaker(
-            CircuitBreakerConfig::builder()
+            CircuitBreakerLayer::builder()
                 .name("breaker")
                 .minimum_calls(100)
                 .build()
@@ -86,7 +86,7 @@ async fn stack_order_holds_when_setters_are_called_in_reverse() {
 }
 
 fn breaker(name: &'static str) -> CircuitBreakerLayer {
-    CircuitBreakerConfig::builder()
+    CircuitBreakerLayer::builder()
         .name(name)
         .count_window(20)
         .minimum_calls(10)

@@ -39,7 +39,7 @@ struct Layers {
 }
 
 fn layers() -> Layers {
-    let breaker = CircuitBreakerConfig::builder()
+    let breaker = CircuitBreakerLayer::builder()
         .name("flat")
         .minimum_calls(100)
         .build()

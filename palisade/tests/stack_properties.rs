@@ -115,7 +115,7 @@ async fn run(case: &Case, healthy: bool) -> Run {
     let transitions = Arc::new(AtomicU32::new(0));
     let t = Arc::clone(&transitions);
 
-    let breaker = CircuitBreakerConfig::builder()
+    let breaker = CircuitBreakerLayer::builder()
         .name("prop")
         .count_window(case.window)
         .minimum_calls(case.minimum_calls)

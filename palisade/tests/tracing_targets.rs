@@ -76,7 +76,7 @@ fn each_layer_logs_on_its_own_target() {
         assert!(retried.oneshot(1).await.is_err());
 
         // circuit breaker: a transition
-        let breaker = CircuitBreakerConfig::builder().name("c").build().unwrap();
+        let breaker = CircuitBreakerLayer::builder().name("c").build().unwrap();
         breaker.handle().force_open();
 
         // rate limit: a rejection

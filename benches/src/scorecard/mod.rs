@@ -210,7 +210,7 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
                 .build()?,
         )
         .retry(RetryLayer::new(retry))
-        .circuit_breaker(breaker.build()?.with_classifier(classify))
+        .circuit_breaker(breaker.build()?.classifier(classify))
         .limit(limit)
         .attempt_timeout(
             TimeoutLayer::builder()

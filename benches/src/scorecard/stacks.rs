@@ -170,7 +170,7 @@ pub fn palisade_default() -> Result<
                 .seed(SEED)
                 .build()?,
         ))
-        .circuit_breaker(CircuitBreakerConfig::builder().name("api").build()?)
+        .circuit_breaker(CircuitBreakerLayer::builder().name("api").build()?)
         .attempt_timeout(
             TimeoutLayer::builder()
                 .name("attempt")

@@ -83,7 +83,7 @@ async fn client(addr: SocketAddr) -> Result<(), BoxError> {
                 .expect("a valid timeout"),
         )
         .layer(RetryLayer::new(retry))
-        .layer(breaker.build()?.with_classifier(ph::HttpClassifier))
+        .layer(breaker.build()?.classifier(ph::HttpClassifier))
         .layer(ph::SendDeadlineLayer::grpc())
         .layer(ph::BoxErrorLayer::new())
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());

@@ -150,7 +150,7 @@ pub fn extract_stack(
         .map_err(setting("resilience (source retry)"))?;
     let breaker_stats = Arc::clone(stats);
     let breaker = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
+        CircuitBreakerLayer::builder()
             .name("source")
             .consecutive_failures(config.breaker_failures)
             .open_duration(config.breaker_open)
@@ -160,7 +160,7 @@ pub fn extract_stack(
                 "resilience.breaker_failures / resilience.breaker_open",
             ))?,
     )
-    .with_classifier(classify_source_health);
+    .classifier(classify_source_health);
     let handle = breaker.handle();
     // Wait for a permit (pacing) rather than fail: the limit protects the source, and a
     // batch job has time. A wait longer than the cap fails fast and is retried later.
@@ -303,7 +303,7 @@ pub fn load_stack(
         .map_err(setting("resilience (sink retry)"))?;
     let breaker_stats = Arc::clone(stats);
     let breaker = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
+        CircuitBreakerLayer::builder()
             .name("sink")
             .consecutive_failures(3)
             .open_duration(config.breaker_open)

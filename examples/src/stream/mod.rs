@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use palisade::chaos::{ChaosConfig, ChaosLayer};
-use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle};
+use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerHandle};
 use palisade::core::ConfigError;
 use palisade::core::config::ensure;
 use palisade::rate_limit::RateLimitConfig;
@@ -197,7 +197,7 @@ fn write_path(
             "sink unavailable (injected)".into()
         })
         .build()?;
-    let breaker = CircuitBreakerConfig::builder()
+    let breaker = CircuitBreakerLayer::builder()
         .name("sink")
         .count_window(20)
         .minimum_calls(10)
