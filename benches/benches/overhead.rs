@@ -17,7 +17,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
 use palisade::prelude::*;
-use palisade::rate_limit::{ConcurrencyLimitConfig, ThrottleConfig, ThrottleLayer};
+use palisade::rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer, ThrottleConfig, ThrottleLayer};
 use palisade_benches::harness::{backend, call_once};
 use tower::Layer;
 
@@ -146,7 +146,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("concurrency: tower ConcurrencyLimit", |b| {
         b.iter(|| call_once(&mut tower_limit, black_box(7)));
     });
-    let mut limit = ConcurrencyLimitConfig::builder(1024)
+    let mut limit = ConcurrencyLimitLayer::builder(1024)
         .build()
         .expect("config")
         .layer(backend());
@@ -255,7 +255,7 @@ fn bench(c: &mut Criterion) {
                 .expect("config"),
         )
         .limit(
-            ConcurrencyLimitConfig::builder(1024)
+            ConcurrencyLimitLayer::builder(1024)
                 .build()
                 .expect("config"),
         )

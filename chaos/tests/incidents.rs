@@ -17,7 +17,7 @@ use palisade_core::{BoxError, Priority};
 use palisade_degrade::fallback::{FallbackLayer, Value};
 use palisade_degrade::shed::{ShedConfig, ShedLayer};
 use palisade_degrade::{FallbackConfig, Marked};
-use palisade_rate_limit::{AdaptiveLimitConfig, Aimd, ConcurrencyLimitConfig};
+use palisade_rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig};
 use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
 use palisade_retry::{Backoff, RetryBudget, RetryConfig, RetryLayer};
 use palisade_timeout::{TimeoutConfig, TimeoutLayer};
@@ -384,7 +384,7 @@ async fn overload(guard: Guard) -> Report {
             double_load().run(stack, |_| ()).await
         }
         Guard::PalisadeLimit => {
-            let limit = ConcurrencyLimitConfig::builder(20)
+            let limit = ConcurrencyLimitLayer::builder(20)
                 .name("bulkhead")
                 .build()
                 .expect("valid limit");
@@ -392,7 +392,7 @@ async fn overload(guard: Guard) -> Report {
             double_load().run(stack, |_| ()).await
         }
         Guard::Adaptive => {
-            let limit = AdaptiveLimitConfig::builder()
+            let limit = AdaptiveLimitLayer::builder()
                 .name("adaptive")
                 .algorithm(Aimd::new().latency_threshold(ms(200)))
                 .build()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use palisade::circuit_breaker::State as CircuitState;
 use palisade::prelude::*;
-use palisade::rate_limit::ConcurrencyLimitConfig;
+use palisade::rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer};
 use palisade::{RejectionKind, Stack};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
@@ -139,7 +139,7 @@ async fn a_full_concurrency_limit_does_not_open_its_breaker() {
     let svc = Stack::new()
         .circuit_breaker(breaker)
         .limit(
-            ConcurrencyLimitConfig::builder(4)
+            ConcurrencyLimitLayer::builder(4)
                 .name("bulkhead")
                 .build()
                 .unwrap(),

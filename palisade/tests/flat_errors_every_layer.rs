@@ -18,7 +18,7 @@ use palisade::degrade::{
     FallbackConfig, FallbackLayer, Marked, ShedConfig, ShedLayer, StaleCacheLayer, StaleConfig,
 };
 use palisade::prelude::*;
-use palisade::rate_limit::{AdaptiveLimitConfig, ConcurrencyLimitConfig};
+use palisade::rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer};
 use palisade::retry::hedge::{HedgeConfig, HedgeLayer};
 use palisade::{RejectionKind, Stack};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -99,11 +99,11 @@ macro_rules! layers {
                 .build()
                 .unwrap(),
         );
-        let concurrency = ConcurrencyLimitConfig::builder(64)
+        let concurrency = ConcurrencyLimitLayer::builder(64)
             .name("bulkhead")
             .build()
             .unwrap();
-        let adaptive = AdaptiveLimitConfig::builder()
+        let adaptive = AdaptiveLimitLayer::builder()
             .name("adaptive")
             .build()
             .unwrap();

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use palisade::Stack;
 use palisade::prelude::*;
-use palisade::rate_limit::ConcurrencyLimitConfig;
+use palisade::rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer};
 use proptest::prelude::*;
 use tokio::time::Instant;
 use tower::util::BoxCloneService;
@@ -205,7 +205,7 @@ async fn run(case: &Case, healthy: bool) -> Run {
         Limit::Concurrency(n) => BoxCloneService::new(
             stack
                 .limit(
-                    ConcurrencyLimitConfig::builder(n)
+                    ConcurrencyLimitLayer::builder(n)
                         .name("prop")
                         .build()
                         .unwrap(),

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use governor::{Quota, RateLimiter};
 use palisade_core::BoxError;
 use palisade_rate_limit::clock::TokioClock;
-use palisade_rate_limit::{AdaptiveLimitConfig, ConcurrencyLimitConfig, RateLimitConfig};
+use palisade_rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer, RateLimitConfig};
 use tower::{Layer, Service, service_fn};
 
 /// A quota no benchmark can exhaust.
@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| call(&mut tower_limit, &mut cx, 1));
     });
 
-    let concurrency = ConcurrencyLimitConfig::builder(1024)
+    let concurrency = ConcurrencyLimitLayer::builder(1024)
         .build()
         .expect("config");
     let mut ours = concurrency.layer(echo());
@@ -103,7 +103,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| call(&mut ours, &mut cx, 1));
     });
 
-    let adaptive = AdaptiveLimitConfig::builder().build().expect("config");
+    let adaptive = AdaptiveLimitLayer::builder().build().expect("config");
     let mut adaptive = adaptive.layer(echo());
     group.bench_function("AdaptiveLimit", |b| {
         b.iter(|| call(&mut adaptive, &mut cx, 1));

@@ -180,11 +180,11 @@ pub(crate) fn give_up_with(
 }
 
 pub use adaptive::{
-    AdaptiveLimit, AdaptiveLimitBuilder, AdaptiveLimitConfig, AdaptiveLimitHandle,
+    AdaptiveLimit, AdaptiveLimitConfig, AdaptiveLimitConfigBuilder, AdaptiveLimitHandle,
     AdaptiveLimitLayer, Aimd, Algorithm, Gradient,
 };
 pub use concurrency::{
-    ConcurrencyLimit, ConcurrencyLimitBuilder, ConcurrencyLimitConfig, ConcurrencyLimitHandle,
+    ConcurrencyLimit, ConcurrencyLimitConfig, ConcurrencyLimitConfigBuilder, ConcurrencyLimitHandle,
     ConcurrencyLimitLayer,
 };
 pub use event::{LimitEvent, LimitKind};

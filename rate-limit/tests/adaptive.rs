@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, Outcome, Overloaded};
 use palisade_rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitHandle, Aimd, Algorithm, Gradient, LimitEvent,
+    AdaptiveLimitConfig, AdaptiveLimitLayer, AdaptiveLimitHandle, Aimd, Algorithm, Gradient, LimitEvent,
 };
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -43,7 +43,7 @@ impl Backend {
 /// Runs 80 closed-loop clients through the limit for three phases of capacity (20, 5, 20)
 /// and returns the mean limit over the second half of each phase.
 async fn track(algorithm: Algorithm) -> [f64; 3] {
-    let layer = AdaptiveLimitConfig::builder()
+    let layer = AdaptiveLimitLayer::builder()
         .algorithm(algorithm)
         .initial_limit(10)
         .limits(1, 200)
@@ -113,7 +113,7 @@ async fn gradient_tracks_capacity_down_and_up() {
 async fn failures_shrink_the_limit_and_emit_events() {
     let changes = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&changes);
-    let layer = AdaptiveLimitConfig::builder()
+    let layer = AdaptiveLimitLayer::builder()
         .algorithm(Aimd::new())
         .initial_limit(10)
         .on_event(move |e: &LimitEvent| {
@@ -146,7 +146,7 @@ async fn failures_shrink_the_limit_and_emit_events() {
 
 #[tokio::test(start_paused = true)]
 async fn slots_never_leak() {
-    let layer = AdaptiveLimitConfig::builder()
+    let layer = AdaptiveLimitLayer::builder()
         .initial_limit(1)
         .limits(1, 1)
         .build()
@@ -187,7 +187,7 @@ async fn slots_never_leak() {
 /// trip, not once each (the update is lock-free; the claim of a decrease is atomic).
 #[tokio::test(start_paused = true)]
 async fn concurrent_failures_decrease_once_per_round_trip() {
-    let layer = AdaptiveLimitConfig::builder()
+    let layer = AdaptiveLimitLayer::builder()
         .algorithm(Aimd::new())
         .initial_limit(10)
         .build()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use palisade_core::BoxError;
-use palisade_rate_limit::{AdaptiveLimitConfig, ConcurrencyLimitConfig, RateLimitConfig};
+use palisade_rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer, RateLimitConfig};
 use tower::{Layer, Service, service_fn};
 
 #[global_allocator]
@@ -39,14 +39,14 @@ fn main() {
         .unwrap();
     check("keyed rate limit", &mut keyed.layer(backend()));
 
-    let concurrency = ConcurrencyLimitConfig::builder(64)
+    let concurrency = ConcurrencyLimitLayer::builder(64)
         .name("alloc-concurrency")
         .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
     check("concurrency limit", &mut concurrency.layer(backend()));
 
-    let adaptive = AdaptiveLimitConfig::builder()
+    let adaptive = AdaptiveLimitLayer::builder()
         .name("alloc-adaptive")
         .build()
         .unwrap();

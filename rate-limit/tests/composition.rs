@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, Deadline, Elapsed, Overloaded, RateLimited, RequestDeadline};
 use palisade_rate_limit::{
-    AdaptiveLimitConfig, Aimd, ConcurrencyLimitConfig, ConcurrencyLimitLayer, RateLimitConfig,
+    AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig, ConcurrencyLimitLayer, RateLimitConfig,
 };
 use palisade_timeout::{PropagateDeadlineLayer, TimeoutConfig, TimeoutLayer};
 use tokio::time::{Instant, sleep};
@@ -56,7 +56,7 @@ fn overall() -> TimeoutLayer {
 
 /// One permit, wait mode up to 5 s.
 fn bulkhead() -> ConcurrencyLimitLayer {
-    ConcurrencyLimitConfig::builder(1)
+    ConcurrencyLimitLayer::builder(1)
         .name("bulkhead")
         .max_wait(Duration::from_secs(5))
         .build()
@@ -214,7 +214,7 @@ use std::future::Future as _;
 /// of a backend that answers at once.
 #[tokio::test(start_paused = true)]
 async fn the_adaptive_limit_measures_the_call_not_the_readiness_wait() {
-    let layer = AdaptiveLimitConfig::builder()
+    let layer = AdaptiveLimitLayer::builder()
         .algorithm(Aimd::new().latency_threshold(Duration::from_secs(1)))
         .initial_limit(10)
         .limits(1, 10)
@@ -242,7 +242,7 @@ async fn the_adaptive_limit_measures_the_call_not_the_readiness_wait() {
 /// while an attempt's `Elapsed` still counts as a failure.
 #[tokio::test(start_paused = true)]
 async fn local_rejections_below_the_adaptive_limit_never_shrink_it() {
-    let layer = AdaptiveLimitConfig::builder()
+    let layer = AdaptiveLimitLayer::builder()
         .algorithm(Aimd::new())
         .initial_limit(20)
         .limits(1, 20)

@@ -25,7 +25,7 @@ fn backend() -> impl Service<u32, Response = u32, Error = BoxError, Future: Send
 }
 
 fn limit(max: usize, max_wait_ms: u64, queue: usize) -> ConcurrencyLimitLayer {
-    ConcurrencyLimitConfig::builder(max)
+    ConcurrencyLimitLayer::builder(max)
         .max_wait(Duration::from_millis(max_wait_ms))
         .max_queue(queue)
         .build()
@@ -58,7 +58,7 @@ async fn reject_mode_refuses_over_the_limit_and_frees_on_completion() {
 async fn wait_mode_admits_in_order_and_bounds_queue_and_wait() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);
-    let layer = ConcurrencyLimitConfig::builder(1)
+    let layer = ConcurrencyLimitLayer::builder(1)
         .max_wait(Duration::from_millis(250))
         .max_queue(3)
         .on_event(move |e: &LimitEvent| seen.lock().unwrap().push(e.clone()))
@@ -197,7 +197,7 @@ async fn wait_mode_never_waits_past_the_request_deadline() {
 /// `max_wait(Duration::MAX)` waits as long as it takes, not reject mode.
 #[tokio::test(start_paused = true)]
 async fn a_forever_max_wait_waits_for_the_permit() {
-    let layer = ConcurrencyLimitConfig::builder(1)
+    let layer = ConcurrencyLimitLayer::builder(1)
         .max_wait(Duration::MAX)
         .build()
         .unwrap();

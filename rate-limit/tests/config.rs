@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use palisade_core::BoxError;
 use palisade_rate_limit::{
-    AdaptiveLimitConfig, Aimd, ConcurrencyLimitConfig, Gradient, RateLimitConfig,
+    AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig, ConcurrencyLimitLayer, Gradient, RateLimitConfig,
 };
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -56,13 +56,13 @@ async fn every_duration_at_its_edges_builds_or_is_refused_never_panics() {
             }
         }
         // concurrency limit: max_wait (every value valid)
-        let layer = ConcurrencyLimitConfig::builder(1)
+        let layer = ConcurrencyLimitLayer::builder(1)
             .max_wait(d)
             .build()
             .unwrap();
         layer.layer(ok_service()).oneshot(1).await.unwrap();
         // adaptive limit: the AIMD latency threshold (zero refused)
-        match AdaptiveLimitConfig::builder()
+        match AdaptiveLimitLayer::builder()
             .algorithm(Aimd::new().latency_threshold(d))
             .build()
         {
@@ -100,7 +100,7 @@ fn every_builder_refuses_an_empty_name() {
         "name"
     );
     assert_eq!(
-        ConcurrencyLimitConfig::builder(1)
+        ConcurrencyLimitLayer::builder(1)
             .name("")
             .build()
             .unwrap_err()
@@ -108,7 +108,7 @@ fn every_builder_refuses_an_empty_name() {
         "name"
     );
     assert_eq!(
-        AdaptiveLimitConfig::builder()
+        AdaptiveLimitLayer::builder()
             .name("")
             .build()
             .unwrap_err()
@@ -176,8 +176,8 @@ mod data {
     fn concurrency_limit_config_from_json() {
         let c: ConcurrencyLimitConfig =
             serde_json::from_str(r#"{"max_in_flight": 8, "max_wait": "1s"}"#).unwrap();
-        assert_eq!((c.max_in_flight, c.effective_max_queue()), (8, 8));
-        assert_eq!(c.max_wait, Duration::from_secs(1));
+        assert_eq!((c.max_in_flight(), c.effective_max_queue()), (8, 8));
+        assert_eq!(c.max_wait(), Duration::from_secs(1));
         let again: ConcurrencyLimitConfig =
             serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(again, c);
@@ -199,15 +199,15 @@ mod data {
         )
         .unwrap();
         assert_eq!(
-            c.algorithm,
+            *c.algorithm(),
             Algorithm::Aimd(Aimd::new().latency_threshold(Duration::from_millis(250)))
         );
-        assert_eq!((c.min_limit, c.max_limit), (2, 50));
+        assert_eq!((c.min_limit(), c.max_limit()), (2, 50));
         let again: AdaptiveLimitConfig =
             serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(again, c);
         let c: AdaptiveLimitConfig = serde_json::from_str("{}").unwrap();
-        assert!(matches!(c.algorithm, Algorithm::Gradient(_)));
+        assert!(matches!(c.algorithm(), Algorithm::Gradient(_)));
         assert!(err::<AdaptiveLimitConfig>(r#"{"min_limit": 0}"#).contains("min_limit = 0"));
         assert!(err::<AdaptiveLimitConfig>(r#"{"name": ""}"#).contains("name"));
         assert!(
@@ -243,23 +243,25 @@ mod data {
             let again: RateLimitConfig =
                 serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
             assert_eq!(again, c);
-            let mut c = ConcurrencyLimitConfig::new(3);
-            c.max_wait = d;
+            let c = ConcurrencyLimitConfig::builder(3)
+                .max_wait(d)
+                .build()
+                .unwrap();
             let again: ConcurrencyLimitConfig =
                 serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
             assert_eq!(again, c);
-            let c = AdaptiveLimitConfig {
-                algorithm: Aimd::new().latency_threshold(d).into(),
-                ..AdaptiveLimitConfig::default()
-            };
+            let c = AdaptiveLimitConfig::builder()
+                .algorithm(Aimd::new().latency_threshold(d))
+                .build()
+                .unwrap();
             let again: AdaptiveLimitConfig =
                 serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
             assert_eq!(again, c);
         }
-        let c = AdaptiveLimitConfig {
-            algorithm: Gradient::new().tolerance(1.5).into(),
-            ..AdaptiveLimitConfig::default()
-        };
+        let c = AdaptiveLimitConfig::builder()
+            .algorithm(Gradient::new().tolerance(1.5))
+            .build()
+            .unwrap();
         let again: AdaptiveLimitConfig =
             serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(again, c);

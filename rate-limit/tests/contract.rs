@@ -114,7 +114,7 @@ async fn rate_limit_clones_share_one_limiter_and_typed_errors_work() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrency_limit_contract() {
-    let layer = ConcurrencyLimitConfig::builder(1).build().unwrap();
+    let layer = ConcurrencyLimitLayer::builder(1).build().unwrap();
     let mut a = layer.layer(Strict::<Error<NotReady>>::new());
     let mut b = a.clone();
     assert_eq!(call(&mut a, 1).await.unwrap(), 1);
@@ -135,7 +135,7 @@ async fn concurrency_limit_contract() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrency_limit_wait_mode_calls_the_readied_service() {
-    let layer = ConcurrencyLimitConfig::builder(1)
+    let layer = ConcurrencyLimitLayer::builder(1)
         .max_wait(Duration::from_secs(5))
         .build()
         .unwrap();
@@ -159,7 +159,7 @@ async fn concurrency_limit_wait_mode_calls_the_readied_service() {
 
 #[tokio::test(start_paused = true)]
 async fn adaptive_limit_contract() {
-    let layer = AdaptiveLimitConfig::builder()
+    let layer = AdaptiveLimitLayer::builder()
         .initial_limit(1)
         .limits(1, 10)
         .build()

@@ -188,14 +188,14 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
     let signal: BreakerClassifier = overload_signal;
     let limit = match p.adaptive_limit {
         Limit::Aimd(threshold) => Either::Left(
-            AdaptiveLimitConfig::builder()
+            AdaptiveLimitLayer::builder()
                 .name("api")
                 .algorithm(Aimd::new().latency_threshold(threshold))
                 .build()?
                 .classifier(signal),
         ),
         Limit::Gradient => Either::Left(
-            AdaptiveLimitConfig::builder()
+            AdaptiveLimitLayer::builder()
                 .name("api")
                 .build()?
                 .classifier(signal),

@@ -1,6 +1,7 @@
 //! The adaptive limit's config and builder.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use palisade_core::config::{ensure, ensure_name};
 use palisade_core::{ConfigError, Listeners, Name};
@@ -67,18 +68,18 @@ impl From<Gradient> for Algorithm {
 pub struct AdaptiveLimitConfig {
     /// The layer's name, on errors, events and metrics. Default: `"adaptive_limit"`. Must
     /// not be empty.
-    pub name: Name,
+    pub(crate) name: Name,
     /// The algorithm ([`Aimd`] or [`Gradient`]). Default [`Gradient`]: it needs no latency
     /// threshold to be tuned.
-    pub algorithm: Algorithm,
+    pub(crate) algorithm: Algorithm,
     /// The limit before the first sample. Default 20 (Netflix's default): enough to
     /// measure a backend without flooding it.
-    pub initial_limit: usize,
+    pub(crate) initial_limit: usize,
     /// The lowest limit. Default 1: a failing backend still gets a probe through.
-    pub min_limit: usize,
+    pub(crate) min_limit: usize,
     /// The highest limit. Default 1000 (Netflix's default): a bug cannot open the
     /// floodgates.
-    pub max_limit: usize,
+    pub(crate) max_limit: usize,
 }
 
 /// What a file holds: validated into an [`AdaptiveLimitConfig`] on the way in.
@@ -138,12 +139,46 @@ impl Default for AdaptiveLimitConfig {
 
 impl AdaptiveLimitConfig {
     /// A builder with the defaults.
-    pub fn builder() -> AdaptiveLimitBuilder {
-        AdaptiveLimitBuilder::default()
+    pub fn builder() -> AdaptiveLimitConfigBuilder {
+        AdaptiveLimitConfigBuilder::new()
+    }
+
+    /// A builder starting from this config, to change a field and build again.
+    pub fn to_builder(&self) -> AdaptiveLimitConfigBuilder {
+        AdaptiveLimitConfigBuilder {
+            config: self.clone(),
+            listeners: Listeners::new(),
+            target: PhantomData,
+        }
+    }
+
+    /// The layer's name, on errors, events and metrics.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// How the limit moves.
+    pub fn algorithm(&self) -> &Algorithm {
+        &self.algorithm
+    }
+
+    /// The limit at start.
+    pub fn initial_limit(&self) -> usize {
+        self.initial_limit
+    }
+
+    /// The lowest the limit goes.
+    pub fn min_limit(&self) -> usize {
+        self.min_limit
+    }
+
+    /// The highest the limit goes.
+    pub fn max_limit(&self) -> usize {
+        self.max_limit
     }
 
     /// Check every field.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         ensure_name(LAYER, &self.name)?;
         ensure(
             self.min_limit >= 1,
@@ -169,15 +204,6 @@ impl AdaptiveLimitConfig {
         validate_algorithm(&self.algorithm)
     }
 
-    /// Validate and build a layer with no listeners, judging results with
-    /// [`RejectionAware`](palisade_core::RejectionAware) (local rejections feed no sample).
-    pub fn into_layer(self) -> Result<AdaptiveLimitLayer, ConfigError> {
-        AdaptiveLimitBuilder {
-            config: self,
-            listeners: Listeners::new(),
-        }
-        .build()
-    }
 }
 
 /// Builds an [`AdaptiveLimitLayer`]; every setter has a documented default (see the fields
@@ -199,13 +225,21 @@ impl AdaptiveLimitConfig {
 /// let err = AdaptiveLimitConfig::builder().limits(10, 5).build().unwrap_err();
 /// assert_eq!(err.field(), "max_limit");
 /// ```
-#[derive(Default)]
-pub struct AdaptiveLimitBuilder {
+pub struct AdaptiveLimitConfigBuilder<T = AdaptiveLimitConfig> {
     config: AdaptiveLimitConfig,
     listeners: Listeners<LimitEvent>,
+    target: PhantomData<fn() -> T>,
 }
 
-impl AdaptiveLimitBuilder {
+impl<T> AdaptiveLimitConfigBuilder<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            config: AdaptiveLimitConfig::default(),
+            listeners: Listeners::new(),
+            target: PhantomData,
+        }
+    }
+
     /// The layer's name (default `"adaptive_limit"`).
     #[must_use]
     pub fn name(mut self, name: impl Into<Name>) -> Self {
@@ -235,7 +269,19 @@ impl AdaptiveLimitBuilder {
         self
     }
 
-    /// Register a listener for the layer's [`LimitEvent`]s.
+}
+
+impl AdaptiveLimitConfigBuilder<AdaptiveLimitConfig> {
+    /// Validate and give the config.
+    pub fn build(self) -> Result<AdaptiveLimitConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+impl AdaptiveLimitConfigBuilder<AdaptiveLimitLayer> {
+    /// Register a listener for the layer's events (the same as
+    /// [`AdaptiveLimitLayer::on_event`]).
     #[must_use]
     pub fn on_event(mut self, listener: impl Fn(&LimitEvent) + Send + Sync + 'static) -> Self {
         self.listeners.push(listener);
@@ -252,9 +298,9 @@ impl AdaptiveLimitBuilder {
     }
 }
 
-impl fmt::Debug for AdaptiveLimitBuilder {
+impl<T> fmt::Debug for AdaptiveLimitConfigBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdaptiveLimitBuilder")
+        f.debug_struct("AdaptiveLimitConfigBuilder")
             .field("config", &self.config)
             .field("listeners", &self.listeners)
             .finish()
@@ -317,7 +363,7 @@ mod tests {
     #[test]
     fn refuses_bad_algorithm_parameters() {
         let b = AdaptiveLimitConfig::builder;
-        let field = |r: Result<AdaptiveLimitLayer, ConfigError>| r.unwrap_err().field();
+        let field = |r: Result<AdaptiveLimitConfig, ConfigError>| r.unwrap_err().field();
         assert_eq!(field(b().limits(0, 5).build()), "min_limit");
         assert_eq!(field(b().initial_limit(2000).build()), "initial_limit");
         assert_eq!(

@@ -37,6 +37,17 @@ pub struct AdaptiveLimitLayer<C = RejectionAware> {
 }
 
 impl AdaptiveLimitLayer {
+    /// The layer of a validated `config`, with no listeners yet.
+    pub fn new(config: AdaptiveLimitConfig) -> Self {
+        Self::from_parts(config, Listeners::new())
+    }
+
+    /// A builder whose [`build`](crate::AdaptiveLimitConfigBuilder::build) gives the layer:
+    /// the shortcut for `AdaptiveLimitLayer::new(AdaptiveLimitConfig::builder()…build()?)`.
+    pub fn builder() -> super::config::AdaptiveLimitConfigBuilder<Self> {
+        super::config::AdaptiveLimitConfigBuilder::new()
+    }
+
     pub(crate) fn from_parts(
         config: AdaptiveLimitConfig,
         listeners: Listeners<LimitEvent>,
@@ -49,6 +60,14 @@ impl AdaptiveLimitLayer {
 }
 
 impl<C> AdaptiveLimitLayer<C> {
+    /// Call `listener` with every event of this layer (the state is shared: services and
+    /// handles made before this call see the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&LimitEvent) + Send + Sync + 'static) -> Self {
+        self.shared.emitter.add_listener(listener);
+        self
+    }
+
     /// Decide which results are failures (a decrease signal) with `classifier`; results
     /// classified `Ignore` feed no sample.
     pub fn classifier<C2>(self, classifier: C2) -> AdaptiveLimitLayer<C2> {

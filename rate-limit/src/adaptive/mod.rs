@@ -10,7 +10,7 @@ mod service;
 use std::time::Duration;
 
 pub use aimd::Aimd;
-pub use config::{AdaptiveLimitBuilder, AdaptiveLimitConfig, Algorithm};
+pub use config::{AdaptiveLimitConfig, AdaptiveLimitConfigBuilder, Algorithm};
 pub use future::ResponseFuture;
 pub use gradient::Gradient;
 pub use layer::AdaptiveLimitLayer;

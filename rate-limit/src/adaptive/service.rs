@@ -37,15 +37,19 @@ pub(crate) struct Shared {
     origin: Instant,
     min_limit: usize,
     max_limit: usize,
-    emitter: Emitter<LimitEvent>,
+    pub(crate) emitter: Emitter<LimitEvent>,
     metrics: Metrics,
+    /// The config it was built with (the limit moves; the rest is fixed).
+    config: AdaptiveLimitConfig,
 }
 
 impl Shared {
     pub(crate) fn new(config: AdaptiveLimitConfig, listeners: Listeners<LimitEvent>) -> Self {
         let metrics = Metrics::register(&config.name, LimitKind::Adaptive);
         metrics.limit.set(config.initial_limit as f64);
+        let kept = config.clone();
         Self {
+            config: kept,
             limit: AtomicUsize::new(config.initial_limit),
             in_flight: AtomicUsize::new(0),
             algorithm: config.algorithm,
@@ -213,6 +217,12 @@ impl AdaptiveLimitHandle {
     /// The limit's name.
     pub fn name(&self) -> &Name {
         self.shared.emitter.name()
+    }
+
+    /// The config the limit was built with (the algorithm, its bounds and parameters are
+    /// fixed for the layer's life; the limit itself moves between the bounds).
+    pub fn config(&self) -> AdaptiveLimitConfig {
+        self.shared.config.clone()
     }
 
     /// The current limit.

@@ -1,6 +1,7 @@
 //! The concurrency limit's config (plain data) and builder.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use palisade_core::config::{ensure, ensure_name};
@@ -39,20 +40,20 @@ const LAYER: &str = "concurrency_limit";
 pub struct ConcurrencyLimitConfig {
     /// The layer's name, on errors, events and metrics. Default: `"concurrency_limit"`.
     /// Must not be empty.
-    pub name: Name,
+    pub(crate) name: Name,
     /// The most calls in flight at once. Required; 1 or more.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// Wait mode: how long a call finding every permit taken may wait for one (in arrival
     /// order), then it is rejected with [`Overloaded`](palisade_core::Overloaded). Default
     /// zero: reject mode, a bulkhead sheds at once rather than queue silently. The wait
     /// happens in the response future, so it never outlasts the caller's deadline; any
     /// duration is valid, `Duration::MAX` waiting as long as the deadline allows.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
-    pub max_wait: Duration,
+    pub(crate) max_wait: Duration,
     /// The most calls waiting at once in wait mode; more are rejected at once. Default
     /// (`None`): `max_in_flight`, one waiting call per running one, so a waiter's wait is
     /// bounded by about one service time when calls take similar time.
-    pub max_queue: Option<usize>,
+    pub(crate) max_queue: Option<usize>,
 }
 
 /// What a file holds: validated into a [`ConcurrencyLimitConfig`] on the way in.
@@ -90,8 +91,7 @@ fn default_name() -> Name {
 }
 
 impl ConcurrencyLimitConfig {
-    /// A limit of `max_in_flight` concurrent calls, with the defaults for the rest.
-    pub fn new(max_in_flight: usize) -> Self {
+    pub(crate) fn with_max(max_in_flight: usize) -> Self {
         Self {
             name: default_name(),
             max_in_flight,
@@ -100,21 +100,49 @@ impl ConcurrencyLimitConfig {
         }
     }
 
-    /// A builder for a limit of `max_in_flight` concurrent calls.
-    pub fn builder(max_in_flight: usize) -> ConcurrencyLimitBuilder {
-        ConcurrencyLimitBuilder {
-            config: Self::new(max_in_flight),
+    /// Start a builder for at most `max_in_flight` calls at once;
+    /// [`build`](ConcurrencyLimitConfigBuilder::build) gives the validated config (see
+    /// [`ConcurrencyLimitLayer::builder`] for the shortcut to a layer).
+    pub fn builder(max_in_flight: usize) -> ConcurrencyLimitConfigBuilder {
+        ConcurrencyLimitConfigBuilder::new(max_in_flight)
+    }
+
+    /// A builder starting from this config, to change a field and build again.
+    pub fn to_builder(&self) -> ConcurrencyLimitConfigBuilder {
+        ConcurrencyLimitConfigBuilder {
+            config: self.clone(),
             listeners: Listeners::new(),
+            target: PhantomData,
         }
     }
 
-    /// The queue bound in effect: [`max_queue`](Self::max_queue) or `max_in_flight`.
+    /// The layer's name, on errors, events and metrics.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// At most this many calls in flight.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// How long a call may wait for a permit (zero: refuse at once when full).
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// The most callers that may wait (`None`: as many as `max_in_flight`).
+    pub fn max_queue(&self) -> Option<usize> {
+        self.max_queue
+    }
+
+    /// The queue bound in effect: `max_queue`, or `max_in_flight` when unset.
     pub fn effective_max_queue(&self) -> usize {
         self.max_queue.unwrap_or(self.max_in_flight)
     }
 
     /// Check every field.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         ensure_name(LAYER, &self.name)?;
         // tokio's semaphore holds at most `usize::MAX >> 3` permits.
         let max = tokio::sync::Semaphore::MAX_PERMITS;
@@ -127,14 +155,6 @@ impl ConcurrencyLimitConfig {
         )
     }
 
-    /// Validate and build a layer with no listeners.
-    pub fn into_layer(self) -> Result<ConcurrencyLimitLayer, ConfigError> {
-        ConcurrencyLimitBuilder {
-            config: self,
-            listeners: Listeners::new(),
-        }
-        .build()
-    }
 }
 
 /// Builds a [`ConcurrencyLimitLayer`]; every setter has a documented default (see the
@@ -155,12 +175,20 @@ impl ConcurrencyLimitConfig {
 /// let err = ConcurrencyLimitConfig::builder(0).build().unwrap_err();
 /// assert_eq!(err.field(), "max_in_flight");
 /// ```
-pub struct ConcurrencyLimitBuilder {
+pub struct ConcurrencyLimitConfigBuilder<T = ConcurrencyLimitConfig> {
     config: ConcurrencyLimitConfig,
     listeners: Listeners<LimitEvent>,
+    target: PhantomData<fn() -> T>,
 }
 
-impl ConcurrencyLimitBuilder {
+impl<T> ConcurrencyLimitConfigBuilder<T> {
+    pub(crate) fn new(max_in_flight: usize) -> Self {
+        Self {
+            config: ConcurrencyLimitConfig::with_max(max_in_flight),
+            listeners: Listeners::new(),
+            target: PhantomData,
+        }
+    }
     /// The layer's name (default `"concurrency_limit"`).
     #[must_use]
     pub fn name(mut self, name: impl Into<Name>) -> Self {
@@ -183,7 +211,19 @@ impl ConcurrencyLimitBuilder {
         self
     }
 
-    /// Register a listener for the layer's [`LimitEvent`]s.
+}
+
+impl ConcurrencyLimitConfigBuilder<ConcurrencyLimitConfig> {
+    /// Validate and give the config.
+    pub fn build(self) -> Result<ConcurrencyLimitConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+impl ConcurrencyLimitConfigBuilder<ConcurrencyLimitLayer> {
+    /// Register a listener for the layer's events (the same as
+    /// [`ConcurrencyLimitLayer::on_event`]).
     #[must_use]
     pub fn on_event(mut self, listener: impl Fn(&LimitEvent) + Send + Sync + 'static) -> Self {
         self.listeners.push(listener);
@@ -200,9 +240,9 @@ impl ConcurrencyLimitBuilder {
     }
 }
 
-impl fmt::Debug for ConcurrencyLimitBuilder {
+impl<T> fmt::Debug for ConcurrencyLimitConfigBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConcurrencyLimitBuilder")
+        f.debug_struct("ConcurrencyLimitConfigBuilder")
             .field("config", &self.config)
             .field("listeners", &self.listeners)
             .finish()

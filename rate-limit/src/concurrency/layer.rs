@@ -17,6 +17,26 @@ pub struct ConcurrencyLimitLayer {
 }
 
 impl ConcurrencyLimitLayer {
+    /// The layer of a validated `config`, with no listeners yet.
+    pub fn new(config: ConcurrencyLimitConfig) -> Self {
+        Self::from_parts(config, Listeners::new())
+    }
+
+    /// A builder whose [`build`](crate::ConcurrencyLimitConfigBuilder::build) gives the
+    /// layer: the shortcut for
+    /// `ConcurrencyLimitLayer::new(ConcurrencyLimitConfig::builder(n)…build()?)`.
+    pub fn builder(max_in_flight: usize) -> super::config::ConcurrencyLimitConfigBuilder<Self> {
+        super::config::ConcurrencyLimitConfigBuilder::new(max_in_flight)
+    }
+
+    /// Call `listener` with every event of this layer (the state is shared: services and
+    /// handles made before this call see the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&LimitEvent) + Send + Sync + 'static) -> Self {
+        self.shared.emitter.add_listener(listener);
+        self
+    }
+
     pub(crate) fn from_parts(
         config: ConcurrencyLimitConfig,
         listeners: Listeners<LimitEvent>,

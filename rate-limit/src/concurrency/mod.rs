@@ -5,7 +5,7 @@ mod future;
 mod layer;
 mod service;
 
-pub use config::{ConcurrencyLimitBuilder, ConcurrencyLimitConfig};
+pub use config::{ConcurrencyLimitConfig, ConcurrencyLimitConfigBuilder};
 pub use future::ResponseFuture;
 pub use layer::ConcurrencyLimitLayer;
 pub use service::{ConcurrencyLimit, ConcurrencyLimitHandle};

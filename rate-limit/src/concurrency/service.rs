@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,10 +32,12 @@ pub(crate) struct Shared {
     debt: AtomicUsize,
     /// Serializes changes of the limit.
     resize: Mutex<()>,
-    max_wait: Duration,
-    max_queue: usize,
+    /// Nanoseconds (saturating).
+    max_wait: AtomicU64,
+    /// `usize::MAX`: as many as `max_in_flight` (the config's `None`).
+    max_queue: AtomicUsize,
     waiting: AtomicUsize,
-    emitter: Emitter<LimitEvent>,
+    pub(crate) emitter: Emitter<LimitEvent>,
     metrics: Metrics,
 }
 
@@ -48,8 +50,8 @@ impl Shared {
             max_in_flight: AtomicUsize::new(config.max_in_flight),
             debt: AtomicUsize::new(0),
             resize: Mutex::new(()),
-            max_wait: config.max_wait,
-            max_queue: config.effective_max_queue(),
+            max_wait: AtomicU64::new(palisade_core::time::nanos(config.max_wait)),
+            max_queue: AtomicUsize::new(config.max_queue.unwrap_or(usize::MAX)),
             waiting: AtomicUsize::new(0),
             emitter: Emitter::new(config.name, listeners),
             metrics,
@@ -68,8 +70,48 @@ impl Shared {
         Some(permit)
     }
 
+    fn max_queue(&self) -> usize {
+        match self.max_queue.load(Ordering::Relaxed) {
+            usize::MAX => self.max_in_flight.load(Ordering::Relaxed),
+            n => n,
+        }
+    }
+
+    fn max_wait(&self) -> Duration {
+        match self.max_wait.load(Ordering::Relaxed) {
+            u64::MAX => Duration::MAX,
+            n => Duration::from_nanos(n),
+        }
+    }
+
+    fn config(&self) -> ConcurrencyLimitConfig {
+        let mut config = ConcurrencyLimitConfig::with_max(self.max_in_flight.load(Ordering::Relaxed));
+        config.name = self.emitter.name().clone();
+        config.max_wait = self.max_wait();
+        config.max_queue = match self.max_queue.load(Ordering::Relaxed) {
+            usize::MAX => None,
+            n => Some(n),
+        };
+        config
+    }
+
+    fn update(&self, config: &ConcurrencyLimitConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        palisade_core::config::ensure_same_name(
+            "concurrency_limit",
+            self.emitter.name(),
+            &config.name,
+        )?;
+        self.set_max_in_flight(config.max_in_flight)?;
+        self.max_wait
+            .store(palisade_core::time::nanos(config.max_wait), Ordering::Relaxed);
+        self.max_queue
+            .store(config.max_queue.unwrap_or(usize::MAX), Ordering::Relaxed);
+        Ok(())
+    }
+
     fn set_max_in_flight(&self, max: usize) -> Result<(), ConfigError> {
-        let mut config = ConcurrencyLimitConfig::new(max);
+        let mut config = ConcurrencyLimitConfig::with_max(max);
         config.name = self.emitter.name().clone();
         config.validate()?;
         let _resizing = self.resize.lock().unwrap_or_else(PoisonError::into_inner);
@@ -135,6 +177,19 @@ impl ConcurrencyLimitHandle {
         self.shared.max_in_flight.load(Ordering::Acquire)
     }
 
+    /// The config in effect.
+    pub fn config(&self) -> ConcurrencyLimitConfig {
+        self.shared.config()
+    }
+
+    /// Apply `config` from now on: the limit (as
+    /// [`set_max_in_flight`](Self::set_max_in_flight)), the wait and the queue bound. The
+    /// name is fixed when the layer is built; an invalid config or another name changes
+    /// nothing.
+    pub fn update(&self, config: ConcurrencyLimitConfig) -> Result<(), ConfigError> {
+        self.shared.update(&config)
+    }
+
     /// Change the limit at run time, for all clones. Raising it admits waiting calls at
     /// once; lowering it takes effect as calls in flight finish (none is cancelled).
     /// Refuses zero.
@@ -191,7 +246,7 @@ pub(crate) struct QueueSlot {
 impl QueueSlot {
     fn join(shared: &Arc<Shared>) -> Option<Self> {
         let queued = shared.waiting.fetch_add(1, Ordering::AcqRel);
-        if queued >= shared.max_queue {
+        if queued >= shared.max_queue() {
             // The queue is full: leave again.
             shared.waiting.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -229,7 +284,7 @@ impl<S, Req> Wait<S, Req> {
     /// Start waiting now; the caller's deadline in effect now bounds the wait.
     fn new(slot: QueueSlot, inner: S, req: Req) -> Self {
         let started = Instant::now();
-        let (give_up, by_deadline) = crate::give_up_at(started, slot.shared.max_wait);
+        let (give_up, by_deadline) = crate::give_up_at(started, slot.shared.max_wait());
         Self {
             semaphore: PollSemaphore::new(Arc::clone(&slot.shared.semaphore)),
             slot: Some(slot),
@@ -366,7 +421,7 @@ impl<S> ConcurrencyLimit<S> {
                     Some(permit) => Readiness::Permit(permit),
                     None => continue,
                 },
-                Err(_) if self.shared.max_wait.is_zero() => Readiness::Rejected("max in-flight"),
+                Err(_) if self.shared.max_wait().is_zero() => Readiness::Rejected("max in-flight"),
                 Err(_) => match QueueSlot::join(&self.shared) {
                     Some(slot) => Readiness::Queued(slot),
                     None => Readiness::Rejected("queue full"),
