@@ -48,12 +48,12 @@ impl From<Gradient> for Algorithm {
 ///
 /// ```
 /// # #[cfg(feature = "serde")] {
-/// use palisade_rate_limit::AdaptiveLimitConfig;
+/// use palisade_rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer};
 ///
 /// let config: AdaptiveLimitConfig = serde_json::from_str(
 ///     r#"{ "algorithm": { "aimd": { "latency_threshold": "250ms" } }, "max_limit": 200 }"#,
 /// ).unwrap();
-/// let layer = config.into_layer().expect("valid config");
+/// let layer = AdaptiveLimitLayer::new(config);
 /// assert_eq!(layer.handle().limit(), 20);
 ///
 /// let err = serde_json::from_str::<AdaptiveLimitConfig>(
@@ -203,17 +203,17 @@ impl AdaptiveLimitConfig {
         )?;
         validate_algorithm(&self.algorithm)
     }
-
 }
 
-/// Builds an [`AdaptiveLimitLayer`]; every setter has a documented default (see the fields
+/// Builds an [`AdaptiveLimitConfig`] (from `AdaptiveLimitConfig::builder`) or, as a shortcut, an [`AdaptiveLimitLayer`] (from
+/// `AdaptiveLimitLayer::builder`); every setter has a documented default (see the fields
 /// of [`AdaptiveLimitConfig`]).
 ///
 /// ```
-/// use palisade_rate_limit::{AdaptiveLimitConfig, Aimd};
+/// use palisade_rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd};
 /// use std::time::Duration;
 ///
-/// let layer = AdaptiveLimitConfig::builder()
+/// let layer = AdaptiveLimitLayer::builder()
 ///     .name("search")
 ///     .algorithm(Aimd::new().latency_threshold(Duration::from_millis(250)))
 ///     .initial_limit(10)
@@ -268,7 +268,6 @@ impl<T> AdaptiveLimitConfigBuilder<T> {
         self.config.max_limit = max;
         self
     }
-
 }
 
 impl AdaptiveLimitConfigBuilder<AdaptiveLimitConfig> {

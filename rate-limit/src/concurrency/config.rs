@@ -21,12 +21,12 @@ const LAYER: &str = "concurrency_limit";
 ///
 /// ```
 /// # #[cfg(feature = "serde")] {
-/// use palisade_rate_limit::ConcurrencyLimitConfig;
+/// use palisade_rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer};
 ///
 /// let config: ConcurrencyLimitConfig =
 ///     serde_json::from_str(r#"{ "name": "db-pool", "max_in_flight": 32, "max_wait": "100ms" }"#)
 ///         .unwrap();
-/// let layer = config.into_layer().expect("valid config");
+/// let layer = ConcurrencyLimitLayer::new(config);
 /// assert_eq!(layer.handle().max_in_flight(), 32);
 ///
 /// let err = serde_json::from_str::<ConcurrencyLimitConfig>(r#"{ "max_in_flight": 0 }"#)
@@ -154,17 +154,17 @@ impl ConcurrencyLimitConfig {
             format!("1 to {max}"),
         )
     }
-
 }
 
-/// Builds a [`ConcurrencyLimitLayer`]; every setter has a documented default (see the
+/// Builds a [`ConcurrencyLimitConfig`] (from `ConcurrencyLimitConfig::builder`) or, as a shortcut, a [`ConcurrencyLimitLayer`] (from
+/// `ConcurrencyLimitLayer::builder`); every setter has a documented default (see the
 /// fields of [`ConcurrencyLimitConfig`]).
 ///
 /// ```
-/// use palisade_rate_limit::ConcurrencyLimitConfig;
+/// use palisade_rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer};
 /// use std::time::Duration;
 ///
-/// let layer = ConcurrencyLimitConfig::builder(32)
+/// let layer = ConcurrencyLimitLayer::builder(32)
 ///     .name("db-pool")
 ///     .max_wait(Duration::from_millis(100))
 ///     .max_queue(64)
@@ -210,7 +210,6 @@ impl<T> ConcurrencyLimitConfigBuilder<T> {
         self.config.max_queue = Some(max_queue);
         self
     }
-
 }
 
 impl ConcurrencyLimitConfigBuilder<ConcurrencyLimitConfig> {
