@@ -17,7 +17,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
 use palisade::prelude::*;
-use palisade::rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer, ThrottleConfig, ThrottleLayer};
+use palisade::rate_limit::{
+    ConcurrencyLimitConfig, ConcurrencyLimitLayer, ThrottleConfig, ThrottleLayer,
+};
 use palisade_benches::harness::{backend, call_once};
 use tower::Layer;
 
@@ -110,14 +112,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("retry, no budget: tower (trivial policy)", |b| {
         b.iter(|| call_once(&mut tower_retry, black_box(7)));
     });
-    let mut retry = RetryLayer::new(
-        RetryConfig::builder()
-            .name("bench")
-            .no_budget()
-            .build()
-            .expect("config"),
-    )
-    .layer(backend());
+    let mut retry = RetryLayer::builder()
+        .name("bench")
+        .no_budget()
+        .build()
+        .expect("config")
+        .layer(backend());
     g.bench_function("retry, no budget: palisade", |b| {
         b.iter(|| call_once(&mut retry, black_box(7)));
     });
@@ -130,13 +130,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("retry, budget: tower (TpsBudget)", |b| {
         b.iter(|| call_once(&mut tower_budget, black_box(7)));
     });
-    let mut retry_budget = RetryLayer::new(
-        RetryConfig::builder()
-            .name("bench")
-            .build()
-            .expect("config"),
-    )
-    .layer(backend());
+    let mut retry_budget = RetryLayer::builder()
+        .name("bench")
+        .build()
+        .expect("config")
+        .layer(backend());
     g.bench_function("retry, budget: palisade", |b| {
         b.iter(|| call_once(&mut retry_budget, black_box(7)));
     });
@@ -242,12 +240,7 @@ fn bench(c: &mut Criterion) {
                 .build()
                 .unwrap(),
         )
-        .retry(RetryLayer::new(
-            RetryConfig::builder()
-                .name("bench")
-                .build()
-                .expect("config"),
-        ))
+        .retry(RetryLayer::builder().name("bench").build().expect("config"))
         .circuit_breaker(
             CircuitBreakerLayer::builder()
                 .name("bench")

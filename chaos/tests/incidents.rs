@@ -12,7 +12,9 @@ use palisade_chaos::sim::{
     FaultScript, Incident, LoadGen, Report, RequestOutcome, SimBackend, SimResponse,
 };
 use palisade_chaos::{ChaosConfig, ChaosLayer, Latency};
-use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerEvent, State};
+use palisade_circuit_breaker::{
+    CircuitBreakerConfig, CircuitBreakerEvent, CircuitBreakerLayer, State,
+};
 use palisade_core::{BoxError, Priority};
 use palisade_degrade::fallback::{FallbackLayer, Value};
 use palisade_degrade::shed::{ShedConfig, ShedLayer};
@@ -119,11 +121,11 @@ async fn full_outage_breaker_opens_fast_sheds_retries_and_recovers_after_one_pro
         .build()
         .expect("valid breaker");
     let budget_ratio = 0.2;
-    let retry = RetryConfig::builder()
+    let retry = RetryLayer::builder()
         .name("outage")
         .max_attempts(3)
         .backoff(Backoff::exponential(ms(50)))
-        .budget(RetryBudget::tps(secs(10), 0, budget_ratio).expect("valid budget"))
+        .share_budget(RetryBudget::tps(secs(10), 0, budget_ratio).expect("valid budget"))
         .seed(2)
         .build()
         .expect("valid retry");
@@ -131,7 +133,7 @@ async fn full_outage_breaker_opens_fast_sheds_retries_and_recovers_after_one_pro
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&attempts);
     let stack = ServiceBuilder::new()
-        .layer(RetryLayer::new(retry))
+        .layer(retry)
         .map_request(move |(): ()| {
             log.lock().expect("lock").push(Instant::now());
         })

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use palisade_chaos::sim::{FaultScript, Incident, LoadGen, RequestOutcome, SimBackend};
 use palisade_chaos::{ChaosConfig, ChaosLayer, Latency};
-use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerEvent, State};
+use palisade_circuit_breaker::{
+    CircuitBreakerConfig, CircuitBreakerEvent, CircuitBreakerLayer, State,
+};
 use palisade_core::BoxError;
 use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
 use palisade_retry::{Backoff, RetryConfig, RetryLayer};

@@ -449,7 +449,6 @@ impl<T> CircuitBreakerConfigBuilder<T> {
         self.config.max_probe_duration = duration;
         self
     }
-
 }
 
 impl CircuitBreakerConfigBuilder<CircuitBreakerConfig> {
@@ -635,14 +634,8 @@ mod tests {
                 "slow_call_duration",
             ),
             (b().minimum_calls(0).build(), "minimum_calls"),
-            (
-                b().consecutive_failures(0).build(),
-                "consecutive_failures",
-            ),
-            (
-                b().open_duration(Duration::ZERO).build(),
-                "open_duration",
-            ),
+            (b().consecutive_failures(0).build(), "consecutive_failures"),
+            (b().open_duration(Duration::ZERO).build(), "open_duration"),
             (
                 b().open_duration_backoff(0.5, Duration::from_secs(60))
                     .build(),

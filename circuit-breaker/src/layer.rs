@@ -59,10 +59,7 @@ impl<C> CircuitBreakerLayer<C> {
     /// recorded calls). The breaker is shared: services and handles made before this call
     /// see the listener too. Listeners run on the calling thread, outside any lock.
     #[must_use]
-    pub fn on_event(
-        self,
-        listener: impl Fn(&CircuitBreakerEvent) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn on_event(self, listener: impl Fn(&CircuitBreakerEvent) + Send + Sync + 'static) -> Self {
         self.breaker.add_listener(listener);
         self
     }

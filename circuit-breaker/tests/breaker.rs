@@ -145,13 +145,13 @@ async fn listeners_see_every_transition_with_its_reason() {
     let sink = Arc::clone(&seen);
     let config = base().half_open_probes(1).build().unwrap();
     let layer = CircuitBreakerLayer::new(config).on_event(move |e: &CircuitBreakerEvent| {
-            if let CircuitBreakerEvent::StateTransition {
-                from, to, reason, ..
-            } = e
-            {
-                sink.lock().unwrap().push((*from, *to, *reason));
-            }
-        });
+        if let CircuitBreakerEvent::StateTransition {
+            from, to, reason, ..
+        } = e
+        {
+            sink.lock().unwrap().push((*from, *to, *reason));
+        }
+    });
     let mut svc = layer.layer(service_fn(|fail: bool| async move {
         if fail {
             Err::<(), BoxError>("down".into())

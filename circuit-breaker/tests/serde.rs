@@ -37,7 +37,10 @@ fn a_config_loads_from_json_with_defaults_for_the_rest() {
     );
     assert_eq!(config.open_duration(), defaults.open_duration());
     let layer = palisade_circuit_breaker::CircuitBreakerLayer::new(config);
-    assert_eq!(layer.handle().state(), palisade_circuit_breaker::State::Closed);
+    assert_eq!(
+        layer.handle().state(),
+        palisade_circuit_breaker::State::Closed
+    );
 }
 
 #[test]

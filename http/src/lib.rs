@@ -82,13 +82,13 @@
 //!         Ok::<_, BoxError>(Response::builder().status(status).header("retry-after", "1").body(())?)
 //!     }
 //! });
-//! let retry = RetryConfig::builder()
-//!     .classify(HttpClassifier)
+//! let retry = RetryLayer::builder()
+//!     .classifier(HttpClassifier)
 //!     .retry_after(retry_after)
 //!     .clone_request(clone_request)
 //!     .build()?;
 //! let client = ServiceBuilder::new()
-//!     .layer(RetryLayer::new(retry))
+//!     .layer(retry)
 //!     .layer(SendDeadlineLayer::grpc())
 //!     .service(transport);
 //!

@@ -15,7 +15,9 @@ use common::{Hits, hyper_client, serve};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, KeyedCircuitBreakerLayer};
+use palisade_circuit_breaker::{
+    CircuitBreakerConfig, CircuitBreakerLayer, KeyedCircuitBreakerLayer,
+};
 use palisade_core::{BoxError, CircuitOpen, Deadline, Elapsed, RequestDeadline};
 use palisade_http::key::{ClientIp, HostKey};
 use palisade_http::{
@@ -85,16 +87,16 @@ type Hint = fn(&Result<Response<Incoming>, BoxError>) -> Option<Duration>;
 type Copy = fn(&Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>>;
 
 fn retry(max_attempts: u32) -> RetryLayer<HttpClassifier, Hint, Copy> {
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .max_attempts(max_attempts)
         .backoff(Backoff::constant(Duration::from_millis(20)).jitter(Jitter::None))
         .no_budget()
-        .classify(HttpClassifier)
+        .classifier(HttpClassifier)
         .retry_after(retry_after as Hint)
         .clone_request(clone_request as Copy)
         .build()
         .expect("a valid retry config");
-    RetryLayer::new(config)
+    config
 }
 
 async fn send<S>(client: &mut S, req: Request<Full<Bytes>>) -> Result<S::Response, BoxError>

@@ -53,15 +53,15 @@ async fn stack_order_holds_when_setters_are_called_in_reverse() {
                 .build()
                 .unwrap(),
         )
-        .retry(RetryLayer::new(
-            RetryConfig::builder()
+        .retry(
+            RetryLayer::builder()
                 .name("retry")
                 .max_attempts(10)
                 .backoff(Backoff::constant(Duration::from_millis(50)).jitter(Jitter::None))
                 .no_budget()
                 .build()
                 .unwrap(),
-        ))
+        )
         .timeout(
             TimeoutLayer::builder()
                 .name("overall")

@@ -55,14 +55,12 @@ fn layers() -> Layers {
             .timeout(Duration::from_millis(300))
             .build()
             .unwrap(),
-        retry: RetryLayer::new(
-            RetryConfig::builder()
-                .name("flat")
-                .max_attempts(2)
-                .no_budget()
-                .build()
-                .unwrap(),
-        ),
+        retry: RetryLayer::builder()
+            .name("flat")
+            .max_attempts(2)
+            .no_budget()
+            .build()
+            .unwrap(),
         handle: breaker.handle(),
         breaker,
         limit: RateLimitConfig::builder(1_000, Duration::from_secs(1))

@@ -18,7 +18,9 @@ use palisade::degrade::{
     FallbackConfig, FallbackLayer, Marked, ShedConfig, ShedLayer, StaleCacheLayer, StaleConfig,
 };
 use palisade::prelude::*;
-use palisade::rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer};
+use palisade::rate_limit::{
+    AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
+};
 use palisade::retry::hedge::{HedgeConfig, HedgeLayer};
 use palisade::{RejectionKind, Stack};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -92,13 +94,11 @@ macro_rules! layers {
                 .build()
                 .unwrap(),
         );
-        let hedge = HedgeLayer::new(
-            HedgeConfig::builder()
-                .name("hedge")
-                .delay(Duration::from_secs(3600))
-                .build()
-                .unwrap(),
-        );
+        let hedge = HedgeLayer::builder()
+            .name("hedge")
+            .delay(Duration::from_secs(3600))
+            .build()
+            .unwrap();
         let concurrency = ConcurrencyLimitLayer::builder(64)
             .name("bulkhead")
             .build()

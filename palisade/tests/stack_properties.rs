@@ -131,16 +131,14 @@ async fn run(case: &Case, healthy: bool) -> Run {
         })
         .build()
         .unwrap();
-    let retry = RetryLayer::new(
-        RetryConfig::builder()
-            .name("prop")
-            .max_attempts(case.max_attempts)
-            .backoff(Backoff::exponential(Duration::from_millis(case.backoff_ms)))
-            .budget(RetryBudget::tps(TTL, case.min_per_sec, case.ratio).unwrap())
-            .seed(7)
-            .build()
-            .unwrap(),
-    );
+    let retry = RetryLayer::builder()
+        .name("prop")
+        .max_attempts(case.max_attempts)
+        .backoff(Backoff::exponential(Duration::from_millis(case.backoff_ms)))
+        .share_budget(RetryBudget::tps(TTL, case.min_per_sec, case.ratio).unwrap())
+        .seed(7)
+        .build()
+        .unwrap();
     let overall = TimeoutLayer::builder()
         .name("overall")
         .timeout(Duration::from_millis(case.overall_ms))

@@ -62,17 +62,15 @@ fn each_layer_logs_on_its_own_target() {
         assert!(hung.oneshot(1).await.is_err());
 
         // retry: a failing call is retried
-        let retried = RetryLayer::new(
-            RetryConfig::builder()
-                .name("r")
-                .max_attempts(2)
-                .no_budget()
-                .build()
-                .unwrap(),
-        )
-        .layer(service_fn(|_: u32| async {
-            Err::<u32, BoxError>("down".into())
-        }));
+        let retried = RetryLayer::builder()
+            .name("r")
+            .max_attempts(2)
+            .no_budget()
+            .build()
+            .unwrap()
+            .layer(service_fn(|_: u32| async {
+                Err::<u32, BoxError>("down".into())
+            }));
         assert!(retried.oneshot(1).await.is_err());
 
         // circuit breaker: a transition

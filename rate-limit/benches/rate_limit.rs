@@ -13,7 +13,10 @@ use futures_util::FutureExt;
 use governor::{Quota, RateLimiter};
 use palisade_core::BoxError;
 use palisade_rate_limit::clock::TokioClock;
-use palisade_rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer, RateLimitConfig};
+use palisade_rate_limit::{
+    AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
+    RateLimitConfig,
+};
 use tower::{Layer, Service, service_fn};
 
 /// A quota no benchmark can exhaust.

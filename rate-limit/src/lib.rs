@@ -184,8 +184,8 @@ pub use adaptive::{
     AdaptiveLimitLayer, Aimd, Algorithm, Gradient,
 };
 pub use concurrency::{
-    ConcurrencyLimit, ConcurrencyLimitConfig, ConcurrencyLimitConfigBuilder, ConcurrencyLimitHandle,
-    ConcurrencyLimitLayer,
+    ConcurrencyLimit, ConcurrencyLimitConfig, ConcurrencyLimitConfigBuilder,
+    ConcurrencyLimitHandle, ConcurrencyLimitLayer,
 };
 pub use event::{LimitEvent, LimitKind};
 pub use metrics::METRICS;

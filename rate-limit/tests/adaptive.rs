@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, Outcome, Overloaded};
 use palisade_rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitLayer, AdaptiveLimitHandle, Aimd, Algorithm, Gradient, LimitEvent,
+    AdaptiveLimitConfig, AdaptiveLimitHandle, AdaptiveLimitLayer, Aimd, Algorithm, Gradient,
+    LimitEvent,
 };
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};

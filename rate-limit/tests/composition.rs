@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, Deadline, Elapsed, Overloaded, RateLimited, RequestDeadline};
 use palisade_rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig, ConcurrencyLimitLayer, RateLimitConfig,
+    AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
+    RateLimitConfig,
 };
 use palisade_timeout::{PropagateDeadlineLayer, TimeoutConfig, TimeoutLayer};
 use tokio::time::{Instant, sleep};

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use palisade_core::BoxError;
 use palisade_rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig, ConcurrencyLimitLayer, Gradient, RateLimitConfig,
+    AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
+    Gradient, RateLimitConfig,
 };
 use tower::{Layer, ServiceExt, service_fn};
 

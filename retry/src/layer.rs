@@ -2,46 +2,182 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
+use palisade_core::{ConfigError, Emitter, Listeners, Name, RejectionAware};
 use tower_layer::Layer;
 
 use crate::budget::RetryBudget;
-use crate::config::RetryConfig;
-use palisade_core::RejectionAware;
-
+use crate::config::{Hooks, RetryConfig, RetryLayerBuilder, Settings};
+use crate::event::RetryEvent;
 use crate::policy::Cloned;
-use crate::service::{Retry, Shared};
+use crate::service::{Metrics, Retry, Shared};
 
-/// Wraps services in [`Retry`]. All services made by one layer (and all their clones)
-/// share one budget, one set of metric handles and one seed sequence.
+/// Retries failed requests with backoff, within a budget and the request's deadline: see
+/// [`Retry`].
+///
+/// Made from a validated [`RetryConfig`] with [`RetryLayer::new`] (or in one chain with
+/// [`RetryLayer::builder`]); the code-only hooks are methods of the layer, the same names
+/// as in every palisade crate: [`classifier`](Self::classifier),
+/// [`retry_after`](Self::retry_after), [`clone_request`](Self::clone_request),
+/// [`share_budget`](Self::share_budget), [`on_event`](Self::on_event).
+///
+/// The type parameters are the classifier `C` (each attempt's outcome: `Failure` is
+/// retried, and it is what a token-bucket budget counts), the hint extractor `A` (server
+/// `Retry-After`, a rate limiter's `retry_after`: an `Ignore`d result with a hint is retried
+/// after it) and the request copier `K`; the defaults are palisade-core's
+/// [`RejectionAware`] twice (see [`RetryAfter`](crate::RetryAfter) for the rule) and
+/// [`Cloned`].
+///
+/// Every service the layer makes shares its budget, its listeners and its jitter sequence.
 pub struct RetryLayer<C = RejectionAware, A = RejectionAware, K = Cloned> {
-    shared: Arc<Shared<C, A, K>>,
+    core: Arc<Core>,
+    classify: C,
+    retry_after: A,
+    clone_request: K,
+}
+
+/// What every service of one layer shares, whatever its hooks.
+pub(crate) struct Core {
+    pub(crate) config: RetryConfig,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) emitter: Emitter<RetryEvent>,
+    pub(crate) metrics: Metrics,
+    pub(crate) seeds: Arc<AtomicU64>,
+}
+
+impl Core {
+    fn new(
+        config: RetryConfig,
+        budget: Option<RetryBudget>,
+        listeners: Listeners<RetryEvent>,
+    ) -> Self {
+        let budget = budget.or_else(|| {
+            config
+                .budget()
+                .build()
+                .expect("a validated config's budget is valid")
+        });
+        Self {
+            metrics: Metrics::register(config.name()),
+            emitter: Emitter::new(config.name().clone(), listeners),
+            config,
+            budget,
+            seeds: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl RetryLayer {
+    /// The layer of a validated `config`, with the default hooks and a budget of its own
+    /// (as the config says).
+    pub fn new(config: RetryConfig) -> Self {
+        Self::from_parts(config, Hooks::new())
+    }
+
+    /// A builder whose [`build`](RetryLayerBuilder::build) gives the layer: the data setters
+    /// of [`RetryConfig::builder`] and the hooks, in one chain.
+    pub fn builder() -> RetryLayerBuilder {
+        RetryLayerBuilder::new()
+    }
 }
 
 impl<C, A, K> RetryLayer<C, A, K> {
-    /// A layer from a validated config; registers the metric handles.
-    pub fn new(config: RetryConfig<C, A, K>) -> Self {
+    pub(crate) fn from_parts(config: RetryConfig, hooks: Hooks<C, A, K>) -> Self {
         Self {
-            shared: Arc::new(Shared::new(config)),
+            core: Arc::new(Core::new(config, hooks.budget, hooks.listeners)),
+            classify: hooks.classify,
+            retry_after: hooks.retry_after,
+            clone_request: hooks.clone_request,
         }
     }
 
     /// The config the layer was built from.
-    pub fn config(&self) -> &RetryConfig<C, A, K> {
-        &self.shared.config
+    pub fn config(&self) -> &RetryConfig {
+        &self.core.config
     }
 
-    /// The retry budget shared by every service of this layer: hand it to another layer's
-    /// builder (`.budget(handle)`) to share it, or read [`available`](RetryBudget::available).
+    /// The retry budget shared by every service of this layer: hand it to another layer
+    /// ([`share_budget`](Self::share_budget)) to share it, or read
+    /// [`available`](RetryBudget::available).
     pub fn budget(&self) -> Option<&RetryBudget> {
-        self.shared.budget()
+        self.core.budget.as_ref()
+    }
+
+    /// Judge each attempt's result with `classifier` (a `palisade_core::Classify`, e.g. a
+    /// closure `|res: &Result<Res, E>| -> Outcome`): `Failure` is retried.
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2, A, K> {
+        RetryLayer {
+            core: self.core,
+            classify: classifier,
+            retry_after: self.retry_after,
+            clone_request: self.clone_request,
+        }
+    }
+
+    /// Read "not before" hints (`Retry-After`, a rate limiter's `retry_after`) with
+    /// `retry_after` (a [`RetryAfter`](crate::RetryAfter)): the next attempt waits at least
+    /// that long.
+    pub fn retry_after<A2>(self, retry_after: A2) -> RetryLayer<C, A2, K> {
+        RetryLayer {
+            core: self.core,
+            classify: self.classify,
+            retry_after,
+            clone_request: self.clone_request,
+        }
+    }
+
+    /// Copy requests for the next attempt with `clone_request` (a
+    /// [`CloneRequest`](crate::CloneRequest), e.g. a closure `|req: &Req| -> Option<Req>`;
+    /// `None`: this request is not retried). The default clones requests that are `Clone`.
+    pub fn clone_request<K2>(self, clone_request: K2) -> RetryLayer<C, A, K2> {
+        RetryLayer {
+            core: self.core,
+            classify: self.classify,
+            retry_after: self.retry_after,
+            clone_request,
+        }
+    }
+
+    /// Share an existing budget (the same handle may go to several layers) instead of the
+    /// config's own. Call it before taking a [`handle`](Self::handle) or making services.
+    pub fn share_budget(self, budget: RetryBudget) -> Self {
+        let core = Core {
+            config: self.core.config.clone(),
+            budget: Some(budget),
+            emitter: self.core.emitter.clone(),
+            metrics: self.core.metrics.clone(),
+            seeds: Arc::clone(&self.core.seeds),
+        };
+        Self {
+            core: Arc::new(core),
+            ..self
+        }
+    }
+
+    /// Call `listener` with every event of this layer (services and handles made before this
+    /// call see the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
+        self.core.emitter.add_listener(listener);
+        self
+    }
+
+    /// The handle reading this layer's config and budget.
+    pub fn handle(&self) -> RetryHandle {
+        RetryHandle {
+            core: Arc::clone(&self.core),
+        }
     }
 }
 
-impl<C, A, K> Clone for RetryLayer<C, A, K> {
+impl<C: Clone, A: Clone, K: Clone> Clone for RetryLayer<C, A, K> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            core: Arc::clone(&self.core),
+            classify: self.classify.clone(),
+            retry_after: self.retry_after.clone(),
+            clone_request: self.clone_request.clone(),
         }
     }
 }
@@ -49,15 +185,94 @@ impl<C, A, K> Clone for RetryLayer<C, A, K> {
 impl<C, A, K> fmt::Debug for RetryLayer<C, A, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
-            .field("config", &self.shared.config)
-            .finish()
+            .field("config", &self.core.config)
+            .finish_non_exhaustive()
     }
 }
 
-impl<S, C, A, K> Layer<S> for RetryLayer<C, A, K> {
+impl<S, C: Clone, A: Clone, K: Clone> Layer<S> for RetryLayer<C, A, K> {
     type Service = Retry<S, C, A, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::from_shared(inner, Arc::clone(&self.shared))
+        let core = &self.core;
+        let hooks = Hooks {
+            classify: self.classify.clone(),
+            retry_after: self.retry_after.clone(),
+            clone_request: self.clone_request.clone(),
+            budget: core.budget.clone(),
+            listeners: Listeners::new(),
+        };
+        let settings = Settings::new(core.config.clone(), hooks);
+        let shared = Shared::from_parts(
+            settings,
+            core.emitter.clone(),
+            core.metrics.clone(),
+            Arc::clone(&core.seeds),
+        );
+        Retry::from_shared(inner, Arc::new(shared))
     }
+}
+
+/// Reads a retry layer's config and budget at run time; cloneable, shared with the layer.
+///
+/// A retry layer's settings are fixed once its services are made (each service carries
+/// them on its hot path without a lock): to change them, build a new layer (a policy
+/// registry swaps whole stacks). The budget's balance moves and is read here.
+#[derive(Clone)]
+pub struct RetryHandle {
+    core: Arc<Core>,
+}
+
+impl RetryHandle {
+    /// The layer's name.
+    pub fn name(&self) -> &Name {
+        self.core.config.name()
+    }
+
+    /// The config the layer runs.
+    pub fn config(&self) -> RetryConfig {
+        self.core.config.clone()
+    }
+
+    /// The budget, if any (shared with the layer and every layer given the same budget).
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.core.budget.as_ref()
+    }
+
+    /// A snapshot: the config and the retries the budget allows now (`None`: no budget).
+    pub fn snapshot(&self) -> RetrySnapshot {
+        RetrySnapshot {
+            config: self.config(),
+            budget_available: self.core.budget.as_ref().map(RetryBudget::available),
+        }
+    }
+
+    /// Refuse a run-time change with a clear error: see the type's docs.
+    pub fn update(&self, config: RetryConfig) -> Result<(), ConfigError> {
+        palisade_core::config::ensure_same_name("retry", self.name(), config.name())?;
+        Err(ConfigError::new(
+            "retry",
+            "config",
+            "a new config",
+            "the config the layer was built with (build a new retry layer to change it)",
+        ))
+    }
+}
+
+impl fmt::Debug for RetryHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryHandle")
+            .field("name", self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A retry layer's state at one moment.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RetrySnapshot {
+    /// The config the layer runs.
+    pub config: RetryConfig,
+    /// Retries the budget allows now (`None`: no budget).
+    pub budget_available: Option<f64>,
 }

@@ -105,12 +105,12 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! let backend = tower::service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) });
-//! let config = RetryConfig::builder()
-//!     .classify(DefaultClassifier) // every Err is retried
+//! let config = RetryLayer::builder()
+//!     .classifier(DefaultClassifier) // every Err is retried
 //!     .retry_after(NoRetryAfter)
 //!     .build()
 //!     .unwrap();
-//! let svc = RetryLayer::new(config).layer(backend);
+//! let svc = config.layer(backend);
 //! assert_eq!(svc.oneshot(4).await.unwrap(), 4);
 //! # }
 //! ```
@@ -131,7 +131,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let layer = RetryLayer::new(RetryConfig::builder().name("spawned").build().unwrap());
+//! let layer = RetryLayer::builder().name("spawned").build().unwrap();
 //! let backend = tower::service_fn(|x: u32| async move { Ok::<_, BoxError>(x + 1) });
 //!
 //! // Spawn the oneshot future itself,
@@ -186,10 +186,12 @@ mod service;
 
 pub use backoff::{Backoff, Jitter, Schedule};
 pub use budget::{BudgetConfig, RetryBudget};
-pub use config::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryConfig, RetryConfigBuilder};
+pub use config::{
+    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryConfig, RetryConfigBuilder, RetryLayerBuilder,
+};
 pub use event::{HedgeEvent, RetryEvent, StopReason};
 pub use future::ResponseFuture;
-pub use layer::RetryLayer;
+pub use layer::{RetryHandle, RetryLayer, RetrySnapshot};
 pub use palisade_core::RejectionAware;
 pub use policy::{CloneRequest, Cloned, NoRetryAfter, RetryAfter};
 pub use service::Retry;

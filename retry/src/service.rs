@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::budget::RetryBudget;
-use crate::config::RetryConfig;
+use crate::config::{RetryConfig, Settings};
 use crate::event::RetryEvent;
 use crate::future::ResponseFuture;
 use palisade_core::RejectionAware;
@@ -30,15 +30,17 @@ pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
     shared: Arc<Shared<C, A, K>>,
 }
 
-/// State shared by every clone of one layer's services.
+/// State shared by every clone of one service.
 pub(crate) struct Shared<C, A, K> {
-    pub(crate) config: RetryConfig<C, A, K>,
+    pub(crate) config: Settings<C, A, K>,
     pub(crate) emitter: Emitter<RetryEvent>,
     pub(crate) metrics: Metrics,
-    /// How many retried requests drew a jitter seed: the index into the seed sequence.
-    seeds: AtomicU64,
+    /// How many retried requests drew a jitter seed: the index into the seed sequence
+    /// (shared by every service of the layer).
+    seeds: Arc<AtomicU64>,
 }
 
+#[derive(Clone)]
 pub(crate) struct Metrics {
     pub(crate) attempts: Counter,
     pub(crate) retries: Counter,
@@ -49,22 +51,30 @@ pub(crate) struct Metrics {
 
 // ===== impl Shared =====
 
-impl<C, A, K> Shared<C, A, K> {
-    pub(crate) fn new(config: RetryConfig<C, A, K>) -> Self {
-        let name = &config.name;
-        let metrics = Metrics {
+impl Metrics {
+    pub(crate) fn register(name: &palisade_core::Name) -> Self {
+        Self {
             attempts: Counter::register("palisade_retry_attempts_total", name, &[]),
             retries: Counter::register("palisade_retry_retries_total", name, &[]),
             exhausted: Counter::register("palisade_retry_exhausted_total", name, &[]),
             budget_rejected: Counter::register("palisade_retry_budget_rejected_total", name, &[]),
             attempts_per_request: Histogram::register("palisade_retry_attempts", name, &[]),
-        };
-        let emitter = Emitter::new(config.name.clone(), config.listeners.clone());
+        }
+    }
+}
+
+impl<C, A, K> Shared<C, A, K> {
+    pub(crate) fn from_parts(
+        config: Settings<C, A, K>,
+        emitter: Emitter<RetryEvent>,
+        metrics: Metrics,
+        seeds: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             config,
             emitter,
             metrics,
-            seeds: AtomicU64::new(0),
+            seeds,
         }
     }
 
@@ -87,18 +97,13 @@ impl<C, A, K> Shared<C, A, K> {
 // ===== impl Retry =====
 
 impl<S, C, A, K> Retry<S, C, A, K> {
-    /// Wrap `inner` with a retry policy built from `config`.
-    pub fn new(inner: S, config: RetryConfig<C, A, K>) -> Self {
-        Self::from_shared(inner, Arc::new(Shared::new(config)))
-    }
-
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, A, K>>) -> Self {
         Self { inner, shared }
     }
 
     /// The config.
-    pub fn config(&self) -> &RetryConfig<C, A, K> {
-        &self.shared.config
+    pub fn config(&self) -> &RetryConfig {
+        &self.shared.config.data
     }
 
     /// The retry budget, a handle shared with every clone (and with other layers given the
@@ -136,7 +141,7 @@ impl<S: fmt::Debug, C, A, K> fmt::Debug for Retry<S, C, A, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
-            .field("config", &self.shared.config)
+            .field("config", &self.shared.config.data)
             .finish()
     }
 }

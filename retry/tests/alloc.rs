@@ -25,7 +25,7 @@ fn the_happy_path_allocates_nothing_per_call() {
 
     let backend = tower::service_fn(|x: u64| std::future::ready(Ok::<_, BoxError>(x + 1)));
     // The default config: three attempts, jittered backoff, the default budget.
-    let layer = RetryLayer::new(RetryConfig::builder().name("alloc").build().unwrap());
+    let layer = RetryLayer::builder().name("alloc").build().unwrap();
     let mut svc = layer.layer(backend);
 
     let mut call = |x: u64| {
@@ -63,7 +63,7 @@ fn a_request_that_is_not_hedged_allocates_nothing() {
     let backend = tower::service_fn(|x: u64| std::future::ready(Ok::<_, BoxError>(x + 1)));
     // The default config: p95 of the last 1000 latencies after 100, recomputed every 62
     // answers (it allocated a fresh buffer each time: ~161 blocks per 10,000 calls).
-    let layer = HedgeLayer::new(HedgeConfig::builder().name("alloc").build().unwrap());
+    let layer = HedgeLayer::builder().name("alloc").build().unwrap();
     let mut svc = layer.layer(backend);
 
     let mut call = |x: u64| {
@@ -94,7 +94,7 @@ fn a_request_that_is_not_hedged_allocates_nothing() {
 }
 
 /// The percentile is known after the warm-up, so every request arms a hedge timer.
-fn svc_delay_known<P, C, K>(layer: &HedgeLayer<P, C, K>) -> bool {
+fn svc_delay_known<P: Clone, C: Clone, K: Clone>(layer: &HedgeLayer<P, C, K>) -> bool {
     let probe = layer.layer(tower::service_fn(|x: u64| {
         std::future::ready(Ok::<_, BoxError>(x))
     }));

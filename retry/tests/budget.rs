@@ -52,7 +52,7 @@ async fn the_default_budget_caps_amplification_at_one_plus_ratio() {
 #[tokio::test(start_paused = true)]
 async fn a_budget_without_floor_allows_exactly_the_ratio() {
     let budget = RetryBudget::tps(Duration::from_secs(10), 0, 0.1).unwrap();
-    let calls = outage(RetryLayer::new(config().budget(budget).build().unwrap())).await;
+    let calls = outage(RetryLayer::new(config().build().unwrap()).share_budget(budget)).await;
     // Deposits expire after the window, so slightly fewer than 10% may be retried.
     assert!(calls <= REQUESTS + REQUESTS / 10, "{calls}");
     assert!(calls >= REQUESTS + REQUESTS / 10 - 10, "{calls}");
@@ -61,7 +61,7 @@ async fn a_budget_without_floor_allows_exactly_the_ratio() {
 #[tokio::test(start_paused = true)]
 async fn token_bucket_throttling_stops_retries_under_an_outage() {
     let budget = RetryBudget::token_bucket(10, 0.1).unwrap();
-    let calls = outage(RetryLayer::new(config().budget(budget).build().unwrap())).await;
+    let calls = outage(RetryLayer::new(config().build().unwrap()).share_budget(budget)).await;
     // Each failed attempt takes a token; below half full no retry is allowed: at most the
     // 5 tokens above half can pay for retries, and nothing refills them.
     assert!(calls <= REQUESTS + 5, "{calls}");
@@ -70,9 +70,9 @@ async fn token_bucket_throttling_stops_retries_under_an_outage() {
 #[tokio::test(start_paused = true)]
 async fn one_budget_handle_caps_several_layers_together() {
     let budget = RetryBudget::tps(Duration::from_secs(10), 0, 0.1).unwrap();
-    let a = RetryLayer::new(config().budget(budget.clone()).build().unwrap());
-    let b = RetryLayer::new(config().budget(budget.clone()).build().unwrap());
-    assert!(a.config().budget().unwrap().same_as(&budget));
+    let a = RetryLayer::new(config().build().unwrap()).share_budget(budget.clone());
+    let b = RetryLayer::new(config().build().unwrap()).share_budget(budget.clone());
+    assert!(a.budget().unwrap().same_as(&budget));
 
     let (backend_a, backend_b) = (always_failing(), always_failing());
     let (svc_a, svc_b) = (a.layer(backend_a.clone()), b.layer(backend_b.clone()));

@@ -198,7 +198,7 @@ async fn a_retry_waits_for_the_inner_service_to_be_ready_again() {
 
 #[tokio::test(start_paused = true)]
 async fn clones_and_services_of_one_layer_share_the_budget() {
-    let layer = RetryLayer::new(RetryConfig::builder().build().unwrap());
+    let layer = RetryLayer::builder().build().unwrap();
     let a = layer.layer(tower::service_fn(
         |x: u32| async move { Ok::<_, BoxError>(x) },
     ));
@@ -220,8 +220,8 @@ async fn stacks_keep_one_flat_error_type() {
         Err::<u32, Error<std::io::Error>>(CircuitOpen::new(Name::new("db"), None).into())
     });
     let svc = ServiceBuilder::new()
-        .layer(HedgeLayer::new(HedgeConfig::builder().build().unwrap()))
-        .layer(RetryLayer::new(RetryConfig::builder().build().unwrap()))
+        .layer(HedgeLayer::builder().build().unwrap())
+        .layer(RetryLayer::builder().build().unwrap())
         .service(backend);
     let err = svc.oneshot(1).await.unwrap_err();
     assert!(matches!(err, Error::CircuitOpen(_)));
@@ -235,7 +235,7 @@ fn services_and_futures_are_send() {
     let mut retry = RetryLayer::new(RetryConfig::default()).layer(backend);
     assert_send_sync(&retry);
     assert_send(&retry.call(1));
-    let mut hedge = HedgeLayer::new(HedgeConfig::builder().build().unwrap()).layer(backend);
+    let mut hedge = HedgeLayer::builder().build().unwrap().layer(backend);
     assert_send_sync(&hedge);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

@@ -109,7 +109,9 @@ fn fixed(delay: u64) -> palisade_retry::hedge::HedgeConfigBuilder {
 async fn the_fast_copy_wins_and_the_slow_one_is_cancelled() {
     let backend = Backend::new(&[1_000, 10]);
     let (seen, listener) = events();
-    let svc = HedgeLayer::new(fixed(50).on_event(listener).build().unwrap()).layer(backend.clone());
+    let svc = HedgeLayer::new(fixed(50).build().unwrap())
+        .on_event(listener)
+        .layer(backend.clone());
     let start = Instant::now();
     assert_eq!(svc.oneshot(1).await.unwrap(), 1);
     assert_eq!(start.elapsed(), ms(60));
@@ -138,8 +140,10 @@ async fn a_fast_original_sends_no_copy() {
 #[tokio::test(start_paused = true)]
 async fn requests_the_predicate_refuses_are_never_hedged() {
     let backend = Backend::new(&[1_000, 10]);
-    let config = fixed(50).hedgeable(|req: &u32| *req != 0).build().unwrap();
-    let svc = HedgeLayer::new(config).layer(backend.clone());
+    let config = fixed(50).build().unwrap();
+    let svc = HedgeLayer::new(config)
+        .hedgeable(|req: &u32| *req != 0)
+        .layer(backend.clone());
     let start = Instant::now();
     assert_eq!(svc.oneshot(0).await.unwrap(), 0);
     assert_eq!(start.elapsed(), ms(1_000));
@@ -184,10 +188,11 @@ async fn an_empty_budget_stops_hedging() {
             min_per_sec: 0,
             ratio: 0.0,
         })
-        .on_event(listener)
         .build()
         .unwrap();
-    let svc = HedgeLayer::new(config).layer(backend.clone());
+    let svc = HedgeLayer::new(config)
+        .on_event(listener)
+        .layer(backend.clone());
     assert_eq!(svc.oneshot(1).await.unwrap(), 0);
     assert_eq!(backend.calls(), 1);
     assert_eq!(*seen.lock().expect("lock"), [HedgeEvent::BudgetExhausted]);
@@ -266,8 +271,10 @@ async fn a_hedge_only_token_bucket_counts_outcomes_and_throttles() {
     // Every call fails after 100 ms; a copy goes out at 10 ms while the bucket allows it.
     let backend = Backend::failing(&[100], &[true; 64]);
     let budget = palisade_retry::RetryBudget::token_bucket(10, 0.1).unwrap();
-    let config = fixed(10).budget(budget.clone()).build().unwrap();
-    let svc = HedgeLayer::new(config).layer(backend.clone());
+    let config = fixed(10).build().unwrap();
+    let svc = HedgeLayer::new(config)
+        .share_budget(budget.clone())
+        .layer(backend.clone());
     for _ in 0..20 {
         assert!(svc.clone().oneshot(1).await.is_err());
     }
@@ -371,8 +378,8 @@ fn hedge_configs_round_trip_and_deserializing_validates() {
     assert_eq!(back.delay(), config.delay());
     assert_eq!(back.max_hedges(), 2);
     assert_eq!(
-        back.budget().unwrap().config(),
-        config.budget().unwrap().config()
+        back.budget(),
+        config.budget()
     );
     assert_eq!(serde_json::to_string(&back).unwrap(), json);
 

@@ -38,13 +38,13 @@ async fn retries_with_the_exact_backoff_until_success() {
         Ok::<_, BoxError>(7u32)
     });
     let (seen, listener) = events();
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .max_attempts(3)
         .backoff(exact(100))
         .on_event(listener)
         .build()
         .unwrap();
-    let svc = RetryLayer::new(config).layer(backend.clone());
+    let svc = config.layer(backend.clone());
     assert_eq!(svc.oneshot(()).await.unwrap(), 7);
     assert_eq!(backend.call_times(), [0, 100, 300]);
     assert_eq!(
@@ -66,18 +66,14 @@ async fn retries_with_the_exact_backoff_until_success() {
 async fn gives_up_after_max_attempts_with_the_last_error_unchanged() {
     let backend = always_failing();
     let (seen, listener) = events();
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .max_attempts(4)
         .backoff(exact(10))
         .no_budget()
         .on_event(listener)
         .build()
         .unwrap();
-    let err = RetryLayer::new(config)
-        .layer(backend.clone())
-        .oneshot(())
-        .await
-        .unwrap_err();
+    let err = config.layer(backend.clone()).oneshot(()).await.unwrap_err();
     assert_eq!(err.downcast_ref::<CallFailed>(), Some(&CallFailed(4)));
     assert_eq!(backend.count(), 4);
     let last = seen.lock().expect("lock").last().cloned();
@@ -106,17 +102,15 @@ async fn the_classifier_retries_503_and_not_400() {
         Ok(_) => Outcome::Success,
         Err(_) => Outcome::Failure,
     };
-    let layer = RetryLayer::new(
-        RetryConfig::builder()
-            .backoff(exact(10))
-            .classify(by_status)
-            .retry_after(NoRetryAfter)
-            // this test is about classification: the default budget's floor (3 retries a
-            // second) would refuse the third request's second retry
-            .no_budget()
-            .build()
-            .unwrap(),
-    );
+    let layer = RetryLayer::builder()
+        .backoff(exact(10))
+        .classifier(by_status)
+        .retry_after(NoRetryAfter)
+        // this test is about classification: the default budget's floor (3 retries a
+        // second) would refuse the third request's second retry
+        .no_budget()
+        .build()
+        .unwrap();
 
     let unavailable = Scripted::new([Ok(503), Ok(503)], |_| Ok::<u16, BoxError>(200));
     let status = layer.layer(unavailable.clone()).oneshot(()).await.unwrap();
@@ -168,20 +162,20 @@ async fn http_style_retry_after_from_the_response() {
         Ok(_) => Outcome::Success,
     };
     let backend = Scripted::new([Ok((503, 3))], |_| Ok::<_, BoxError>((200, 0)));
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .backoff(exact(10))
-        .classify(classify)
+        .classifier(classify)
         .retry_after(hint)
         .build()
         .unwrap();
-    let svc = RetryLayer::new(config).layer(backend.clone());
+    let svc = config.layer(backend.clone());
     assert_eq!(svc.oneshot(()).await.unwrap(), (200, 0));
     assert_eq!(backend.call_times(), [0, 3_000]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_open_circuit_is_not_retried_a_timeout_is() {
-    let layer = RetryLayer::new(RetryConfig::builder().backoff(exact(10)).build().unwrap());
+    let layer = RetryLayer::builder().backoff(exact(10)).build().unwrap();
 
     let open = Scripted::new([], |_| {
         Err::<u32, Error<CallFailed>>(CircuitOpen::new(Name::new("db"), None).into())
@@ -200,13 +194,13 @@ async fn an_open_circuit_is_not_retried_a_timeout_is() {
 async fn no_retry_starts_past_the_callers_deadline() {
     let backend = always_failing();
     let (seen, listener) = events();
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .max_attempts(10)
         .backoff(Backoff::constant(ms(100)).jitter(Jitter::None))
         .on_event(listener)
         .build()
         .unwrap();
-    let mut svc = RetryLayer::new(config).layer(backend.clone());
+    let mut svc = config.layer(backend.clone());
     ServiceExt::<()>::ready(&mut svc).await.unwrap();
     // An outer timeout sets the deadline around `call`.
     let future = Deadline::after(ms(250)).scope(|| svc.call(()));
@@ -260,7 +254,7 @@ async fn max_elapsed_stops_retrying() {
 async fn an_empty_budget_returns_the_failure_at_once() {
     let backend = always_failing();
     let (seen, listener) = events();
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .budget_config(BudgetConfig::Tps {
             ttl: Duration::from_secs(1),
             min_per_sec: 0,
@@ -269,7 +263,7 @@ async fn an_empty_budget_returns_the_failure_at_once() {
         .on_event(listener)
         .build()
         .unwrap();
-    let svc = RetryLayer::new(config).layer(backend.clone());
+    let svc = config.layer(backend.clone());
     let start = tokio::time::Instant::now();
     assert!(svc.oneshot(()).await.is_err());
     assert_eq!(backend.count(), 1);
@@ -286,24 +280,24 @@ struct NotClone(u32);
 #[tokio::test(start_paused = true)]
 async fn requests_that_are_not_clone_use_a_hook() {
     let backend = Scripted::new([Err("a".into())], |_| Ok::<_, BoxError>(1u32));
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .backoff(exact(10))
         .clone_request(|r: &NotClone| Some(NotClone(r.0)))
         .build()
         .unwrap();
-    let svc = RetryLayer::new(config).layer(backend.clone());
+    let svc = config.layer(backend.clone());
     assert_eq!(svc.oneshot(NotClone(1)).await.unwrap(), 1);
     assert_eq!(backend.count(), 2);
 
     // A hook that cannot copy: the result is returned, with an event saying why.
     let (seen, listener) = events();
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .clone_request(|_: &NotClone| None)
         .on_event(listener)
         .build()
         .unwrap();
     let backend = always_failing();
-    let svc = RetryLayer::new(config).layer(backend.clone());
+    let svc = config.layer(backend.clone());
     assert!(svc.oneshot(NotClone(1)).await.is_err());
     assert_eq!(backend.count(), 1);
     assert_eq!(
@@ -343,7 +337,7 @@ async fn works_with_both_flat_error_types() {
         ))],
         |_| Ok(1),
     );
-    let layer = RetryLayer::new(RetryConfig::builder().backoff(exact(1)).build().unwrap());
+    let layer = RetryLayer::builder().backoff(exact(1)).build().unwrap();
     assert_eq!(layer.layer(boxed).oneshot(()).await.unwrap(), 1);
     assert_eq!(layer.layer(typed).oneshot(()).await.unwrap(), 1);
 }
@@ -358,7 +352,7 @@ fn configs_load_from_data_and_are_validated() {
     .unwrap();
     assert_eq!(config.max_attempts(), 2);
     assert_eq!(config.backoff().get_jitter(), Jitter::None);
-    assert!(config.budget().is_some());
+    assert!(matches!(config.budget(), BudgetConfig::TokenBucket { .. }));
 
     let defaults: RetryConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(defaults.max_attempts(), 3);
@@ -414,12 +408,12 @@ proptest! {
 async fn a_wait_is_abandoned_when_a_poll_brings_an_earlier_deadline() {
     let backend = always_failing();
     let (seen, listener) = events();
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .backoff(Backoff::constant(ms(100)).jitter(Jitter::None))
         .on_event(listener)
         .build()
         .unwrap();
-    let mut svc = RetryLayer::new(config).layer(backend.clone());
+    let mut svc = config.layer(backend.clone());
     ServiceExt::<()>::ready(&mut svc).await.unwrap();
     let mut future = Box::pin(svc.call(()));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -449,13 +443,11 @@ fn rejected(err: impl Into<Error<CallFailed>>) -> Typed {
 
 #[tokio::test(start_paused = true)]
 async fn local_rejections_are_retried_only_when_they_mean_later() {
-    let layer = RetryLayer::new(
-        RetryConfig::builder()
-            .max_attempts(3)
-            .backoff(exact(100))
-            .build()
-            .unwrap(),
-    );
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(exact(100))
+        .build()
+        .unwrap();
     let api = || Name::new("api");
 
     // A rate limit: retried, not before its retry_after.
@@ -499,13 +491,11 @@ async fn a_token_bucket_does_not_count_local_rejections() {
     // Each request is rate limited once, then served. The limiter's refusals are not the
     // backend's failures: the bucket must stay full (it drained to nothing when they counted).
     let budget = RetryBudget::token_bucket(10, 0.1).unwrap();
-    let layer = RetryLayer::new(
-        RetryConfig::builder()
-            .backoff(exact(1))
-            .budget(budget.clone())
-            .build()
-            .unwrap(),
-    );
+    let layer = RetryLayer::builder()
+        .backoff(exact(1))
+        .share_budget(budget.clone())
+        .build()
+        .unwrap();
     for _ in 0..20 {
         let backend = Scripted::new(
             [rejected(RateLimited::new(Name::new("api"), ms(5)))],
@@ -544,13 +534,13 @@ async fn a_backoff_of_forever_waits_forever_or_up_to_the_deadline() {
         .max_delay(Duration::MAX)
         .jitter(Jitter::None);
     let (seen, listener) = events();
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .backoff(forever)
         .no_budget()
         .on_event(listener)
         .build()
         .unwrap();
-    let layer = RetryLayer::new(config);
+    let layer = config;
 
     // Under a deadline: no retry can start before it, so the failure comes back at once.
     let backend = always_failing();
@@ -608,7 +598,7 @@ async fn a_backoff_of_forever_waits_forever_or_up_to_the_deadline() {
 async fn until_deadline_retries_past_any_attempt_count_until_max_elapsed() {
     let backend = always_failing();
     let (seen, listener) = events();
-    let config = RetryConfig::builder()
+    let config = RetryLayer::builder()
         .until_deadline()
         .max_elapsed(Duration::from_secs(5))
         .backoff(Backoff::constant(ms(10)).jitter(Jitter::None))
@@ -616,8 +606,8 @@ async fn until_deadline_retries_past_any_attempt_count_until_max_elapsed() {
         .on_event(listener)
         .build()
         .unwrap();
-    assert!(config.until_deadline());
-    let svc = RetryLayer::new(config).layer(backend.clone());
+    assert!(config.config().until_deadline());
+    let svc = config.layer(backend.clone());
     let start = tokio::time::Instant::now();
     assert!(svc.oneshot(()).await.is_err());
     // One attempt every 10 ms for 5 s: far more than the 100-attempt cap of the counted mode,
@@ -711,10 +701,7 @@ fn configs_round_trip_exactly_and_deserializing_validates() {
     assert_eq!(serde_json::to_string(&back).unwrap(), json);
     assert_eq!(back.max_elapsed(), Some(Duration::from_micros(2_500)));
     assert_eq!(back.backoff().get_max_delay(), Duration::from_millis(1_500));
-    assert_eq!(
-        back.budget().unwrap().config(),
-        config.budget().unwrap().config()
-    );
+    assert_eq!(back.budget(), config.budget());
 
     let timed = RetryConfig::builder()
         .until_deadline()
@@ -723,7 +710,7 @@ fn configs_round_trip_exactly_and_deserializing_validates() {
         .unwrap();
     let json = serde_json::to_string(&timed).unwrap();
     let back: RetryConfig = serde_json::from_str(&json).unwrap();
-    assert!(back.until_deadline() && back.budget().is_none());
+    assert!(back.until_deadline() && *back.budget() == BudgetConfig::None);
 
     for (bad, field) in [
         (r#"{ "name": "" }"#, "name"),

@@ -69,22 +69,18 @@ fn run(case: &Case) -> (usize, usize, Duration) {
     rt.block_on(async {
         let budget =
             RetryBudget::tps(Duration::from_secs(1), case.min_per_sec, case.ratio).unwrap();
-        let retry = RetryLayer::new(
-            RetryConfig::builder()
-                .max_attempts(case.max_attempts)
-                .backoff(Backoff::constant(Duration::from_millis(1)).jitter(Jitter::None))
-                .budget(budget.clone())
-                .build()
-                .unwrap(),
-        );
-        let hedge = HedgeLayer::new(
-            HedgeConfig::builder()
-                .delay(Duration::from_millis(case.hedge_ms))
-                .max_hedges(2)
-                .budget(budget.clone())
-                .build()
-                .unwrap(),
-        );
+        let retry = RetryLayer::builder()
+            .max_attempts(case.max_attempts)
+            .backoff(Backoff::constant(Duration::from_millis(1)).jitter(Jitter::None))
+            .share_budget(budget.clone())
+            .build()
+            .unwrap();
+        let hedge = HedgeLayer::builder()
+            .delay(Duration::from_millis(case.hedge_ms))
+            .max_hedges(2)
+            .share_budget(budget.clone())
+            .build()
+            .unwrap();
         let backend = Backend {
             script: Arc::new(case.script.clone()),
             calls: Arc::new(AtomicUsize::new(0)),

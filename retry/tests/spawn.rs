@@ -18,12 +18,10 @@ use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 
 fn layer() -> RetryLayer {
-    RetryLayer::new(
-        RetryConfig::builder()
-            .name("spawned")
-            .build()
-            .expect("valid"),
-    )
+    RetryLayer::builder()
+        .name("spawned")
+        .build()
+        .expect("valid")
 }
 
 #[tokio::test(start_paused = true)]
@@ -85,7 +83,11 @@ async fn an_async_block_over_a_closure_backend_spawns_with_palisade_error() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hedge_spawns_too() {
-    let svc = HedgeLayer::new(HedgeConfig::builder().name("h").build().unwrap()).layer(Client);
+    let svc = HedgeLayer::builder()
+        .name("h")
+        .build()
+        .unwrap()
+        .layer(Client);
     let handle = tokio::spawn(async move { svc.oneshot(1).await });
     assert_eq!(handle.await.unwrap().unwrap(), 2);
 }

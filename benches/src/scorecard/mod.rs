@@ -153,11 +153,11 @@ pub fn tuned() -> Result<Tuned, ConfigError> {
 /// The README's stack with the knobs of `p`.
 pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
     let hint: RetryAfterHint = sim_retry_after;
-    let retry = RetryConfig::builder()
+    let retry = RetryLayer::builder()
         .name("api")
         .max_attempts(p.max_attempts)
         .backoff(Backoff::exponential(Duration::from_millis(20)))
-        .budget(RetryBudget::tps(
+        .share_budget(RetryBudget::tps(
             p.budget_ttl,
             p.budget_min_per_sec,
             p.budget_ratio,
@@ -209,7 +209,7 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
                 .timeout(OVERALL_TIMEOUT)
                 .build()?,
         )
-        .retry(RetryLayer::new(retry))
+        .retry(retry)
         .circuit_breaker(breaker.build()?.classifier(classify))
         .limit(limit)
         .attempt_timeout(

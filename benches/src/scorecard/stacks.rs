@@ -162,14 +162,14 @@ pub fn palisade_default() -> Result<
                 .timeout(OVERALL_TIMEOUT)
                 .build()?,
         )
-        .retry(RetryLayer::new(
-            RetryConfig::builder()
+        .retry(
+            RetryLayer::builder()
                 .name("api")
                 .max_attempts(4)
                 .backoff(Backoff::exponential(Duration::from_millis(20)))
                 .seed(SEED)
                 .build()?,
-        ))
+        )
         .circuit_breaker(CircuitBreakerLayer::builder().name("api").build()?)
         .attempt_timeout(
             TimeoutLayer::builder()

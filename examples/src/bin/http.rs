@@ -66,8 +66,8 @@ async fn server() -> Result<SocketAddr, BoxError> {
 /// a row (a `404` counts as a success: the server is fine), and the time left sent
 /// upstream in `grpc-timeout`.
 async fn client(addr: SocketAddr) -> Result<(), BoxError> {
-    let retry = RetryConfig::builder()
-        .classify(ph::HttpClassifier)
+    let retry = RetryLayer::builder()
+        .classifier(ph::HttpClassifier)
         .retry_after(ph::retry_after)
         .clone_request(ph::clone_request)
         .on_event(|event| tracing::info!(?event, "retry"))
@@ -82,7 +82,7 @@ async fn client(addr: SocketAddr) -> Result<(), BoxError> {
                 .build()
                 .expect("a valid timeout"),
         )
-        .layer(RetryLayer::new(retry))
+        .layer(retry)
         .layer(breaker.build()?.classifier(ph::HttpClassifier))
         .layer(ph::SendDeadlineLayer::grpc())
         .layer(ph::BoxErrorLayer::new())

@@ -135,12 +135,12 @@ pub fn extract_stack(
     let retry_stats = Arc::clone(stats);
     let last = LastError::default();
     let seen = last.clone();
-    let retry = RetryConfig::builder()
+    let retry = RetryLayer::builder()
         .name("source")
         .max_attempts(config.max_attempts)
         .backoff(Backoff::exponential(config.backoff_base).max_delay(config.backoff_max))
         .seed(seed)
-        .classify(move |result: &Result<Page, BoxError>| {
+        .classifier(move |result: &Result<Page, BoxError>| {
             seen.record(result);
             classify_fetch(result)
         })
@@ -178,7 +178,7 @@ pub fn extract_stack(
                 .build()
                 .map_err(setting("resilience.request_timeout"))?,
         )
-        .retry(RetryLayer::new(retry))
+        .retry(retry)
         .circuit_breaker(breaker)
         .limit(limit)
         .attempt_timeout(
@@ -289,12 +289,12 @@ pub fn load_stack(
     let last = LastError::default();
     let seen = last.clone();
     let logged = last.clone();
-    let retry = RetryConfig::builder()
+    let retry = RetryLayer::builder()
         .name("sink")
         .max_attempts(2)
         .backoff(Backoff::exponential(Duration::from_millis(20)).max_delay(config.backoff_max))
         .seed(seed ^ 1)
-        .classify(move |result: &Result<Marked<LoadReport>, BoxError>| {
+        .classifier(move |result: &Result<Marked<LoadReport>, BoxError>| {
             seen.record(result);
             RejectionAware.classify(result)
         })
@@ -313,7 +313,7 @@ pub fn load_stack(
     );
     let breaker_handle = breaker.handle();
     let guarded = Stack::new()
-        .retry(RetryLayer::new(retry))
+        .retry(retry)
         .circuit_breaker(breaker)
         .attempt_timeout(
             TimeoutLayer::builder()

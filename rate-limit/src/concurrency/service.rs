@@ -85,7 +85,8 @@ impl Shared {
     }
 
     fn config(&self) -> ConcurrencyLimitConfig {
-        let mut config = ConcurrencyLimitConfig::with_max(self.max_in_flight.load(Ordering::Relaxed));
+        let mut config =
+            ConcurrencyLimitConfig::with_max(self.max_in_flight.load(Ordering::Relaxed));
         config.name = self.emitter.name().clone();
         config.max_wait = self.max_wait();
         config.max_queue = match self.max_queue.load(Ordering::Relaxed) {
@@ -103,8 +104,10 @@ impl Shared {
             &config.name,
         )?;
         self.set_max_in_flight(config.max_in_flight)?;
-        self.max_wait
-            .store(palisade_core::time::nanos(config.max_wait), Ordering::Relaxed);
+        self.max_wait.store(
+            palisade_core::time::nanos(config.max_wait),
+            Ordering::Relaxed,
+        );
         self.max_queue
             .store(config.max_queue.unwrap_or(usize::MAX), Ordering::Relaxed);
         Ok(())

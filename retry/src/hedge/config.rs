@@ -6,6 +6,7 @@ use std::time::Duration;
 use palisade_core::config::{ensure, ensure_name};
 use palisade_core::{ConfigError, Listeners, Name, RejectionAware};
 
+use super::service::HedgeLayer;
 use crate::budget::{BudgetConfig, RetryBudget};
 use crate::event::HedgeEvent;
 use crate::policy::Cloned;
@@ -120,34 +121,45 @@ impl<Req, F: Fn(&Req) -> bool> Hedgeable<Req> for F {
     }
 }
 
-/// A validated hedge config, for [`HedgeLayer::new`](super::HedgeLayer::new).
-///
-/// Type parameters: the predicate `P` ([`Hedgeable`]), the classifier `C` of answers (only a
-/// `Success` wins while another copy is in flight; a token-bucket budget counts the outcomes)
-/// and the copier `K`. The default classifier is palisade-core's [`RejectionAware`], which
-/// needs an error type that is [`AsRejection`](palisade_core::AsRejection) (`BoxError`,
-/// `palisade_core::Error<E>`); for another error type pass
-/// `palisade_core::DefaultClassifier` to [`HedgeConfigBuilder::classify`].
-#[derive(Clone)]
-pub struct HedgeConfig<P = AllRequests, C = RejectionAware, K = Cloned> {
+/// A validated hedge config, plain data: build one with [`HedgeConfig::builder`] (or load
+/// one with `serde`), hand it to [`HedgeLayer::new`](crate::hedge::HedgeLayer::new), and
+/// attach the code-only hooks there (`.hedgeable(..)`, `.classifier(..)`,
+/// `.clone_request(..)`, `.share_budget(..)`, `.on_event(..)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HedgeConfig {
     pub(crate) name: Name,
     pub(crate) delay: HedgeDelay,
     pub(crate) max_hedges: u32,
-    pub(crate) budget: Option<RetryBudget>,
-    pub(crate) hedgeable: P,
-    pub(crate) classify: C,
-    pub(crate) clone_request: K,
-    pub(crate) listeners: Listeners<HedgeEvent>,
+    pub(crate) budget: BudgetConfig,
 }
 
-impl HedgeConfig {
-    /// A builder with the documented defaults.
-    pub fn builder() -> HedgeConfigBuilder {
-        HedgeConfigBuilder::default()
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        Self {
+            name: Name::default(),
+            delay: HedgeDelay::default(),
+            max_hedges: DEFAULT_MAX_HEDGES,
+            budget: default_budget(),
+        }
     }
 }
 
-impl<P, C, K> HedgeConfig<P, C, K> {
+impl HedgeConfig {
+    /// A builder with the documented defaults; [`build`](HedgeConfigBuilder::build) gives the
+    /// validated config (see [`HedgeLayer::builder`] for the shortcut to a layer).
+    pub fn builder() -> HedgeConfigBuilder {
+        HedgeConfigBuilder {
+            config: HedgeConfig::default(),
+        }
+    }
+
+    /// A builder starting from this config, to change a field and build again.
+    pub fn to_builder(&self) -> HedgeConfigBuilder {
+        HedgeConfigBuilder {
+            config: self.clone(),
+        }
+    }
+
     /// The layer's name.
     pub fn name(&self) -> &Name {
         &self.name
@@ -163,187 +175,202 @@ impl<P, C, K> HedgeConfig<P, C, K> {
         self.max_hedges
     }
 
-    /// The hedge budget, if any.
-    pub fn budget(&self) -> Option<&RetryBudget> {
-        self.budget.as_ref()
+    /// The budget of the layer's own.
+    pub fn budget(&self) -> &BudgetConfig {
+        &self.budget
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        ensure_name("hedge", &self.name)?;
+        self.delay.validate()?;
+        let hedges_ok = (1..=10).contains(&self.max_hedges);
+        ensure(hedges_ok, "hedge", "max_hedges", self.max_hedges, "1 to 10")?;
+        self.budget.build().map(drop)
     }
 }
 
-impl<P, C, K> fmt::Debug for HedgeConfig<P, C, K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HedgeConfig")
-            .field("name", &self.name)
-            .field("delay", &self.delay)
-            .field("max_hedges", &self.max_hedges)
-            .field("budget", &self.budget)
-            .finish_non_exhaustive()
+/// Builds a [`HedgeConfig`]; [`HedgeLayer::builder`] gives a [`HedgeLayerBuilder`] with the
+/// same setters plus the layer's hooks.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HedgeConfigBuilder {
+    config: HedgeConfig,
+}
+
+macro_rules! hedge_setters {
+    ($($field:ident).+) => {
+        /// The layer's name (default `"default"`).
+        pub fn name(mut self, name: impl Into<Name>) -> Self {
+            self.$($field).+.name = name.into();
+            self
+        }
+
+        /// Hedge after a fixed delay (more than 0). A delay of `Duration::MAX` (anything
+        /// from about 30 years up) never hedges.
+        pub fn delay(mut self, delay: Duration) -> Self {
+            self.$($field).+.delay = HedgeDelay::Fixed { delay };
+            self
+        }
+
+        /// Hedge after a latency percentile ([`HedgeDelay::Percentile`]; default: p95 of
+        /// the last 1000, after 100 samples).
+        pub fn hedge_delay(mut self, delay: HedgeDelay) -> Self {
+            self.$($field).+.delay = delay;
+            self
+        }
+
+        /// The most extra copies per request: 1 to 10, default [`DEFAULT_MAX_HEDGES`] (1).
+        pub fn max_hedges(mut self, max_hedges: u32) -> Self {
+            self.$($field).+.max_hedges = max_hedges;
+            self
+        }
+
+        /// A budget of this layer's own (default: 10% over 10 s, floor 5 per second).
+        pub fn budget_config(mut self, budget: BudgetConfig) -> Self {
+            self.$($field).+.budget = budget;
+            self
+        }
+
+        /// Hedge without a budget (every slow hedgeable request gets its copies).
+        pub fn no_budget(self) -> Self {
+            self.budget_config(BudgetConfig::None)
+        }
+    };
+}
+
+impl HedgeConfigBuilder {
+    hedge_setters!(config);
+
+    /// Validate and give the config.
+    pub fn build(self) -> Result<HedgeConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
     }
 }
 
+/// The code-only parts of a hedge layer.
 #[derive(Clone)]
-enum BudgetChoice {
-    Config(BudgetConfig),
-    Shared(RetryBudget),
+pub(crate) struct HedgeHooks<P, C, K> {
+    pub(crate) hedgeable: P,
+    pub(crate) classify: C,
+    pub(crate) clone_request: K,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) listeners: Listeners<HedgeEvent>,
 }
 
-/// Builds a [`HedgeConfig`].
-#[derive(Clone)]
-pub struct HedgeConfigBuilder<P = AllRequests, C = RejectionAware, K = Cloned> {
-    name: Name,
-    delay: HedgeDelay,
-    max_hedges: u32,
-    budget: BudgetChoice,
-    hedgeable: P,
-    classify: C,
-    clone_request: K,
-    listeners: Listeners<HedgeEvent>,
-}
-
-impl Default for HedgeConfigBuilder {
-    fn default() -> Self {
+impl HedgeHooks<AllRequests, RejectionAware, Cloned> {
+    pub(crate) fn new() -> Self {
         Self {
-            name: Name::default(),
-            delay: HedgeDelay::default(),
-            max_hedges: DEFAULT_MAX_HEDGES,
-            budget: BudgetChoice::Config(default_budget()),
             hedgeable: AllRequests,
             classify: RejectionAware,
             clone_request: Cloned,
+            budget: None,
             listeners: Listeners::new(),
         }
     }
 }
 
-impl<P, C, K> HedgeConfigBuilder<P, C, K> {
-    /// The layer's name (default `"default"`).
-    #[must_use]
-    pub fn name(mut self, name: impl Into<Name>) -> Self {
-        self.name = name.into();
-        self
-    }
+/// Builds a [`HedgeLayer`] in one chain (from [`HedgeLayer::builder`]): the data setters of
+/// [`HedgeConfigBuilder`] and the layer's hooks (the same methods as on the layer).
+#[must_use]
+pub struct HedgeLayerBuilder<P = AllRequests, C = RejectionAware, K = Cloned> {
+    config: HedgeConfig,
+    hooks: HedgeHooks<P, C, K>,
+}
 
-    /// Hedge after a fixed delay (more than 0). A delay of `Duration::MAX` (anything from
-    /// about 30 years up) never hedges.
-    #[must_use]
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = HedgeDelay::Fixed { delay };
-        self
-    }
-
-    /// Hedge after a latency percentile ([`HedgeDelay::Percentile`]; default: p95 of the
-    /// last 1000, after 100 samples).
-    #[must_use]
-    pub fn hedge_delay(mut self, delay: HedgeDelay) -> Self {
-        self.delay = delay;
-        self
-    }
-
-    /// The most extra copies per request: 1 to 10, default [`DEFAULT_MAX_HEDGES`] (1).
-    #[must_use]
-    pub fn max_hedges(mut self, max_hedges: u32) -> Self {
-        self.max_hedges = max_hedges;
-        self
-    }
-
-    /// Share a budget handle (e.g. with a retry layer, so retries and hedges together stay
-    /// within one ratio).
-    #[must_use]
-    pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = BudgetChoice::Shared(budget);
-        self
-    }
-
-    /// A budget of this layer's own (default: 10% over 10 s, floor 5 per second).
-    #[must_use]
-    pub fn budget_config(mut self, budget: BudgetConfig) -> Self {
-        self.budget = BudgetChoice::Config(budget);
-        self
-    }
-
-    /// Register a listener for the layer's events.
-    #[must_use]
-    pub fn on_event(mut self, listener: impl Fn(&HedgeEvent) + Send + Sync + 'static) -> Self {
-        self.listeners.push(listener);
-        self
-    }
-
-    /// Which requests may be hedged: a [`Hedgeable`], e.g. `|req: &Request| req.is_get()`.
-    #[must_use]
-    pub fn hedgeable<P2>(self, hedgeable: P2) -> HedgeConfigBuilder<P2, C, K> {
-        HedgeConfigBuilder {
-            name: self.name,
-            delay: self.delay,
-            max_hedges: self.max_hedges,
-            budget: self.budget,
-            hedgeable,
-            classify: self.classify,
-            clone_request: self.clone_request,
-            listeners: self.listeners,
+impl HedgeLayerBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            config: HedgeConfig::default(),
+            hooks: HedgeHooks::new(),
         }
-    }
-
-    /// Each answer's outcome: only a `Success` wins while another copy is in flight, and a
-    /// token-bucket budget counts the outcomes. Default palisade-core's [`RejectionAware`]
-    /// (`Ok` is a success, a backend error a failure, a local rejection neither).
-    #[must_use]
-    pub fn classify<C2>(self, classify: C2) -> HedgeConfigBuilder<P, C2, K> {
-        HedgeConfigBuilder {
-            name: self.name,
-            delay: self.delay,
-            max_hedges: self.max_hedges,
-            budget: self.budget,
-            hedgeable: self.hedgeable,
-            classify,
-            clone_request: self.clone_request,
-            listeners: self.listeners,
-        }
-    }
-
-    /// How copies are made (default [`Cloned`]).
-    #[must_use]
-    pub fn clone_request<K2>(self, clone_request: K2) -> HedgeConfigBuilder<P, C, K2> {
-        HedgeConfigBuilder {
-            name: self.name,
-            delay: self.delay,
-            max_hedges: self.max_hedges,
-            budget: self.budget,
-            hedgeable: self.hedgeable,
-            classify: self.classify,
-            clone_request,
-            listeners: self.listeners,
-        }
-    }
-
-    /// Validate and build.
-    pub fn build(self) -> Result<HedgeConfig<P, C, K>, ConfigError> {
-        ensure_name("hedge", &self.name)?;
-        self.delay.validate()?;
-        let hedges_ok = (1..=10).contains(&self.max_hedges);
-        ensure(hedges_ok, "hedge", "max_hedges", self.max_hedges, "1 to 10")?;
-        let budget = match self.budget {
-            BudgetChoice::Config(config) => config.build()?,
-            BudgetChoice::Shared(budget) => Some(budget),
-        };
-        Ok(HedgeConfig {
-            name: self.name,
-            delay: self.delay,
-            max_hedges: self.max_hedges,
-            budget,
-            hedgeable: self.hedgeable,
-            classify: self.classify,
-            clone_request: self.clone_request,
-            listeners: self.listeners,
-        })
     }
 }
 
-impl<P, C, K> fmt::Debug for HedgeConfigBuilder<P, C, K> {
+impl<P, C, K> HedgeLayerBuilder<P, C, K> {
+    hedge_setters!(config);
+
+    /// Which requests may be hedged (see [`HedgeLayer::hedgeable`]).
+    pub fn hedgeable<P2>(self, hedgeable: P2) -> HedgeLayerBuilder<P2, C, K> {
+        let h = self.hooks;
+        HedgeLayerBuilder {
+            config: self.config,
+            hooks: HedgeHooks {
+                hedgeable,
+                classify: h.classify,
+                clone_request: h.clone_request,
+                budget: h.budget,
+                listeners: h.listeners,
+            },
+        }
+    }
+
+    /// How answers count for the budget (see [`HedgeLayer::classifier`]).
+    pub fn classifier<C2>(self, classifier: C2) -> HedgeLayerBuilder<P, C2, K> {
+        let h = self.hooks;
+        HedgeLayerBuilder {
+            config: self.config,
+            hooks: HedgeHooks {
+                hedgeable: h.hedgeable,
+                classify: classifier,
+                clone_request: h.clone_request,
+                budget: h.budget,
+                listeners: h.listeners,
+            },
+        }
+    }
+
+    /// How copies are made (see [`HedgeLayer::clone_request`]).
+    pub fn clone_request<K2>(self, clone_request: K2) -> HedgeLayerBuilder<P, C, K2> {
+        let h = self.hooks;
+        HedgeLayerBuilder {
+            config: self.config,
+            hooks: HedgeHooks {
+                hedgeable: h.hedgeable,
+                classify: h.classify,
+                clone_request,
+                budget: h.budget,
+                listeners: h.listeners,
+            },
+        }
+    }
+
+    /// Share a budget handle (see [`HedgeLayer::share_budget`]).
+    pub fn share_budget(mut self, budget: RetryBudget) -> Self {
+        self.hooks.budget = Some(budget);
+        self
+    }
+
+    /// Register a listener (see [`HedgeLayer::on_event`]).
+    pub fn on_event(mut self, listener: impl Fn(&HedgeEvent) + Send + Sync + 'static) -> Self {
+        self.hooks.listeners.push(listener);
+        self
+    }
+
+    /// Validate and build the layer.
+    pub fn build(self) -> Result<HedgeLayer<P, C, K>, ConfigError> {
+        self.config.validate()?;
+        Ok(HedgeLayer::from_parts(self.config, self.hooks))
+    }
+}
+
+impl<P, C, K> fmt::Debug for HedgeLayerBuilder<P, C, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HedgeConfigBuilder")
-            .field("name", &self.name)
-            .field("delay", &self.delay)
+        f.debug_struct("HedgeLayerBuilder")
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// What one service runs with: the config's numbers and the hooks.
+pub(crate) struct HedgeSettings<P, C, K> {
+    pub(crate) name: Name,
+    pub(crate) delay: HedgeDelay,
+    pub(crate) max_hedges: u32,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) hedgeable: P,
+    pub(crate) classify: C,
+    pub(crate) clone_request: K,
 }
 
 // ===== serde =====
@@ -455,18 +482,14 @@ impl<'de> serde::Deserialize<'de> for HedgeConfig {
 /// assert_eq!(back.delay(), config.delay());
 /// ```
 #[cfg(feature = "serde")]
-impl<P, C, K> serde::Serialize for HedgeConfig<P, C, K> {
+impl serde::Serialize for HedgeConfig {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut out = s.serialize_struct("HedgeConfig", 4)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("delay", &self.delay)?;
         out.serialize_field("max_hedges", &self.max_hedges)?;
-        let budget = self
-            .budget
-            .as_ref()
-            .map_or(BudgetConfig::None, |b| b.config().clone());
-        out.serialize_field("budget", &budget)?;
+        out.serialize_field("budget", &self.budget)?;
         out.end()
     }
 }

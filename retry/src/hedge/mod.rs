@@ -38,13 +38,13 @@
 //!         Ok::<_, palisade_core::BoxError>((key, n))
 //!     }
 //! });
-//! let config = HedgeConfig::builder()
+//! let config = HedgeLayer::builder()
 //!     .name("lookup")
 //!     .delay(Duration::from_millis(50))
 //!     .hedgeable(|key: &u32| *key != 0) // say, key 0 is a write
 //!     .build()
 //!     .unwrap();
-//! let service = ServiceBuilder::new().layer(HedgeLayer::new(config)).service(backend);
+//! let service = ServiceBuilder::new().layer(config).service(backend);
 //!
 //! let start = tokio::time::Instant::now();
 //! let (key, copy) = service.oneshot(7).await.unwrap();
@@ -59,7 +59,8 @@ mod latency;
 mod service;
 
 pub use config::{
-    AllRequests, DEFAULT_MAX_HEDGES, HedgeConfig, HedgeConfigBuilder, HedgeDelay, Hedgeable,
+    AllRequests, DEFAULT_MAX_HEDGES, HedgeConfig, HedgeConfigBuilder, HedgeDelay,
+    HedgeLayerBuilder, Hedgeable,
 };
 pub use future::ResponseFuture;
-pub use service::{Hedge, HedgeLayer};
+pub use service::{Hedge, HedgeHandle, HedgeLayer};

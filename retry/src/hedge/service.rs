@@ -11,25 +11,32 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::config::{AllRequests, HedgeConfig, HedgeDelay, Hedgeable};
+use super::config::{
+    AllRequests, HedgeConfig, HedgeDelay, HedgeHooks, HedgeLayerBuilder, HedgeSettings, Hedgeable,
+};
 use super::future::ResponseFuture;
 use super::latency::Latencies;
 use crate::budget::RetryBudget;
 use crate::event::HedgeEvent;
 use crate::policy::{CloneRequest, Cloned};
 
-/// State shared by every clone of one hedge layer's services.
-pub(crate) struct Shared<P, C, K> {
-    pub(crate) config: HedgeConfig<P, C, K>,
-    pub(crate) emitter: Emitter<HedgeEvent>,
-    pub(crate) hedges: Counter,
-    pub(crate) wins: Counter,
-    pub(crate) budget_rejected: Counter,
-    latencies: Option<Latencies>,
+/// What every service of one layer shares, whatever its hooks.
+pub(crate) struct HedgeCore {
+    config: HedgeConfig,
+    budget: Option<RetryBudget>,
+    emitter: Emitter<HedgeEvent>,
+    hedges: Counter,
+    wins: Counter,
+    budget_rejected: Counter,
+    latencies: Option<Arc<Latencies>>,
 }
 
-impl<P, C, K> Shared<P, C, K> {
-    fn new(config: HedgeConfig<P, C, K>) -> Self {
+impl HedgeCore {
+    fn new(
+        config: HedgeConfig,
+        budget: Option<RetryBudget>,
+        listeners: palisade_core::Listeners<HedgeEvent>,
+    ) -> Self {
         let name = &config.name;
         let latencies = match config.delay {
             HedgeDelay::Fixed { .. } => None,
@@ -37,8 +44,14 @@ impl<P, C, K> Shared<P, C, K> {
                 percentile,
                 window,
                 min_samples,
-            } => Some(Latencies::new(window, percentile, min_samples)),
+            } => Some(Arc::new(Latencies::new(window, percentile, min_samples))),
         };
+        let budget = budget.or_else(|| {
+            config
+                .budget
+                .build()
+                .expect("a validated config's budget is valid")
+        });
         Self {
             hedges: Counter::register("palisade_retry_hedges_total", name, &[]),
             wins: Counter::register("palisade_retry_hedge_wins_total", name, &[]),
@@ -47,9 +60,41 @@ impl<P, C, K> Shared<P, C, K> {
                 name,
                 &[],
             ),
-            emitter: Emitter::new(name.clone(), config.listeners.clone()),
+            emitter: Emitter::new(name.clone(), listeners),
             latencies,
+            budget,
             config,
+        }
+    }
+}
+
+/// State shared by every clone of one service.
+pub(crate) struct Shared<P, C, K> {
+    pub(crate) config: HedgeSettings<P, C, K>,
+    pub(crate) emitter: Emitter<HedgeEvent>,
+    pub(crate) hedges: Counter,
+    pub(crate) wins: Counter,
+    pub(crate) budget_rejected: Counter,
+    latencies: Option<Arc<Latencies>>,
+}
+
+impl<P, C, K> Shared<P, C, K> {
+    fn new(core: &HedgeCore, hedgeable: P, classify: C, clone_request: K) -> Self {
+        Self {
+            config: HedgeSettings {
+                name: core.config.name.clone(),
+                delay: core.config.delay,
+                max_hedges: core.config.max_hedges,
+                budget: core.budget.clone(),
+                hedgeable,
+                classify,
+                clone_request,
+            },
+            emitter: core.emitter.clone(),
+            hedges: core.hedges.clone(),
+            wins: core.wins.clone(),
+            budget_rejected: core.budget_rejected.clone(),
+            latencies: core.latencies.clone(),
         }
     }
 
@@ -77,28 +122,125 @@ impl<P, C, K> Shared<P, C, K> {
 // ===== impl HedgeLayer =====
 
 /// Wraps services in [`Hedge`].
+///
+/// Made from a validated [`HedgeConfig`] with [`HedgeLayer::new`] (or in one chain with
+/// [`HedgeLayer::builder`]); the code-only hooks are methods of the layer:
+/// [`hedgeable`](Self::hedgeable), [`classifier`](Self::classifier),
+/// [`clone_request`](Self::clone_request), [`share_budget`](Self::share_budget),
+/// [`on_event`](Self::on_event). Every service of the layer shares its budget, its
+/// listeners and its latency window.
 pub struct HedgeLayer<P = AllRequests, C = RejectionAware, K = Cloned> {
-    shared: Arc<Shared<P, C, K>>,
+    core: Arc<HedgeCore>,
+    hedgeable: P,
+    classify: C,
+    clone_request: K,
+}
+
+impl HedgeLayer {
+    /// The layer of a validated `config`, with the default hooks.
+    pub fn new(config: HedgeConfig) -> Self {
+        Self::from_parts(config, HedgeHooks::new())
+    }
+
+    /// A builder whose [`build`](HedgeLayerBuilder::build) gives the layer.
+    pub fn builder() -> HedgeLayerBuilder {
+        HedgeLayerBuilder::new()
+    }
 }
 
 impl<P, C, K> HedgeLayer<P, C, K> {
-    /// A layer from a validated config.
-    pub fn new(config: HedgeConfig<P, C, K>) -> Self {
+    pub(crate) fn from_parts(config: HedgeConfig, hooks: HedgeHooks<P, C, K>) -> Self {
         Self {
-            shared: Arc::new(Shared::new(config)),
+            core: Arc::new(HedgeCore::new(config, hooks.budget, hooks.listeners)),
+            hedgeable: hooks.hedgeable,
+            classify: hooks.classify,
+            clone_request: hooks.clone_request,
         }
     }
 
     /// The config.
-    pub fn config(&self) -> &HedgeConfig<P, C, K> {
-        &self.shared.config
+    pub fn config(&self) -> &HedgeConfig {
+        &self.core.config
+    }
+
+    /// The hedge budget, if any (shared by every service of the layer).
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.core.budget.as_ref()
+    }
+
+    /// Which requests may be hedged: a [`Hedgeable`], e.g. `|req: &Request| req.is_get()`
+    /// (default: all).
+    pub fn hedgeable<P2>(self, hedgeable: P2) -> HedgeLayer<P2, C, K> {
+        HedgeLayer {
+            core: self.core,
+            hedgeable,
+            classify: self.classify,
+            clone_request: self.clone_request,
+        }
+    }
+
+    /// How answers count for a token-bucket budget (default palisade-core's
+    /// [`RejectionAware`]).
+    pub fn classifier<C2>(self, classifier: C2) -> HedgeLayer<P, C2, K> {
+        HedgeLayer {
+            core: self.core,
+            hedgeable: self.hedgeable,
+            classify: classifier,
+            clone_request: self.clone_request,
+        }
+    }
+
+    /// How copies are made (default [`Cloned`]).
+    pub fn clone_request<K2>(self, clone_request: K2) -> HedgeLayer<P, C, K2> {
+        HedgeLayer {
+            core: self.core,
+            hedgeable: self.hedgeable,
+            classify: self.classify,
+            clone_request,
+        }
+    }
+
+    /// Share a budget handle (e.g. with a retry layer, so retries and hedges together stay
+    /// within one ratio) instead of the config's own.
+    pub fn share_budget(self, budget: RetryBudget) -> Self {
+        let core = HedgeCore {
+            config: self.core.config.clone(),
+            budget: Some(budget),
+            emitter: self.core.emitter.clone(),
+            hedges: self.core.hedges.clone(),
+            wins: self.core.wins.clone(),
+            budget_rejected: self.core.budget_rejected.clone(),
+            latencies: self.core.latencies.clone(),
+        };
+        Self {
+            core: Arc::new(core),
+            ..self
+        }
+    }
+
+    /// Call `listener` with every event of this layer (services made before this call see
+    /// the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&HedgeEvent) + Send + Sync + 'static) -> Self {
+        self.core.emitter.add_listener(listener);
+        self
+    }
+
+    /// The handle reading this layer's config, budget and current delay.
+    pub fn handle(&self) -> HedgeHandle {
+        HedgeHandle {
+            core: Arc::clone(&self.core),
+        }
     }
 }
 
-impl<P, C, K> Clone for HedgeLayer<P, C, K> {
+impl<P: Clone, C: Clone, K: Clone> Clone for HedgeLayer<P, C, K> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            core: Arc::clone(&self.core),
+            hedgeable: self.hedgeable.clone(),
+            classify: self.classify.clone(),
+            clone_request: self.clone_request.clone(),
         }
     }
 }
@@ -106,19 +248,66 @@ impl<P, C, K> Clone for HedgeLayer<P, C, K> {
 impl<P, C, K> fmt::Debug for HedgeLayer<P, C, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HedgeLayer")
-            .field("config", &self.shared.config)
-            .finish()
+            .field("config", &self.core.config)
+            .finish_non_exhaustive()
     }
 }
 
-impl<S, P, C, K> Layer<S> for HedgeLayer<P, C, K> {
+impl<S, P: Clone, C: Clone, K: Clone> Layer<S> for HedgeLayer<P, C, K> {
     type Service = Hedge<S, P, C, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Hedge {
             inner,
-            shared: Arc::clone(&self.shared),
+            shared: Arc::new(Shared::new(
+                &self.core,
+                self.hedgeable.clone(),
+                self.classify.clone(),
+                self.clone_request.clone(),
+            )),
         }
+    }
+}
+
+/// Reads a hedge layer's config, budget and delay at run time; cloneable.
+///
+/// Like the retry layer's, its settings are fixed once its services are made: to change
+/// them, build a new layer.
+#[derive(Clone)]
+pub struct HedgeHandle {
+    core: Arc<HedgeCore>,
+}
+
+impl HedgeHandle {
+    /// The layer's name.
+    pub fn name(&self) -> &palisade_core::Name {
+        &self.core.config.name
+    }
+
+    /// The config the layer runs.
+    pub fn config(&self) -> HedgeConfig {
+        self.core.config.clone()
+    }
+
+    /// The budget, if any.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.core.budget.as_ref()
+    }
+
+    /// The current hedge delay: the fixed one, or the latency percentile once known.
+    pub fn current_delay(&self) -> Option<Duration> {
+        match self.core.config.delay {
+            HedgeDelay::Fixed { delay } => Some(delay),
+            HedgeDelay::Percentile { .. } => self.core.latencies.as_ref()?.percentile(),
+        }
+    }
+}
+
+impl fmt::Debug for HedgeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HedgeHandle")
+            .field("name", self.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,19 +321,6 @@ pub struct Hedge<S, P = AllRequests, C = RejectionAware, K = Cloned> {
 }
 
 impl<S, P, C, K> Hedge<S, P, C, K> {
-    /// Wrap `inner`.
-    pub fn new(inner: S, config: HedgeConfig<P, C, K>) -> Self {
-        Self {
-            inner,
-            shared: Arc::new(Shared::new(config)),
-        }
-    }
-
-    /// The config.
-    pub fn config(&self) -> &HedgeConfig<P, C, K> {
-        &self.shared.config
-    }
-
     /// The current hedge delay: the fixed one, or the latency percentile once known.
     pub fn current_delay(&self) -> Option<Duration> {
         self.shared.delay()
@@ -179,8 +355,8 @@ impl<S: fmt::Debug, P, C, K> fmt::Debug for Hedge<S, P, C, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hedge")
             .field("inner", &self.inner)
-            .field("config", &self.shared.config)
-            .finish()
+            .field("name", &self.shared.config.name)
+            .finish_non_exhaustive()
     }
 }
 
