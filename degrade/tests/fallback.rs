@@ -109,11 +109,8 @@ async fn a_classifier_turns_failing_responses_into_fallbacks() {
         Ok(_) => Outcome::Success,
         Err(_) => Outcome::Failure,
     };
-    let layer = FallbackLayer::with_classifier(
-        config(Triggers::all()),
-        Value::new(Marked::new(200u16)),
-        classify,
-    );
+    let layer = FallbackLayer::new(config(Triggers::all()), Value::new(Marked::new(200u16)))
+        .classifier(classify);
     let mut svc = layer.layer(status);
     let ok = svc.ready().await.unwrap().call(404).await.unwrap();
     assert_eq!((*ok, ok.is_live()), (404, true));
@@ -217,7 +214,7 @@ async fn a_failed_fallback_returns_a_live_failure_response_unchanged() {
         _ => Outcome::Success,
     };
     let layer =
-        FallbackLayer::with_classifier(config(Triggers::all()), Secondary::new(broken), classify);
+        FallbackLayer::new(config(Triggers::all()), Secondary::new(broken)).classifier(classify);
     let answer = layer.layer(status).oneshot(503).await.unwrap();
     assert_eq!(*answer, 503);
     assert!(answer.is_live(), "the live answer is not degraded");

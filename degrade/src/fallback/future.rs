@@ -25,8 +25,8 @@ pin_project! {
         S: Service<Req>,
         F: FallbackSource<Req, S::Response, S::Error>,
     {
-        shared: Arc<Shared<F, C>>,
-        marker: M,
+        shared: Arc<Shared<F>>,
+        marker: (C, M),
         #[pin]
         state: State<S::Future, SourceOf<S, F, Req>, SavedOf<S, F, Req>, S::Error, Result<S::Response, S::Error>>,
     }
@@ -51,8 +51,8 @@ where
     F: FallbackSource<Req, S::Response, S::Error>,
 {
     pub(crate) fn live(
-        shared: Arc<Shared<F, C>>,
-        marker: M,
+        shared: Arc<Shared<F>>,
+        marker: (C, M),
         fut: S::Future,
         saved: SavedOf<S, F, Req>,
     ) -> Self {
@@ -67,8 +67,8 @@ where
     }
 
     pub(crate) fn not_ready(
-        shared: Arc<Shared<F, C>>,
-        marker: M,
+        shared: Arc<Shared<F>>,
+        marker: (C, M),
         error: S::Error,
         saved: SavedOf<S, F, Req>,
     ) -> Self {
@@ -82,7 +82,7 @@ where
         }
     }
 
-    pub(crate) fn manual(shared: Arc<Shared<F, C>>, marker: M, saved: SavedOf<S, F, Req>) -> Self {
+    pub(crate) fn manual(shared: Arc<Shared<F>>, marker: (C, M), saved: SavedOf<S, F, Req>) -> Self {
         let fut = shared.source.answer(saved, None);
         Self {
             shared,
@@ -108,7 +108,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let shared: &Shared<F, C> = this.shared;
+        let shared: &Shared<F> = this.shared;
         loop {
             // First the live result (an answer, or the readiness error): return it unless
             // it triggers the fallback.
@@ -130,7 +130,7 @@ where
                     let trigger = *trigger;
                     return match ready!(fut.poll(cx)) {
                         Ok(mut res) => {
-                            this.marker
+                            this.marker.1
                                 .mark(&mut res, Degraded::fallback(shared.name.clone(), trigger));
                             shared.served.increment(trigger);
                             shared
@@ -154,7 +154,7 @@ where
                     };
                 }
             };
-            let Some(trigger) = shared.triggers.check(&shared.classifier, &result) else {
+            let Some(trigger) = shared.triggers.check(&this.marker.0, &result) else {
                 return Poll::Ready(result);
             };
             let backup = shared.source.answer(saved, result.as_ref().err());

@@ -7,7 +7,7 @@ use palisade_core::RejectionAware;
 use tower_layer::Layer;
 
 use super::{Fallback, FallbackConfig, Shared};
-use crate::{ByMark, NoMark, Switch};
+use crate::{ByMark, DegradeEvent, NoMark, Switch};
 
 /// Answers from a fallback when the live call fails or is rejected; see the
 /// [module docs](super).
@@ -37,30 +37,43 @@ use crate::{ByMark, NoMark, Switch};
 /// # }
 /// ```
 pub struct FallbackLayer<F, C = RejectionAware, M = ByMark> {
-    shared: Arc<Shared<F, C>>,
+    shared: Arc<Shared<F>>,
+    classifier: C,
     marker: M,
 }
 
 impl<F> FallbackLayer<F> {
     /// Fall back to `source` on what `config` triggers on. Rejections trigger by kind, as
-    /// `config`'s triggers say; other errors are failures, as [`RejectionAware`] judges.
+    /// `config`'s triggers say; other errors are failures, as [`RejectionAware`] judges
+    /// (change that with [`classifier`](Self::classifier)).
     pub fn new(config: FallbackConfig, source: F) -> Self {
-        Self::with_classifier(config, source, RejectionAware)
-    }
-}
-
-impl<F, C> FallbackLayer<F, C> {
-    /// Fall back to `source`, with `classifier` deciding which answers are failures (e.g. a
-    /// `503` response).
-    pub fn with_classifier(config: FallbackConfig, source: F, classifier: C) -> Self {
         Self {
-            shared: Arc::new(Shared::new(config, source, classifier)),
+            shared: Arc::new(Shared::new(config, source)),
+            classifier: RejectionAware,
             marker: ByMark,
         }
     }
 }
 
 impl<F, C, M> FallbackLayer<F, C, M> {
+    /// Decide which answers are failures with `classifier` (e.g. a `503` response): a
+    /// `palisade_core::Classify`, cloned per call (keep it cheap).
+    pub fn classifier<C2>(self, classifier: C2) -> FallbackLayer<F, C2, M> {
+        FallbackLayer {
+            shared: self.shared,
+            classifier,
+            marker: self.marker,
+        }
+    }
+
+    /// Call `listener` with every event of this layer (services made before this call see
+    /// the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&DegradeEvent) + Send + Sync + 'static) -> Self {
+        self.shared.emitter.add_listener(listener);
+        self
+    }
+
     /// Answer without marking: for any response type, including ones that cannot carry a
     /// [`Degraded`](crate::Degraded) mark (a `String`, your own struct). Degraded answers
     /// are still counted, reported as events and in metrics; the caller cannot tell them
@@ -68,6 +81,7 @@ impl<F, C, M> FallbackLayer<F, C, M> {
     pub fn unmarked(self) -> FallbackLayer<F, C, NoMark> {
         FallbackLayer {
             shared: self.shared,
+            classifier: self.classifier,
             marker: NoMark,
         }
     }
@@ -78,18 +92,24 @@ impl<F, C, M> FallbackLayer<F, C, M> {
     }
 }
 
-impl<S, F, C, M: Clone> Layer<S> for FallbackLayer<F, C, M> {
+impl<S, F, C: Clone, M: Clone> Layer<S> for FallbackLayer<F, C, M> {
     type Service = Fallback<S, F, C, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Fallback::from_shared(inner, Arc::clone(&self.shared), self.marker.clone())
+        Fallback::from_shared(
+            inner,
+            Arc::clone(&self.shared),
+            self.classifier.clone(),
+            self.marker.clone(),
+        )
     }
 }
 
-impl<F, C, M: Clone> Clone for FallbackLayer<F, C, M> {
+impl<F, C: Clone, M: Clone> Clone for FallbackLayer<F, C, M> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            classifier: self.classifier.clone(),
             marker: self.marker.clone(),
         }
     }

@@ -14,19 +14,18 @@ use crate::metrics::{ByTrigger, mode_gauge};
 use crate::{ByMark, DegradeEvent, Marker, Switch, Triggers};
 
 /// State shared by a layer and all its services.
-pub(crate) struct Shared<F, C> {
+pub(crate) struct Shared<F> {
     pub(crate) name: Name,
     pub(crate) triggers: Triggers,
     pub(crate) source: F,
-    pub(crate) classifier: C,
     pub(crate) emitter: Emitter<DegradeEvent>,
     pub(crate) served: ByTrigger,
     pub(crate) failed: Counter,
     pub(crate) switch: Switch,
 }
 
-impl<F, C> Shared<F, C> {
-    pub(crate) fn new(config: FallbackConfig, source: F, classifier: C) -> Self {
+impl<F> Shared<F> {
+    pub(crate) fn new(config: FallbackConfig, source: F) -> Self {
         let FallbackConfig {
             name,
             triggers,
@@ -41,7 +40,6 @@ impl<F, C> Shared<F, C> {
             name,
             triggers,
             source,
-            classifier,
             emitter,
             switch,
         }
@@ -59,7 +57,8 @@ impl<F, C> Shared<F, C> {
 /// not. The inner service is not called after a readiness error.
 pub struct Fallback<S, F, C = RejectionAware, M = ByMark> {
     inner: S,
-    shared: Arc<Shared<F, C>>,
+    shared: Arc<Shared<F>>,
+    classifier: C,
     marker: M,
     // Whether `inner` is ready for a `call`: in degraded mode `poll_ready` does not wait for
     // the (possibly broken) inner service, so `call` must know whether it may use it.
@@ -75,17 +74,24 @@ impl<S, F, C> Fallback<S, F, C> {
     pub fn new(inner: S, config: FallbackConfig, source: F, classifier: C) -> Self {
         Self::from_shared(
             inner,
-            Arc::new(Shared::new(config, source, classifier)),
+            Arc::new(Shared::new(config, source)),
+            classifier,
             ByMark,
         )
     }
 }
 
 impl<S, F, C, M> Fallback<S, F, C, M> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<F, C>>, marker: M) -> Self {
+    pub(crate) fn from_shared(
+        inner: S,
+        shared: Arc<Shared<F>>,
+        classifier: C,
+        marker: M,
+    ) -> Self {
         Self {
             inner,
             shared,
+            classifier,
             marker,
             inner_ready: false,
             ready_error: Mutex::new(None),
@@ -124,7 +130,7 @@ where
     S: Service<Req>,
     S::Error: AsRejection + Send + 'static,
     F: FallbackSource<Req, S::Response, S::Error>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, S::Error> + Clone,
     M: Marker<S::Response> + Clone,
 {
     type Response = S::Response;
@@ -158,7 +164,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = Arc::clone(&self.shared);
-        let marker = self.marker.clone();
+        let marker = (self.classifier.clone(), self.marker.clone());
         if let Some(error) = self.ready_slot().take() {
             let error = *error
                 .downcast::<S::Error>()
@@ -177,12 +183,13 @@ where
     }
 }
 
-impl<S: Clone, F, C, M: Clone> Clone for Fallback<S, F, C, M> {
+impl<S: Clone, F, C: Clone, M: Clone> Clone for Fallback<S, F, C, M> {
     fn clone(&self) -> Self {
         // A clone of a ready service is not ready (nor failed).
         Self::from_shared(
             self.inner.clone(),
             Arc::clone(&self.shared),
+            self.classifier.clone(),
             self.marker.clone(),
         )
     }

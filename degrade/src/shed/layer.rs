@@ -38,6 +38,14 @@ impl<P> ShedLayer<P> {
         }
     }
 
+    /// Call `listener` with every event of this layer (services made before this call see
+    /// the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&crate::DegradeEvent) + Send + Sync + 'static) -> Self {
+        self.shared.emitter.add_listener(listener);
+        self
+    }
+
     /// Requests in flight through this shedder (all clones).
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight()

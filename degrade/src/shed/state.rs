@@ -23,7 +23,7 @@ pub(crate) struct Shared {
     in_flight: AtomicUsize,
     // The queueing delay estimate, nanoseconds.
     delay: AtomicU64,
-    emitter: Emitter<DegradeEvent>,
+    pub(crate) emitter: Emitter<DegradeEvent>,
     shed: ByPriority,
 }
 

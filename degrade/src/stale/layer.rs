@@ -8,8 +8,9 @@ use std::sync::Arc;
 use palisade_core::RejectionAware;
 use tower_layer::Layer;
 
+use super::service::Core;
 use super::{OnFailure, Shared, StaleCache, StaleConfig, WhileRevalidating};
-use crate::Switch;
+use crate::{DegradeEvent, Switch};
 
 /// Remembers the last good answer per key and serves it, marked stale, when the live call
 /// fails; see the [module docs](super).
@@ -17,27 +18,45 @@ use crate::Switch;
 /// All clones (and all services it builds) share one cache, so put the layer around one
 /// logical backend.
 pub struct StaleCacheLayer<KF, K, V, C = RejectionAware, M = OnFailure> {
-    shared: Arc<Shared<KF, K, V, C>>,
+    shared: Arc<Core<KF, K, V>>,
+    classifier: C,
     _mode: PhantomData<fn() -> M>,
 }
 
 impl<KF, K: Hash + Eq + Clone, V> StaleCacheLayer<KF, K, V> {
     /// A cache keyed by `key(&request)`; rejections trigger by kind, as `config`'s triggers
-    /// say; other errors are failures, as [`RejectionAware`] judges.
+    /// say; other errors are failures, as [`RejectionAware`] judges (change that with
+    /// [`classifier`](Self::classifier)).
     pub fn new(config: StaleConfig, key: KF) -> Self {
-        Self::with_classifier(config, key, RejectionAware)
+        Self {
+            shared: Arc::new(Core::new(config, key)),
+            classifier: RejectionAware,
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<KF, K: Hash + Eq + Clone, V, C, M> StaleCacheLayer<KF, K, V, C, M> {
+    /// Decide which answers are good (only successes are remembered) and which are
+    /// failures with `classifier` (a `palisade_core::Classify`).
+    pub fn classifier<C2>(self, classifier: C2) -> StaleCacheLayer<KF, K, V, C2, M> {
+        StaleCacheLayer {
+            shared: self.shared,
+            classifier,
+            _mode: PhantomData,
+        }
+    }
+
+    /// Call `listener` with every event of this layer (services made before this call see
+    /// the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&DegradeEvent) + Send + Sync + 'static) -> Self {
+        self.shared.emitter.add_listener(listener);
+        self
     }
 }
 
 impl<KF, K: Hash + Eq + Clone, V, C> StaleCacheLayer<KF, K, V, C> {
-    /// A cache keyed by `key(&request)`, with `classifier` deciding which answers are good
-    /// (only successes are remembered) and which are failures.
-    pub fn with_classifier(config: StaleConfig, key: KF, classifier: C) -> Self {
-        Self {
-            shared: Arc::new(Shared::new(config, key, classifier)),
-            _mode: PhantomData,
-        }
-    }
 
     /// Stale-while-revalidate: answer keys with a fresh-enough entry from the cache at
     /// once, refreshing each in the background (one call per key at a time); see
@@ -46,6 +65,7 @@ impl<KF, K: Hash + Eq + Clone, V, C> StaleCacheLayer<KF, K, V, C> {
     pub fn stale_while_revalidate(self) -> StaleCacheLayer<KF, K, V, C, WhileRevalidating> {
         StaleCacheLayer {
             shared: self.shared,
+            classifier: self.classifier,
             _mode: PhantomData,
         }
     }
@@ -79,18 +99,22 @@ impl<KF, K: Hash + Eq + Clone, V, C, M> StaleCacheLayer<KF, K, V, C, M> {
     }
 }
 
-impl<S, KF, K, V, C, M> Layer<S> for StaleCacheLayer<KF, K, V, C, M> {
+impl<S, KF, K, V, C: Clone, M> Layer<S> for StaleCacheLayer<KF, K, V, C, M> {
     type Service = StaleCache<S, KF, K, V, C, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        StaleCache::from_shared(inner, Arc::clone(&self.shared))
+        StaleCache::from_shared(
+            inner,
+            Arc::new(Shared::new(Arc::clone(&self.shared), self.classifier.clone())),
+        )
     }
 }
 
-impl<KF, K, V, C, M> Clone for StaleCacheLayer<KF, K, V, C, M> {
+impl<KF, K, V, C: Clone, M> Clone for StaleCacheLayer<KF, K, V, C, M> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            classifier: self.classifier.clone(),
             _mode: PhantomData,
         }
     }

@@ -18,26 +18,45 @@ use super::{ResponseFuture, StaleConfig};
 use crate::metrics::{ByTrigger, mode_gauge, stale_age};
 use crate::{DegradeEvent, Degraded, Mark, Switch, Trigger, Triggers};
 
-/// State shared by a layer and all its services: the cache itself, config and metrics.
+/// What one service holds: the layer's shared core and its classifier.
 pub(crate) struct Shared<KF, K, V, C> {
+    core: Arc<Core<KF, K, V>>,
+    classifier: C,
+}
+
+impl<KF, K, V, C> Shared<KF, K, V, C> {
+    pub(crate) fn new(core: Arc<Core<KF, K, V>>, classifier: C) -> Self {
+        Self { core, classifier }
+    }
+}
+
+impl<KF, K, V, C> std::ops::Deref for Shared<KF, K, V, C> {
+    type Target = Core<KF, K, V>;
+
+    fn deref(&self) -> &Core<KF, K, V> {
+        &self.core
+    }
+}
+
+/// State shared by a layer and all its services: the cache itself, config and metrics.
+pub(crate) struct Core<KF, K, V> {
     pub(crate) name: Name,
     triggers: Triggers,
     max_staleness: Duration,
-    key: KF,
-    classifier: C,
+    pub(crate) key: KF,
     store: Mutex<Store<K, V>>,
-    emitter: Emitter<DegradeEvent>,
+    pub(crate) emitter: Emitter<DegradeEvent>,
     served: ByTrigger,
     missed: Counter,
     age: Histogram,
     pub(crate) switch: Switch,
 }
 
-impl<KF, K, V, C> Shared<KF, K, V, C>
+impl<KF, K, V> Core<KF, K, V>
 where
     K: Hash + Eq + Clone,
 {
-    pub(crate) fn new(config: StaleConfig, key: KF, classifier: C) -> Self {
+    pub(crate) fn new(config: StaleConfig, key: KF) -> Self {
         let StaleConfig {
             name,
             capacity,
@@ -57,7 +76,6 @@ where
             triggers,
             max_staleness,
             key,
-            classifier,
             emitter,
             switch,
         }
@@ -124,6 +142,12 @@ where
         Some(self.serve(&value, age, trigger))
     }
 
+}
+
+impl<KF, K, V, C> Shared<KF, K, V, C>
+where
+    K: Hash + Eq + Clone,
+{
     /// Whether `result` is a good live answer worth remembering: a success by the
     /// classifier and not already degraded by an inner layer ("the last good response").
     fn is_good<E>(&self, result: &Result<V, E>) -> bool
