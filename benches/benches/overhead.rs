@@ -17,9 +17,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
 use palisade::prelude::*;
-use palisade::rate_limit::{
-    ConcurrencyLimitConfig, ConcurrencyLimitLayer, ThrottleConfig, ThrottleLayer,
-};
+use palisade::rate_limit::{ConcurrencyLimitLayer, ThrottleConfig, ThrottleLayer};
 use palisade_benches::harness::{backend, call_once};
 use tower::Layer;
 
@@ -82,7 +80,7 @@ fn bench(c: &mut Criterion) {
     let mut timeout = TimeoutLayer::builder()
         .timeout(second)
         .build()
-        .unwrap()
+        .expect("valid config")
         .layer(backend());
     g.bench_function("timeout: palisade", |b| {
         b.iter(|| call_once(&mut timeout, black_box(7)));
@@ -95,12 +93,12 @@ fn bench(c: &mut Criterion) {
     let mut nested = TimeoutLayer::builder()
         .timeout(second)
         .build()
-        .unwrap()
+        .expect("valid config")
         .layer(
             TimeoutLayer::builder()
                 .timeout(second)
                 .build()
-                .unwrap()
+                .expect("valid config")
                 .layer(backend()),
         );
     g.bench_function("timeout x2: palisade", |b| {
@@ -238,7 +236,7 @@ fn bench(c: &mut Criterion) {
             TimeoutLayer::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
-                .unwrap(),
+                .expect("valid config"),
         )
         .retry(RetryLayer::builder().name("bench").build().expect("config"))
         .circuit_breaker(
@@ -256,7 +254,7 @@ fn bench(c: &mut Criterion) {
             TimeoutLayer::builder()
                 .timeout(Duration::from_millis(300))
                 .build()
-                .unwrap(),
+                .expect("valid config"),
         )
         .layer(backend());
     g.bench_function("full stack: palisade (+ breaker)", |b| {

@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     let mut palisade_timeout = TimeoutLayer::builder()
         .timeout(Duration::from_secs(1))
         .build()
-        .unwrap()
+        .expect("valid config")
         .layer(backend);
     group.bench_function("palisade Timeout", |b| {
         b.iter(|| call_once(&mut palisade_timeout, std::hint::black_box(7)));
@@ -46,12 +46,12 @@ fn bench(c: &mut Criterion) {
     let mut nested = TimeoutLayer::builder()
         .timeout(Duration::from_secs(2))
         .build()
-        .unwrap()
+        .expect("valid config")
         .layer(
             TimeoutLayer::builder()
                 .timeout(Duration::from_secs(1))
                 .build()
-                .unwrap()
+                .expect("valid config")
                 .layer(backend),
         );
     group.bench_function("palisade Timeout, nested", |b| {

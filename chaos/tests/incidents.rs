@@ -12,17 +12,15 @@ use palisade_chaos::sim::{
     FaultScript, Incident, LoadGen, Report, RequestOutcome, SimBackend, SimResponse,
 };
 use palisade_chaos::{ChaosConfig, ChaosLayer, Latency};
-use palisade_circuit_breaker::{
-    CircuitBreakerConfig, CircuitBreakerEvent, CircuitBreakerLayer, State,
-};
+use palisade_circuit_breaker::{CircuitBreakerEvent, CircuitBreakerLayer, State};
 use palisade_core::{BoxError, Priority};
 use palisade_degrade::fallback::{FallbackLayer, Value};
 use palisade_degrade::shed::{ShedConfig, ShedLayer};
 use palisade_degrade::{FallbackConfig, Marked};
-use palisade_rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig};
+use palisade_rate_limit::{AdaptiveLimitLayer, Aimd};
 use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
-use palisade_retry::{Backoff, RetryBudget, RetryConfig, RetryLayer};
-use palisade_timeout::{TimeoutConfig, TimeoutLayer};
+use palisade_retry::{Backoff, BudgetConfig, RetryBudget, RetryConfig, RetryLayer};
+use palisade_timeout::TimeoutLayer;
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::limit::ConcurrencyLimitLayer;
@@ -386,7 +384,7 @@ async fn overload(guard: Guard) -> Report {
             double_load().run(stack, |_| ()).await
         }
         Guard::PalisadeLimit => {
-            let limit = ConcurrencyLimitLayer::builder(20)
+            let limit = palisade_rate_limit::ConcurrencyLimitLayer::builder(20)
                 .name("bulkhead")
                 .build()
                 .expect("valid limit");
@@ -525,7 +523,11 @@ async fn retry_storm_after_a_brief_blackhole_budget_recovers_and_no_budget_stays
             .backoff(Backoff::exponential(ms(10)))
             .seed(3);
         let retry = if budget {
-            retry.budget(RetryBudget::tps(secs(10), 0, 0.1).expect("valid budget"))
+            retry.budget_config(BudgetConfig::Tps {
+                ttl: secs(10),
+                min_per_sec: 0,
+                ratio: 0.1,
+            })
         } else {
             retry.no_budget()
         };

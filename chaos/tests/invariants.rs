@@ -20,13 +20,11 @@ use std::time::Duration;
 
 use palisade_chaos::sim::{FaultScript, Incident, LoadGen, RequestOutcome, SimBackend};
 use palisade_chaos::{ChaosConfig, ChaosLayer, Latency};
-use palisade_circuit_breaker::{
-    CircuitBreakerConfig, CircuitBreakerEvent, CircuitBreakerLayer, State,
-};
+use palisade_circuit_breaker::{CircuitBreakerEvent, CircuitBreakerLayer, State};
 use palisade_core::BoxError;
 use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
 use palisade_retry::{Backoff, RetryConfig, RetryLayer};
-use palisade_timeout::{TimeoutConfig, TimeoutLayer};
+use palisade_timeout::TimeoutLayer;
 use proptest::prelude::*;
 use tower::ServiceBuilder;
 

@@ -122,6 +122,10 @@ impl CircuitBreakerHandle {
     /// Apply new thresholds, durations and probe counts to the running breaker; its state
     /// and window are kept. The window's shape cannot change (its slots are the history the
     /// thresholds apply to: build a new breaker for that), nor can the name or listeners.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "one signature for every handle"
+    )]
     pub fn update(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
         palisade_core::config::ensure_same_name("circuit_breaker", self.name(), config.name())?;
         self.breaker.update_config(&config)

@@ -603,6 +603,10 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedCircuitBreakerHandle<K> {
 
     /// Apply a new config to every existing key and to keys created from now on (see
     /// [`CircuitBreakerHandle::update`] for what may change).
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "one signature for every handle"
+    )]
     pub fn update(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
         let config = &config;
         let mut current = self

@@ -141,10 +141,7 @@ async fn config_updates_reach_every_key() {
         .count_window(8)
         .build()
         .unwrap();
-    assert_eq!(
-        handle.update(resized.clone()).unwrap_err().field(),
-        "window"
-    );
+    assert_eq!(handle.update(resized).unwrap_err().field(), "window");
 }
 
 #[test]

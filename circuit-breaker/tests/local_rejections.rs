@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+use palisade_circuit_breaker::{CircuitBreakerLayer, State};
 use palisade_core::{BoxError, CircuitOpen, Elapsed, Error, Name, Overloaded, RateLimited};
 use tokio::time::sleep;
 use tower::{Layer, ServiceExt, service_fn};

@@ -25,7 +25,7 @@ use palisade_http::{
     SendDeadlineLayer, clone_request, retry_after,
 };
 use palisade_rate_limit::RateLimitConfig;
-use palisade_retry::{Backoff, Jitter, RetryConfig, RetryLayer};
+use palisade_retry::{Backoff, Jitter, RetryLayer};
 use palisade_timeout::TimeoutLayer;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -87,7 +87,7 @@ type Hint = fn(&Result<Response<Incoming>, BoxError>) -> Option<Duration>;
 type Copy = fn(&Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>>;
 
 fn retry(max_attempts: u32) -> RetryLayer<HttpClassifier, Hint, Copy> {
-    let config = RetryLayer::builder()
+    RetryLayer::builder()
         .max_attempts(max_attempts)
         .backoff(Backoff::constant(Duration::from_millis(20)).jitter(Jitter::None))
         .no_budget()
@@ -95,8 +95,7 @@ fn retry(max_attempts: u32) -> RetryLayer<HttpClassifier, Hint, Copy> {
         .retry_after(retry_after as Hint)
         .clone_request(clone_request as Copy)
         .build()
-        .expect("a valid retry config");
-    config
+        .expect("a valid retry config")
 }
 
 async fn send<S>(client: &mut S, req: Request<Full<Bytes>>) -> Result<S::Response, BoxError>

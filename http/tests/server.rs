@@ -19,7 +19,7 @@ use palisade_http::{
     Cause, IncomingDeadlineLayer, PriorityFrom, RejectionResponseConfig, RejectionResponseLayer,
 };
 use palisade_rate_limit::RateLimitConfig;
-use palisade_timeout::{TimeoutConfig, TimeoutLayer};
+use palisade_timeout::TimeoutLayer;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 

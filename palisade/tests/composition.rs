@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use palisade::circuit_breaker::State as CircuitState;
 use palisade::prelude::*;
-use palisade::rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer};
+use palisade::rate_limit::ConcurrencyLimitLayer;
 use palisade::{RejectionKind, Stack};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};

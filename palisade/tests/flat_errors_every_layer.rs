@@ -18,10 +18,8 @@ use palisade::degrade::{
     FallbackConfig, FallbackLayer, Marked, ShedConfig, ShedLayer, StaleCacheLayer, StaleConfig,
 };
 use palisade::prelude::*;
-use palisade::rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
-};
-use palisade::retry::hedge::{HedgeConfig, HedgeLayer};
+use palisade::rate_limit::{AdaptiveLimitLayer, ConcurrencyLimitLayer};
+use palisade::retry::hedge::HedgeLayer;
 use palisade::{RejectionKind, Stack};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use palisade::Stack;
 use palisade::prelude::*;
-use palisade::rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer};
+use palisade::rate_limit::ConcurrencyLimitLayer;
 use proptest::prelude::*;
 use tokio::time::Instant;
 use tower::util::BoxCloneService;

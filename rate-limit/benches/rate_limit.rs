@@ -13,10 +13,7 @@ use futures_util::FutureExt;
 use governor::{Quota, RateLimiter};
 use palisade_core::BoxError;
 use palisade_rate_limit::clock::TokioClock;
-use palisade_rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
-    RateLimitConfig,
-};
+use palisade_rate_limit::{AdaptiveLimitLayer, ConcurrencyLimitLayer, RateLimitConfig};
 use tower::{Layer, Service, service_fn};
 
 /// A quota no benchmark can exhaust.

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, Outcome, Overloaded};
 use palisade_rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitHandle, AdaptiveLimitLayer, Aimd, Algorithm, Gradient,
-    LimitEvent,
+    AdaptiveLimitHandle, AdaptiveLimitLayer, Aimd, Algorithm, Gradient, LimitEvent,
 };
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};

@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use palisade_core::BoxError;
-use palisade_rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
-    RateLimitConfig,
-};
+use palisade_rate_limit::{AdaptiveLimitLayer, ConcurrencyLimitLayer, RateLimitConfig};
 use tower::{Layer, Service, service_fn};
 
 #[global_allocator]

@@ -9,11 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{BoxError, Deadline, Elapsed, Overloaded, RateLimited, RequestDeadline};
-use palisade_rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
-    RateLimitConfig,
-};
-use palisade_timeout::{PropagateDeadlineLayer, TimeoutConfig, TimeoutLayer};
+use palisade_rate_limit::{AdaptiveLimitLayer, Aimd, ConcurrencyLimitLayer, RateLimitConfig};
+use palisade_timeout::{PropagateDeadlineLayer, TimeoutLayer};
 use tokio::time::{Instant, sleep};
 use tower::buffer::BufferLayer;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};

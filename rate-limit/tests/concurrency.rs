@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core::{BoxError, Overloaded};
-use palisade_rate_limit::{ConcurrencyLimitConfig, ConcurrencyLimitLayer, LimitEvent};
+use palisade_rate_limit::{ConcurrencyLimitLayer, LimitEvent};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};

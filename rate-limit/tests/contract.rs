@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, Error, Overloaded, RateLimited};
 use palisade_rate_limit::{
-    AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
-    RateLimitConfig, RateLimitLayer,
+    AdaptiveLimitLayer, ConcurrencyLimitLayer, RateLimitConfig, RateLimitLayer,
 };
 use tower::{Layer, Service, ServiceExt};
 

@@ -248,6 +248,10 @@ impl RetryHandle {
     }
 
     /// Refuse a run-time change with a clear error: see the type's docs.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "one signature for every handle"
+    )]
     pub fn update(&self, config: RetryConfig) -> Result<(), ConfigError> {
         palisade_core::config::ensure_same_name("retry", self.name(), config.name())?;
         Err(ConfigError::new(

@@ -9,8 +9,8 @@
 
 use futures_util::FutureExt;
 use palisade_core::BoxError;
-use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
-use palisade_retry::{RetryConfig, RetryLayer};
+use palisade_retry::RetryLayer;
+use palisade_retry::hedge::HedgeLayer;
 use tower::{Layer, Service, ServiceExt};
 
 #[global_allocator]

@@ -377,10 +377,7 @@ fn hedge_configs_round_trip_and_deserializing_validates() {
     let back: HedgeConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back.delay(), config.delay());
     assert_eq!(back.max_hedges(), 2);
-    assert_eq!(
-        back.budget(),
-        config.budget()
-    );
+    assert_eq!(back.budget(), config.budget());
     assert_eq!(serde_json::to_string(&back).unwrap(), json);
 
     for bad in [

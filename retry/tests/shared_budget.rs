@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::BoxError;
-use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
-use palisade_retry::{Backoff, Jitter, RetryBudget, RetryConfig, RetryLayer};
+use palisade_retry::hedge::HedgeLayer;
+use palisade_retry::{Backoff, Jitter, RetryBudget, RetryLayer};
 use proptest::prelude::*;
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};

@@ -12,8 +12,8 @@ mod common;
 
 use common::Scripted;
 use palisade_core::{BoxError, Error, Name, RateLimited};
-use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
-use palisade_retry::{RetryConfig, RetryLayer};
+use palisade_retry::RetryLayer;
+use palisade_retry::hedge::HedgeLayer;
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 

@@ -38,14 +38,14 @@ use crate::layer::TimeoutLayer;
 pub struct TimeoutConfig {
     /// The layer's name, on errors, events and metrics. Default: `"timeout"`. Must not be
     /// empty.
-    name: Name,
+    pub(crate) name: Name,
     /// How long a call may take. Default: 10 s, a ceiling for a remote call that still
     /// frees a stuck caller well before a typical 30 s load-balancer or client timeout.
     /// Must be above zero (a zero timeout would fail every call). `Duration::MAX` (or
     /// anything beyond about 30 years) means "no timeout of this layer's own": an outer
     /// deadline still holds.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// What a file holds: validated into a [`TimeoutConfig`] on the way in.

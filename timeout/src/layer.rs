@@ -153,7 +153,7 @@ impl<T> TimeoutLayer<T> {
         listeners: Listeners<TimeoutEvent>,
         policy: T,
     ) -> Self {
-        let name = config.name().clone();
+        let TimeoutConfig { name, timeout } = config;
         let shared = Shared {
             completed: Counter::register(
                 "palisade_timeout_calls_total",
@@ -166,7 +166,7 @@ impl<T> TimeoutLayer<T> {
                 &[("outcome", "elapsed")],
             ),
             duration: Histogram::register("palisade_timeout_call_duration_seconds", &name, &[]),
-            timeout_nanos: AtomicU64::new(time::nanos(config.timeout())),
+            timeout_nanos: AtomicU64::new(time::nanos(timeout)),
             emitter: Emitter::new(name, listeners),
         };
         Self {
@@ -259,6 +259,10 @@ impl TimeoutHandle {
     /// Apply `config` to calls made from now on (calls in flight keep theirs). The name is
     /// fixed when the layer is built: a config with another name is refused, as is an
     /// invalid one; nothing changes then.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "one signature for every handle"
+    )]
     pub fn update(&self, config: TimeoutConfig) -> Result<(), ConfigError> {
         palisade_core::config::ensure_same_name("timeout", self.name(), config.name())?;
         self.set_timeout(config.timeout())

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use palisade_core::{BoxError, Deadline, Elapsed, RequestDeadline};
-use palisade_timeout::{PropagateDeadlineLayer, TimeoutConfig, TimeoutLayer};
+use palisade_timeout::{PropagateDeadlineLayer, TimeoutLayer};
 use tokio::time::Instant;
 use tower::buffer::BufferLayer;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
@@ -34,7 +34,7 @@ fn seen_in_call()
     })
 }
 
-fn overall() -> palisade_timeout::TimeoutLayer {
+fn overall() -> TimeoutLayer {
     TimeoutLayer::builder()
         .name("overall")
         .timeout(Duration::from_secs(1))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use palisade_core::{BoxError, Deadline, RequestDeadline};
-use palisade_timeout::{PropagateDeadlineLayer, TimeoutConfig, TimeoutLayer};
+use palisade_timeout::{PropagateDeadlineLayer, TimeoutLayer};
 use tower::{Layer, Service, service_fn};
 
 #[global_allocator]

@@ -165,7 +165,7 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
         .retry_after(hint)
         .seed(SEED)
         .build()?;
-    let breaker = CircuitBreakerConfig::builder()
+    let breaker = CircuitBreakerLayer::builder()
         .name("api")
         .count_window(p.window)
         .minimum_calls(p.minimum_calls)

@@ -82,7 +82,11 @@ where
         }
     }
 
-    pub(crate) fn manual(shared: Arc<Shared<F>>, marker: (C, M), saved: SavedOf<S, F, Req>) -> Self {
+    pub(crate) fn manual(
+        shared: Arc<Shared<F>>,
+        marker: (C, M),
+        saved: SavedOf<S, F, Req>,
+    ) -> Self {
         let fut = shared.source.answer(saved, None);
         Self {
             shared,
@@ -130,7 +134,8 @@ where
                     let trigger = *trigger;
                     return match ready!(fut.poll(cx)) {
                         Ok(mut res) => {
-                            this.marker.1
+                            this.marker
+                                .1
                                 .mark(&mut res, Degraded::fallback(shared.name.clone(), trigger));
                             shared.served.increment(trigger);
                             shared

@@ -82,12 +82,7 @@ impl<S, F, C> Fallback<S, F, C> {
 }
 
 impl<S, F, C, M> Fallback<S, F, C, M> {
-    pub(crate) fn from_shared(
-        inner: S,
-        shared: Arc<Shared<F>>,
-        classifier: C,
-        marker: M,
-    ) -> Self {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<F>>, classifier: C, marker: M) -> Self {
         Self {
             inner,
             shared,

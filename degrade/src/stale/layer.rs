@@ -57,7 +57,6 @@ impl<KF, K: Hash + Eq + Clone, V, C, M> StaleCacheLayer<KF, K, V, C, M> {
 }
 
 impl<KF, K: Hash + Eq + Clone, V, C> StaleCacheLayer<KF, K, V, C> {
-
     /// Stale-while-revalidate: answer keys with a fresh-enough entry from the cache at
     /// once, refreshing each in the background (one call per key at a time); see
     /// [`WhileRevalidating`]. The answers are marked stale with
@@ -105,7 +104,10 @@ impl<S, KF, K, V, C: Clone, M> Layer<S> for StaleCacheLayer<KF, K, V, C, M> {
     fn layer(&self, inner: S) -> Self::Service {
         StaleCache::from_shared(
             inner,
-            Arc::new(Shared::new(Arc::clone(&self.shared), self.classifier.clone())),
+            Arc::new(Shared::new(
+                Arc::clone(&self.shared),
+                self.classifier.clone(),
+            )),
         )
     }
 }

@@ -141,7 +141,6 @@ where
         };
         Some(self.serve(&value, age, trigger))
     }
-
 }
 
 impl<KF, K, V, C> Shared<KF, K, V, C>

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use palisade::circuit_breaker::CircuitBreakerConfig;
+use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::http::{self as ph, key::ClientIp};
 use palisade::prelude::*;
 use palisade::rate_limit::RateLimitConfig;
@@ -72,7 +72,7 @@ async fn client(addr: SocketAddr) -> Result<(), BoxError> {
         .clone_request(ph::clone_request)
         .on_event(|event| tracing::info!(?event, "retry"))
         .build()?;
-    let breaker = CircuitBreakerConfig::builder()
+    let breaker = CircuitBreakerLayer::builder()
         .name("backend")
         .consecutive_failures(4);
     let client = ServiceBuilder::new()

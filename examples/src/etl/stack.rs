@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use palisade::chaos::{ChaosConfig, ChaosHandle, ChaosLayer, Fault, Window};
 use palisade::circuit_breaker::{
-    CircuitBreakerConfig, CircuitBreakerEvent, CircuitBreakerHandle, CircuitBreakerLayer, State,
+    CircuitBreakerEvent, CircuitBreakerHandle, CircuitBreakerLayer, State,
 };
 use palisade::degrade::fallback::{FallbackLayer, Secondary};
 use palisade::degrade::{FallbackConfig, Marked};
 use palisade::rate_limit::RateLimitConfig;
-use palisade::retry::{Backoff, RejectionAware, RetryAfter, RetryConfig, RetryEvent, RetryLayer};
-use palisade::timeout::{TimeoutConfig, TimeoutLayer};
+use palisade::retry::{Backoff, RejectionAware, RetryAfter, RetryEvent, RetryLayer};
+use palisade::timeout::TimeoutLayer;
 use palisade::{AsRejection, BoxError, Classify, Outcome, Rejection, Stack};
 use tower::util::{BoxCloneSyncService, BoxService};
 use tower::{Layer, service_fn};
@@ -149,18 +149,16 @@ pub fn extract_stack(
         .build()
         .map_err(setting("resilience (source retry)"))?;
     let breaker_stats = Arc::clone(stats);
-    let breaker = CircuitBreakerLayer::new(
-        CircuitBreakerLayer::builder()
-            .name("source")
-            .consecutive_failures(config.breaker_failures)
-            .open_duration(config.breaker_open)
-            .on_event(move |e: &CircuitBreakerEvent| on_breaker(&breaker_stats, e, true))
-            .build()
-            .map_err(setting(
-                "resilience.breaker_failures / resilience.breaker_open",
-            ))?,
-    )
-    .classifier(classify_source_health);
+    let breaker = CircuitBreakerLayer::builder()
+        .name("source")
+        .consecutive_failures(config.breaker_failures)
+        .open_duration(config.breaker_open)
+        .on_event(move |e: &CircuitBreakerEvent| on_breaker(&breaker_stats, e, true))
+        .build()
+        .map_err(setting(
+            "resilience.breaker_failures / resilience.breaker_open",
+        ))?
+        .classifier(classify_source_health);
     let handle = breaker.handle();
     // Wait for a permit (pacing) rather than fail: the limit protects the source, and a
     // batch job has time. A wait longer than the cap fails fast and is retried later.
@@ -302,15 +300,13 @@ pub fn load_stack(
         .build()
         .map_err(setting("resilience (sink retry)"))?;
     let breaker_stats = Arc::clone(stats);
-    let breaker = CircuitBreakerLayer::new(
-        CircuitBreakerLayer::builder()
-            .name("sink")
-            .consecutive_failures(3)
-            .open_duration(config.breaker_open)
-            .on_event(move |e: &CircuitBreakerEvent| on_breaker(&breaker_stats, e, false))
-            .build()
-            .map_err(setting("resilience.breaker_open"))?,
-    );
+    let breaker = CircuitBreakerLayer::builder()
+        .name("sink")
+        .consecutive_failures(3)
+        .open_duration(config.breaker_open)
+        .on_event(move |e: &CircuitBreakerEvent| on_breaker(&breaker_stats, e, false))
+        .build()
+        .map_err(setting("resilience.breaker_open"))?;
     let breaker_handle = breaker.handle();
     let guarded = Stack::new()
         .retry(retry)

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use palisade::chaos::{ChaosConfig, ChaosLayer};
-use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
+use palisade::circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use palisade::core::ConfigError;
 use palisade::core::config::ensure;
 use palisade::rate_limit::RateLimitConfig;

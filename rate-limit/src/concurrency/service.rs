@@ -189,6 +189,10 @@ impl ConcurrencyLimitHandle {
     /// [`set_max_in_flight`](Self::set_max_in_flight)), the wait and the queue bound. The
     /// name is fixed when the layer is built; an invalid config or another name changes
     /// nothing.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "one signature for every handle"
+    )]
     pub fn update(&self, config: ConcurrencyLimitConfig) -> Result<(), ConfigError> {
         self.shared.update(&config)
     }
