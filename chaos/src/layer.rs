@@ -41,6 +41,14 @@ impl<Req, Res, E> ChaosLayer<Req, Res, E> {
         }
     }
 
+    /// Call `listener` with every event of this layer (services and handles made before this
+    /// call see the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&crate::ChaosEvent) + Send + Sync + 'static) -> Self {
+        self.control.emitter.add_listener(listener);
+        self
+    }
+
     /// A handle to switch injection on and off, change rates and read counters.
     pub fn handle(&self) -> ChaosHandle {
         ChaosHandle::new(Arc::clone(&self.control))

@@ -1,14 +1,14 @@
 //! The retry layer.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use palisade_core::{ConfigError, Emitter, Listeners, Name, RejectionAware};
 use tower_layer::Layer;
 
 use crate::budget::RetryBudget;
-use crate::config::{Hooks, RetryConfig, RetryLayerBuilder, Settings};
+use crate::config::{Hooks, RetryConfig, RetryLayerBuilder};
 use crate::event::RetryEvent;
 use crate::policy::Cloned;
 use crate::service::{Metrics, Retry, Shared};
@@ -39,11 +39,22 @@ pub struct RetryLayer<C = RejectionAware, A = RejectionAware, K = Cloned> {
 
 /// What every service of one layer shares, whatever its hooks.
 pub(crate) struct Core {
-    pub(crate) config: RetryConfig,
-    pub(crate) budget: Option<RetryBudget>,
+    /// The config and budget in effect; services copy them (no lock on the hot path) and
+    /// copy again when `version` moves.
+    current: RwLock<Current>,
+    pub(crate) version: AtomicU64,
+    /// `true` when the budget was handed in ([`RetryLayer::share_budget`]): an update of
+    /// the config's budget does not replace it.
+    shared_budget: bool,
     pub(crate) emitter: Emitter<RetryEvent>,
     pub(crate) metrics: Metrics,
     pub(crate) seeds: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Current {
+    pub(crate) config: RetryConfig,
+    pub(crate) budget: Option<RetryBudget>,
 }
 
 impl Core {
@@ -52,6 +63,7 @@ impl Core {
         budget: Option<RetryBudget>,
         listeners: Listeners<RetryEvent>,
     ) -> Self {
+        let shared_budget = budget.is_some();
         let budget = budget.or_else(|| {
             config
                 .budget()
@@ -61,10 +73,42 @@ impl Core {
         Self {
             metrics: Metrics::register(config.name()),
             emitter: Emitter::new(config.name().clone(), listeners),
-            config,
-            budget,
+            current: RwLock::new(Current { config, budget }),
+            version: AtomicU64::new(0),
+            shared_budget,
             seeds: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The config and budget in effect, and the version they belong to.
+    pub(crate) fn current(&self) -> (Current, u64) {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        (current.clone(), self.version.load(Ordering::Acquire))
+    }
+
+    fn config(&self) -> RetryConfig {
+        self.current().0.config
+    }
+
+    fn budget(&self) -> Option<RetryBudget> {
+        self.current().0.budget
+    }
+
+    fn update(&self, config: RetryConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        palisade_core::config::ensure_same_name("retry", current.config.name(), config.name())?;
+        if !self.shared_budget && config.budget() != current.config.budget() {
+            // A new kind or size of budget starts afresh: its balance is not comparable.
+            current.budget = config
+                .budget()
+                .build()
+                .expect("a validated config's budget is valid");
+        }
+        current.config = config;
+        // Bumped under the lock: a service that reads the new version reads this config.
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 }
 
@@ -92,16 +136,16 @@ impl<C, A, K> RetryLayer<C, A, K> {
         }
     }
 
-    /// The config the layer was built from.
-    pub fn config(&self) -> &RetryConfig {
-        &self.core.config
+    /// The config in effect.
+    pub fn config(&self) -> RetryConfig {
+        self.core.config()
     }
 
     /// The retry budget shared by every service of this layer: hand it to another layer
     /// ([`share_budget`](Self::share_budget)) to share it, or read
     /// [`available`](RetryBudget::available).
-    pub fn budget(&self) -> Option<&RetryBudget> {
-        self.core.budget.as_ref()
+    pub fn budget(&self) -> Option<RetryBudget> {
+        self.core.budget()
     }
 
     /// Judge each attempt's result with `classifier` (a `palisade_core::Classify`, e.g. a
@@ -143,8 +187,12 @@ impl<C, A, K> RetryLayer<C, A, K> {
     /// config's own. Call it before taking a [`handle`](Self::handle) or making services.
     pub fn share_budget(self, budget: RetryBudget) -> Self {
         let core = Core {
-            config: self.core.config.clone(),
-            budget: Some(budget),
+            current: RwLock::new(Current {
+                config: self.core.config(),
+                budget: Some(budget),
+            }),
+            version: AtomicU64::new(0),
+            shared_budget: true,
             emitter: self.core.emitter.clone(),
             metrics: self.core.metrics.clone(),
             seeds: Arc::clone(&self.core.seeds),
@@ -185,7 +233,7 @@ impl<C: Clone, A: Clone, K: Clone> Clone for RetryLayer<C, A, K> {
 impl<C, A, K> fmt::Debug for RetryLayer<C, A, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
-            .field("config", &self.core.config)
+            .field("config", &self.core.config())
             .finish_non_exhaustive()
     }
 }
@@ -194,30 +242,21 @@ impl<S, C: Clone, A: Clone, K: Clone> Layer<S> for RetryLayer<C, A, K> {
     type Service = Retry<S, C, A, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let core = &self.core;
-        let hooks = Hooks {
-            classify: self.classify.clone(),
-            retry_after: self.retry_after.clone(),
-            clone_request: self.clone_request.clone(),
-            budget: core.budget.clone(),
-            listeners: Listeners::new(),
-        };
-        let settings = Settings::new(core.config.clone(), hooks);
-        let shared = Shared::from_parts(
-            settings,
-            core.emitter.clone(),
-            core.metrics.clone(),
-            Arc::clone(&core.seeds),
+        let shared = Shared::build(
+            &self.core,
+            self.classify.clone(),
+            self.retry_after.clone(),
+            self.clone_request.clone(),
         );
         Retry::from_shared(inner, Arc::new(shared))
     }
 }
 
-/// Reads a retry layer's config and budget at run time; cloneable, shared with the layer.
+/// Reads and changes a retry layer's config at run time; cloneable, shared with the layer.
 ///
-/// A retry layer's settings are fixed once its services are made (each service carries
-/// them on its hot path without a lock): to change them, build a new layer (a policy
-/// registry swaps whole stacks). The budget's balance moves and is read here.
+/// Each service carries a copy of the settings (no lock on the hot path) and takes the new
+/// ones at its next call after an [`update`](Self::update); requests already retrying
+/// finish with the settings they started with.
 #[derive(Clone)]
 pub struct RetryHandle {
     core: Arc<Core>,
@@ -226,40 +265,33 @@ pub struct RetryHandle {
 impl RetryHandle {
     /// The layer's name.
     pub fn name(&self) -> &Name {
-        self.core.config.name()
+        self.core.emitter.name()
     }
 
     /// The config the layer runs.
     pub fn config(&self) -> RetryConfig {
-        self.core.config.clone()
+        self.core.config()
     }
 
     /// The budget, if any (shared with the layer and every layer given the same budget).
-    pub fn budget(&self) -> Option<&RetryBudget> {
-        self.core.budget.as_ref()
+    pub fn budget(&self) -> Option<RetryBudget> {
+        self.core.budget()
     }
 
     /// A snapshot: the config and the retries the budget allows now (`None`: no budget).
     pub fn snapshot(&self) -> RetrySnapshot {
         RetrySnapshot {
             config: self.config(),
-            budget_available: self.core.budget.as_ref().map(RetryBudget::available),
+            budget_available: self.core.budget().as_ref().map(RetryBudget::available),
         }
     }
 
-    /// Refuse a run-time change with a clear error: see the type's docs.
-    #[allow(
-        clippy::needless_pass_by_value,
-        reason = "one signature for every handle"
-    )]
+    /// Apply `config` from the next call of each service on: attempts, backoff, time
+    /// limits, seed and (unless the layer shares a budget handed to it) the budget, which
+    /// starts afresh when its parameters change. The name is fixed when the layer is built;
+    /// an invalid config or another name changes nothing.
     pub fn update(&self, config: RetryConfig) -> Result<(), ConfigError> {
-        palisade_core::config::ensure_same_name("retry", self.name(), config.name())?;
-        Err(ConfigError::new(
-            "retry",
-            "config",
-            "a new config",
-            "the config the layer was built with (build a new retry layer to change it)",
-        ))
+        self.core.update(config)
     }
 }
 

@@ -11,9 +11,10 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::budget::RetryBudget;
-use crate::config::{RetryConfig, Settings};
+use crate::config::{Hooks, RetryConfig, Settings};
 use crate::event::RetryEvent;
 use crate::future::ResponseFuture;
+use crate::layer::Core;
 use palisade_core::RejectionAware;
 
 use crate::policy::{CloneRequest, Cloned, RetryAfter};
@@ -33,6 +34,9 @@ pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
 /// State shared by every clone of one service.
 pub(crate) struct Shared<C, A, K> {
     pub(crate) config: Settings<C, A, K>,
+    /// The layer's core, and the version of its config these settings copy.
+    core: Arc<Core>,
+    version: u64,
     pub(crate) emitter: Emitter<RetryEvent>,
     pub(crate) metrics: Metrics,
     /// How many retried requests drew a jitter seed: the index into the seed sequence
@@ -64,18 +68,29 @@ impl Metrics {
 }
 
 impl<C, A, K> Shared<C, A, K> {
-    pub(crate) fn from_parts(
-        config: Settings<C, A, K>,
-        emitter: Emitter<RetryEvent>,
-        metrics: Metrics,
-        seeds: Arc<AtomicU64>,
-    ) -> Self {
+    pub(crate) fn build(core: &Arc<Core>, classify: C, retry_after: A, clone_request: K) -> Self {
+        let (current, version) = core.current();
+        let hooks = Hooks {
+            classify,
+            retry_after,
+            clone_request,
+            budget: current.budget,
+            listeners: palisade_core::Listeners::new(),
+        };
         Self {
-            config,
-            emitter,
-            metrics,
-            seeds,
+            config: Settings::new(current.config, hooks),
+            core: Arc::clone(core),
+            version,
+            emitter: core.emitter.clone(),
+            metrics: core.metrics.clone(),
+            seeds: Arc::clone(&core.seeds),
         }
+    }
+
+    /// `true` when the layer's config changed since these settings were copied.
+    #[inline]
+    fn is_stale(&self) -> bool {
+        self.version != self.core.version.load(Ordering::Acquire)
     }
 
     /// A fresh jitter RNG for one request: random, or the next in the seeded sequence.
@@ -149,9 +164,9 @@ impl<S: fmt::Debug, C, A, K> fmt::Debug for Retry<S, C, A, K> {
 impl<S, Req, C, A, K> Service<Req> for Retry<S, C, A, K>
 where
     S: Service<Req> + Clone,
-    C: Classify<S::Response, S::Error>,
-    A: RetryAfter<S::Response, S::Error>,
-    K: CloneRequest<Req>,
+    C: Classify<S::Response, S::Error> + Clone,
+    A: RetryAfter<S::Response, S::Error> + Clone,
+    K: CloneRequest<Req> + Clone,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -163,6 +178,15 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        if self.shared.is_stale() {
+            let c = &self.shared.config;
+            self.shared = Arc::new(Shared::build(
+                &self.shared.core,
+                c.classify.clone(),
+                c.retry_after.clone(),
+                c.clone_request.clone(),
+            ));
+        }
         let shared = &self.shared;
         let config = &shared.config;
         // The copy for a second attempt is made before the first consumes the request.

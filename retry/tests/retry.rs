@@ -741,3 +741,57 @@ fn configs_round_trip_exactly_and_deserializing_validates() {
     .unwrap_err();
     assert!(err.to_string().contains("budget.max_tokens"), "{err}");
 }
+
+/// The handle changes a running layer: services made before the update take the new
+/// settings at their next call; a wrong name or an invalid value changes nothing.
+#[tokio::test(start_paused = true)]
+async fn the_handle_updates_a_running_layer() {
+    let backend = always_failing();
+    let layer = RetryLayer::builder()
+        .name("db")
+        .max_attempts(2)
+        .backoff(exact(10))
+        .no_budget()
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(backend.clone());
+    assert!(
+        ServiceExt::<()>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(())
+            .await
+            .is_err()
+    );
+    assert_eq!(backend.count(), 2);
+
+    let more = handle
+        .config()
+        .to_builder()
+        .max_attempts(4)
+        .build()
+        .unwrap();
+    handle.update(more).unwrap();
+    assert_eq!(handle.config().max_attempts(), 4);
+    assert!(
+        ServiceExt::<()>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(())
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        backend.count(),
+        2 + 4,
+        "the service made before the update took it"
+    );
+
+    let renamed = RetryConfig::builder().name("other").build().unwrap();
+    assert_eq!(handle.update(renamed).unwrap_err().field(), "name");
+    assert_eq!(handle.config().max_attempts(), 4);
+    let snapshot = handle.snapshot();
+    assert_eq!(snapshot.config.max_attempts(), 4);
+    assert_eq!(snapshot.budget_available, None);
+}
