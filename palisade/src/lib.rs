@@ -79,8 +79,10 @@ pub use palisade_chaos as chaos;
 #[cfg(feature = "http")]
 pub use palisade_http as http;
 
+mod ext;
 mod stack;
-pub use stack::Stack;
+pub use ext::ServiceBuilderExt;
+pub use stack::{Stack, StackLayer};
 
 // The README's examples are tested with the crate's doc tests.
 #[cfg(doctest)]
@@ -115,7 +117,7 @@ pub mod prelude {
         Overloaded, Priority, RateLimited, RetriesExhausted,
     };
 
-    pub use crate::Stack;
+    pub use crate::{ServiceBuilderExt, Stack};
 
     #[cfg(feature = "timeout")]
     pub use palisade_timeout::{TimeoutConfig, TimeoutLayer};

@@ -51,6 +51,34 @@ pub struct Stack<F = Identity, T = Identity, R = Identity, C = Identity, L = Ide
     attempt_timeout: A,
 }
 
+/// What a [`Stack`] slot takes: a layer. Every tower layer qualifies; a config does not,
+/// and handing one in fails at the call site with a message that says how to make the
+/// layer:
+///
+/// ```compile_fail
+/// # #[cfg(feature = "timeout")] {
+/// use palisade::Stack;
+/// use palisade::timeout::TimeoutConfig;
+///
+/// let config = TimeoutConfig::builder().build().unwrap();
+/// let stack = Stack::new().timeout(config); // error: `TimeoutConfig` is not a layer
+/// # }
+/// # #[cfg(not(feature = "timeout"))] compile_error!("needs the timeout feature");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a layer: a `Stack` slot takes a layer, not a config",
+    label = "not a layer",
+    note = "make the layer first: `XLayer::new(config)`, or `XLayer::builder()…build()?`"
+)]
+pub trait StackLayer {}
+
+/// The service a [`StackLayer`] is checked against: a layer must wrap any service.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct AnyService;
+
+impl<L: Layer<AnyService>> StackLayer for L {}
+
 impl Stack {
     /// An empty stack: every slot is `Identity`.
     pub fn new() -> Self {
@@ -73,7 +101,7 @@ impl Default for Stack {
 
 impl<F, T, R, C, L, A> Stack<F, T, R, C, L, A> {
     /// The outermost slot: a fallback, stale cache or load shedder (palisade-degrade).
-    pub fn fallback<N>(self, layer: N) -> Stack<N, T, R, C, L, A> {
+    pub fn fallback<N: StackLayer>(self, layer: N) -> Stack<N, T, R, C, L, A> {
         Stack {
             fallback: layer,
             timeout: self.timeout,
@@ -85,7 +113,7 @@ impl<F, T, R, C, L, A> Stack<F, T, R, C, L, A> {
     }
 
     /// The overall timeout: the caller's deadline over all attempts.
-    pub fn timeout<N>(self, layer: N) -> Stack<F, N, R, C, L, A> {
+    pub fn timeout<N: StackLayer>(self, layer: N) -> Stack<F, N, R, C, L, A> {
         Stack {
             fallback: self.fallback,
             timeout: layer,
@@ -97,7 +125,7 @@ impl<F, T, R, C, L, A> Stack<F, T, R, C, L, A> {
     }
 
     /// The retry layer (palisade-retry), with its budget; or a hedge layer.
-    pub fn retry<N>(self, layer: N) -> Stack<F, T, N, C, L, A> {
+    pub fn retry<N: StackLayer>(self, layer: N) -> Stack<F, T, N, C, L, A> {
         Stack {
             fallback: self.fallback,
             timeout: self.timeout,
@@ -109,7 +137,7 @@ impl<F, T, R, C, L, A> Stack<F, T, R, C, L, A> {
     }
 
     /// The circuit breaker (palisade-circuit-breaker), plain or keyed.
-    pub fn circuit_breaker<N>(self, layer: N) -> Stack<F, T, R, N, L, A> {
+    pub fn circuit_breaker<N: StackLayer>(self, layer: N) -> Stack<F, T, R, N, L, A> {
         Stack {
             fallback: self.fallback,
             timeout: self.timeout,
@@ -122,7 +150,7 @@ impl<F, T, R, C, L, A> Stack<F, T, R, C, L, A> {
 
     /// A rate limit, concurrency limit or adaptive limit (palisade-rate-limit). To use more
     /// than one, pass a `tower::layer::util::Stack` of them.
-    pub fn limit<N>(self, layer: N) -> Stack<F, T, R, C, N, A> {
+    pub fn limit<N: StackLayer>(self, layer: N) -> Stack<F, T, R, C, N, A> {
         Stack {
             fallback: self.fallback,
             timeout: self.timeout,
@@ -134,7 +162,7 @@ impl<F, T, R, C, L, A> Stack<F, T, R, C, L, A> {
     }
 
     /// The per-attempt timeout, innermost.
-    pub fn attempt_timeout<N>(self, layer: N) -> Stack<F, T, R, C, L, N> {
+    pub fn attempt_timeout<N: StackLayer>(self, layer: N) -> Stack<F, T, R, C, L, N> {
         Stack {
             fallback: self.fallback,
             timeout: self.timeout,
