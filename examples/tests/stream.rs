@@ -20,6 +20,7 @@ fn settings(dir: &Path, fail_rate: f64) -> Settings {
         batch: 25,
         rate: 200,
         replay: false,
+        ..Settings::default()
     }
 }
 
