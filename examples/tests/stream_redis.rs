@@ -332,7 +332,20 @@ async fn poison_entries_go_to_the_dead_letter_stream_and_come_back_after_a_fix()
     let mut garbage = ::redis::cmd("XADD");
     garbage.arg(&spec.stream).arg("*").arg("junk").arg("1");
     client.query::<String>(garbage).await.unwrap();
-    add(&client, &spec, &events[100..]).await;
+    add(&client, &spec, &events[100..120]).await;
+    // Event 120's amount does not parse: its key and seq do, so its key passes over it.
+    let unreadable = events[120].clone();
+    let mut bad = ::redis::cmd("XADD");
+    bad.arg(&spec.stream)
+        .arg("*")
+        .arg("key")
+        .arg(&unreadable.key)
+        .arg("amount")
+        .arg("12x")
+        .arg("seq")
+        .arg(unreadable.seq.unwrap());
+    client.query::<String>(bad).await.unwrap();
+    add(&client, &spec, &events[121..]).await;
 
     let tasks: Vec<_> = ["p1", "p2"]
         .iter()
@@ -340,14 +353,11 @@ async fn poison_entries_go_to_the_dead_letter_stream_and_come_back_after_a_fix()
         .collect();
     settled(&client, &spec, Duration::from_secs(60)).await;
     let reports = stop_all(tasks).await;
-    assert_eq!(
-        reports.iter().map(|r| r.dead_lettered).sum::<u64>(),
-        2,
-        "{reports:?}"
-    );
+    let dead: u64 = reports.iter().map(|r| r.dead_lettered).sum();
+    assert_eq!(dead, 3, "{reports:?}");
 
     let letters = redis::dead_letters(&client, &spec, 100).await.unwrap();
-    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters.len(), 3, "{letters:?}");
     let poisoned = letters
         .iter()
         .find(|l| l.error.contains("--max-amount"))
@@ -359,33 +369,45 @@ async fn poison_entries_go_to_the_dead_letter_stream_and_come_back_after_a_fix()
         .find(|l| l.error.contains("has no key"))
         .expect("the junk entry is a dead letter");
     assert_eq!(junk.deliveries, 3);
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.error.contains("amount is not an integer")),
+        "{letters:?}"
+    );
 
-    // The rest went through, in order: the poison's key passed over it.
-    let rest: Vec<Event> = events.iter().filter(|e| **e != poison).cloned().collect();
+    // The rest went through, in order: the keys passed over their dead letters.
+    let rest: Vec<Event> = events
+        .iter()
+        .filter(|e| **e != poison && **e != unreadable)
+        .cloned()
+        .collect();
     assert_eq!(state(&accounts(dir.path())), fold(&rest));
     let parked = &accounts(dir.path())[&poison.key].parked;
     assert!(parked.contains(&poison.seq.unwrap()), "{parked:?}");
 
     // The fix: a higher limit. Re-drive, and a consumer applies the event after all.
     let moved = redis::redrive_dead_letters(&client, &spec).await.unwrap();
-    assert_eq!(moved, 2);
+    assert_eq!(moved, 3);
     let mut fixed = settings(dir.path(), &source, "p3");
     fixed.max_amount = 10_000_000;
     let task = spawn(&fixed);
     settled(&client, &spec, Duration::from_secs(60)).await;
     let report = stop_all(vec![task]).await.remove(0);
     assert_eq!(report.applied, 1, "{report:?}");
-    assert_eq!(
-        report.dead_lettered, 1,
-        "the junk is still junk: {report:?}"
-    );
+    assert_eq!(report.dead_lettered, 2, "junk is still junk: {report:?}");
     let after = redis::dead_letters(&client, &spec, 100).await.unwrap();
-    assert_eq!(after.len(), 1);
-    assert!(after[0].error.contains("has no key"));
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.iter().all(|l| !l.error.contains("--max-amount")));
     // Every event applied once; the re-driven one after its key's later events.
+    let fixed: Vec<Event> = events
+        .iter()
+        .filter(|e| **e != unreadable)
+        .cloned()
+        .collect();
     assert_eq!(
         without_digest(&state(&accounts(dir.path()))),
-        without_digest(&fold(&events))
+        without_digest(&fold(&fixed))
     );
     assert!(accounts(dir.path())[&poison.key].parked.is_empty());
 }

@@ -350,6 +350,8 @@ struct Delivery {
     event: Result<Event, String>,
     deliveries: u64,
     fields: Vec<(String, String)>,
+    /// Its key and sequence number, when they can be read (even if the rest cannot).
+    key_seq: Option<(String, u64)>,
 }
 
 /// Stops a running [`RedisConsumer`] between two steps (clones share the flag).
@@ -600,11 +602,10 @@ impl RedisConsumer {
             );
             return Ok(());
         }
-        // Its key's later events must not wait for it: pass over it in the store first.
-        if let Ok(event) = &delivery.event
-            && let Some(seq) = event.seq
-        {
-            let (store, key) = (self.store.clone(), event.key.clone());
+        // Its key's later events must not wait for it: pass over it in the store first
+        // (also when only its key and seq could be read).
+        if let Some((key, seq)) = delivery.key_seq.clone() {
+            let store = self.store.clone();
             match super::blocking(move || store.park(&key, seq)).await? {
                 Parked::Parked => {}
                 Parked::AlreadyApplied => {
@@ -708,7 +709,8 @@ impl RedisConsumer {
             .arg(&self.options.group)
             .arg(first)
             .arg(last)
-            .arg(reply.claimed.len())
+            // Entries of ours between them (waiting ones) are listed too.
+            .arg(reply.claimed.len() + state.waiting.len() + self.options.batch)
             .arg(&self.options.consumer);
         let pending: StreamPendingCountReply = self.client.query(cmd).await?;
         let counts: HashMap<&str, u64> = pending
@@ -802,11 +804,15 @@ fn delivery(entry: &StreamId, deliveries: u64) -> Delivery {
         })
         .collect();
     fields.sort();
+    let key_seq = field(entry, "key")
+        .filter(|k| !k.is_empty())
+        .zip(field(entry, "seq").and_then(|s| s.parse::<u64>().ok()));
     Delivery {
         id: entry.id.clone(),
         event: parse_event(entry),
         deliveries,
         fields,
+        key_seq,
     }
 }
 
