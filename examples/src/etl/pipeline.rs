@@ -543,3 +543,113 @@ impl Loader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+
+    use super::*;
+
+    fn page(number: u64) -> Page {
+        Page {
+            page: number,
+            next: None,
+            total_rows: 0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// An extractor over a source that answers `script[i]` to its i-th call (then pages).
+    fn extractor(
+        script: Vec<Option<SourceError>>,
+        run_time: Duration,
+    ) -> (Extractor, Arc<Stats>, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&calls);
+        let script = Arc::new(script);
+        let source = tower::service_fn(move |number: u64| {
+            let n = counter.fetch_add(1, Relaxed) as usize;
+            let script = Arc::clone(&script);
+            async move {
+                match script.get(n).cloned().flatten() {
+                    Some(err) => Err::<Page, BoxError>(err.into()),
+                    None => Ok(page(number)),
+                }
+            }
+        });
+        let breaker = CircuitBreakerLayer::new(
+            CircuitBreakerConfig::builder()
+                .name("test-source")
+                .consecutive_failures(1_000)
+                .build()
+                .unwrap(),
+        );
+        let handle = breaker.handle();
+        let stats = Arc::new(Stats::default());
+        let service = BoxCloneSyncService::new(breaker.layer(source));
+        let deadline = Instant::now() + run_time;
+        let extractor = Extractor::new(
+            service,
+            handle,
+            Arc::clone(&stats),
+            deadline,
+            &ProgressBar::hidden(),
+            1,
+        )
+        .unwrap();
+        (extractor, stats, calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_page_is_fetched_again_until_it_comes() {
+        let down = Some(SourceError::Status(503));
+        let (mut x, stats, calls) = extractor(
+            vec![down.clone(), down.clone(), down],
+            Duration::from_secs(50),
+        );
+        let got = x
+            .fetch(7)
+            .await
+            .unwrap()
+            .expect("a page before the deadline");
+        assert_eq!(got.page, 7);
+        assert_eq!(calls.load(Relaxed), 4);
+        assert_eq!(stats.page_rounds.load(Relaxed), 3);
+        assert_eq!(stats.pages.load(Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_page_no_attempt_can_fix_is_an_error_at_once() {
+        let (mut x, stats, calls) = extractor(
+            vec![Some(SourceError::Status(404))],
+            Duration::from_secs(50),
+        );
+        let err = x.fetch(3).await.unwrap_err();
+        assert!(err.to_string().contains("page 3"), "{err}");
+        assert_eq!(calls.load(Relaxed), 1);
+        assert_eq!(stats.page_rounds.load(Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_down_past_the_run_deadline_ends_the_page_at_the_deadline() {
+        let start = Instant::now();
+        let down = vec![Some(SourceError::Transport("refused".into())); 10_000];
+        let (mut x, stats, calls) = extractor(down, Duration::from_secs(5));
+        assert!(x.fetch(0).await.unwrap().is_none());
+        let waited = start.elapsed();
+        assert!(
+            waited <= Duration::from_secs(5),
+            "past the deadline: {waited:?}"
+        );
+        assert!(
+            waited >= Duration::from_secs(4),
+            "gave up early: {waited:?}"
+        );
+        // About one round per 100 ms pause, bounded by time rather than a count.
+        let n = calls.load(Relaxed);
+        assert!((30..=51).contains(&n), "{n} calls");
+        assert_eq!(stats.page_rounds.load(Relaxed), u64::from(n) - 1);
+    }
+}

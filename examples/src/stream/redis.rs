@@ -1016,15 +1016,6 @@ mod tests {
 
     #[test]
     fn only_error_replies_that_retrying_cannot_fix_are_permanent() {
-        let reply = |code: &str| -> BoxError {
-            RedisError::from((
-                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
-                "x",
-                code.to_owned(),
-            ))
-            .into()
-        };
-        let _ = reply;
         let io: BoxError =
             RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)).into();
         assert!(!is_permanent(&io));

@@ -385,4 +385,119 @@ mod tests {
         assert!(err.is::<StateError>(), "{err}");
         assert!(err.to_string().contains("consumer.offset"), "{err}");
     }
+
+    fn in_order_fold(events: &[Event]) -> BTreeMap<String, (i64, u64, u64)> {
+        let mut out = BTreeMap::new();
+        for e in events {
+            let v = out.entry(e.key.clone()).or_insert((0, 0, 0));
+            v.0 += e.amount;
+            v.1 += 1;
+            v.2 = digest(v.2, e.amount);
+        }
+        out
+    }
+
+    #[test]
+    fn a_key_waits_for_its_earlier_events_and_passes_over_parked_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("accounts.json"));
+        let ev = |seq: u64, amount: i64| Event {
+            offset: seq,
+            key: "a".into(),
+            amount,
+            seq: Some(seq),
+        };
+        assert_eq!(
+            store.apply_in_order(&[ev(1, 10)]).unwrap(),
+            [Applied::Gap { waiting_for: 0 }]
+        );
+        assert_eq!(
+            store.park("a", 2).unwrap(),
+            Parked::NotYet { waiting_for: 0 }
+        );
+        assert_eq!(
+            store
+                .apply_in_order(&[ev(1, 10), ev(0, 5), ev(0, 5)])
+                .unwrap(),
+            [Applied::Applied, Applied::Applied, Applied::Duplicate]
+        );
+        assert_eq!(store.park("a", 1).unwrap(), Parked::AlreadyApplied);
+        assert_eq!(store.park("a", 2).unwrap(), Parked::Parked);
+        assert_eq!(store.park("a", 2).unwrap(), Parked::Parked, "idempotent");
+        // Event 3 no longer waits for the parked 2; 2 is applied when it comes back, once.
+        assert_eq!(
+            store.apply_in_order(&[ev(3, 1)]).unwrap(),
+            [Applied::Applied]
+        );
+        assert_eq!(
+            store.apply_in_order(&[ev(2, 100), ev(2, 100)]).unwrap(),
+            [Applied::Applied, Applied::Duplicate]
+        );
+        let a = &store.load().unwrap()["a"];
+        assert_eq!((a.balance, a.events, a.next_seq), (116, 4, 4));
+        assert!(a.parked.is_empty());
+        let missing = Event {
+            seq: None,
+            ..ev(4, 1)
+        };
+        assert!(store.apply_in_order(&[missing]).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Deliveries in any order, with any re-deliveries, in any batches: once every
+        /// event came at least once and the gaps were retried, each key holds exactly its
+        /// events' sum and count, applied in its order (the digest), and nothing twice.
+        #[test]
+        fn any_delivery_order_applies_each_event_once_in_key_order(
+            n in 1u64..60,
+            keys in 1u64..5,
+            seed in proptest::prelude::any::<u64>(),
+            order in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..120),
+            cuts in proptest::collection::vec(1usize..8, 1..40),
+        ) {
+            let events: Vec<Event> = crate::stream::log::generate(n, keys, seed).collect();
+            // Every event once, then re-deliveries, shuffled by `order`.
+            let mut deliveries: Vec<Event> = events.clone();
+            deliveries.extend(order.iter().map(|i| events[usize::from(*i) % events.len()].clone()));
+            let mut rng = fastrand::Rng::with_seed(seed);
+            rng.shuffle(&mut deliveries);
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::new(dir.path().join("accounts.json"));
+            let mut waiting: Vec<Event> = Vec::new();
+            let mut cut = cuts.iter().cycle();
+            while !deliveries.is_empty() {
+                let take = (*cut.next().unwrap()).min(deliveries.len());
+                let mut batch: Vec<Event> = std::mem::take(&mut waiting);
+                batch.extend(deliveries.drain(..take));
+                let outcomes = store.apply_in_order(&batch).unwrap();
+                for (e, o) in batch.into_iter().zip(outcomes) {
+                    if matches!(o, Applied::Gap { .. }) {
+                        waiting.push(e);
+                    }
+                }
+            }
+            for _ in 0..=n {
+                if waiting.is_empty() {
+                    break;
+                }
+                let batch = std::mem::take(&mut waiting);
+                let outcomes = store.apply_in_order(&batch).unwrap();
+                for (e, o) in batch.into_iter().zip(outcomes) {
+                    if matches!(o, Applied::Gap { .. }) {
+                        waiting.push(e);
+                    }
+                }
+            }
+            proptest::prop_assert!(waiting.is_empty(), "gaps left: {waiting:?}");
+            let got: BTreeMap<String, (i64, u64, u64)> = store
+                .load()
+                .unwrap()
+                .into_iter()
+                .map(|(k, a)| (k, (a.balance, a.events, a.digest)))
+                .collect();
+            proptest::prop_assert_eq!(got, in_order_fold(&events));
+            proptest::prop_assert_eq!(store.applied(), n);
+        }
+    }
 }
