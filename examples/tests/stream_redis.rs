@@ -255,6 +255,7 @@ async fn three_consumers_one_killed_apply_every_event_exactly_once_in_key_order(
     let (client, spec) = (client(&source), spec(&source));
     let events: Vec<Event> = generate(1_500, KEYS, SEED).collect();
     add(&client, &spec, &events).await;
+    let metrics = palisade_examples::telemetry::install_recorder().unwrap();
 
     let mut tasks: Vec<_> = ["c1", "c2"]
         .iter()
@@ -312,6 +313,49 @@ async fn three_consumers_one_killed_apply_every_event_exactly_once_in_key_order(
         accounts(dir.path()).values().all(|a| a.parked.is_empty()),
         "nothing parked"
     );
+
+    // The claims show on the metrics endpoint, with help text.
+    let text = metrics.render();
+    let redeliveries = text
+        .lines()
+        .find(|l| l.starts_with("stream_redeliveries_total{name=\"ledger-events/ledger\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no redeliveries metric in:\n{text}"));
+    assert!(
+        redeliveries >= orphaned as f64,
+        "{redeliveries} < {orphaned}"
+    );
+    for name in [
+        "stream_pending_entries",
+        "stream_lag_entries",
+        "stream_events_total",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {name}")),
+            "{name} in:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_is_not_a_stream_is_an_error_not_an_outage() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = server.source("not-a-stream");
+    let client = client(&source);
+    let mut set = ::redis::cmd("SET");
+    set.arg("not-a-stream").arg("x");
+    client.query::<String>(set).await.unwrap();
+    let consumer = RedisConsumer::from_settings(&settings(dir.path(), &source, "w")).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), consumer.run())
+        .await
+        .expect("no endless pause")
+        .unwrap_err();
+    assert!(redis::is_permanent(&err), "{err}");
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
 }
 
 // ===== poison =====
