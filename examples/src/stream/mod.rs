@@ -125,8 +125,8 @@ pub struct Settings {
     /// invalid (0 to 1000000000000).
     #[arg(long, default_value_t = 1_000_000)]
     pub max_amount: u64,
-    /// Stop after this long with nothing to do, e.g. `5s` (Redis source; default: run
-    /// until interrupted).
+    /// Stop once nothing came for this long and the group has nothing pending, e.g. `5s`
+    /// (Redis source; default: run until interrupted).
     #[arg(long, value_parser = duration::parse)]
     pub idle_exit: Option<Duration>,
     /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address).

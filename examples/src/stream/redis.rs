@@ -98,12 +98,12 @@ impl RedisSpec {
     pub fn parse(source: &str) -> Result<Self, String> {
         let rest = source
             .strip_prefix("redis://")
-            .ok_or_else(|| "expected redis://HOST:PORT/STREAM".to_owned())?;
+            .ok_or_else(|| "not a redis:// URL".to_owned())?;
         let (server, stream) = rest
             .rsplit_once('/')
-            .ok_or_else(|| "expected redis://HOST:PORT/STREAM (no stream name)".to_owned())?;
+            .ok_or_else(|| "no stream name".to_owned())?;
         if stream.is_empty() || server.is_empty() {
-            return Err("expected redis://HOST:PORT/STREAM (empty host or stream)".into());
+            return Err("empty host or stream name".into());
         }
         let url = format!("redis://{server}");
         redis::Client::open(url.as_str())
@@ -297,7 +297,8 @@ pub struct RedisOptions {
     pub max_deliveries: u64,
     /// How long a read waits for new entries.
     pub block: Duration,
-    /// Stop after this long with nothing to do (`None`: run until stopped).
+    /// Stop once nothing was delivered to this consumer for this long and the group has
+    /// nothing pending (`None`: run until stopped).
     pub idle_exit: Option<Duration>,
 }
 
@@ -447,7 +448,8 @@ impl RedisConsumer {
         &self.client
     }
 
-    /// Consume until stopped (or idle for `idle_exit`). Redis being down pauses
+    /// Consume until stopped (or idle for `idle_exit` with the group settled). Redis being
+    /// down pauses
     /// consumption; an error is returned only for what retrying cannot fix (the key is not
     /// a stream, a state file is unreadable).
     pub async fn run(&self) -> Result<RedisReport, BoxError> {
@@ -478,6 +480,7 @@ impl RedisConsumer {
                         .options
                         .idle_exit
                         .is_some_and(|idle| last_work.elapsed() >= idle)
+                        && self.group_settled().await
                     {
                         break;
                     }
@@ -512,6 +515,15 @@ impl RedisConsumer {
         report.sink_failures = self.counters.failures.load(Ordering::Relaxed);
         report.breaker_rejections = self.counters.rejections.load(Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Whether the group has nothing pending and nothing left to deliver (no entry another
+    /// consumer still holds, or that failed and will come back).
+    async fn group_settled(&self) -> bool {
+        matches!(
+            group_info(&self.client, &self.spec, &self.options.group).await,
+            Ok(Some((0, Some(0) | None)))
+        )
     }
 
     async fn ensure_group(&self) -> Result<(), BoxError> {
