@@ -26,6 +26,33 @@
 //!
 //! Metrics (labelled `name="<stream>/<group>"`, see [`STREAM_METRICS`]): entries pending
 //! and not yet delivered (lag), redeliveries, dead letters.
+//!
+//! Three consumers of one group in one process (each with its own connection; separate
+//! processes work the same way), against a Redis at `127.0.0.1:6379`:
+//!
+//! ```no_run
+//! use palisade_examples::stream::{RedisConsumer, Settings};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), palisade::BoxError> {
+//! let base = Settings {
+//!     source: "redis://127.0.0.1:6379/ledger".into(),
+//!     group: "ledger-writers".into(),
+//!     claim_idle: Duration::from_secs(5),
+//!     idle_exit: Some(Duration::from_secs(3)),
+//!     ..Settings::default()
+//! };
+//! let mut tasks = Vec::new();
+//! for name in ["a", "b", "c"] {
+//!     let consumer = RedisConsumer::from_settings(&Settings { consumer: name.into(), ..base.clone() })?;
+//!     tasks.push(tokio::spawn(async move { consumer.run().await }));
+//! }
+//! for task in tasks {
+//!     let report = task.await??;
+//!     println!("applied {}, claimed {}", report.applied, report.claimed);
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
