@@ -857,20 +857,20 @@ fn delivery(entry: &StreamId, deliveries: u64) -> Delivery {
 
 /// An entry as an event: fields `key`, `amount`, `seq` and (optional) `offset`.
 fn parse_event(entry: &StreamId) -> Result<Event, String> {
-    let number = |name: &str| -> Result<Option<String>, String> { Ok(field(entry, name)) };
-    let key = field(entry, "key").ok_or_else(|| format!("entry {} has no key", entry.id))?;
-    let amount = number("amount")?
-        .ok_or_else(|| format!("entry {} has no amount", entry.id))?
+    let id = &entry.id;
+    let key = field(entry, "key").ok_or_else(|| format!("entry {id} has no key"))?;
+    let amount = field(entry, "amount")
+        .ok_or_else(|| format!("entry {id} has no amount"))?
         .parse::<i64>()
-        .map_err(|e| format!("entry {}: amount is not an integer: {e}", entry.id))?;
-    let seq = number("seq")?
-        .ok_or_else(|| format!("entry {} has no seq", entry.id))?
+        .map_err(|e| format!("entry {id}: amount is not an integer: {e}"))?;
+    let seq = field(entry, "seq")
+        .ok_or_else(|| format!("entry {id} has no seq"))?
         .parse::<u64>()
-        .map_err(|e| format!("entry {}: seq is not a number: {e}", entry.id))?;
-    let offset = match number("offset")? {
+        .map_err(|e| format!("entry {id}: seq is not a number: {e}"))?;
+    let offset = match field(entry, "offset") {
         Some(text) => text
             .parse::<u64>()
-            .map_err(|e| format!("entry {}: offset is not a number: {e}", entry.id))?,
+            .map_err(|e| format!("entry {id}: offset is not a number: {e}"))?,
         None => 0,
     };
     Ok(Event {
