@@ -96,8 +96,9 @@ pub fn builder() -> Result<PrometheusBuilder, BoxError> {
         )?)
 }
 
-/// Register the `# HELP` text of `palisade::metrics()`, [`ETL_METRICS`] and
-/// [`RUN_METRICS`] with the installed recorder.
+/// Register the `# HELP` text of `palisade::metrics()`, [`ETL_METRICS`], [`RUN_METRICS`]
+/// and the stream consumer's [`STREAM_METRICS`](crate::stream::redis::STREAM_METRICS) with
+/// the installed recorder.
 fn describe_all() {
     for m in palisade::metrics() {
         describe(m.name, m.kind, m.help);
@@ -113,6 +114,9 @@ fn describe_all() {
         describe(name, kind, help);
     }
     for (name, kind, help) in RUN_METRICS {
+        describe(name, *kind, help);
+    }
+    for (name, kind, help) in crate::stream::redis::STREAM_METRICS {
         describe(name, *kind, help);
     }
 }

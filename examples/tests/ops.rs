@@ -25,6 +25,7 @@ use palisade::core::metrics::MetricKind;
 use palisade_examples::etl::stats::ETL_METRICS;
 use palisade_examples::etl::{self, ChaosScenario};
 use palisade_examples::slo::{self, Sli, Slo, SloSpec};
+use palisade_examples::stream::redis::STREAM_METRICS;
 use palisade_examples::telemetry;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,7 +59,8 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         if boundary
             && (rest.starts_with("palisade_")
                 || rest.starts_with("palisade:")
-                || rest.starts_with("etl_"))
+                || rest.starts_with("etl_")
+                || rest.starts_with("stream_"))
         {
             let end = rest
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
@@ -89,6 +91,9 @@ fn is_documented(name: &str) -> bool {
     }
     for (run_name, kind, _) in telemetry::RUN_METRICS {
         all.push((run_name, *kind));
+    }
+    for (stream_name, kind, _) in STREAM_METRICS {
+        all.push((stream_name, *kind));
     }
     if all.iter().any(|(n, _)| *n == name) {
         return true;
@@ -813,6 +818,54 @@ fn every_threshold_alert_fires_when_it_should_and_only_then() {
             "alert_rule_test": [
                 minute(24 * 60, "PalisadeLatencyP95Up", &[]),
                 minute(24 * 60 + 60, "PalisadeLatencyP95Up", &["slower"]),
+            ],
+        }),
+        json!({
+            "name": "a stream group far behind its stream for 15 minutes opens a ticket",
+            "interval": "1m",
+            "input_series": [
+                series("stream_lag_entries{name=\"ledger/behind\"}", &gauge(50000.0, 61)),
+                series("stream_lag_entries{name=\"ledger/caught-up\"}", &flat(50000.0, 10, 20.0, 51)),
+            ],
+            "alert_rule_test": [
+                minute(10, "StreamConsumerLagHigh", &[]),
+                minute(30, "StreamConsumerLagHigh", &["ledger/behind"]),
+            ],
+        }),
+        json!({
+            "name": "entries pending unacknowledged for 15 minutes open a ticket",
+            "interval": "1m",
+            "input_series": [
+                series("stream_pending_entries{name=\"ledger/stuck\"}", &gauge(5000.0, 61)),
+                series("stream_pending_entries{name=\"ledger/flowing\"}", &gauge(40.0, 61)),
+            ],
+            "alert_rule_test": [
+                minute(10, "StreamPendingEntriesHigh", &[]),
+                minute(30, "StreamPendingEntriesHigh", &["ledger/stuck"]),
+            ],
+        }),
+        json!({
+            "name": "a dead letter opens a ticket",
+            "interval": "1m",
+            "input_series": [
+                series("stream_dead_letters_total{name=\"ledger/poisoned\"}", &values(&[(0.0, 20), (1.0, 1), (0.0, 39)])),
+                series("stream_dead_letters_total{name=\"ledger/clean\"}", &values(&[(0.0, 60)])),
+            ],
+            "alert_rule_test": [
+                minute(15, "StreamDeadLetters", &[]),
+                minute(30, "StreamDeadLetters", &["ledger/poisoned"]),
+            ],
+        }),
+        json!({
+            "name": "steady redeliveries are logged as context",
+            "interval": "1m",
+            "input_series": [
+                series("stream_redeliveries_total{name=\"ledger/flapping\"}", &values(&[(120.0, 60)])),
+                series("stream_redeliveries_total{name=\"ledger/calm\"}", &values(&[(3.0, 60)])),
+            ],
+            "alert_rule_test": [
+                minute(10, "StreamRedeliveriesHigh", &[]),
+                minute(40, "StreamRedeliveriesHigh", &["ledger/flapping"]),
             ],
         }),
     ];

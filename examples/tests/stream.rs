@@ -20,6 +20,7 @@ fn settings(dir: &Path, fail_rate: f64) -> Settings {
         batch: 25,
         rate: 200,
         replay: false,
+        ..Settings::default()
     }
 }
 
@@ -209,6 +210,43 @@ fn settings_out_of_range_are_refused_by_name() {
         let err = s.validate().unwrap_err();
         assert_eq!(err.field(), field);
         assert!(Consumer::new(s).is_err());
+    }
+}
+
+#[test]
+fn a_bad_source_is_refused_by_name_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    for source in [
+        "redis://:hunter2@127.0.0.1:6379",
+        "redis://:hunter2@127.0.0.1:6379/",
+        "kafka://broker/topic",
+    ] {
+        let mut s = settings(dir.path(), 0.0);
+        s.source = source.into();
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.field(), "source");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(
+            err.to_string().contains("redis://HOST:PORT/STREAM"),
+            "{err}"
+        );
+    }
+    let mut s = settings(dir.path(), 0.0);
+    s.source = "redis://:hunter2@127.0.0.1:6379/ledger".into();
+    s.validate().unwrap();
+    type Edit = fn(&mut Settings);
+    let edits: [(&str, Edit); 6] = [
+        ("claim_idle", |s| s.claim_idle = Duration::ZERO),
+        ("claim_idle", |s| s.claim_idle = Duration::MAX),
+        ("max_deliveries", |s| s.max_deliveries = 0),
+        ("max_amount", |s| s.max_amount = u64::MAX),
+        ("group", |s| s.group = String::new()),
+        ("idle_exit", |s| s.idle_exit = Some(Duration::MAX)),
+    ];
+    for (field, edit) in edits {
+        let mut s = settings(dir.path(), 0.0);
+        edit(&mut s);
+        assert_eq!(s.validate().unwrap_err().field(), field);
     }
 }
 

@@ -3,6 +3,9 @@
 use tower::ServiceBuilder;
 use tower::layer::util::Stack as Tower;
 
+/// A builder with `N` added as the next layer inside `L`.
+pub type ServiceBuilderWith<N, L> = ServiceBuilder<Tower<N, L>>;
+
 /// Adds palisade's layers to tower's [`ServiceBuilder`] by name: one method per layer kind,
 /// each taking that kind's layer (made with `XLayer::new(config)` or
 /// `XLayer::builder()…build()?`), so a slot cannot take the wrong layer or a config.
@@ -39,77 +42,77 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn timeout_with<T>(
         self,
         layer: palisade_timeout::TimeoutLayer<T>,
-    ) -> ServiceBuilder<Tower<palisade_timeout::TimeoutLayer<T>, L>>;
+    ) -> ServiceBuilderWith<palisade_timeout::TimeoutLayer<T>, L>;
 
     /// Add a retry layer (with its budget).
     #[cfg(feature = "retry")]
     fn retry_with<C, A, K>(
         self,
         layer: palisade_retry::RetryLayer<C, A, K>,
-    ) -> ServiceBuilder<Tower<palisade_retry::RetryLayer<C, A, K>, L>>;
+    ) -> ServiceBuilderWith<palisade_retry::RetryLayer<C, A, K>, L>;
 
     /// Add a hedge layer.
     #[cfg(feature = "retry")]
     fn hedge<P, C, K>(
         self,
         layer: palisade_retry::hedge::HedgeLayer<P, C, K>,
-    ) -> ServiceBuilder<Tower<palisade_retry::hedge::HedgeLayer<P, C, K>, L>>;
+    ) -> ServiceBuilderWith<palisade_retry::hedge::HedgeLayer<P, C, K>, L>;
 
     /// Add a circuit breaker.
     #[cfg(feature = "circuit-breaker")]
     fn circuit_breaker<C>(
         self,
         layer: palisade_circuit_breaker::CircuitBreakerLayer<C>,
-    ) -> ServiceBuilder<Tower<palisade_circuit_breaker::CircuitBreakerLayer<C>, L>>;
+    ) -> ServiceBuilderWith<palisade_circuit_breaker::CircuitBreakerLayer<C>, L>;
 
     /// Add a rate limit (GCRA), direct or keyed.
     #[cfg(feature = "rate-limit")]
     fn rate_limit_with<K, C>(
         self,
         layer: palisade_rate_limit::RateLimitLayer<K, C>,
-    ) -> ServiceBuilder<Tower<palisade_rate_limit::RateLimitLayer<K, C>, L>>;
+    ) -> ServiceBuilderWith<palisade_rate_limit::RateLimitLayer<K, C>, L>;
 
     /// Add a concurrency limit (bulkhead).
     #[cfg(feature = "rate-limit")]
     fn concurrency_limit_with(
         self,
         layer: palisade_rate_limit::ConcurrencyLimitLayer,
-    ) -> ServiceBuilder<Tower<palisade_rate_limit::ConcurrencyLimitLayer, L>>;
+    ) -> ServiceBuilderWith<palisade_rate_limit::ConcurrencyLimitLayer, L>;
 
     /// Add an adaptive concurrency limit.
     #[cfg(feature = "rate-limit")]
     fn adaptive_limit<C>(
         self,
         layer: palisade_rate_limit::AdaptiveLimitLayer<C>,
-    ) -> ServiceBuilder<Tower<palisade_rate_limit::AdaptiveLimitLayer<C>, L>>;
+    ) -> ServiceBuilderWith<palisade_rate_limit::AdaptiveLimitLayer<C>, L>;
 
     /// Add a throttle gate that obeys an upstream's "slow down".
     #[cfg(feature = "rate-limit")]
     fn throttle<H>(
         self,
         layer: palisade_rate_limit::ThrottleLayer<H>,
-    ) -> ServiceBuilder<Tower<palisade_rate_limit::ThrottleLayer<H>, L>>;
+    ) -> ServiceBuilderWith<palisade_rate_limit::ThrottleLayer<H>, L>;
 
     /// Add a fallback.
     #[cfg(feature = "degrade")]
     fn fallback<F, C, M>(
         self,
         layer: palisade_degrade::FallbackLayer<F, C, M>,
-    ) -> ServiceBuilder<Tower<palisade_degrade::FallbackLayer<F, C, M>, L>>;
+    ) -> ServiceBuilderWith<palisade_degrade::FallbackLayer<F, C, M>, L>;
 
     /// Add a stale cache.
     #[cfg(feature = "degrade")]
     fn stale_cache<KF, K, V, C, M>(
         self,
         layer: palisade_degrade::StaleCacheLayer<KF, K, V, C, M>,
-    ) -> ServiceBuilder<Tower<palisade_degrade::StaleCacheLayer<KF, K, V, C, M>, L>>;
+    ) -> ServiceBuilderWith<palisade_degrade::StaleCacheLayer<KF, K, V, C, M>, L>;
 
     /// Add a load shedder.
     #[cfg(feature = "degrade")]
     fn shed<P>(
         self,
         layer: palisade_degrade::ShedLayer<P>,
-    ) -> ServiceBuilder<Tower<palisade_degrade::ShedLayer<P>, L>>;
+    ) -> ServiceBuilderWith<palisade_degrade::ShedLayer<P>, L>;
 }
 
 mod sealed {
@@ -122,7 +125,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn timeout_with<T>(
         self,
         layer: palisade_timeout::TimeoutLayer<T>,
-    ) -> ServiceBuilder<Tower<palisade_timeout::TimeoutLayer<T>, L>> {
+    ) -> ServiceBuilderWith<palisade_timeout::TimeoutLayer<T>, L> {
         self.layer(layer)
     }
 
@@ -130,7 +133,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn retry_with<C, A, K>(
         self,
         layer: palisade_retry::RetryLayer<C, A, K>,
-    ) -> ServiceBuilder<Tower<palisade_retry::RetryLayer<C, A, K>, L>> {
+    ) -> ServiceBuilderWith<palisade_retry::RetryLayer<C, A, K>, L> {
         self.layer(layer)
     }
 
@@ -138,7 +141,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn hedge<P, C, K>(
         self,
         layer: palisade_retry::hedge::HedgeLayer<P, C, K>,
-    ) -> ServiceBuilder<Tower<palisade_retry::hedge::HedgeLayer<P, C, K>, L>> {
+    ) -> ServiceBuilderWith<palisade_retry::hedge::HedgeLayer<P, C, K>, L> {
         self.layer(layer)
     }
 
@@ -146,7 +149,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn circuit_breaker<C>(
         self,
         layer: palisade_circuit_breaker::CircuitBreakerLayer<C>,
-    ) -> ServiceBuilder<Tower<palisade_circuit_breaker::CircuitBreakerLayer<C>, L>> {
+    ) -> ServiceBuilderWith<palisade_circuit_breaker::CircuitBreakerLayer<C>, L> {
         self.layer(layer)
     }
 
@@ -154,7 +157,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn rate_limit_with<K, C>(
         self,
         layer: palisade_rate_limit::RateLimitLayer<K, C>,
-    ) -> ServiceBuilder<Tower<palisade_rate_limit::RateLimitLayer<K, C>, L>> {
+    ) -> ServiceBuilderWith<palisade_rate_limit::RateLimitLayer<K, C>, L> {
         self.layer(layer)
     }
 
@@ -162,7 +165,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn concurrency_limit_with(
         self,
         layer: palisade_rate_limit::ConcurrencyLimitLayer,
-    ) -> ServiceBuilder<Tower<palisade_rate_limit::ConcurrencyLimitLayer, L>> {
+    ) -> ServiceBuilderWith<palisade_rate_limit::ConcurrencyLimitLayer, L> {
         self.layer(layer)
     }
 
@@ -170,7 +173,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn adaptive_limit<C>(
         self,
         layer: palisade_rate_limit::AdaptiveLimitLayer<C>,
-    ) -> ServiceBuilder<Tower<palisade_rate_limit::AdaptiveLimitLayer<C>, L>> {
+    ) -> ServiceBuilderWith<palisade_rate_limit::AdaptiveLimitLayer<C>, L> {
         self.layer(layer)
     }
 
@@ -178,7 +181,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn throttle<H>(
         self,
         layer: palisade_rate_limit::ThrottleLayer<H>,
-    ) -> ServiceBuilder<Tower<palisade_rate_limit::ThrottleLayer<H>, L>> {
+    ) -> ServiceBuilderWith<palisade_rate_limit::ThrottleLayer<H>, L> {
         self.layer(layer)
     }
 
@@ -186,7 +189,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn fallback<F, C, M>(
         self,
         layer: palisade_degrade::FallbackLayer<F, C, M>,
-    ) -> ServiceBuilder<Tower<palisade_degrade::FallbackLayer<F, C, M>, L>> {
+    ) -> ServiceBuilderWith<palisade_degrade::FallbackLayer<F, C, M>, L> {
         self.layer(layer)
     }
 
@@ -194,7 +197,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn stale_cache<KF, K, V, C, M>(
         self,
         layer: palisade_degrade::StaleCacheLayer<KF, K, V, C, M>,
-    ) -> ServiceBuilder<Tower<palisade_degrade::StaleCacheLayer<KF, K, V, C, M>, L>> {
+    ) -> ServiceBuilderWith<palisade_degrade::StaleCacheLayer<KF, K, V, C, M>, L> {
         self.layer(layer)
     }
 
@@ -202,7 +205,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn shed<P>(
         self,
         layer: palisade_degrade::ShedLayer<P>,
-    ) -> ServiceBuilder<Tower<palisade_degrade::ShedLayer<P>, L>> {
+    ) -> ServiceBuilderWith<palisade_degrade::ShedLayer<P>, L> {
         self.layer(layer)
     }
 }

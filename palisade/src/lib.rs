@@ -81,7 +81,7 @@ pub use palisade_http as http;
 
 mod ext;
 mod stack;
-pub use ext::ServiceBuilderExt;
+pub use ext::{ServiceBuilderExt, ServiceBuilderWith};
 pub use stack::{Stack, StackLayer};
 
 // The README's examples are tested with the crate's doc tests.

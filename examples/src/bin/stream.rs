@@ -2,9 +2,13 @@
 //! logic is in `palisade_examples::stream`).
 //!
 //! Run: `cargo run -p palisade-examples --bin stream -- --events 2000 --fail-rate 0.2`;
-//! replay from offset 0 with `--replay`; see `--help`. The summary goes to stdout, logs
+//! replay from offset 0 with `--replay`; see `--help`. On a Redis stream shared by a
+//! consumer group: `--source redis://HOST:PORT/STREAM produce` once, then any number of
+//! `--source redis://HOST:PORT/STREAM --consumer NAME` processes;
+//! `redrive-dead-letters` puts dead letters back. The summary goes to stdout, logs
 //! (`RUST_LOG`, default `warn`) to stderr. Exit code 0 on success, 1 on an error (a bad
-//! flag, an unreadable state file), with the error's message on stderr.
+//! flag, an unreadable state file, a Redis key that is not a stream), with the error's
+//! message on stderr.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use palisade::circuit_breaker::{CircuitBreakerHandle, State};
-use palisade::{AsRejection, BoxError};
+use palisade::retry::{Backoff, Jitter, RetryEvent, RetryLayer};
+use palisade::{AsRejection, BoxError, Deadline, Outcome};
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
 use super::client::{SourceClient, SourceError};
@@ -17,7 +19,7 @@ use super::journal::Journal;
 use super::redact::redact;
 use super::sink::{Batch, Sink, SinkCounts};
 use super::source::{Page, SourceServer};
-use super::stack::{ExtractService, LoadStack, extract_stack, load_stack};
+use super::stack::{ExtractService, LastError, LoadStack, extract_stack, load_stack};
 use super::stats::{Check, Reconciliation, Stage, Stats, Summary};
 use super::transform::Transform;
 
@@ -104,12 +106,14 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
     // Batches a previous run spilled and never replayed go first.
     loader.replay().await;
 
-    let mut extractor = Extractor {
-        service: extract,
-        breaker: source_breaker,
-        stats: Arc::clone(&stats),
+    let mut extractor = Extractor::new(
+        extract,
+        source_breaker,
+        Arc::clone(&stats),
         deadline,
-    };
+        &progress,
+        config.chaos_seed,
+    )?;
     let transform = Transform::new();
     let mut batch = Batch::empty(0, &source_tag);
     let mut source_rows = 0;
@@ -121,7 +125,7 @@ async fn pipeline(config: &EtlConfig, progress: ProgressBar) -> Result<Summary, 
             tracing::error!(page = number, "run deadline reached; extraction stopped");
             break;
         }
-        let page = match extractor.fetch(number, &progress).await {
+        let page = match extractor.fetch(number).await {
             Ok(Some(page)) => page,
             Ok(None) => {
                 tracing::error!(page = number, "run deadline reached; extraction stopped");
@@ -295,56 +299,114 @@ impl Batch {
 
 // ===== Extractor =====
 
+/// The page fetcher: the extract stack under a retry bounded by the run's deadline alone.
 struct Extractor {
-    service: ExtractService,
-    breaker: CircuitBreakerHandle,
+    service: BoxCloneSyncService<u64, Page, BoxError>,
     stats: Arc<Stats>,
     deadline: Instant,
 }
 
 impl Extractor {
-    /// Fetch page `number` through the stack, coming back to it (after the breaker's
-    /// `retry_after`, or a pause) when the stack gives up, until the run's deadline:
-    /// no page is skipped. `None` when the deadline passed.
-    async fn fetch(
-        &mut self,
-        number: u64,
+    /// The extract stack (`service`, whose own retry counts attempts per request) under a
+    /// retry that comes back to a page until the run's deadline (palisade-retry's
+    /// `until_deadline`): after the breaker's `retry_after` when it is open, else after a
+    /// pause. A page whose failure another attempt cannot fix (a client error, a bad
+    /// payload) is returned at once. No page is skipped.
+    fn new(
+        service: ExtractService,
+        breaker: CircuitBreakerHandle,
+        stats: Arc<Stats>,
+        deadline: Instant,
         progress: &ProgressBar,
-    ) -> Result<Option<Page>, BoxError> {
-        loop {
-            let t0 = Instant::now();
-            let result = match self.service.ready().await {
-                Ok(svc) => svc.call(number).await,
-                Err(err) => Err(err),
-            };
-            self.stats.observe(Stage::Extract, t0.elapsed());
-            let err = match result {
-                Ok(page) => {
-                    self.stats.pages.fetch_add(1, Relaxed);
-                    self.stats
-                        .count(&self.stats.extracted, "extracted", page.rows.len() as u64);
-                    return Ok(Some(page));
+        seed: u64,
+    ) -> Result<Self, BoxError> {
+        let last = LastError::default();
+        let seen = last.clone();
+        let hinted = breaker.clone();
+        let counted = Arc::clone(&stats);
+        let progress = progress.clone();
+        let rounds = RetryLayer::builder()
+            .name("source-page")
+            .until_deadline()
+            .no_budget()
+            .backoff(Backoff::constant(Duration::from_millis(100)).jitter(Jitter::None))
+            .seed(seed)
+            .classifier(move |result: &Result<Page, BoxError>| {
+                seen.record(result);
+                match result {
+                    Ok(_) => Outcome::Success,
+                    Err(err)
+                        if err
+                            .downcast_ref::<SourceError>()
+                            .is_some_and(|s| !s.is_transient()) =>
+                    {
+                        // Returned at once: no hint.
+                        Outcome::Ignore
+                    }
+                    Err(_) => Outcome::Failure,
                 }
-                Err(err) => err,
-            };
-            if let Some(source) = err.downcast_ref::<SourceError>()
-                && !source.is_transient()
-            {
-                return Err(format!("page {number}: {source}").into());
+            })
+            .retry_after(move |result: &Result<Page, BoxError>| {
+                let err = result.as_ref().err()?;
+                if err
+                    .downcast_ref::<SourceError>()
+                    .is_some_and(|s| !s.is_transient())
+                {
+                    return None;
+                }
+                let pause = err
+                    .as_rejection()
+                    .and_then(|r| r.retry_after())
+                    .or_else(|| hinted.retry_after())
+                    .unwrap_or(Duration::from_millis(100));
+                Some(pause.clamp(Duration::from_millis(10), Duration::from_secs(1)))
+            })
+            .on_event(move |event: &RetryEvent| {
+                if let RetryEvent::Retrying { delay, .. } = event {
+                    counted.page_rounds.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        error = %redact(&last.get()),
+                        pause = ?delay,
+                        "page failed; coming back to it"
+                    );
+                    progress.set_message(format!("source degraded ({})", breaker.state()));
+                }
+            })
+            .build()?;
+        Ok(Self {
+            service: BoxCloneSyncService::new(rounds.layer(service)),
+            stats,
+            deadline,
+        })
+    }
+
+    /// Fetch page `number`, coming back to it until the run's deadline: `None` when the
+    /// deadline passed first.
+    async fn fetch(&mut self, number: u64) -> Result<Option<Page>, BoxError> {
+        let t0 = Instant::now();
+        let svc = self.service.ready().await?;
+        // The run's deadline bounds the page retry (read when the call starts).
+        let call = Deadline::at(self.deadline).scope(|| svc.call(number));
+        let result = call.await;
+        self.stats.observe(Stage::Extract, t0.elapsed());
+        match result {
+            Ok(page) => {
+                self.stats.pages.fetch_add(1, Relaxed);
+                self.stats
+                    .count(&self.stats.extracted, "extracted", page.rows.len() as u64);
+                Ok(Some(page))
             }
-            if Instant::now() >= self.deadline {
-                return Ok(None);
-            }
-            self.stats.page_rounds.fetch_add(1, Relaxed);
-            let pause = err
-                .as_rejection()
-                .and_then(|r| r.retry_after())
-                .or_else(|| self.breaker.retry_after())
-                .unwrap_or(Duration::from_millis(100))
-                .clamp(Duration::from_millis(10), Duration::from_secs(1));
-            tracing::warn!(page = number, error = %err, ?pause, "page failed; coming back to it");
-            progress.set_message(format!("source degraded ({})", self.breaker.state()));
-            tokio::time::sleep_until((Instant::now() + pause).min(self.deadline)).await;
+            Err(err) => match err.downcast_ref::<SourceError>() {
+                Some(source) if !source.is_transient() => {
+                    Err(format!("page {number}: {source}").into())
+                }
+                // Bounded by time alone and never refused by a budget, the page retry
+                // stops only at the deadline.
+                _ => {
+                    tracing::warn!(page = number, error = %redact(&err.to_string()), "run deadline reached while the page kept failing");
+                    Ok(None)
+                }
+            },
         }
     }
 }
@@ -479,5 +541,113 @@ impl Loader {
                 .clamp(Duration::from_millis(10), Duration::from_millis(500));
             tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use palisade::circuit_breaker::CircuitBreakerLayer;
+
+    use super::*;
+
+    fn page(number: u64) -> Page {
+        Page {
+            page: number,
+            next: None,
+            total_rows: 0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// An extractor over a source that answers `script[i]` to its i-th call (then pages).
+    fn extractor(
+        script: Vec<Option<SourceError>>,
+        run_time: Duration,
+    ) -> (Extractor, Arc<Stats>, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&calls);
+        let script = Arc::new(script);
+        let source = tower::service_fn(move |number: u64| {
+            let n = counter.fetch_add(1, Relaxed) as usize;
+            let script = Arc::clone(&script);
+            async move {
+                match script.get(n).cloned().flatten() {
+                    Some(err) => Err::<Page, BoxError>(err.into()),
+                    None => Ok(page(number)),
+                }
+            }
+        });
+        let breaker = CircuitBreakerLayer::builder()
+            .name("test-source")
+            .consecutive_failures(1_000)
+            .build()
+            .unwrap();
+        let handle = breaker.handle();
+        let stats = Arc::new(Stats::default());
+        let service = BoxCloneSyncService::new(breaker.layer(source));
+        let deadline = Instant::now() + run_time;
+        let extractor = Extractor::new(
+            service,
+            handle,
+            Arc::clone(&stats),
+            deadline,
+            &ProgressBar::hidden(),
+            1,
+        )
+        .unwrap();
+        (extractor, stats, calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_page_is_fetched_again_until_it_comes() {
+        let down = Some(SourceError::Status(503));
+        let (mut x, stats, calls) = extractor(
+            vec![down.clone(), down.clone(), down],
+            Duration::from_secs(50),
+        );
+        let got = x
+            .fetch(7)
+            .await
+            .unwrap()
+            .expect("a page before the deadline");
+        assert_eq!(got.page, 7);
+        assert_eq!(calls.load(Relaxed), 4);
+        assert_eq!(stats.page_rounds.load(Relaxed), 3);
+        assert_eq!(stats.pages.load(Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_page_no_attempt_can_fix_is_an_error_at_once() {
+        let (mut x, stats, calls) = extractor(
+            vec![Some(SourceError::Status(404))],
+            Duration::from_secs(50),
+        );
+        let err = x.fetch(3).await.unwrap_err();
+        assert!(err.to_string().contains("page 3"), "{err}");
+        assert_eq!(calls.load(Relaxed), 1);
+        assert_eq!(stats.page_rounds.load(Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_down_past_the_run_deadline_ends_the_page_at_the_deadline() {
+        let start = Instant::now();
+        let down = vec![Some(SourceError::Transport("refused".into())); 10_000];
+        let (mut x, stats, calls) = extractor(down, Duration::from_secs(5));
+        assert!(x.fetch(0).await.unwrap().is_none());
+        let waited = start.elapsed();
+        assert!(
+            waited <= Duration::from_secs(5),
+            "past the deadline: {waited:?}"
+        );
+        assert!(
+            waited >= Duration::from_secs(4),
+            "gave up early: {waited:?}"
+        );
+        // About one round per 100 ms pause, bounded by time rather than a count.
+        let n = calls.load(Relaxed);
+        assert!((30..=51).contains(&n), "{n} calls");
+        assert_eq!(stats.page_rounds.load(Relaxed), u64::from(n) - 1);
     }
 }

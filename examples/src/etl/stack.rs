@@ -33,7 +33,7 @@ use super::source::Page;
 use super::stats::Stats;
 
 /// The source client behind its stack.
-pub type ExtractService = BoxService<u64, Page, BoxError>;
+pub type ExtractService = BoxCloneSyncService<u64, Page, BoxError>;
 
 /// The sink behind retry, breaker and timeout (no fallback): what replays use.
 pub type GuardedSink = BoxCloneSyncService<Batch, Marked<LoadReport>, BoxError>;
@@ -186,7 +186,7 @@ pub fn extract_stack(
                 .build()
                 .map_err(setting("resilience.attempt_timeout"))?,
         );
-    Ok((BoxService::new(stack.layer(client)), handle))
+    Ok((BoxCloneSyncService::new(stack.layer(client)), handle))
 }
 
 /// Count a retry event and log it with the error that caused it.

@@ -18,6 +18,12 @@ pub struct Event {
     pub key: String,
     /// The amount it adds (negative: takes).
     pub amount: i64,
+    /// Its place among its key's events (0, 1, 2, ...), set by a producer that runs beside
+    /// several consumers: the store applies a key's events in this order
+    /// ([`Store::apply_in_order`](super::Store::apply_in_order)). `None` in the file log,
+    /// whose single consumer reads in offset order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// Where a reader stands: the next event's offset and the byte where its line starts.
@@ -27,6 +33,27 @@ pub struct Position {
     pub offset: u64,
     /// The byte where the next event's line starts.
     pub byte: u64,
+}
+
+/// The deterministic events a producer writes: `count` events over `keys` accounts
+/// (`account-0` ...), amounts from -500 to 1000, each with its offset and its key's
+/// sequence number. The same `seed` gives the same events, so a test can fold them
+/// independently of the consumer.
+pub fn generate(count: u64, keys: u64, seed: u64) -> impl Iterator<Item = Event> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut next_seq: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    (0..count).map(move |offset| {
+        let k = rng.u64(0..keys.max(1));
+        let seq = next_seq.entry(k).or_insert(0);
+        let event = Event {
+            offset,
+            key: format!("account-{k}"),
+            amount: rng.i64(-500..=1000),
+            seq: Some(*seq),
+        };
+        *seq += 1;
+        event
+    })
 }
 
 /// The log file.
@@ -53,16 +80,12 @@ impl Log {
         if self.path.exists() {
             return Ok(());
         }
-        let mut rng = fastrand::Rng::with_seed(seed);
         let tmp = self.path.with_extension("log.tmp");
         let err = |e: std::io::Error| format!("cannot write the event log {}: {e}", tmp.display());
         let mut out = BufWriter::new(File::create(&tmp).map_err(err)?);
-        for offset in 0..count {
-            let event = Event {
-                offset,
-                key: format!("account-{}", rng.u64(0..keys)),
-                amount: rng.i64(-500..=1000),
-            };
+        for mut event in generate(count, keys, seed) {
+            // One consumer reads the file in offset order: no per-key sequence needed.
+            event.seq = None;
             serde_json::to_writer(&mut out, &event)?;
             out.write_all(b"\n").map_err(err)?;
         }
