@@ -125,6 +125,7 @@ mod config;
 mod event;
 mod future;
 mod handle;
+mod hint;
 mod keyed;
 mod layer;
 #[cfg(all(test, not(loom)))]
@@ -141,6 +142,7 @@ pub use config::{
 pub use event::{CircuitBreakerEvent, METRICS, State, TransitionReason};
 pub use future::ResponseFuture;
 pub use handle::CircuitBreakerHandle;
+pub use hint::HintedClassifier;
 pub use keyed::{
     KeyedCircuitBreaker, KeyedCircuitBreakerHandle, KeyedCircuitBreakerLayer, KeyedLimits,
 };
