@@ -190,8 +190,9 @@ pub use concurrency::{
 pub use event::{LimitEvent, LimitKind};
 pub use metrics::METRICS;
 pub use rate::{
-    Cost, DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, Direct, Keyed, Limiter, MAX_REFILL,
-    RateLimit, RateLimitBuilder, RateLimitConfig, RateLimitLayer, UnitCost,
+    Cost, DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, DEFAULT_RAMP, Direct, FollowQuota,
+    FollowQuotaLayer, Keyed, Limiter, MAX_REFILL, RateLimit, RateLimitBuilder, RateLimitConfig,
+    RateLimitHandle, RateLimitLayer, RateLimitSnapshot, UnitCost,
 };
 pub use throttle::{
     ThrottleConfig, ThrottleConfigBuilder, ThrottleEvent, ThrottleHandle, ThrottleLayer,

@@ -259,21 +259,30 @@ where
                     let retry_after = this.common.next_conform().saturating_duration_since(now);
                     return Poll::Ready(Err(reject(this.common, *this.cells, retry_after)));
                 }
-                Phase::Check => match this.limiter.check(this.key, *this.cells) {
-                    Ok(()) => {
-                        admitted(this.common, *this.started);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Err(at) => {
-                        if at > *this.deadline {
-                            let retry_after = at.saturating_duration_since(Instant::now());
-                            return Poll::Ready(Err(reject(this.common, *this.cells, retry_after)));
+                Phase::Check => {
+                    match this
+                        .common
+                        .check::<Req, L>(&*this.limiter, this.key, *this.cells)
+                    {
+                        Ok(()) => {
+                            admitted(this.common, *this.started);
+                            return Poll::Ready(Ok(()));
                         }
-                        this.common.set_next_conform(at);
-                        this.sleep.as_mut().reset(at);
-                        *this.phase = Phase::Sleeping;
+                        Err(at) => {
+                            if at > *this.deadline {
+                                let retry_after = at.saturating_duration_since(Instant::now());
+                                return Poll::Ready(Err(reject(
+                                    this.common,
+                                    *this.cells,
+                                    retry_after,
+                                )));
+                            }
+                            this.common.set_next_conform(at);
+                            this.sleep.as_mut().reset(at);
+                            *this.phase = Phase::Sleeping;
+                        }
                     }
-                },
+                }
                 Phase::Sleeping => {
                     ready!(this.sleep.as_mut().poll(cx));
                     *this.phase = Phase::Check;

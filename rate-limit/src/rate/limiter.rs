@@ -11,13 +11,16 @@ use std::time::Duration;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
+use palisade_core::config::ensure;
 use palisade_core::metrics::Gauge;
+use palisade_core::throttle::Quota;
 use palisade_core::time::{self, AtomicInstant};
-use palisade_core::{Emitter, Listeners};
+use palisade_core::{ConfigError, Emitter, Listeners};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::config::RateLimitConfig;
+use super::pace::Pace;
 use super::store::ShardedStore;
 use crate::clock::{TokioClock, TokioInstant};
 use crate::event::{LimitEvent, LimitKind};
@@ -65,18 +68,159 @@ pub(crate) struct Common {
     /// When the head of the queue expects its cells: the `retry_after` of a call whose max
     /// wait ends while it is still queued.
     next_conform: AtomicInstant,
+    /// When the last call in line expects its cells, ns since `origin`: a newcomer's turn
+    /// comes its own cells' emission time after it (early refusal in wait mode).
+    tail: AtomicU64,
+    origin: Instant,
+    /// The run-time rate (see [`RateLimitHandle`](super::RateLimitHandle)).
+    pub(crate) pace: Pace,
+    /// The config the layer was built with.
+    pub(crate) config: RateLimitConfig,
 }
 
 impl Common {
     pub(crate) fn new(config: RateLimitConfig, listeners: Listeners<LimitEvent>) -> Self {
+        let now = Instant::now();
         Self {
             metrics: Metrics::register(&config.name, LimitKind::Rate),
             burst: NonZeroU32::new(config.effective_burst()).unwrap_or(NonZeroU32::MIN),
-            emitter: Emitter::new(config.name, listeners),
+            emitter: Emitter::new(config.name.clone(), listeners),
             max_wait: config.max_wait,
             turnstile: Arc::new(Semaphore::new(1)),
             waiting: AtomicUsize::new(0),
-            next_conform: AtomicInstant::new(Instant::now()),
+            next_conform: AtomicInstant::new(now),
+            tail: AtomicU64::new(0),
+            origin: now,
+            pace: Pace::new(
+                config.cells,
+                config.period,
+                config.effective_burst(),
+                config.ramp,
+            ),
+            config,
+        }
+    }
+
+    /// Take `cells` for `key` from the pace and the limiter if both let them through now;
+    /// otherwise take nothing (the pace's share is given back) and say when to look again.
+    #[inline]
+    pub(crate) fn check<Req, L: Limiter<Req>>(
+        &self,
+        limiter: &L,
+        key: &L::Key,
+        cells: NonZeroU32,
+    ) -> Result<(), Instant> {
+        let taken = self.pace.check(cells.get())?;
+        limiter
+            .check(key, cells)
+            .inspect_err(|_| self.pace.refund(taken))
+    }
+
+    /// Set the rate to `cells` per `period` (validated: 1 cell or more, at least 1ns per
+    /// cell, no faster than the configured rate).
+    pub(crate) fn set_rate(&self, cells: u32, period: Duration) -> Result<(), ConfigError> {
+        const LAYER: &str = "rate_limit";
+        ensure(cells >= 1, LAYER, "cells", cells, "1 or more")?;
+        ensure(
+            !period.is_zero() && !(period / cells).is_zero(),
+            LAYER,
+            "period",
+            period,
+            "at least 1ns per cell (period / cells)",
+        )?;
+        ensure(
+            period / cells <= super::MAX_REFILL,
+            LAYER,
+            "period",
+            period,
+            "at most about 30 years per cell (period / cells)",
+        )?;
+        let c = &self.config;
+        // cells / period <= c.cells / c.period, exactly.
+        let faster =
+            u128::from(cells) * c.period.as_nanos() > u128::from(c.cells) * period.as_nanos();
+        ensure(
+            !faster,
+            LAYER,
+            "cells",
+            format!(
+                "{cells} per {}",
+                palisade_core::config::duration::format(period)
+            ),
+            format!(
+                "at most the configured rate, {} per {} (update the config to go faster)",
+                c.cells,
+                palisade_core::config::duration::format(c.period)
+            ),
+        )?;
+        self.apply_rate(cells, period, time::nanos(period / cells));
+        Ok(())
+    }
+
+    fn apply_rate(&self, cells: u32, period: Duration, interval: u64) {
+        if self.pace.set(cells, period, interval) {
+            self.emitter.emit(|| LimitEvent::RateSet { cells, period });
+        }
+    }
+
+    /// Back to the configured rate, by the ramp.
+    pub(crate) fn restore_rate(&self) {
+        let c = &self.config;
+        self.apply_rate(c.cells, c.period, 0);
+    }
+
+    /// Follow an upstream's advertised quota: `remaining / reset`, never above the
+    /// configured rate; nothing until the reset when nothing remains.
+    pub(crate) fn follow(&self, quota: Quota) {
+        if quota.reset.is_zero() {
+            return; // the quota resets now: nothing to learn
+        }
+        let c = &self.config;
+        let remaining = quota.remaining.min(u64::from(u32::MAX));
+        let interval = time::nanos(quota.reset) / remaining.max(1);
+        let configured = time::nanos(c.emission_interval());
+        if interval <= configured {
+            self.restore_rate();
+        } else {
+            let cells = u32::try_from(remaining.max(1)).unwrap_or(u32::MAX);
+            self.apply_rate(cells, quota.reset, interval);
+        }
+        if quota.remaining == 0 {
+            self.pace.hold_until(time::add(Instant::now(), quota.reset));
+        }
+    }
+
+    /// The first call to wait (no line ahead of it) expects its cells at `at`.
+    pub(crate) fn start_line(&self, at: Instant) {
+        self.tail
+            .store(time::nanos_since(self.origin, at), Ordering::Release);
+    }
+
+    /// A call costing `cells` joins the line if its turn (after everyone ahead of it, one
+    /// emission interval per cell) comes by `give_up`; otherwise it stays out and learns
+    /// when its turn would have come.
+    pub(crate) fn join_line(
+        &self,
+        cells: NonZeroU32,
+        now: Instant,
+        give_up: Instant,
+    ) -> Result<(), Instant> {
+        let now = time::nanos_since(self.origin, now);
+        let give_up = time::nanos_since(self.origin, give_up);
+        let cost = time::nanos(self.pace.interval()).saturating_mul(u64::from(cells.get()));
+        let mut tail = self.tail.load(Ordering::Acquire);
+        loop {
+            let turn = tail.max(now).saturating_add(cost);
+            if turn > give_up {
+                return Err(time::add(self.origin, Duration::from_nanos(turn)));
+            }
+            match self
+                .tail
+                .compare_exchange_weak(tail, turn, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => tail = actual,
+            }
         }
     }
 
