@@ -175,11 +175,13 @@ impl<L> RateLimitHandle<L> {
 
     /// The limit's state.
     pub fn snapshot(&self) -> RateLimitSnapshot {
+        // The interval first: reading it takes a due ramp step.
+        let interval = self.common.pace.interval();
         let (cells, period, ramping) = self.common.pace.target();
         RateLimitSnapshot {
             cells,
             period,
-            interval: self.common.pace.interval(),
+            interval,
             ramping,
             waiting: self.common.waiting.load(Ordering::Relaxed),
         }

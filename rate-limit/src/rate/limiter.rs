@@ -53,6 +53,9 @@ pub trait Limiter<Req>: Clone {
     fn fifo(&self) -> bool;
 }
 
+/// How late a tokio timer may fire: it rounds its deadline up to a whole millisecond.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
 /// The limiter's settings and observability, shared by all clones of a layer.
 pub(crate) struct Common {
     pub(crate) emitter: Emitter<LimitEvent>,
@@ -68,9 +71,12 @@ pub(crate) struct Common {
     /// When the head of the queue expects its cells: the `retry_after` of a call whose max
     /// wait ends while it is still queued.
     next_conform: AtomicInstant,
-    /// When the last call in line expects its cells, ns since `origin`: a newcomer's turn
-    /// comes its own cells' emission time after it (early refusal in wait mode).
-    tail: AtomicU64,
+    /// When the line last moved (a call in it was admitted), ns since `origin`: the cells
+    /// of everyone in line are due one emission interval each after it (early refusal in
+    /// wait mode).
+    line_base: AtomicU64,
+    /// The cells of the calls in line.
+    pub(crate) queued: AtomicU64,
     origin: Instant,
     /// The run-time rate (see [`RateLimitHandle`](super::RateLimitHandle)).
     pub(crate) pace: Pace,
@@ -89,7 +95,8 @@ impl Common {
             turnstile: Arc::new(Semaphore::new(1)),
             waiting: AtomicUsize::new(0),
             next_conform: AtomicInstant::new(now),
-            tail: AtomicU64::new(0),
+            line_base: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             origin: now,
             pace: Pace::new(
                 config.cells,
@@ -190,46 +197,58 @@ impl Common {
         }
     }
 
-    /// The first call to wait (no line ahead of it) expects its cells at `at`.
-    pub(crate) fn start_line(&self, at: Instant) {
-        self.tail
-            .store(time::nanos_since(self.origin, at), Ordering::Release);
-    }
-
-    /// A call costing `cells` joins the line if its turn (after everyone ahead of it, one
-    /// emission interval per cell) comes by `give_up`; otherwise it stays out and learns
-    /// when its turn would have come.
-    pub(crate) fn join_line(
-        &self,
-        cells: NonZeroU32,
-        now: Instant,
-        give_up: Instant,
-    ) -> Result<(), Instant> {
-        let now = time::nanos_since(self.origin, now);
-        let give_up = time::nanos_since(self.origin, give_up);
-        let cost = time::nanos(self.pace.interval()).saturating_mul(u64::from(cells.get()));
-        let mut tail = self.tail.load(Ordering::Acquire);
-        loop {
-            let turn = tail.max(now).saturating_add(cost);
-            if turn > give_up {
-                return Err(time::add(self.origin, Duration::from_nanos(turn)));
-            }
-            match self
-                .tail
-                .compare_exchange_weak(tail, turn, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Ok(()),
-                Err(actual) => tail = actual,
-            }
-        }
-    }
-
     pub(crate) fn set_next_conform(&self, at: Instant) {
         self.next_conform.store(at);
     }
 
     pub(crate) fn next_conform(&self) -> Instant {
         self.next_conform.load()
+    }
+
+    /// The first call to wait (no line ahead of it) expects its `cells` at `at`.
+    pub(crate) fn start_line(&self, at: Instant, cells: NonZeroU32) {
+        let cost = self.line_cost(cells);
+        let base = time::nanos_since(self.origin, at).saturating_sub(cost);
+        self.line_base.store(base, Ordering::Release);
+    }
+
+    /// A call in line was admitted `now`: the next cells are due from now.
+    pub(crate) fn line_moved(&self, now: Instant) {
+        self.line_base
+            .store(time::nanos_since(self.origin, now), Ordering::Release);
+    }
+
+    fn line_cost(&self, cells: NonZeroU32) -> u64 {
+        time::nanos(self.pace.interval()).saturating_mul(u64::from(cells.get()))
+    }
+
+    /// Whether a call costing `cells` may join the line: its turn comes after the cells of
+    /// everyone in line, one emission interval each from when the line last moved. `Ok`
+    /// if that is by `give_up`; otherwise `Err` with when its turn would come.
+    pub(crate) fn join_line(
+        &self,
+        cells: NonZeroU32,
+        now: Instant,
+        give_up: Instant,
+    ) -> Result<(), Instant> {
+        let now_ns = time::nanos_since(self.origin, now);
+        let queued = self.queued.load(Ordering::Acquire);
+        let interval = time::nanos(self.pace.interval());
+        let ahead = interval.saturating_mul(queued);
+        let turn = self
+            .line_base
+            .load(Ordering::Acquire)
+            .saturating_add(ahead)
+            .max(now_ns)
+            .saturating_add(self.line_cost(cells));
+        // tokio's timers fire on whole milliseconds: each call in line (and this one) may
+        // be admitted up to one later than its turn, which delays every turn after it.
+        let calls = self.waiting.load(Ordering::Acquire) as u64;
+        let slack = time::nanos(TIMER_RESOLUTION).saturating_mul(calls.saturating_add(1));
+        if turn.saturating_add(slack) > time::nanos_since(self.origin, give_up) {
+            return Err(time::add(self.origin, Duration::from_nanos(turn)));
+        }
+        Ok(())
     }
 }
 

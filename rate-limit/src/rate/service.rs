@@ -146,7 +146,7 @@ where
                         return ResponseFuture::rejected(self.reject(cells, wait));
                     }
                     if fifo {
-                        self.common.start_line(at);
+                        self.common.start_line(at, cells);
                     }
                     conforms_at = Some(at);
                 }
