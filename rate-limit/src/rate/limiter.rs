@@ -176,20 +176,23 @@ impl Common {
         self.apply_rate(c.cells, c.period, 0);
     }
 
-    /// Follow an upstream's advertised quota: `remaining / reset`, never above the
-    /// configured rate; nothing until the reset when nothing remains.
+    /// Follow an upstream's advertised quota: `remaining` calls spread over `reset` (one
+    /// per `reset / (remaining + 1)`), never above the configured rate; nothing until the
+    /// reset when nothing remains.
     pub(crate) fn follow(&self, quota: Quota) {
         if quota.reset.is_zero() {
             return; // the quota resets now: nothing to learn
         }
         let c = &self.config;
-        let remaining = quota.remaining.min(u64::from(u32::MAX));
-        let interval = time::nanos(quota.reset) / remaining.max(1);
+        // `remaining` calls spread over `reset`, the last one before the reset: one per
+        // `reset / (remaining + 1)`.
+        let slots = quota.remaining.saturating_add(1).min(u64::from(u32::MAX));
+        let interval = time::nanos(quota.reset) / slots;
         let configured = time::nanos(c.emission_interval());
         if interval <= configured {
             self.restore_rate();
         } else {
-            let cells = u32::try_from(remaining.max(1)).unwrap_or(u32::MAX);
+            let cells = u32::try_from(slots).unwrap_or(u32::MAX);
             self.apply_rate(cells, quota.reset, interval);
         }
         if quota.remaining == 0 {
