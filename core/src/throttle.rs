@@ -90,9 +90,9 @@ impl<Res, E> ThrottleHint<Res, E> for NoThrottleHint {
 /// quota resets, `reset` from when the result arrived (`RateLimit-Remaining: 40`,
 /// `RateLimit-Reset: 20`).
 ///
-/// A rate limiter following it (`palisade_rate_limit::RateLimitHandle::follow`) paces its
-/// callers at `remaining / reset`, never above its configured rate, and sends nothing
-/// until the reset when nothing remains.
+/// A rate limiter following it (`palisade_rate_limit::RateLimitHandle::follow`) spreads
+/// the `remaining` calls over `reset` for all its callers, never above its configured
+/// rate, and sends nothing until the reset when nothing remains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     /// Calls left until the reset.

@@ -21,7 +21,8 @@ const UNIX_TIME_ABOVE: u64 = 1_000_000_000;
 
 /// The quota a response advertises (calls remaining until the reset), for
 /// `palisade_rate_limit::RateLimitHandle::follow` and its `follow_quota` layer: the rate
-/// limit then paces every caller at `remaining / reset`, up to its configured rate.
+/// limit then spreads the `remaining` calls over `reset` for every caller, up to its
+/// configured rate.
 ///
 /// | headers | quota |
 /// |---|---|

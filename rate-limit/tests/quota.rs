@@ -192,7 +192,7 @@ async fn follows_an_upstream_quota_and_holds_when_nothing_remains() {
         .unwrap();
     let handle = limit.handle();
     // The upstream's answer is the quota left: (remaining, reset seconds).
-    let quota = Arc::new(Mutex::new((40u64, 20u64)));
+    let quota = Arc::new(Mutex::new((39u64, 20u64)));
     let q = Arc::clone(&quota);
     let upstream = service_fn(move |_: u32| {
         let (r, t) = *q.lock().unwrap();
@@ -205,7 +205,11 @@ async fn follows_an_upstream_quota_and_holds_when_nothing_remains() {
         })
         .layer(upstream);
     svc.clone().oneshot(0).await.unwrap();
-    assert_eq!(handle.interval(), 500 * MS, "40 in 20 s: 2/s");
+    assert_eq!(
+        handle.interval(),
+        500 * MS,
+        "39 left in 20 s: one per 500 ms, the last before the reset"
+    );
     assert_eq!(handle.rate(), (40, Duration::from_secs(20)));
     assert!(
         events.lock().unwrap().contains(&LimitEvent::RateSet {

@@ -131,9 +131,11 @@ impl<L> RateLimitHandle<L> {
         self.common.restore_rate();
     }
 
-    /// Follow an upstream's advertised quota: pace every caller at `remaining / reset`
-    /// (up to the configured rate), and when nothing remains admit nothing until the
-    /// reset, then one call per `reset` until a later quota says more. A quota with a
+    /// Follow an upstream's advertised quota: pace every caller so that the `remaining`
+    /// calls are spread evenly over `reset`, the last one before the reset (one call per
+    /// `reset / (remaining + 1)`, never faster than the configured rate); when nothing
+    /// remains, admit nothing until the reset, then one call per `reset` until a later
+    /// quota says more. Slower takes effect at once, faster by the ramp. A quota with a
     /// zero `reset` says nothing and is ignored.
     ///
     /// ```
@@ -144,8 +146,8 @@ impl<L> RateLimitHandle<L> {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// let handle = RateLimitConfig::builder(100, Duration::from_secs(1)).build().unwrap().handle();
-    /// handle.follow(Quota::new(40, Duration::from_secs(20)));
-    /// assert_eq!(handle.interval(), Duration::from_millis(500)); // 2 per second
+    /// handle.follow(Quota::new(39, Duration::from_secs(20)));
+    /// assert_eq!(handle.interval(), Duration::from_millis(500)); // 39 calls, then the reset
     /// handle.follow(Quota::new(10_000, Duration::from_secs(1)));
     /// assert_eq!(handle.rate(), (100, Duration::from_secs(1))); // never above the configured rate
     /// # }

@@ -32,8 +32,8 @@ use super::limiter::Common;
 /// # async fn main() {
 /// let limit = RateLimitConfig::builder(100, Duration::from_secs(1)).build().unwrap();
 /// let handle = limit.handle();
-/// // An upstream that says: 10 calls left, the quota resets in 10 s.
-/// let upstream = service_fn(|_: ()| async { Ok::<_, BoxError>((10u64, 10u64)) });
+/// // An upstream that says: 9 calls left, the quota resets in 10 s.
+/// let upstream = service_fn(|_: ()| async { Ok::<_, BoxError>((9u64, 10u64)) });
 /// let client = ServiceBuilder::new()
 ///     .layer(limit)
 ///     .layer(handle.follow_quota(|res: &Result<(u64, u64), BoxError>| {
@@ -42,7 +42,7 @@ use super::limiter::Common;
 ///     }))
 ///     .service(upstream);
 /// client.oneshot(()).await.unwrap();
-/// assert_eq!(handle.interval(), Duration::from_secs(1)); // 10 per 10 s
+/// assert_eq!(handle.interval(), Duration::from_secs(1)); // 9 calls in 10 s, the last before the reset
 /// # }
 /// ```
 pub struct FollowQuotaLayer<H> {
