@@ -376,3 +376,26 @@ proptest! {
         }
     }
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn the_ramp_loads_from_data_and_round_trips() {
+    let c: RateLimitConfig = serde_json::from_str(r#"{"cells": 5, "period": "1s"}"#).unwrap();
+    assert_eq!(c.ramp, palisade_rate_limit::DEFAULT_RAMP);
+    for ramp in [Duration::ZERO, Duration::from_millis(1500), Duration::MAX] {
+        let mut c = RateLimitConfig::new(5, SEC);
+        c.ramp = ramp;
+        let again: RateLimitConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        c.into_layer().unwrap();
+    }
+    let c: RateLimitConfig =
+        serde_json::from_str(r#"{"cells": 5, "period": "1s", "ramp": "250ms"}"#).unwrap();
+    assert_eq!(c.ramp, 250 * MS);
+    // A bare number has no unit: refused.
+    assert!(
+        serde_json::from_str::<RateLimitConfig>(r#"{"cells": 5, "period": "1s", "ramp": 3}"#)
+            .is_err()
+    );
+}
