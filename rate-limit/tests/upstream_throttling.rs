@@ -175,7 +175,7 @@ async fn the_upstream_sees_its_quota_and_the_goodput_is_the_quota() {
         .unwrap();
     let handle = limit.handle();
     let gate = ThrottleLayer::new(ThrottleConfig::builder().name("gate").build().unwrap())
-        .hint(throttle_hint);
+        .throttle_hint(throttle_hint);
     let client = ServiceBuilder::new()
         .layer(gate)
         .layer(limit.quota_hint(quota_hint))
