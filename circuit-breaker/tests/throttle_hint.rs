@@ -113,3 +113,25 @@ async fn without_a_hint_the_inner_classifier_judges() {
     svc.clone().oneshot(500).await.unwrap_err();
     assert_eq!(handle.state(), State::Open, "failures still open it");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hinted_probe_reopens_for_the_hinted_time() {
+    let layer = CircuitBreakerConfig::builder()
+        .open_duration(Duration::from_secs(1))
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .throttle_hint(hint);
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|status: u16| async move {
+        Ok::<_, BoxError>(status)
+    }));
+    handle.open_for(Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The probe meets the throttle: open again, for the hinted 30 s, not the 1 s open
+    // duration, and still no failure.
+    assert_eq!(svc.clone().oneshot(429).await.unwrap(), 429);
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.retry_after(), Some(Duration::from_secs(30)));
+    assert_eq!(handle.snapshot().failures, 0);
+}
