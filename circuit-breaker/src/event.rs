@@ -87,6 +87,13 @@ pub enum TransitionReason {
     },
     /// An operator forced the state through the handle.
     Operator,
+    /// An upstream's throttle hint (a result read by the layer's
+    /// [`throttle_hint`](crate::CircuitBreakerLayer::throttle_hint)) opened the breaker until
+    /// the hinted instant, without recording a failure.
+    UpstreamThrottle {
+        /// How long the hint asked for, from the result's arrival.
+        hinted: Duration,
+    },
 }
 
 /// What a circuit breaker reports to listeners registered with

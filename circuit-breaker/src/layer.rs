@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 
 use crate::event::Metrics;
+use crate::hint::HintedClassifier;
 use crate::state::Breaker;
 use crate::{
     CircuitBreaker, CircuitBreakerConfig, CircuitBreakerConfigBuilder, CircuitBreakerEvent,
@@ -75,6 +76,47 @@ impl<C> CircuitBreakerLayer<C> {
         K: std::hash::Hash + Eq + Clone + fmt::Debug,
     {
         KeyedCircuitBreakerLayer::new(self.breaker.config(), key_fn).classifier(self.classifier)
+    }
+
+    /// Open the breaker when an upstream says "slow down": a result in which `hint` (a
+    /// [`ThrottleHint`](palisade_core::throttle::ThrottleHint), e.g.
+    /// `palisade_http::throttle_hint` or a closure returning `Option<Throttle>`) finds a
+    /// hint opens the breaker until the hinted instant (as
+    /// [`CircuitBreakerHandle::open_until`]) **without** recording a failure in the window:
+    /// the result counts as [`Outcome::Ignore`](palisade_core::Outcome). The transition's
+    /// event says why ([`TransitionReason::UpstreamThrottle`](crate::TransitionReason)).
+    /// A hint never shortens an open period, and in metrics-only mode the breaker stays in
+    /// shadow. Results without a hint go to the classifier set before (call
+    /// [`classifier`](Self::classifier) first: it replaces this wrapper).
+    ///
+    /// ```
+    /// use palisade_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+    /// use palisade_core::throttle::Throttle;
+    /// use palisade_core::BoxError;
+    /// use std::time::Duration;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default())
+    ///     .throttle_hint(|res: &Result<u16, BoxError>| match res {
+    ///         Ok(429) => Some(Throttle::For(Duration::from_secs(30))),
+    ///         _ => None,
+    ///     });
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(429u16) }));
+    /// assert_eq!(svc.oneshot(()).await.unwrap(), 429);
+    /// assert_eq!(handle.state(), State::Open);
+    /// assert_eq!(handle.retry_after(), Some(Duration::from_secs(30)));
+    /// assert_eq!(handle.snapshot().failures, 0, "a hint is not a failure");
+    /// # }
+    /// ```
+    pub fn throttle_hint<H>(self, hint: H) -> CircuitBreakerLayer<HintedClassifier<C, H>> {
+        let classifier = HintedClassifier::new(self.classifier, hint, Arc::clone(&self.breaker));
+        CircuitBreakerLayer {
+            breaker: self.breaker,
+            classifier,
+        }
     }
 
     /// The handle of this layer's breaker.

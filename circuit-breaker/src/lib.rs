@@ -35,7 +35,7 @@
 //! order) is the caller's load, not the backend's health. The error type must implement
 //! `palisade_core::AsRejection` for that (`BoxError` and `palisade_core::Error<E>` do);
 //! with another error type, pass a classifier with
-//! [`CircuitBreakerLayer::with_classifier`] (e.g. `palisade_core::DefaultClassifier`,
+//! [`CircuitBreakerLayer::classifier`] (e.g. `palisade_core::DefaultClassifier`,
 //! "every `Err` is a failure").
 //! - Operators can force it open, disable it (always closed, still recording) or put it in
 //!   metrics-only mode (the state machine runs and reports, but never rejects) through a
@@ -125,6 +125,7 @@ mod config;
 mod event;
 mod future;
 mod handle;
+mod hint;
 mod keyed;
 mod layer;
 #[cfg(all(test, not(loom)))]
@@ -141,6 +142,7 @@ pub use config::{
 pub use event::{CircuitBreakerEvent, METRICS, State, TransitionReason};
 pub use future::ResponseFuture;
 pub use handle::CircuitBreakerHandle;
+pub use hint::HintedClassifier;
 pub use keyed::{
     KeyedCircuitBreaker, KeyedCircuitBreakerHandle, KeyedCircuitBreakerLayer, KeyedLimits,
 };

@@ -743,6 +743,11 @@ impl Breaker {
     /// failure; then half-open as after any open period. Already open until later: stays
     /// so (a hint never shortens an open period).
     pub(crate) fn open_until(&self, until: Instant, now: Instant) {
+        self.open_until_for(until, now, TransitionReason::Operator);
+    }
+
+    /// [`open_until`](Self::open_until), saying why (an operator or an upstream's hint).
+    pub(crate) fn open_until_for(&self, until: Instant, now: Instant, reason: TransitionReason) {
         let (until, now) = (self.nanos(until), self.nanos(now));
         {
             let _control = lock(&self.control);
@@ -755,13 +760,7 @@ impl Breaker {
                 return;
             }
         }
-        self.transition_until(
-            None,
-            State::Open,
-            TransitionReason::Operator,
-            now,
-            Some(until),
-        );
+        self.transition_until(None, State::Open, reason, now, Some(until));
     }
 
     /// Operator: reject every call until reset.

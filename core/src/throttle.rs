@@ -86,6 +86,73 @@ impl<Res, E> ThrottleHint<Res, E> for NoThrottleHint {
     }
 }
 
+/// What an upstream says is left of its quota for this client: `remaining` calls until the
+/// quota resets, `reset` from when the result arrived (`RateLimit-Remaining: 40`,
+/// `RateLimit-Reset: 20`).
+///
+/// A rate limiter following it (`palisade_rate_limit::RateLimitHandle::follow`) spreads
+/// the `remaining` calls over `reset` for all its callers, never above its configured
+/// rate, and sends nothing until the reset when nothing remains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    /// Calls left until the reset.
+    pub remaining: u64,
+    /// How long until the quota resets.
+    pub reset: Duration,
+}
+
+impl Quota {
+    /// `remaining` calls left, the quota resetting in `reset`.
+    pub const fn new(remaining: u64, reset: Duration) -> Self {
+        Self { remaining, reset }
+    }
+}
+
+/// Reads an upstream's advertised quota from a call's result.
+///
+/// Implemented for closures `Fn(&Result<Res, E>) -> Option<Quota>`; [`NoQuotaHint`] never
+/// finds one. For HTTP, `palisade_http::quota_hint` reads the `RateLimit` headers.
+///
+/// ```
+/// use palisade_core::throttle::{Quota, QuotaHint};
+/// use std::time::Duration;
+///
+/// // A response with the quota's remaining calls and seconds to reset, as parsed headers.
+/// struct Response { remaining: Option<u64>, reset: Option<u64> }
+///
+/// let hint = |res: &Result<Response, std::io::Error>| {
+///     let r = res.as_ref().ok()?;
+///     Some(Quota::new(r.remaining?, Duration::from_secs(r.reset?)))
+/// };
+/// let ok = Ok(Response { remaining: Some(40), reset: Some(20) });
+/// assert_eq!(hint.quota(&ok), Some(Quota::new(40, Duration::from_secs(20))));
+/// ```
+pub trait QuotaHint<Res, E> {
+    /// The quota the result advertises, if any.
+    fn quota(&self, result: &Result<Res, E>) -> Option<Quota>;
+}
+
+impl<Res, E, F> QuotaHint<Res, E> for F
+where
+    F: Fn(&Result<Res, E>) -> Option<Quota>,
+{
+    #[inline]
+    fn quota(&self, result: &Result<Res, E>) -> Option<Quota> {
+        self(result)
+    }
+}
+
+/// Finds no quota in any result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoQuotaHint;
+
+impl<Res, E> QuotaHint<Res, E> for NoQuotaHint {
+    #[inline]
+    fn quota(&self, _: &Result<Res, E>) -> Option<Quota> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +172,6 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(past.remaining(Instant::now()), Duration::ZERO);
         assert_eq!(NoThrottleHint.throttle(&Ok::<u8, ()>(1)), None);
+        assert_eq!(NoQuotaHint.quota(&Ok::<u8, ()>(1)), None);
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
+pub use crate::quota::rate_limit_quota;
+
 /// The `RateLimit` response field: the state of the quota the response counted against.
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// The `RateLimit-Policy` response field: the quota policies the server applies.

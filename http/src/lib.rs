@@ -116,6 +116,7 @@ pub mod deadline;
 pub mod headers;
 pub mod key;
 pub mod priority;
+mod quota;
 mod response;
 
 pub use boxed::{BoxErrorFuture, BoxErrorLayer, BoxErrors};
@@ -127,6 +128,7 @@ pub use classify::{
 };
 pub use deadline::{IncomingDeadline, IncomingDeadlineLayer, SendDeadline, SendDeadlineLayer};
 pub use priority::PriorityFrom;
+pub use quota::{X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, quota_hint};
 pub use response::{
     Around, Cause, RejectionResponse, RejectionResponseConfig, RejectionResponseConfigBuilder,
     RejectionResponseLayer, ResponseFuture, rejection_kind,

@@ -59,6 +59,15 @@ pub enum LimitEvent {
         /// Which limit was hit.
         limit: &'static str,
     },
+    /// A rate limit's rate was set at run time (through its
+    /// [`RateLimitHandle`](crate::RateLimitHandle) or an upstream's quota) to `cells` per
+    /// `period`: lower at once, higher by its ramp.
+    RateSet {
+        /// Cells per period.
+        cells: u32,
+        /// The period.
+        period: Duration,
+    },
     /// An adaptive limit moved from `from` to `to` concurrent calls.
     LimitChanged {
         /// The previous limit.
@@ -91,6 +100,11 @@ impl Event for LimitEvent {
                 target: "palisade::rate_limit",
                 name = %name, kind = kind.as_str(), limit,
                 "call refused: overloaded"
+            ),
+            LimitEvent::RateSet { cells, period } => tracing::debug!(
+                target: "palisade::rate_limit",
+                name = %name, kind = "rate", cells, period_ms = period.as_secs_f64() * 1e3,
+                "rate set"
             ),
             LimitEvent::LimitChanged { from, to } => tracing::debug!(
                 target: "palisade::rate_limit",

@@ -75,6 +75,74 @@
 //! # }
 //! ```
 //!
+//! # Upstream throttling
+//!
+//! When an upstream says "slow down", every caller sharing these layers obeys:
+//!
+//! - **The throttle gate** ([`ThrottleLayer`], see [`throttle`]): a result with a hint
+//!   (`429`/`503` + `Retry-After`, gRPC `RESOURCE_EXHAUSTED`, read by a
+//!   [`ThrottleHint`](palisade_core::throttle::ThrottleHint)) closes it for every caller
+//!   until the hinted instant; then it probes once per hinted interval and ramps back up.
+//! - **The rate limit follows the upstream's quota** ([`RateLimitHandle`], from
+//!   [`RateLimitLayer::handle`]): [`set_rate`](RateLimitHandle::set_rate) slows every
+//!   caller at once; raising the rate climbs back linearly over the config's
+//!   [`ramp`](RateLimitConfig::ramp) (default 10 s), never a step back to full rate.
+//!   [`RateLimitLayer::quota_hint`] (or [`RateLimitHandle::follow_quota`]) reads the
+//!   quota each answer advertises (`RateLimit-Remaining` / `RateLimit-Reset`, a
+//!   [`QuotaHint`](palisade_core::throttle::QuotaHint) such as `palisade_http::quota_hint`)
+//!   and spreads the remaining calls over the time to the reset, never above the configured
+//!   rate; with nothing remaining it admits nothing until the reset. While the rate is the
+//!   configured one this costs the admit path one atomic load.
+//!   [`drain`](RateLimitHandle::drain) takes every cell available now.
+//! - **Early refusal in wait mode**: a call that cannot be admitted before it gives up
+//!   (its `max_wait` or the caller's deadline), given the cells of the calls in line ahead
+//!   of it, is refused at once with the time its turn would come, never after waiting its
+//!   turn. The estimate follows the line as it moves and allows for tokio's timers firing
+//!   on whole milliseconds, so no caller waits past its deadline (a property test).
+//!
+//! 20 callers against an upstream with a quota of 5 calls per second that answers `429` +
+//! `Retry-After` over it, for 30 s (`tests/upstream_throttling.rs`): each caller obeying
+//! only its own `Retry-After`, the upstream receives 750 calls, 5× its quota; with the gate
+//! and a limit following the advertised quota, it receives 150 and serves all 150.
+//!
+//! ```
+//! use palisade_core::BoxError;
+//! use palisade_core::throttle::{Quota, Throttle};
+//! use palisade_rate_limit::{RateLimitConfig, ThrottleConfig, ThrottleLayer};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! // An upstream's answer: a status and its quota headers, parsed.
+//! struct Answer { status: u16, remaining: u64, reset_secs: u64 }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let limit = RateLimitConfig::builder(100, Duration::from_secs(1))
+//!     .name("partner-api")
+//!     .max_wait(Duration::from_secs(2))
+//!     .build()?;
+//! let handle = limit.handle();
+//! let gate = ThrottleLayer::new(ThrottleConfig::builder().name("partner-api").build()?)
+//!     .hint(|res: &Result<Answer, BoxError>| match res {
+//!         Ok(a) if a.status == 429 => Some(Throttle::For(Duration::from_secs(a.reset_secs))),
+//!         _ => None,
+//!     });
+//! let client = ServiceBuilder::new()
+//!     .layer(gate)
+//!     .layer(limit.quota_hint(|res: &Result<Answer, BoxError>| {
+//!         let a = res.as_ref().ok()?;
+//!         Some(Quota::new(a.remaining, Duration::from_secs(a.reset_secs)))
+//!     }))
+//!     .service(service_fn(|_: ()| async {
+//!         Ok::<_, BoxError>(Answer { status: 200, remaining: 9, reset_secs: 10 })
+//!     }));
+//! client.oneshot(()).await?;
+//! // 9 calls left in 10 s: every caller is now paced at one call per second.
+//! assert_eq!(handle.interval(), Duration::from_secs(1));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Time
 //!
 //! Everything runs on tokio's clock: the limiter's governor state reads it through
@@ -190,8 +258,9 @@ pub use concurrency::{
 pub use event::{LimitEvent, LimitKind};
 pub use metrics::METRICS;
 pub use rate::{
-    Cost, DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, Direct, Keyed, Limiter, MAX_REFILL,
-    RateLimit, RateLimitBuilder, RateLimitConfig, RateLimitLayer, UnitCost,
+    Cost, DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, DEFAULT_RAMP, Direct, FollowQuota,
+    FollowQuotaLayer, Keyed, Limiter, MAX_REFILL, RateLimit, RateLimitBuilder, RateLimitConfig,
+    RateLimitHandle, RateLimitLayer, RateLimitSnapshot, UnitCost,
 };
 pub use throttle::{
     ThrottleConfig, ThrottleConfigBuilder, ThrottleEvent, ThrottleHandle, ThrottleLayer,

@@ -28,7 +28,7 @@ use palisade::chaos::sim::{LoadGen, Report, SimBackend, SimResponse};
 use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::core::ConfigError;
 use palisade::prelude::*;
-use palisade::rate_limit::Aimd;
+use palisade::rate_limit::{Aimd, ThrottleConfig, ThrottleLayer};
 use tower::layer::util::Identity;
 use tower::util::Either;
 
@@ -39,7 +39,7 @@ pub use incidents::{
 };
 pub use stacks::{
     ATTEMPT_TIMEOUT, CONCURRENCY, OVERALL_TIMEOUT, StackKind, elapsed_is_slow, overload_signal,
-    palisade_default, quota_is_not_failure, run_stack, sim_retry_after,
+    palisade_default, quota_is_not_failure, run_stack, sim_retry_after, sim_throttle_hint,
 };
 
 /// The classifier type of the tuned breaker.
@@ -218,6 +218,21 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
                 .timeout(ATTEMPT_TIMEOUT)
                 .build()?,
         ))
+}
+
+/// The throttle hint reader of the gate.
+pub type ThrottleHintFn =
+    fn(&Result<SimResponse, BoxError>) -> Option<palisade::core::throttle::Throttle>;
+
+/// The throttle gate of "palisade tuned + throttle gate", around the backend: a `429`'s
+/// Retry-After closes it for every caller until the hinted instant (refused callers get a
+/// `RateLimited` whose `retry_after` the tuned retry waits for, within the deadline and
+/// budget); then it probes once per hinted interval and doubles while the upstream
+/// answers without a hint (the gate's defaults: reject mode; wait mode with a 1 s max wait
+/// served less in `rate-limited`, 85.4 req/s against 86.0).
+pub fn throttle_gate() -> Result<ThrottleLayer<ThrottleHintFn>, ConfigError> {
+    let hint: ThrottleHintFn = sim_throttle_hint;
+    Ok(ThrottleLayer::new(ThrottleConfig::builder().name("api").build()?).hint(hint))
 }
 
 /// One stack through one incident: the scorecard's numbers and the time series.

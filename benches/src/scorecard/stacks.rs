@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use palisade::chaos::sim::{LoadGen, Report, SimBackend, SimError, SimErrorKind, SimResponse};
+use palisade::core::throttle::Throttle;
 use palisade::prelude::*;
 use tower::ServiceBuilder;
 use tower::ServiceExt;
@@ -33,17 +34,22 @@ pub enum StackKind {
     PalisadeDefault,
     /// The same `Stack` with the configs this scorecard found ([`tuned`](super::tuned)).
     PalisadeTuned,
+    /// "palisade tuned" with the throttle gate around the backend
+    /// ([`throttle_gate`](super::throttle_gate)): an upstream's `429` + Retry-After holds
+    /// back every caller until the hinted instant, then probes and ramps back up.
+    PalisadeThrottle,
 }
 
 impl StackKind {
     /// Every stack, in the table's order.
-    pub const ALL: [StackKind; 6] = [
+    pub const ALL: [StackKind; 7] = [
         StackKind::None,
         StackKind::NaiveRetry,
         StackKind::Tower,
         StackKind::TowerResilience,
         StackKind::PalisadeDefault,
         StackKind::PalisadeTuned,
+        StackKind::PalisadeThrottle,
     ];
 
     /// The stack's name in the table.
@@ -55,6 +61,7 @@ impl StackKind {
             StackKind::TowerResilience => "tower-resilience",
             StackKind::PalisadeDefault => "palisade default",
             StackKind::PalisadeTuned => "palisade tuned",
+            StackKind::PalisadeThrottle => "palisade tuned + throttle gate",
         }
     }
 
@@ -67,6 +74,7 @@ impl StackKind {
             StackKind::TowerResilience => (204, 121, 167),
             StackKind::PalisadeDefault => (213, 94, 0),
             StackKind::PalisadeTuned => (0, 158, 115),
+            StackKind::PalisadeThrottle => (0, 114, 178),
         }
     }
 
@@ -79,6 +87,7 @@ impl StackKind {
             StackKind::TowerResilience => "pink",
             StackKind::PalisadeDefault => "vermilion",
             StackKind::PalisadeTuned => "green",
+            StackKind::PalisadeThrottle => "blue",
         }
     }
 }
@@ -228,6 +237,15 @@ pub fn overload_signal(result: &Result<SimResponse, BoxError>) -> Outcome {
     }
 }
 
+/// An upstream's throttle hint for the throttle gate: a simulated `429`'s Retry-After
+/// (palisade's own rejections are never hints).
+pub fn sim_throttle_hint(result: &Result<SimResponse, BoxError>) -> Option<Throttle> {
+    let sim = result.as_ref().err()?.downcast_ref::<SimError>()?;
+    (sim.kind() == SimErrorKind::RateLimited)
+        .then(|| sim.retry_after().map(Throttle::For))
+        .flatten()
+}
+
 /// A server's Retry-After hint: a simulated `429`'s, or a palisade rejection's.
 pub fn sim_retry_after(result: &Result<SimResponse, BoxError>) -> Option<Duration> {
     let err = result.as_ref().err()?;
@@ -289,6 +307,11 @@ pub async fn run_stack(kind: StackKind, backend: SimBackend, load: &LoadGen) -> 
         StackKind::PalisadeTuned => {
             let stack = super::tuned().expect("the tuned configs are valid");
             load.run(stack.layer(b), request).await
+        }
+        StackKind::PalisadeThrottle => {
+            let stack = super::tuned().expect("the tuned configs are valid");
+            let gate = super::throttle_gate().expect("the gate's config is valid");
+            load.run(stack.layer(gate.layer(b)), request).await
         }
     };
     run.report(&backend)

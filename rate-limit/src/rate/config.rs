@@ -82,7 +82,21 @@ pub struct RateLimitConfig {
     /// limited as if it had just used its whole burst, so memory stays bounded under a
     /// flood of one-off keys. Ignored by direct limiters.
     pub max_keys: usize,
+    /// How a rate lowered at run time (through the
+    /// [`RateLimitHandle`](super::RateLimitHandle): `set_rate`, an upstream's quota) comes
+    /// back up: the rate climbs linearly by the configured rate per `ramp`, so from almost
+    /// nothing back to the configured rate takes `ramp` (from half of it, half of `ramp`).
+    /// Lowering always takes effect at once. Default [`DEFAULT_RAMP`] (10 s). Zero raises
+    /// at once; `Duration::MAX` never raises by itself (only a later lowering changes it).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
+    pub ramp: Duration,
 }
+
+/// How long a rate lowered at run time takes to climb back to the configured rate, by
+/// default: 10 seconds, long enough that an upstream recovering from a throttle sees the
+/// load come back over a few of its own rate windows, short enough that a brief slowdown
+/// costs little throughput.
+pub const DEFAULT_RAMP: Duration = Duration::from_secs(10);
 
 /// The most keys a keyed limiter keeps by default: one million, about 20 MB of `u64` keys
 /// (see [`Keyed`](super::Keyed)): far above a service's real tenants or users, far below
@@ -115,6 +129,13 @@ struct RateLimitData {
     cleanup_interval: Duration,
     #[serde(default = "default_max_keys")]
     max_keys: usize,
+    #[serde(default = "default_ramp", with = "palisade_core::config::duration")]
+    ramp: Duration,
+}
+
+#[cfg(feature = "serde")]
+fn default_ramp() -> Duration {
+    DEFAULT_RAMP
 }
 
 #[cfg(feature = "serde")]
@@ -135,6 +156,7 @@ impl TryFrom<RateLimitData> for RateLimitConfig {
             max_wait: d.max_wait,
             cleanup_interval: d.cleanup_interval,
             max_keys: d.max_keys,
+            ramp: d.ramp,
         };
         config.validate()?;
         Ok(config)
@@ -161,6 +183,7 @@ impl RateLimitConfig {
             max_wait: Duration::ZERO,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             max_keys: DEFAULT_MAX_KEYS,
+            ramp: DEFAULT_RAMP,
         }
     }
 
@@ -318,6 +341,14 @@ impl RateLimitBuilder {
     #[must_use]
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.config.max_keys = max_keys;
+        self
+    }
+
+    /// How a rate lowered at run time climbs back: by the configured rate per `ramp`
+    /// (default [`DEFAULT_RAMP`], 10 s; zero: at once). See [`RateLimitConfig::ramp`].
+    #[must_use]
+    pub fn ramp(mut self, ramp: Duration) -> Self {
+        self.config.ramp = ramp;
         self
     }
 

@@ -178,19 +178,23 @@ pin_project! {
     }
 }
 
-/// Counts a call as waiting while it lives, so newcomers queue behind it.
-struct InLine(Arc<Common>);
+/// Counts a call (and its cells) as waiting while it lives, so newcomers queue behind it
+/// and know how long the line ahead of them is.
+struct InLine(Arc<Common>, u64);
 
 impl InLine {
-    fn join(common: &Arc<Common>) -> Self {
+    fn join(common: &Arc<Common>, cells: NonZeroU32) -> Self {
+        let cells = u64::from(cells.get());
+        common.queued.fetch_add(cells, Ordering::AcqRel);
         common.waiting.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(common))
+        Self(Arc::clone(common), cells)
     }
 }
 
 impl Drop for InLine {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.0.queued.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
 
@@ -212,7 +216,7 @@ where
         let (deadline, _) = crate::give_up_at(started, common.max_wait);
         let (phase, turnstile, in_line, wake_at) = if limiter.fifo() {
             let turnstile = PollSemaphore::new(Arc::clone(&common.turnstile));
-            let in_line = InLine::join(&common);
+            let in_line = InLine::join(&common, cells);
             (Phase::InLine, Some(turnstile), Some(in_line), deadline)
         } else if let Some(at) = conforms_at {
             // The check in `call` already said when: sleep until then.
@@ -259,21 +263,33 @@ where
                     let retry_after = this.common.next_conform().saturating_duration_since(now);
                     return Poll::Ready(Err(reject(this.common, *this.cells, retry_after)));
                 }
-                Phase::Check => match this.limiter.check(this.key, *this.cells) {
-                    Ok(()) => {
-                        admitted(this.common, *this.started);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Err(at) => {
-                        if at > *this.deadline {
-                            let retry_after = at.saturating_duration_since(Instant::now());
-                            return Poll::Ready(Err(reject(this.common, *this.cells, retry_after)));
+                Phase::Check => {
+                    match this
+                        .common
+                        .check::<Req, L>(&*this.limiter, this.key, *this.cells)
+                    {
+                        Ok(()) => {
+                            if this.in_line.is_some() {
+                                this.common.line_moved(Instant::now());
+                            }
+                            admitted(this.common, *this.started);
+                            return Poll::Ready(Ok(()));
                         }
-                        this.common.set_next_conform(at);
-                        this.sleep.as_mut().reset(at);
-                        *this.phase = Phase::Sleeping;
+                        Err(at) => {
+                            if at > *this.deadline {
+                                let retry_after = at.saturating_duration_since(Instant::now());
+                                return Poll::Ready(Err(reject(
+                                    this.common,
+                                    *this.cells,
+                                    retry_after,
+                                )));
+                            }
+                            this.common.set_next_conform(at);
+                            this.sleep.as_mut().reset(at);
+                            *this.phase = Phase::Sleeping;
+                        }
                     }
-                },
+                }
                 Phase::Sleeping => {
                     ready!(this.sleep.as_mut().poll(cx));
                     *this.phase = Phase::Check;

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use palisade_core::metrics::Gauge;
 use palisade_core::{Listeners, Name};
-use tower_layer::Layer;
+use tower_layer::{Layer, Stack};
 
 use super::config::RateLimitConfig;
+use super::handle::RateLimitHandle;
 use super::limiter::{Common, Direct, Keyed, UnitCost};
+use super::quota::FollowQuotaLayer;
 use super::service::RateLimit;
 use crate::event::LimitEvent;
 use crate::metrics;
@@ -74,6 +76,25 @@ impl<L, C> RateLimitLayer<L, C> {
     /// The layer's name.
     pub fn name(&self) -> &Name {
         self.common.emitter.name()
+    }
+
+    /// The handle of this limit: read its rate, set it at run time, follow an upstream's
+    /// quota, drain it (see [`RateLimitHandle`]).
+    pub fn handle(&self) -> RateLimitHandle<L>
+    where
+        L: Clone,
+    {
+        RateLimitHandle::new(Arc::clone(&self.common), self.limiter.clone())
+    }
+
+    /// This limit with a [`FollowQuotaLayer`] inside it: each result's advertised quota,
+    /// read by `hint` (a [`QuotaHint`](palisade_core::throttle::QuotaHint), e.g.
+    /// `palisade_http::quota_hint`), sets the limit's rate (see
+    /// [`RateLimitHandle::follow`]). Take the [`handle`](Self::handle) first if you need
+    /// one.
+    pub fn quota_hint<H>(self, hint: H) -> Stack<FollowQuotaLayer<H>, Self> {
+        let follow = FollowQuotaLayer::new(Arc::clone(&self.common), hint);
+        Stack::new(follow, self)
     }
 }
 

@@ -11,13 +11,16 @@ use std::time::Duration;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
+use palisade_core::config::ensure;
 use palisade_core::metrics::Gauge;
+use palisade_core::throttle::Quota;
 use palisade_core::time::{self, AtomicInstant};
-use palisade_core::{Emitter, Listeners};
+use palisade_core::{ConfigError, Emitter, Listeners};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::config::RateLimitConfig;
+use super::pace::Pace;
 use super::store::ShardedStore;
 use crate::clock::{TokioClock, TokioInstant};
 use crate::event::{LimitEvent, LimitKind};
@@ -50,6 +53,9 @@ pub trait Limiter<Req>: Clone {
     fn fifo(&self) -> bool;
 }
 
+/// How late a tokio timer may fire: it rounds its deadline up to a whole millisecond.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
 /// The limiter's settings and observability, shared by all clones of a layer.
 pub(crate) struct Common {
     pub(crate) emitter: Emitter<LimitEvent>,
@@ -65,18 +71,132 @@ pub(crate) struct Common {
     /// When the head of the queue expects its cells: the `retry_after` of a call whose max
     /// wait ends while it is still queued.
     next_conform: AtomicInstant,
+    /// When the line last moved (a call in it was admitted), ns since `origin`: the cells
+    /// of everyone in line are due one emission interval each after it (early refusal in
+    /// wait mode).
+    line_base: AtomicU64,
+    /// The cells of the calls in line.
+    pub(crate) queued: AtomicU64,
+    origin: Instant,
+    /// The run-time rate (see [`RateLimitHandle`](super::RateLimitHandle)).
+    pub(crate) pace: Pace,
+    /// The config the layer was built with.
+    pub(crate) config: RateLimitConfig,
 }
 
 impl Common {
     pub(crate) fn new(config: RateLimitConfig, listeners: Listeners<LimitEvent>) -> Self {
+        let now = Instant::now();
         Self {
             metrics: Metrics::register(&config.name, LimitKind::Rate),
             burst: NonZeroU32::new(config.effective_burst()).unwrap_or(NonZeroU32::MIN),
-            emitter: Emitter::new(config.name, listeners),
+            emitter: Emitter::new(config.name.clone(), listeners),
             max_wait: config.max_wait,
             turnstile: Arc::new(Semaphore::new(1)),
             waiting: AtomicUsize::new(0),
-            next_conform: AtomicInstant::new(Instant::now()),
+            next_conform: AtomicInstant::new(now),
+            line_base: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            origin: now,
+            pace: Pace::new(
+                config.cells,
+                config.period,
+                config.effective_burst(),
+                config.ramp,
+            ),
+            config,
+        }
+    }
+
+    /// Take `cells` for `key` from the pace and the limiter if both let them through now;
+    /// otherwise take nothing (the pace's share is given back) and say when to look again.
+    #[inline]
+    pub(crate) fn check<Req, L: Limiter<Req>>(
+        &self,
+        limiter: &L,
+        key: &L::Key,
+        cells: NonZeroU32,
+    ) -> Result<(), Instant> {
+        let taken = self.pace.check(cells.get())?;
+        limiter
+            .check(key, cells)
+            .inspect_err(|_| self.pace.refund(taken))
+    }
+
+    /// Set the rate to `cells` per `period` (validated: 1 cell or more, at least 1ns per
+    /// cell, no faster than the configured rate).
+    pub(crate) fn set_rate(&self, cells: u32, period: Duration) -> Result<(), ConfigError> {
+        const LAYER: &str = "rate_limit";
+        ensure(cells >= 1, LAYER, "cells", cells, "1 or more")?;
+        ensure(
+            !period.is_zero() && !(period / cells).is_zero(),
+            LAYER,
+            "period",
+            period,
+            "at least 1ns per cell (period / cells)",
+        )?;
+        ensure(
+            period / cells <= super::MAX_REFILL,
+            LAYER,
+            "period",
+            period,
+            "at most about 30 years per cell (period / cells)",
+        )?;
+        let c = &self.config;
+        // cells / period <= c.cells / c.period, exactly.
+        let faster =
+            u128::from(cells) * c.period.as_nanos() > u128::from(c.cells) * period.as_nanos();
+        ensure(
+            !faster,
+            LAYER,
+            "cells",
+            format!(
+                "{cells} per {}",
+                palisade_core::config::duration::format(period)
+            ),
+            format!(
+                "at most the configured rate, {} per {} (update the config to go faster)",
+                c.cells,
+                palisade_core::config::duration::format(c.period)
+            ),
+        )?;
+        self.apply_rate(cells, period, time::nanos(period / cells));
+        Ok(())
+    }
+
+    fn apply_rate(&self, cells: u32, period: Duration, interval: u64) {
+        if self.pace.set(cells, period, interval) {
+            self.emitter.emit(|| LimitEvent::RateSet { cells, period });
+        }
+    }
+
+    /// Back to the configured rate, by the ramp.
+    pub(crate) fn restore_rate(&self) {
+        let c = &self.config;
+        self.apply_rate(c.cells, c.period, 0);
+    }
+
+    /// Follow an upstream's advertised quota: `remaining` calls spread over `reset` (one
+    /// per `reset / (remaining + 1)`), never above the configured rate; nothing until the
+    /// reset when nothing remains.
+    pub(crate) fn follow(&self, quota: Quota) {
+        if quota.reset.is_zero() {
+            return; // the quota resets now: nothing to learn
+        }
+        let c = &self.config;
+        // `remaining` calls spread over `reset`, the last one before the reset: one per
+        // `reset / (remaining + 1)`.
+        let slots = quota.remaining.saturating_add(1).min(u64::from(u32::MAX));
+        let interval = time::nanos(quota.reset) / slots;
+        let configured = time::nanos(c.emission_interval());
+        if interval <= configured {
+            self.restore_rate();
+        } else {
+            let cells = u32::try_from(slots).unwrap_or(u32::MAX);
+            self.apply_rate(cells, quota.reset, interval);
+        }
+        if quota.remaining == 0 {
+            self.pace.hold_until(time::add(Instant::now(), quota.reset));
         }
     }
 
@@ -86,6 +206,52 @@ impl Common {
 
     pub(crate) fn next_conform(&self) -> Instant {
         self.next_conform.load()
+    }
+
+    /// The first call to wait (no line ahead of it) expects its `cells` at `at`.
+    pub(crate) fn start_line(&self, at: Instant, cells: NonZeroU32) {
+        let cost = self.line_cost(cells);
+        let base = time::nanos_since(self.origin, at).saturating_sub(cost);
+        self.line_base.store(base, Ordering::Release);
+    }
+
+    /// A call in line was admitted `now`: the next cells are due from now.
+    pub(crate) fn line_moved(&self, now: Instant) {
+        self.line_base
+            .store(time::nanos_since(self.origin, now), Ordering::Release);
+    }
+
+    fn line_cost(&self, cells: NonZeroU32) -> u64 {
+        time::nanos(self.pace.interval()).saturating_mul(u64::from(cells.get()))
+    }
+
+    /// Whether a call costing `cells` may join the line: its turn comes after the cells of
+    /// everyone in line, one emission interval each from when the line last moved. `Ok`
+    /// if that is by `give_up`; otherwise `Err` with when its turn would come.
+    pub(crate) fn join_line(
+        &self,
+        cells: NonZeroU32,
+        now: Instant,
+        give_up: Instant,
+    ) -> Result<(), Instant> {
+        let now_ns = time::nanos_since(self.origin, now);
+        let queued = self.queued.load(Ordering::Acquire);
+        let interval = time::nanos(self.pace.interval());
+        let ahead = interval.saturating_mul(queued);
+        let turn = self
+            .line_base
+            .load(Ordering::Acquire)
+            .saturating_add(ahead)
+            .max(now_ns)
+            .saturating_add(self.line_cost(cells));
+        // tokio's timers fire on whole milliseconds: each call in line (and this one) may
+        // be admitted up to one later than its turn, which delays every turn after it.
+        let calls = self.waiting.load(Ordering::Acquire) as u64;
+        let slack = time::nanos(TIMER_RESOLUTION).saturating_mul(calls.saturating_add(1));
+        if turn.saturating_add(slack) > time::nanos_since(self.origin, give_up) {
+            return Err(time::add(self.origin, Duration::from_nanos(turn)));
+        }
+        Ok(())
     }
 }
 

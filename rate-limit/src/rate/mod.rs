@@ -2,15 +2,21 @@
 
 mod config;
 mod future;
+mod handle;
 mod layer;
 mod limiter;
+mod pace;
+mod quota;
 mod service;
 mod store;
 
 pub use config::{
-    DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, MAX_REFILL, RateLimitBuilder, RateLimitConfig,
+    DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, DEFAULT_RAMP, MAX_REFILL, RateLimitBuilder,
+    RateLimitConfig,
 };
 pub use future::ResponseFuture;
+pub use handle::{RateLimitHandle, RateLimitSnapshot};
 pub use layer::RateLimitLayer;
 pub use limiter::{Cost, Direct, Keyed, Limiter, UnitCost};
+pub use quota::{FollowQuota, FollowQuotaFuture, FollowQuotaLayer};
 pub use service::RateLimit;

@@ -121,10 +121,20 @@ where
         let key = self.limiter.key(&req);
         // While calls wait in line, a newcomer queues behind them rather than take the
         // cells the head of the line is waiting for.
-        let line = self.limiter.fifo() && self.common.waiting.load(Ordering::Acquire) > 0;
+        let fifo = self.limiter.fifo();
+        let line = fifo && self.common.waiting.load(Ordering::Acquire) > 0;
         let mut conforms_at = None;
-        if !line {
-            match self.limiter.check(&key, cells) {
+        if line {
+            // Early refusal: a call whose turn, after everyone in line ahead of it, would
+            // come only after it gives up is refused now, with the time until that turn.
+            let now = Instant::now();
+            let give_up = crate::give_up_at(now, self.common.max_wait).0;
+            if let Err(turn) = self.common.join_line(cells, now, give_up) {
+                let wait = turn.saturating_duration_since(now);
+                return ResponseFuture::rejected(self.reject(cells, wait));
+            }
+        } else {
+            match self.common.check::<Req, L>(&self.limiter, &key, cells) {
                 Ok(()) => {
                     self.common.metrics.admitted.increment(1);
                     return ResponseFuture::called(self.inner.call(req));
@@ -134,6 +144,9 @@ where
                     if at > crate::give_up_at(now, self.common.max_wait).0 {
                         let wait = at.saturating_duration_since(now);
                         return ResponseFuture::rejected(self.reject(cells, wait));
+                    }
+                    if fifo {
+                        self.common.start_line(at, cells);
                     }
                     conforms_at = Some(at);
                 }

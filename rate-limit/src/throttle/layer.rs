@@ -53,6 +53,12 @@ impl<H> ThrottleLayer<H> {
         }
     }
 
+    /// The same as [`hint`](Self::hint), under the name every layer's throttle hook has
+    /// (`CircuitBreakerLayer::throttle_hint` too).
+    pub fn throttle_hint<H2>(self, hint: H2) -> ThrottleLayer<H2> {
+        self.hint(hint)
+    }
+
     /// Call `listener` with every event of this gate (the gate is shared: services and
     /// handles made before this call see the listener too).
     pub fn on_event(self, listener: impl Fn(&ThrottleEvent) + Send + Sync + 'static) -> Self {
