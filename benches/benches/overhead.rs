@@ -156,7 +156,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("rate, direct: governor check", |b| {
         b.iter(|| black_box(governor.check()).expect("admitted"));
     });
-    let mut rate = RateLimitConfig::builder(HUGE, second)
+    let mut rate = RateLimitLayer::builder(HUGE, second)
         .build()
         .expect("config")
         .layer(backend());
@@ -171,9 +171,10 @@ fn bench(c: &mut Criterion) {
             black_box(keyed_governor.check_key(&key)).expect("admitted");
         });
     });
-    let mut keyed = RateLimitConfig::builder(HUGE, second)
-        .keyed(|req: &u64| *req)
+    let mut keyed = RateLimitLayer::builder(HUGE, second)
+        .build()
         .expect("config")
+        .key_by(|req: &u64| *req)
         .layer(backend());
     g.bench_function("rate, keyed 1000: palisade", |b| {
         b.iter(|| {

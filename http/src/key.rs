@@ -8,17 +8,19 @@
 //!
 //! ```
 //! use palisade_http::key::{ClientIp, HeaderKey};
-//! use palisade_rate_limit::RateLimitConfig;
+//! use palisade_rate_limit::RateLimitLayer;
 //! use std::time::Duration;
 //!
 //! // 100 requests per second per client IP, behind one load balancer.
-//! let per_ip = RateLimitConfig::builder(100, Duration::from_secs(1))
-//!     .keyed(ClientIp::x_forwarded_for(1).key_fn::<()>())
-//!     .unwrap();
+//! let per_ip = RateLimitLayer::builder(100, Duration::from_secs(1))
+//!     .build()
+//!     .unwrap()
+//!     .key_by(ClientIp::x_forwarded_for(1).key_fn::<()>());
 //! // 10 per second per API key.
-//! let per_key = RateLimitConfig::builder(10, Duration::from_secs(1))
-//!     .keyed(HeaderKey::new(http::HeaderName::from_static("x-api-key")).key_fn::<()>())
-//!     .unwrap();
+//! let per_key = RateLimitLayer::builder(10, Duration::from_secs(1))
+//!     .build()
+//!     .unwrap()
+//!     .key_by(HeaderKey::new(http::HeaderName::from_static("x-api-key")).key_fn::<()>());
 //! # let _ = (per_ip, per_key);
 //! ```
 

@@ -12,13 +12,13 @@
 //! use axum::{Router, body::Body, routing::get};
 //! use http::{Request, StatusCode};
 //! use palisade_http::RejectionResponseLayer;
-//! use palisade_rate_limit::RateLimitConfig;
+//! use palisade_rate_limit::RateLimitLayer;
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let limit = RateLimitConfig::builder(1, Duration::from_secs(2)).name("api").build()?;
+//! let limit = RateLimitLayer::builder(1, Duration::from_secs(2)).name("api").build()?;
 //! let app = Router::new()
 //!     .route("/", get(|| async { "hello" }))
 //!     .layer(RejectionResponseLayer::default().around(ServiceBuilder::new().layer(limit)));

@@ -24,7 +24,7 @@ use palisade_http::{
     BoxErrorLayer, HttpClassifier, IncomingDeadlineLayer, RejectionResponseLayer,
     SendDeadlineLayer, clone_request, retry_after,
 };
-use palisade_rate_limit::RateLimitConfig;
+use palisade_rate_limit::RateLimitLayer;
 use palisade_retry::{Backoff, Jitter, RetryLayer};
 use palisade_timeout::TimeoutLayer;
 use tokio::time::Instant;
@@ -241,13 +241,14 @@ async fn the_breaker_opens_on_5xx_and_not_on_404() {
 async fn a_client_honours_the_servers_retry_after() {
     let hits = Hits::default();
     let h = hits.clone();
-    let limit = RateLimitConfig::builder(1, Duration::from_secs(1))
-        .keyed(
+    let limit = RateLimitLayer::builder(1, Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .key_by(
             ClientIp::peer()
                 .peer_addr_from(|c: &ConnectInfo<SocketAddr>| c.0)
                 .key_fn(),
-        )
-        .unwrap();
+        );
     let app = Router::new()
         .route(
             "/",

@@ -18,7 +18,7 @@ use palisade_http::key::ClientIp;
 use palisade_http::{
     Cause, IncomingDeadlineLayer, PriorityFrom, RejectionResponseConfig, RejectionResponseLayer,
 };
-use palisade_rate_limit::RateLimitConfig;
+use palisade_rate_limit::RateLimitLayer;
 use palisade_timeout::TimeoutLayer;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -30,14 +30,15 @@ const PATIENCE: Duration = Duration::from_secs(5);
 async fn a_keyed_limit_answers_429_with_its_hints() {
     let hits = Hits::default();
     let h = hits.clone();
-    let limit = RateLimitConfig::builder(1, Duration::from_secs(2))
+    let limit = RateLimitLayer::builder(1, Duration::from_secs(2))
         .name("per-ip")
-        .keyed(
+        .build()
+        .unwrap()
+        .key_by(
             ClientIp::peer()
                 .peer_addr_from(|c: &ConnectInfo<SocketAddr>| c.0)
                 .key_fn(),
-        )
-        .unwrap();
+        );
     let responses = RejectionResponseConfig::builder()
         .rate_limit_policy(
             "per-ip",

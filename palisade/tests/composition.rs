@@ -40,7 +40,7 @@ async fn stack_order_holds_when_setters_are_called_in_reverse() {
                 .unwrap(),
         )
         .limit(
-            RateLimitConfig::builder(1_000, Duration::from_secs(1))
+            RateLimitLayer::builder(1_000, Duration::from_secs(1))
                 .name("limit")
                 .reject()
                 .build()
@@ -101,7 +101,7 @@ async fn a_burst_over_the_callers_own_rate_limit_does_not_open_its_breaker() {
     let svc = Stack::new()
         .circuit_breaker(breaker)
         .limit(
-            RateLimitConfig::builder(10, Duration::from_secs(1))
+            RateLimitLayer::builder(10, Duration::from_secs(1))
                 .name("burst")
                 .burst(10)
                 .reject()

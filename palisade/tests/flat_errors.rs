@@ -63,7 +63,7 @@ fn layers() -> Layers {
             .unwrap(),
         handle: breaker.handle(),
         breaker,
-        limit: RateLimitConfig::builder(1_000, Duration::from_secs(1))
+        limit: RateLimitLayer::builder(1_000, Duration::from_secs(1))
             .name("flat")
             .reject()
             .build()

@@ -112,7 +112,7 @@ macro_rules! layers {
                 .build()
                 .unwrap(),
         );
-        let limit = RateLimitConfig::builder(3, Duration::from_secs(3600))
+        let limit = RateLimitLayer::builder(3, Duration::from_secs(3600))
             .name("quota")
             .burst(3)
             .reject()

@@ -191,7 +191,7 @@ async fn run(case: &Case, healthy: bool) -> Run {
         Limit::Rate { per_sec, burst } => BoxCloneService::new(
             stack
                 .limit(
-                    RateLimitConfig::builder(per_sec, Duration::from_secs(1))
+                    RateLimitLayer::builder(per_sec, Duration::from_secs(1))
                         .name("prop")
                         .burst(burst)
                         .reject()

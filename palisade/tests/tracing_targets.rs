@@ -78,7 +78,7 @@ fn each_layer_logs_on_its_own_target() {
         breaker.handle().force_open();
 
         // rate limit: a rejection
-        let limited = RateLimitConfig::builder(1, Duration::from_secs(1))
+        let limited = RateLimitLayer::builder(1, Duration::from_secs(1))
             .name("l")
             .reject()
             .build()

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use governor::{Quota, RateLimiter};
 use palisade_core::BoxError;
 use palisade_rate_limit::clock::TokioClock;
-use palisade_rate_limit::{AdaptiveLimitLayer, ConcurrencyLimitLayer, RateLimitConfig};
+use palisade_rate_limit::{AdaptiveLimitLayer, ConcurrencyLimitLayer, RateLimitLayer};
 use tower::{Layer, Service, service_fn};
 
 /// A quota no benchmark can exhaust.
@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
     let waker = futures_util::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
     let quota = Quota::per_second(NonZeroU32::new(HUGE).expect("non-zero"));
-    let config = || RateLimitConfig::builder(HUGE, Duration::from_secs(1));
+    let config = || RateLimitLayer::builder(HUGE, Duration::from_secs(1));
 
     let mut group = c.benchmark_group("rate_limit");
 
@@ -80,8 +80,9 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut keyed = config()
-        .keyed(|req: &u64| *req)
+        .build()
         .expect("config")
+        .key_by(|req: &u64| *req)
         .layer(echo());
     group.bench_function("RateLimit keyed (1000 keys)", |b| {
         b.iter(|| {

@@ -3,7 +3,7 @@
 //! Limits protect a backend from its callers, and a caller from its own bursts:
 //!
 //! - [`RateLimitLayer`]: GCRA rate limits on [`governor`] (lock-free, one atomic word per
-//!   limiter): one quota for all calls, or one per key with [`RateLimitBuilder::keyed`]
+//!   limiter): one quota for all calls, or one per key with [`RateLimitLayer::key_by`]
 //!   (tenant, user, API key, host); a [cost](RateLimitLayer::cost) per request; reject or
 //!   wait mode.
 //! - [`ConcurrencyLimitLayer`]: a bulkhead of at most N calls in flight, waiting in a
@@ -19,13 +19,13 @@
 //!
 //! ```
 //! use palisade_core::{BoxError, RateLimited};
-//! use palisade_rate_limit::RateLimitConfig;
+//! use palisade_rate_limit::RateLimitLayer;
 //! use std::time::Duration;
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
-//! let limit = RateLimitConfig::builder(2, Duration::from_secs(1))
+//! let limit = RateLimitLayer::builder(2, Duration::from_secs(1))
 //!     .name("api")
 //!     .build()?;
 //! let mut svc = ServiceBuilder::new()
@@ -46,7 +46,7 @@
 //!
 //! ```
 //! use palisade_core::BoxError;
-//! use palisade_rate_limit::RateLimitConfig;
+//! use palisade_rate_limit::RateLimitLayer;
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
@@ -55,10 +55,10 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
 //! // 1000 rows per second per tenant; a batch waits up to 2s for its rows.
-//! let layer = RateLimitConfig::builder(1000, Duration::from_secs(1))
+//! let layer = RateLimitLayer::builder(1000, Duration::from_secs(1))
 //!     .name("ingest")
 //!     .max_wait(Duration::from_secs(2))
-//!     .keyed(|b: &Batch| b.tenant)?
+//!     .build()?.key_by(|b: &Batch| b.tenant)
 //!     .cost(|b: &Batch| b.rows);
 //! let svc = ServiceBuilder::new()
 //!     .layer(layer)
@@ -108,7 +108,7 @@
 //! ```
 //! use palisade_core::BoxError;
 //! use palisade_core::throttle::{Quota, Throttle};
-//! use palisade_rate_limit::{RateLimitConfig, ThrottleConfig, ThrottleLayer};
+//! use palisade_rate_limit::{RateLimitLayer, ThrottleConfig, ThrottleLayer};
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
@@ -117,7 +117,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
-//! let limit = RateLimitConfig::builder(100, Duration::from_secs(1))
+//! let limit = RateLimitLayer::builder(100, Duration::from_secs(1))
 //!     .name("partner-api")
 //!     .max_wait(Duration::from_secs(2))
 //!     .build()?;
@@ -259,8 +259,8 @@ pub use event::{LimitEvent, LimitKind};
 pub use metrics::METRICS;
 pub use rate::{
     Cost, DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, DEFAULT_RAMP, Direct, FollowQuota,
-    FollowQuotaLayer, Keyed, Limiter, MAX_REFILL, RateLimit, RateLimitBuilder, RateLimitConfig,
-    RateLimitHandle, RateLimitLayer, RateLimitSnapshot, UnitCost,
+    FollowQuotaLayer, Keyed, Limiter, MAX_REFILL, RateLimit, RateLimitConfig,
+    RateLimitConfigBuilder, RateLimitHandle, RateLimitLayer, RateLimitSnapshot, UnitCost,
 };
 pub use throttle::{
     ThrottleConfig, ThrottleConfigBuilder, ThrottleEvent, ThrottleHandle, ThrottleLayer,

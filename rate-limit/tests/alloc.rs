@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use palisade_core::BoxError;
-use palisade_rate_limit::{AdaptiveLimitLayer, ConcurrencyLimitLayer, RateLimitConfig};
+use palisade_rate_limit::{AdaptiveLimitLayer, ConcurrencyLimitLayer, RateLimitLayer};
 use tower::{Layer, Service, service_fn};
 
 #[global_allocator]
@@ -26,17 +26,18 @@ fn main() {
 
     let backend = || service_fn(|req: u64| std::future::ready(Ok::<_, BoxError>(req)));
 
-    let direct = RateLimitConfig::builder(1_000_000_000, Duration::from_secs(1))
+    let direct = RateLimitLayer::builder(1_000_000_000, Duration::from_secs(1))
         .name("alloc")
         .build()
         .unwrap();
     check("direct rate limit", &mut direct.layer(backend()));
 
     // 1000 keys, all seen during warm-up: the happy path is a lookup, no insert.
-    let keyed = RateLimitConfig::builder(1_000_000_000, Duration::from_secs(1))
+    let keyed = RateLimitLayer::builder(1_000_000_000, Duration::from_secs(1))
         .name("alloc-keyed")
-        .keyed(|req: &u64| *req % 1000)
-        .unwrap();
+        .build()
+        .unwrap()
+        .key_by(|req: &u64| *req % 1000);
     check("keyed rate limit", &mut keyed.layer(backend()));
 
     let concurrency = ConcurrencyLimitLayer::builder(64)

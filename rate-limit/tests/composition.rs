@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{BoxError, Deadline, Elapsed, Overloaded, RateLimited, RequestDeadline};
-use palisade_rate_limit::{AdaptiveLimitLayer, Aimd, ConcurrencyLimitLayer, RateLimitConfig};
+use palisade_rate_limit::{AdaptiveLimitLayer, Aimd, ConcurrencyLimitLayer, RateLimitLayer};
 use palisade_timeout::{PropagateDeadlineLayer, TimeoutLayer};
 use tokio::time::{Instant, sleep};
 use tower::buffer::BufferLayer;
@@ -153,7 +153,7 @@ async fn the_deadline_crosses_a_buffer_on_the_request() {
 /// cells would conform after it is refused at once with the exact wait.
 #[tokio::test(start_paused = true)]
 async fn a_rate_limit_behind_a_buffer_refuses_at_once_past_the_carried_deadline() {
-    let rate = RateLimitConfig::builder(1, Duration::from_secs(10))
+    let rate = RateLimitLayer::builder(1, Duration::from_secs(10))
         .max_wait(Duration::from_secs(60))
         .build()
         .unwrap();
@@ -247,7 +247,7 @@ async fn local_rejections_below_the_adaptive_limit_never_shrink_it() {
         .build()
         .unwrap();
     let handle = layer.handle();
-    let rate = RateLimitConfig::builder(5, Duration::from_secs(1))
+    let rate = RateLimitLayer::builder(5, Duration::from_secs(1))
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()

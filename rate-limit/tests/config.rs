@@ -7,7 +7,7 @@ use std::time::Duration;
 use palisade_core::BoxError;
 use palisade_rate_limit::{
     AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
-    Gradient, RateLimitConfig,
+    Gradient, RateLimitConfig, RateLimitLayer,
 };
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -24,7 +24,7 @@ fn ok_service()
 async fn every_duration_at_its_edges_builds_or_is_refused_never_panics() {
     for d in EDGES {
         // rate limit: period
-        match RateLimitConfig::builder(1, d).build() {
+        match RateLimitLayer::builder(1, d).build() {
             Ok(layer) => {
                 assert_eq!(d, Duration::from_nanos(1));
                 layer.layer(ok_service()).oneshot(1).await.unwrap();
@@ -32,7 +32,7 @@ async fn every_duration_at_its_edges_builds_or_is_refused_never_panics() {
             Err(e) => assert_eq!(e.field(), "period", "{d:?}: {e}"),
         }
         // rate limit: max_wait (every value valid; MAX is "forever")
-        let layer = RateLimitConfig::builder(1, Duration::from_secs(1))
+        let layer = RateLimitLayer::builder(1, Duration::from_secs(1))
             .max_wait(d)
             .build()
             .unwrap();
@@ -41,9 +41,9 @@ async fn every_duration_at_its_edges_builds_or_is_refused_never_panics() {
         let second = svc.clone().oneshot(2).await;
         assert_eq!(second.is_ok(), d == Duration::MAX, "{d:?}");
         // rate limit: cleanup_interval (zero refused)
-        match RateLimitConfig::builder(1, Duration::from_secs(1))
+        match RateLimitLayer::builder(1, Duration::from_secs(1))
             .cleanup_interval(d)
-            .keyed(|r: &u32| *r)
+            .build()
         {
             Ok(layer) => layer
                 .layer(ok_service())
@@ -85,7 +85,7 @@ async fn every_duration_at_its_edges_builds_or_is_refused_never_panics() {
 fn every_builder_refuses_an_empty_name() {
     let s = Duration::from_secs(1);
     assert_eq!(
-        RateLimitConfig::builder(1, s)
+        RateLimitLayer::builder(1, s)
             .name("")
             .build()
             .unwrap_err()
@@ -93,9 +93,9 @@ fn every_builder_refuses_an_empty_name() {
         "name"
     );
     assert_eq!(
-        RateLimitConfig::builder(1, s)
+        RateLimitLayer::builder(1, s)
             .name("")
-            .keyed(|r: &u32| *r)
+            .build()
             .unwrap_err()
             .field(),
         "name"
@@ -133,15 +133,15 @@ mod data {
             r#"{"name": "api", "cells": 100, "period": "1s", "burst": 10, "max_wait": "50ms"}"#,
         )
         .unwrap();
-        assert_eq!(c.name.as_str(), "api");
-        assert_eq!((c.cells, c.effective_burst()), (100, 10));
-        assert_eq!(c.period, Duration::from_secs(1));
-        assert_eq!(c.max_wait, Duration::from_millis(50));
+        assert_eq!(c.name().as_str(), "api");
+        assert_eq!((c.cells(), c.effective_burst()), (100, 10));
+        assert_eq!(c.period(), Duration::from_secs(1));
+        assert_eq!(c.max_wait(), Duration::from_millis(50));
         // It round-trips through data.
         let again: RateLimitConfig =
             serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(again, c);
-        c.into_layer().unwrap();
+        let _ = RateLimitLayer::new(c);
         // Defaults fill the rest.
         let c: RateLimitConfig = serde_json::from_str(r#"{"cells": 5, "period": "1s"}"#).unwrap();
         assert_eq!(c.effective_burst(), 5);
@@ -238,9 +238,11 @@ mod data {
             Duration::from_micros(500),
             Duration::MAX,
         ] {
-            let mut c = RateLimitConfig::new(1, Duration::from_secs(1));
-            c.max_wait = d;
-            c.cleanup_interval = d;
+            let c = RateLimitConfig::builder(1, Duration::from_secs(1))
+                .max_wait(d)
+                .cleanup_interval(d)
+                .build()
+                .unwrap();
             let again: RateLimitConfig =
                 serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
             assert_eq!(again, c);

@@ -6,9 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{BoxError, Error, Overloaded, RateLimited};
-use palisade_rate_limit::{
-    AdaptiveLimitLayer, ConcurrencyLimitLayer, RateLimitConfig, RateLimitLayer,
-};
+use palisade_rate_limit::{AdaptiveLimitLayer, ConcurrencyLimitLayer, RateLimitLayer};
 use tower::{Layer, Service, ServiceExt};
 
 /// Fails if `call` comes before `poll_ready`; a clone is not ready.
@@ -69,7 +67,7 @@ impl From<NotReady> for Error<NotReady> {
 }
 
 fn rate(max_wait: Duration) -> RateLimitLayer {
-    RateLimitConfig::builder(1, Duration::from_secs(1))
+    RateLimitLayer::builder(1, Duration::from_secs(1))
         .max_wait(max_wait)
         .build()
         .unwrap()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use palisade_core::throttle::Quota;
 use palisade_core::{BoxError, Deadline, RateLimited};
-use palisade_rate_limit::{LimitEvent, RateLimitConfig};
+use palisade_rate_limit::{LimitEvent, RateLimitConfig, RateLimitLayer};
 use proptest::prelude::*;
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -44,7 +44,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn lowering_takes_effect_at_once_for_every_caller() {
-    let layer = RateLimitConfig::builder(100, SEC).build().unwrap();
+    let layer = RateLimitLayer::builder(100, SEC).build().unwrap();
     let handle = layer.handle();
     let svc = layer.layer(echo());
     let other = svc.clone();
@@ -65,7 +65,7 @@ async fn lowering_takes_effect_at_once_for_every_caller() {
 
 #[tokio::test(start_paused = true)]
 async fn raising_ramps_up_linearly_never_a_step_back_to_full_rate() {
-    let layer = RateLimitConfig::builder(100, SEC)
+    let layer = RateLimitLayer::builder(100, SEC)
         .burst(1)
         .ramp(10 * SEC)
         .build()
@@ -101,7 +101,7 @@ async fn raising_ramps_up_linearly_never_a_step_back_to_full_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn a_zero_ramp_raises_at_once_and_max_never_by_itself() {
-    let at_once = RateLimitConfig::builder(100, SEC)
+    let at_once = RateLimitLayer::builder(100, SEC)
         .ramp(Duration::ZERO)
         .build()
         .unwrap()
@@ -109,7 +109,7 @@ async fn a_zero_ramp_raises_at_once_and_max_never_by_itself() {
     at_once.set_rate(1, SEC).unwrap();
     at_once.restore();
     assert_eq!(at_once.interval(), 10 * MS);
-    let never = RateLimitConfig::builder(100, SEC)
+    let never = RateLimitLayer::builder(100, SEC)
         .ramp(Duration::MAX)
         .build()
         .unwrap()
@@ -122,7 +122,7 @@ async fn a_zero_ramp_raises_at_once_and_max_never_by_itself() {
 
 #[tokio::test(start_paused = true)]
 async fn set_rate_refuses_bad_values_naming_the_field() {
-    let handle = RateLimitConfig::builder(100, SEC).build().unwrap().handle();
+    let handle = RateLimitLayer::builder(100, SEC).build().unwrap().handle();
     assert_eq!(handle.set_rate(0, SEC).unwrap_err().field(), "cells");
     assert_eq!(
         handle.set_rate(1, Duration::ZERO).unwrap_err().field(),
@@ -150,10 +150,11 @@ async fn set_rate_refuses_bad_values_naming_the_field() {
 
 #[tokio::test(start_paused = true)]
 async fn a_keyed_limit_shares_the_rate_across_its_keys() {
-    let layer = RateLimitConfig::builder(100, SEC)
+    let layer = RateLimitLayer::builder(100, SEC)
         .burst(1)
-        .keyed(|k: &u32| *k)
-        .unwrap();
+        .build()
+        .unwrap()
+        .key_by(|k: &u32| *k);
     let handle = layer.handle();
     let svc = layer.layer(echo());
     handle.set_rate(2, SEC).unwrap();
@@ -173,7 +174,7 @@ async fn a_keyed_limit_shares_the_rate_across_its_keys() {
 
 #[tokio::test(start_paused = true)]
 async fn drain_through_the_handle() {
-    let layer = RateLimitConfig::builder(10, SEC).build().unwrap();
+    let layer = RateLimitLayer::builder(10, SEC).build().unwrap();
     let handle = layer.handle();
     let svc = layer.layer(echo());
     handle.drain();
@@ -185,7 +186,7 @@ async fn drain_through_the_handle() {
 async fn follows_an_upstream_quota_and_holds_when_nothing_remains() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);
-    let limit = RateLimitConfig::builder(100, SEC)
+    let limit = RateLimitLayer::builder(100, SEC)
         .name("upstream")
         .on_event(move |e: &LimitEvent| seen.lock().unwrap().push(e.clone()))
         .build()
@@ -243,7 +244,7 @@ async fn follows_an_upstream_quota_and_holds_when_nothing_remains() {
 
 #[tokio::test(start_paused = true)]
 async fn hold_for_stops_everyone_then_paces_without_a_burst() {
-    let layer = RateLimitConfig::builder(10, SEC).build().unwrap();
+    let layer = RateLimitLayer::builder(10, SEC).build().unwrap();
     let handle = layer.handle();
     let svc = layer.layer(echo());
     handle.hold_for(Duration::from_secs(3));
@@ -259,7 +260,7 @@ async fn hold_for_stops_everyone_then_paces_without_a_burst() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_that_cannot_make_it_past_the_line_is_refused_at_once() {
-    let layer = RateLimitConfig::builder(10, SEC)
+    let layer = RateLimitLayer::builder(10, SEC)
         .burst(1)
         .max_wait(350 * MS)
         .build()
@@ -284,7 +285,7 @@ async fn a_call_that_cannot_make_it_past_the_line_is_refused_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn the_callers_deadline_refuses_early_too() {
-    let layer = RateLimitConfig::builder(10, SEC)
+    let layer = RateLimitLayer::builder(10, SEC)
         .burst(1)
         .max_wait(Duration::MAX)
         .build()
@@ -316,7 +317,7 @@ fn wait_run(
         .build()
         .unwrap();
     rt.block_on(async {
-        let layer = RateLimitConfig::builder(cells, SEC)
+        let layer = RateLimitLayer::builder(cells, SEC)
             .burst(burst)
             .max_wait(Duration::MAX)
             .build()
@@ -381,18 +382,17 @@ proptest! {
 #[test]
 fn the_ramp_loads_from_data_and_round_trips() {
     let c: RateLimitConfig = serde_json::from_str(r#"{"cells": 5, "period": "1s"}"#).unwrap();
-    assert_eq!(c.ramp, palisade_rate_limit::DEFAULT_RAMP);
+    assert_eq!(c.ramp(), palisade_rate_limit::DEFAULT_RAMP);
     for ramp in [Duration::ZERO, Duration::from_millis(1500), Duration::MAX] {
-        let mut c = RateLimitConfig::new(5, SEC);
-        c.ramp = ramp;
+        let c = RateLimitConfig::builder(5, SEC).ramp(ramp).build().unwrap();
         let again: RateLimitConfig =
             serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(again, c);
-        c.into_layer().unwrap();
+        let _ = RateLimitLayer::new(c);
     }
     let c: RateLimitConfig =
         serde_json::from_str(r#"{"cells": 5, "period": "1s", "ramp": "250ms"}"#).unwrap();
-    assert_eq!(c.ramp, 250 * MS);
+    assert_eq!(c.ramp(), 250 * MS);
     // A bare number has no unit: refused.
     assert!(
         serde_json::from_str::<RateLimitConfig>(r#"{"cells": 5, "period": "1s", "ramp": 3}"#)

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core::{BoxError, RateLimited};
-use palisade_rate_limit::{LimitEvent, RateLimitConfig};
+use palisade_rate_limit::{LimitEvent, RateLimitLayer};
 use proptest::prelude::*;
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -23,8 +23,11 @@ fn recorder(
     })
 }
 
-fn config(cells: u32, period_ms: u64) -> palisade_rate_limit::RateLimitBuilder {
-    RateLimitConfig::builder(cells, Duration::from_millis(period_ms))
+fn config(
+    cells: u32,
+    period_ms: u64,
+) -> palisade_rate_limit::RateLimitConfigBuilder<RateLimitLayer> {
+    RateLimitLayer::builder(cells, Duration::from_millis(period_ms))
 }
 
 fn retry_after(err: &BoxError) -> Duration {
@@ -119,7 +122,7 @@ async fn a_cost_above_the_burst_is_refused_for_good_in_both_modes() {
 async fn a_forever_max_wait_waits() {
     let log = Log::default();
     // One cell per hour.
-    let layer = RateLimitConfig::builder(1, Duration::from_secs(3600))
+    let layer = RateLimitLayer::builder(1, Duration::from_secs(3600))
         .max_wait(Duration::MAX)
         .build()
         .unwrap();
@@ -255,8 +258,9 @@ async fn a_dropped_waiter_consumes_nothing_and_passes_its_turn() {
 async fn keyed_limits_isolate_keys_and_forget_idle_ones() {
     let layer = config(2, 1000)
         .cleanup_interval(Duration::from_secs(10))
-        .keyed(|req: &(u32, u32)| req.0)
-        .unwrap();
+        .build()
+        .unwrap()
+        .key_by(|req: &(u32, u32)| req.0);
     let svc = layer.layer(service_fn(|req: (u32, u32)| async move {
         Ok::<_, BoxError>(req.1)
     }));
@@ -286,8 +290,9 @@ async fn keyed_limits_isolate_keys_and_forget_idle_ones() {
 async fn keyed_wait_mode_does_not_hold_up_other_keys() {
     let layer = config(1, 1000)
         .max_wait(Duration::from_secs(5))
-        .keyed(|req: &u32| *req)
-        .unwrap();
+        .build()
+        .unwrap()
+        .key_by(|req: &u32| *req);
     let svc = layer.layer(service_fn(|req: u32| async move { Ok::<_, BoxError>(req) }));
     svc.clone().oneshot(1).await.unwrap();
     let waiting = tokio::spawn(svc.clone().oneshot(1));
@@ -393,8 +398,9 @@ async fn a_keyed_limit_keeps_at_most_max_keys() {
     let layer = config(10, 1000)
         .burst(1)
         .max_keys(3)
-        .keyed(|req: &u32| *req)
-        .unwrap();
+        .build()
+        .unwrap()
+        .key_by(|req: &u32| *req);
     let limiter = layer.limiter().clone();
     let mut svc = layer.layer(recorder(&log));
     for key in 1..=3 {
@@ -413,11 +419,7 @@ async fn a_keyed_limit_keeps_at_most_max_keys() {
     svc.ready().await.unwrap().call(4).await.unwrap();
     assert_eq!(limiter.len(), 1);
     assert_eq!(
-        config(10, 1000)
-            .max_keys(0)
-            .keyed(|r: &u32| *r)
-            .unwrap_err()
-            .field(),
+        config(10, 1000).max_keys(0).build().unwrap_err().field(),
         "max_keys"
     );
 }
@@ -427,9 +429,10 @@ async fn a_keyed_limit_keeps_at_most_max_keys() {
 #[test]
 fn the_keyed_store_is_exact_across_threads() {
     // 200 per hour per key: within the test, each key admits exactly its burst.
-    let layer = RateLimitConfig::builder(200, Duration::from_secs(3600))
-        .keyed(|req: &u32| *req % 8)
-        .unwrap();
+    let layer = RateLimitLayer::builder(200, Duration::from_secs(3600))
+        .build()
+        .unwrap()
+        .key_by(|req: &u32| *req % 8);
     let svc = layer.layer(service_fn(|req: u32| {
         std::future::ready(Ok::<_, BoxError>(req))
     }));
@@ -481,7 +484,11 @@ async fn drain_takes_every_available_cell() {
     assert!(svc.ready().await.unwrap().call(5).await.is_err());
 
     // Keyed: only the drained key stops.
-    let keyed = config(10, 1000).burst(7).keyed(|r: &u32| *r).unwrap();
+    let keyed = config(10, 1000)
+        .burst(7)
+        .build()
+        .unwrap()
+        .key_by(|r: &u32| *r);
     let mut svc = keyed.layer(recorder(&log));
     svc.ready().await.unwrap().call(1).await.unwrap();
     keyed.limiter().drain(&1);

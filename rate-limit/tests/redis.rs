@@ -168,8 +168,9 @@ async fn same_api_as_the_local_limiter() -> Result<(), BoxError> {
         return Ok(());
     };
     // A local config becomes a fleet-wide one.
-    let mut local = RateLimitConfig::new(2, Duration::from_secs(1));
-    local.name = "api".into();
+    let local = RateLimitConfig::builder(2, Duration::from_secs(1))
+        .name("api")
+        .build()?;
     let layer = RedisRateLimitConfig::from(local).into_layer(server.multiplexed().await)?;
     let mut svc = ServiceBuilder::new()
         .layer(layer)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use palisade_core::throttle::{Quota, Throttle};
 use palisade_core::{BoxError, RateLimited};
-use palisade_rate_limit::{RateLimitConfig, ThrottleConfig, ThrottleLayer};
+use palisade_rate_limit::{RateLimitLayer, ThrottleConfig, ThrottleLayer};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -167,7 +167,7 @@ async fn the_upstream_sees_its_quota_and_the_goodput_is_the_quota() {
     // the upstream's quota, as configured by someone who does not know it; burst 1) follows
     // the quota the upstream advertises on every answer, waiting in line up to 2 s.
     let shared = Upstream::new(QUOTA);
-    let limit = RateLimitConfig::builder(50, Duration::from_secs(1))
+    let limit = RateLimitLayer::builder(50, Duration::from_secs(1))
         .name("upstream")
         .burst(1)
         .max_wait(Duration::from_secs(2))
@@ -207,7 +207,7 @@ async fn following_the_quota_alone_sends_no_call_over_it_after_the_first_answer(
     // The limit alone, following the advertised quota: the first answer sets the pace, and
     // from then on no call is refused by the upstream.
     let upstream = Upstream::new(QUOTA);
-    let limit = RateLimitConfig::builder(50, Duration::from_secs(1))
+    let limit = RateLimitLayer::builder(50, Duration::from_secs(1))
         .burst(1)
         .max_wait(Duration::from_secs(2))
         .build()

@@ -17,19 +17,20 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::http::{self as ph, key::ClientIp};
 use palisade::prelude::*;
-use palisade::rate_limit::RateLimitConfig;
+use palisade::rate_limit::RateLimitLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
 /// The server: 5 requests per second per client IP, 500 ms per request, and never more
 /// than the caller's own deadline (`grpc-timeout`).
 async fn server() -> Result<SocketAddr, BoxError> {
-    let per_client = RateLimitConfig::builder(5, Duration::from_secs(1))
+    let per_client = RateLimitLayer::builder(5, Duration::from_secs(1))
         .name("per-client")
-        .keyed(
+        .build()?
+        .key_by(
             ClientIp::peer()
                 .peer_addr_from(|c: &ConnectInfo<SocketAddr>| c.0)
                 .key_fn(),
-        )?;
+        );
     let app = Router::new()
         .route("/items", get(|| async { "items" }))
         .route("/down", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))

@@ -18,7 +18,7 @@ use palisade::circuit_breaker::{
 };
 use palisade::degrade::fallback::{FallbackLayer, Secondary};
 use palisade::degrade::{FallbackConfig, Marked};
-use palisade::rate_limit::RateLimitConfig;
+use palisade::rate_limit::RateLimitLayer;
 use palisade::retry::{Backoff, RejectionAware, RetryAfter, RetryEvent, RetryLayer};
 use palisade::timeout::TimeoutLayer;
 use palisade::{AsRejection, BoxError, Classify, Outcome, Rejection, Stack};
@@ -162,7 +162,7 @@ pub fn extract_stack(
     let handle = breaker.handle();
     // Wait for a permit (pacing) rather than fail: the limit protects the source, and a
     // batch job has time. A wait longer than the cap fails fast and is retried later.
-    let limit = RateLimitConfig::builder(rate, Duration::from_secs(1))
+    let limit = RateLimitLayer::builder(rate, Duration::from_secs(1))
         .name("source")
         .burst(burst)
         .max_wait(Duration::from_secs(2))

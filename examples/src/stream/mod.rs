@@ -53,7 +53,7 @@ use palisade::chaos::{ChaosConfig, ChaosLayer};
 use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::core::ConfigError;
 use palisade::core::config::{duration, ensure};
-use palisade::rate_limit::RateLimitConfig;
+use palisade::rate_limit::RateLimitLayer;
 use palisade::retry::RejectionAware;
 use palisade::retry::{Backoff, RetryEvent, RetryLayer};
 use palisade::{BoxError, CircuitOpen, Classify, Outcome};
@@ -438,10 +438,11 @@ fn write_path(
 /// most `rate` events per second per key (a noisy account cannot starve the others),
 /// waiting for its key's quota.
 fn process_stage(s: &Settings) -> Result<redis::Process, BoxError> {
-    let per_key = RateLimitConfig::builder(s.rate, Duration::from_secs(1))
+    let per_key = RateLimitLayer::builder(s.rate, Duration::from_secs(1))
         .name("per-account")
         .max_wait(Duration::from_secs(60))
-        .keyed(|e: &Event| e.key.clone())?;
+        .build()?
+        .key_by(|e: &Event| e.key.clone());
     let max_amount = s.max_amount;
     let svc = ServiceBuilder::new()
         .layer(per_key)

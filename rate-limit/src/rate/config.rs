@@ -1,7 +1,7 @@
 //! The rate limit's config (plain data) and builder.
 
 use std::fmt;
-use std::hash::Hash;
+use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -10,7 +10,6 @@ use palisade_core::config::{ensure, ensure_name};
 use palisade_core::{ConfigError, Listeners, Name, time};
 
 use super::layer::RateLimitLayer;
-use super::limiter::Keyed;
 use crate::event::LimitEvent;
 
 const LAYER: &str = "rate_limit";
@@ -30,14 +29,14 @@ pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 ///
 /// ```
 /// # #[cfg(feature = "serde")] {
-/// use palisade_rate_limit::RateLimitConfig;
+/// use palisade_rate_limit::{RateLimitConfig, RateLimitLayer};
 /// use std::time::Duration;
 ///
 /// let config: RateLimitConfig = serde_json::from_str(
 ///     r#"{ "name": "search", "cells": 100, "period": "1s", "burst": 10, "max_wait": "50ms" }"#,
 /// ).unwrap();
 /// assert_eq!(config.emission_interval(), Duration::from_millis(10));
-/// let layer = config.into_layer().expect("valid config");
+/// let layer = RateLimitLayer::new(config);
 /// # let _ = layer;
 ///
 /// let err = serde_json::from_str::<RateLimitConfig>(r#"{ "cells": 0, "period": "1s" }"#)
@@ -51,37 +50,37 @@ pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 pub struct RateLimitConfig {
     /// The layer's name, on errors, events and metrics. Default: `"rate_limit"`. Must not
     /// be empty.
-    pub name: Name,
+    pub(crate) name: Name,
     /// Cells replenished per `period` (e.g. 100 per second). Required; 1 or more.
-    pub cells: u32,
+    pub(crate) cells: u32,
     /// The period in which `cells` cells are replenished. Required; at least 1ns per cell,
     /// and the whole burst must refill within [`MAX_REFILL`] (about 30 years; a longer
     /// "never" is refused, not rounded).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
-    pub period: Duration,
+    pub(crate) period: Duration,
     /// The most cells admitted at one instant. Default (`None`): `cells`, the whole
     /// period's quota (governor's convention), so "100 per second" admits 100 calls
     /// arriving together, and at most `burst + cells` in any window of one period. A request
     /// costing more than the burst could never conform and is refused (see
     /// [`Cost`](super::Cost)).
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
     /// Wait mode: how long a call that does not conform may wait for its cells (in arrival
     /// order), then it is rejected. Default zero: reject mode, the call fails at once with
     /// [`RateLimited`](palisade_core::RateLimited); a limiter should not add latency unless
     /// asked to. Any duration is valid: `Duration::MAX` waits as long as it takes, bounded
     /// only by the caller's deadline.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
-    pub max_wait: Duration,
+    pub(crate) max_wait: Duration,
     /// How often a keyed limiter drops the state of idle keys. Default
     /// [`DEFAULT_CLEANUP_INTERVAL`] (60s). Ignored by direct limiters. Above zero;
     /// `Duration::MAX` never sweeps.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
-    pub cleanup_interval: Duration,
+    pub(crate) cleanup_interval: Duration,
     /// The most keys a keyed limiter keeps state for. Default [`DEFAULT_MAX_KEYS`]; 1 or
     /// more. A new key arriving when the store is full (after a sweep of idle keys) is
     /// limited as if it had just used its whole burst, so memory stays bounded under a
     /// flood of one-off keys. Ignored by direct limiters.
-    pub max_keys: usize,
+    pub(crate) max_keys: usize,
     /// How a rate lowered at run time (through the
     /// [`RateLimitHandle`](super::RateLimitHandle): `set_rate`, an upstream's quota) comes
     /// back up: the rate climbs linearly by the configured rate per `ramp`, so from almost
@@ -89,7 +88,7 @@ pub struct RateLimitConfig {
     /// Lowering always takes effect at once. Default [`DEFAULT_RAMP`] (10 s). Zero raises
     /// at once; `Duration::MAX` never raises by itself (only a later lowering changes it).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::config::duration"))]
-    pub ramp: Duration,
+    pub(crate) ramp: Duration,
 }
 
 /// How long a rate lowered at run time takes to climb back to the configured rate, by
@@ -173,8 +172,9 @@ fn default_cleanup_interval() -> Duration {
 }
 
 impl RateLimitConfig {
-    /// A limit of `cells` per `period`, with the defaults for everything else.
-    pub fn new(cells: u32, period: Duration) -> Self {
+    /// A limit of `cells` per `period`, with the defaults for everything else (not
+    /// validated: the builders and the loader validate).
+    pub(crate) fn with_rate(cells: u32, period: Duration) -> Self {
         Self {
             name: default_name(),
             cells,
@@ -187,12 +187,60 @@ impl RateLimitConfig {
         }
     }
 
-    /// A builder for a limit of `cells` per `period`.
-    pub fn builder(cells: u32, period: Duration) -> RateLimitBuilder {
-        RateLimitBuilder {
-            config: Self::new(cells, period),
+    /// A builder for a limit of `cells` per `period`; [`build`](RateLimitConfigBuilder::build)
+    /// gives the validated config (see [`RateLimitLayer::builder`] for the shortcut to a
+    /// layer).
+    pub fn builder(cells: u32, period: Duration) -> RateLimitConfigBuilder {
+        RateLimitConfigBuilder::new(cells, period)
+    }
+
+    /// A builder starting from this config, to change a field and build again.
+    pub fn to_builder(&self) -> RateLimitConfigBuilder {
+        RateLimitConfigBuilder {
+            config: self.clone(),
             listeners: Listeners::new(),
+            target: PhantomData,
         }
+    }
+
+    /// The layer's name, on errors, events and metrics.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Cells replenished per [`period`](Self::period).
+    pub fn cells(&self) -> u32 {
+        self.cells
+    }
+
+    /// The period in which [`cells`](Self::cells) cells are replenished.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// The burst set (`None`: `cells`; see [`effective_burst`](Self::effective_burst)).
+    pub fn burst(&self) -> Option<u32> {
+        self.burst
+    }
+
+    /// How long a call may wait for its cells (zero: reject mode).
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// How often a keyed limiter drops the state of idle keys.
+    pub fn cleanup_interval(&self) -> Duration {
+        self.cleanup_interval
+    }
+
+    /// The most keys a keyed limiter keeps state for.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// How a rate lowered at run time climbs back (by the configured rate per `ramp`).
+    pub fn ramp(&self) -> Duration {
+        self.ramp
     }
 
     /// The burst in effect: [`burst`](Self::burst) or, by default, `cells`.
@@ -214,7 +262,7 @@ impl RateLimitConfig {
     }
 
     /// Check every field.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         ensure_name(LAYER, &self.name)?;
         ensure(self.cells >= 1, LAYER, "cells", self.cells, "1 or more")?;
         ensure(
@@ -271,26 +319,18 @@ impl RateLimitConfig {
             "a duration above zero",
         )
     }
-
-    /// Validate and build a direct (one quota for all calls) layer with no listeners.
-    pub fn into_layer(self) -> Result<RateLimitLayer, ConfigError> {
-        RateLimitBuilder {
-            config: self,
-            listeners: Listeners::new(),
-        }
-        .build()
-    }
 }
 
-/// Builds a [`RateLimitLayer`]; every setter has a documented default (see the fields of
-/// [`RateLimitConfig`]).
+/// Builds a [`RateLimitConfig`] (from [`RateLimitConfig::builder`]) or, as a shortcut, a
+/// [`RateLimitLayer`] (from [`RateLimitLayer::builder`]); every setter has a documented
+/// default.
 ///
 /// ```
-/// use palisade_rate_limit::RateLimitConfig;
+/// use palisade_rate_limit::{RateLimitConfig, RateLimitLayer};
 /// use std::time::Duration;
 ///
 /// // 100 calls per second, at most 10 at once, waiting up to 50ms for quota.
-/// let layer = RateLimitConfig::builder(100, Duration::from_secs(1))
+/// let layer = RateLimitLayer::builder(100, Duration::from_secs(1))
 ///     .name("search-api")
 ///     .burst(10)
 ///     .max_wait(Duration::from_millis(50))
@@ -303,12 +343,21 @@ impl RateLimitConfig {
 /// let err = RateLimitConfig::builder(0, Duration::from_secs(1)).build().unwrap_err();
 /// assert_eq!(err.field(), "cells");
 /// ```
-pub struct RateLimitBuilder {
+pub struct RateLimitConfigBuilder<T = RateLimitConfig> {
     config: RateLimitConfig,
     listeners: Listeners<LimitEvent>,
+    target: PhantomData<fn() -> T>,
 }
 
-impl RateLimitBuilder {
+impl<T> RateLimitConfigBuilder<T> {
+    pub(crate) fn new(cells: u32, period: Duration) -> Self {
+        Self {
+            config: RateLimitConfig::with_rate(cells, period),
+            listeners: Listeners::new(),
+            target: PhantomData,
+        }
+    }
+
     /// The layer's name (default `"rate_limit"`).
     #[must_use]
     pub fn name(mut self, name: impl Into<Name>) -> Self {
@@ -358,36 +407,36 @@ impl RateLimitBuilder {
         self.config.cleanup_interval = interval;
         self
     }
+}
 
-    /// Register a listener for the layer's [`LimitEvent`]s.
+impl RateLimitConfigBuilder<RateLimitConfig> {
+    /// Validate and give the config.
+    pub fn build(self) -> Result<RateLimitConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+impl RateLimitConfigBuilder<RateLimitLayer> {
+    /// Register a listener for the layer's [`LimitEvent`]s (the same as
+    /// [`RateLimitLayer::on_event`]).
     #[must_use]
     pub fn on_event(mut self, listener: impl Fn(&LimitEvent) + Send + Sync + 'static) -> Self {
         self.listeners.push(listener);
         self
     }
 
-    /// Validate and build a direct layer: one quota shared by every call.
+    /// Validate and build a direct layer: one quota shared by every call (make it keyed
+    /// with [`RateLimitLayer::key_by`]).
     pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
         self.config.validate()?;
         Ok(RateLimitLayer::direct(self.config, self.listeners))
     }
-
-    /// Validate and build a keyed layer: one quota per key, `key_fn` extracting the key
-    /// (tenant, user, API key, host) from each request, so a noisy key never uses another
-    /// key's quota. See [`Keyed`] for memory use.
-    pub fn keyed<Req, K, F>(self, key_fn: F) -> Result<RateLimitLayer<Keyed<K, F>>, ConfigError>
-    where
-        F: Fn(&Req) -> K,
-        K: Hash + Eq + Clone,
-    {
-        self.config.validate()?;
-        Ok(RateLimitLayer::keyed(self.config, self.listeners, key_fn))
-    }
 }
 
-impl fmt::Debug for RateLimitBuilder {
+impl<T> fmt::Debug for RateLimitConfigBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimitBuilder")
+        f.debug_struct("RateLimitConfigBuilder")
             .field("config", &self.config)
             .field("listeners", &self.listeners)
             .finish()
@@ -400,7 +449,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = RateLimitConfig::new(100, Duration::from_secs(1));
+        let c = RateLimitConfig::with_rate(100, Duration::from_secs(1));
         c.validate().unwrap();
         assert_eq!(c.effective_burst(), 100);
         assert_eq!(c.max_wait, Duration::ZERO);
@@ -430,7 +479,7 @@ mod tests {
         assert!(b(u32::MAX, Duration::from_secs(5)).build().is_ok());
         let err = b(1, s)
             .cleanup_interval(Duration::ZERO)
-            .keyed(|r: &u32| *r)
+            .build()
             .unwrap_err();
         assert_eq!(err.field(), "cleanup_interval");
     }

@@ -38,13 +38,13 @@ use super::quota::FollowQuotaLayer;
 ///
 /// ```
 /// use palisade_core::{BoxError, RateLimited};
-/// use palisade_rate_limit::RateLimitConfig;
+/// use palisade_rate_limit::RateLimitLayer;
 /// use std::time::Duration;
 /// use tower::{Layer, ServiceExt, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
-/// let layer = RateLimitConfig::builder(100, Duration::from_secs(1)).burst(1).build().unwrap();
+/// let layer = RateLimitLayer::builder(100, Duration::from_secs(1)).burst(1).build().unwrap();
 /// let handle = layer.handle();
 /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, BoxError>(x) }));
 ///
@@ -140,12 +140,12 @@ impl<L> RateLimitHandle<L> {
     ///
     /// ```
     /// use palisade_core::throttle::Quota;
-    /// use palisade_rate_limit::RateLimitConfig;
+    /// use palisade_rate_limit::RateLimitLayer;
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let handle = RateLimitConfig::builder(100, Duration::from_secs(1)).build().unwrap().handle();
+    /// let handle = RateLimitLayer::builder(100, Duration::from_secs(1)).build().unwrap().handle();
     /// handle.follow(Quota::new(39, Duration::from_secs(20)));
     /// assert_eq!(handle.interval(), Duration::from_millis(500)); // 39 calls, then the reset
     /// handle.follow(Quota::new(10_000, Duration::from_secs(1)));

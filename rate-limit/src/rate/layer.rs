@@ -19,10 +19,9 @@ use crate::metrics;
 /// Applies a GCRA rate limit to every call of the wrapped service; all clones (and all the
 /// services they wrap) share one limiter.
 ///
-/// Build a direct limit with [`RateLimitBuilder::build`](super::RateLimitBuilder::build)
-/// (or [`RateLimitConfig::into_layer`]) and a per-key limit with
-/// [`RateLimitBuilder::keyed`](super::RateLimitBuilder::keyed); charge more than one cell
-/// per request with [`cost`](RateLimitLayer::cost).
+/// Build a direct limit with [`RateLimitLayer::new`] (from a [`RateLimitConfig`]) or
+/// [`RateLimitLayer::builder`], make it per key with [`key_by`](RateLimitLayer::key_by),
+/// and charge more than one cell per request with [`cost`](RateLimitLayer::cost).
 pub struct RateLimitLayer<L = Direct, C = UnitCost> {
     common: Arc<Common>,
     limiter: L,
@@ -30,6 +29,36 @@ pub struct RateLimitLayer<L = Direct, C = UnitCost> {
 }
 
 impl RateLimitLayer {
+    /// A direct limit (one quota shared by every call) with a validated `config`.
+    pub fn new(config: RateLimitConfig) -> Self {
+        Self::direct(config, Listeners::new())
+    }
+
+    /// A builder whose [`build`](super::RateLimitConfigBuilder::build) gives the layer: the
+    /// shortcut for `RateLimitLayer::new(RateLimitConfig::builder(cells, period)…build()?)`.
+    pub fn builder(cells: u32, period: std::time::Duration) -> super::RateLimitConfigBuilder<Self> {
+        super::RateLimitConfigBuilder::new(cells, period)
+    }
+
+    /// One quota per key instead of one for all: `key_fn` extracts the key (tenant, user,
+    /// API key, host) from each request, so a noisy key never uses another key's quota.
+    /// The keys share this layer's name, listeners and run-time rate; see [`Keyed`] for
+    /// memory use. Call it before taking a handle.
+    pub fn key_by<Req, K, F>(self, key_fn: F) -> RateLimitLayer<Keyed<K, F>>
+    where
+        F: Fn(&Req) -> K,
+        K: Hash + Eq + Clone,
+    {
+        let config = &self.common.config;
+        let keys = Gauge::register(metrics::KEYS, &config.name, &[("kind", "rate")]);
+        let limiter = Keyed::new(config, keys, key_fn);
+        RateLimitLayer {
+            common: self.common,
+            limiter,
+            cost: UnitCost,
+        }
+    }
+
     pub(crate) fn direct(config: RateLimitConfig, listeners: Listeners<LimitEvent>) -> Self {
         let limiter = Direct::new(&config);
         Self {
@@ -38,26 +67,17 @@ impl RateLimitLayer {
             cost: UnitCost,
         }
     }
-
-    pub(crate) fn keyed<K, F>(
-        config: RateLimitConfig,
-        listeners: Listeners<LimitEvent>,
-        key_fn: F,
-    ) -> RateLimitLayer<Keyed<K, F>>
-    where
-        K: Hash + Eq + Clone,
-    {
-        let keys = Gauge::register(metrics::KEYS, &config.name, &[("kind", "rate")]);
-        let limiter = Keyed::new(&config, keys, key_fn);
-        RateLimitLayer {
-            common: Arc::new(Common::new(config, listeners)),
-            limiter,
-            cost: UnitCost,
-        }
-    }
 }
 
 impl<L, C> RateLimitLayer<L, C> {
+    /// Call `listener` with every event of this layer (services and handles made before
+    /// this call see the listener too).
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&LimitEvent) + Send + Sync + 'static) -> Self {
+        self.common.emitter.add_listener(listener);
+        self
+    }
+
     /// Charge each request `cost(&req)` cells instead of one (e.g. the rows of a batch).
     pub fn cost<C2>(self, cost: C2) -> RateLimitLayer<L, C2> {
         RateLimitLayer {

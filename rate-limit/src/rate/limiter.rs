@@ -302,13 +302,13 @@ impl Direct {
     ///
     /// ```
     /// use palisade_core::{BoxError, RateLimited};
-    /// use palisade_rate_limit::RateLimitConfig;
+    /// use palisade_rate_limit::RateLimitLayer;
     /// use std::time::Duration;
     /// use tower::{Layer, ServiceExt, service_fn};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let layer = RateLimitConfig::builder(10, Duration::from_secs(1)).build().unwrap();
+    /// let layer = RateLimitLayer::builder(10, Duration::from_secs(1)).build().unwrap();
     /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, BoxError>(x) }));
     /// layer.limiter().drain();
     /// let err = svc.oneshot(1).await.unwrap_err();

@@ -11,8 +11,8 @@ mod service;
 mod store;
 
 pub use config::{
-    DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, DEFAULT_RAMP, MAX_REFILL, RateLimitBuilder,
-    RateLimitConfig,
+    DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_KEYS, DEFAULT_RAMP, MAX_REFILL, RateLimitConfig,
+    RateLimitConfigBuilder,
 };
 pub use future::ResponseFuture;
 pub use handle::{RateLimitHandle, RateLimitSnapshot};

@@ -24,13 +24,13 @@ use super::limiter::Common;
 /// ```
 /// use palisade_core::BoxError;
 /// use palisade_core::throttle::Quota;
-/// use palisade_rate_limit::RateLimitConfig;
+/// use palisade_rate_limit::RateLimitLayer;
 /// use std::time::Duration;
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
-/// let limit = RateLimitConfig::builder(100, Duration::from_secs(1)).build().unwrap();
+/// let limit = RateLimitLayer::builder(100, Duration::from_secs(1)).build().unwrap();
 /// let handle = limit.handle();
 /// // An upstream that says: 9 calls left, the quota resets in 10 s.
 /// let upstream = service_fn(|_: ()| async { Ok::<_, BoxError>((9u64, 10u64)) });

@@ -248,7 +248,7 @@ impl RedisRateLimitConfig {
     /// divided by `expected_replicas` (at least 1 each), same period.
     pub fn fallback_config(&self) -> RateLimitConfig {
         let replicas = self.expected_replicas.max(1);
-        let mut local = RateLimitConfig::new((self.cells / replicas).max(1), self.period);
+        let mut local = RateLimitConfig::with_rate((self.cells / replicas).max(1), self.period);
         local.name = self.name.clone();
         local.burst = Some((self.effective_burst() / replicas).max(1));
         local
@@ -346,7 +346,7 @@ impl RedisRateLimitConfig {
     }
 }
 
-/// Builds a [`RedisRateLimitLayer`]: the local [`RateLimitBuilder`](crate::RateLimitBuilder)'s
+/// Builds a [`RedisRateLimitLayer`]: the local [`RateLimitConfigBuilder`](crate::RateLimitConfigBuilder)'s
 /// setters (same names), the Redis ones, and `build(conn)` / `keyed(conn, key_fn)` taking the
 /// connection.
 ///
@@ -516,7 +516,7 @@ mod tests {
         assert_eq!(c.failure, FailurePolicy::FailOpen);
         let local = RateLimitConfig::builder(10, Duration::from_secs(2));
         let _ = local;
-        let mut l = RateLimitConfig::new(10, Duration::from_secs(2));
+        let mut l = RateLimitConfig::with_rate(10, Duration::from_secs(2));
         l.name = Name::new("x");
         l.burst = Some(4);
         l.max_wait = Duration::from_millis(5);
