@@ -228,3 +228,45 @@ async fn slow_rates_are_reported_in_percent() {
         ]
     );
 }
+
+/// Probes still out at the probe deadline count as failed, each once: the verdict's rate is
+/// theirs, 100%.
+#[tokio::test(start_paused = true)]
+async fn hung_probes_count_once_each_in_the_verdict() {
+    let (b, reasons) = recording(
+        CircuitBreakerConfig::builder()
+            .half_open_probes(2)
+            .max_probe_duration(5 * SEC),
+    );
+    let layer: CircuitBreakerLayer = b.build().unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|took: Duration| async move {
+        tokio::time::sleep(took).await;
+        Ok::<_, BoxError>(())
+    }));
+    handle.open_for(SEC);
+    advance(SEC).await;
+    let hung: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(svc.clone().oneshot(Duration::from_secs(3600))))
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(handle.state(), State::HalfOpen);
+    advance(6 * SEC).await;
+    let err = svc.clone().oneshot(Duration::ZERO).await.unwrap_err();
+    assert!(err.is::<CircuitOpen>(), "{err}");
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(
+        *reasons.lock().unwrap(),
+        [
+            TransitionReason::Operator,
+            TransitionReason::OpenDurationElapsed,
+            TransitionReason::ProbesFailed {
+                failure_rate: 100.0,
+                slow_call_rate: 0.0
+            },
+        ]
+    );
+    for h in hung {
+        h.abort();
+    }
+}
