@@ -270,3 +270,35 @@ async fn hung_probes_count_once_each_in_the_verdict() {
         h.abort();
     }
 }
+
+/// Repeating a hint for the same instant changes nothing: the open period it started keeps
+/// its length, which bounds the `retry_after` of calls rejected in half-open (a tenth).
+#[tokio::test(start_paused = true)]
+async fn a_repeated_hint_keeps_the_open_period() {
+    let layer: CircuitBreakerLayer = CircuitBreakerConfig::builder()
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|took: Duration| async move {
+        tokio::time::sleep(took).await;
+        Ok::<_, BoxError>(())
+    }));
+    let until = tokio::time::Instant::now() + 10 * SEC;
+    handle.open_until(until);
+    advance(8 * SEC).await;
+    handle.open_until(until);
+    assert_eq!(handle.retry_after(), Some(2 * SEC));
+    advance(2 * SEC).await;
+    let probe = tokio::spawn(svc.clone().oneshot(Duration::from_secs(30)));
+    tokio::task::yield_now().await;
+    assert_eq!(handle.state(), State::HalfOpen);
+    let err = svc.clone().oneshot(Duration::ZERO).await.unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().expect("rejected");
+    assert_eq!(
+        open.retry_after(),
+        Some(SEC),
+        "a tenth of the 10 s open period"
+    );
+    probe.abort();
+}
