@@ -128,7 +128,7 @@ fn recording(b: CircuitBreakerConfigBuilder) -> (CircuitBreakerConfigBuilder, Re
     let log = Arc::clone(&reasons);
     let b = b.on_event(move |e| {
         if let CircuitBreakerEvent::StateTransition { reason, .. } = e {
-            log.lock().unwrap().push(reason.clone());
+            log.lock().unwrap().push(*reason);
         }
     });
     (b, reasons)
@@ -214,7 +214,8 @@ async fn slow_rates_are_reported_in_percent() {
     let a = svc.ready().await.unwrap().call(2 * SEC);
     let b = svc.ready().await.unwrap().call(2 * SEC);
     let (a, b) = tokio::join!(a, b);
-    (a.unwrap(), b.unwrap());
+    a.unwrap();
+    b.unwrap();
     assert_eq!(handle.state(), State::Open);
     assert_eq!(
         *reasons.lock().unwrap(),
