@@ -209,9 +209,10 @@ impl Settings {
     }
 }
 
-/// A percentage in thousandths of a percent (50.0 => 50_000).
+/// A percentage in thousandths of a percent (50.0 => 50_000); a threshold above zero but
+/// below the precision is the smallest one (0 would be reached by a window of successes).
 fn milli_percent(percent: f64) -> u64 {
-    (percent * 1000.0).round() as u64
+    ((percent * 1000.0).round() as u64).max(1)
 }
 
 /// `part / whole >= threshold` (in thousandths of a percent), without dividing.

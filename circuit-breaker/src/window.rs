@@ -577,3 +577,6 @@ mod tests {
         assert_eq!((c.calls, c.failures, c.slow), (1, 1, 1));
     }
 }
+#[cfg(all(test, not(loom)))]
+#[path = "window_mutants.rs"]
+mod mutant_tests;
