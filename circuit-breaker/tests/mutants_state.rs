@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_circuit_breaker::{
-    CircuitBreakerConfig, CircuitBreakerConfigBuilder, CircuitBreakerEvent, CircuitBreakerHandle,
-    CircuitBreakerLayer, State, TransitionReason,
+    CircuitBreakerConfigBuilder, CircuitBreakerEvent, CircuitBreakerHandle, CircuitBreakerLayer,
+    State, TransitionReason,
 };
 use palisade_core::{BoxError, CircuitOpen};
 use tokio::time::advance;
@@ -18,7 +18,7 @@ const SEC: Duration = Duration::from_secs(1);
 type Svc = tower::util::BoxCloneService<bool, &'static str, BoxError>;
 
 /// A service behind a breaker built from `b`: the request says whether the call fails.
-fn breaker(b: CircuitBreakerConfigBuilder) -> (Svc, CircuitBreakerHandle) {
+fn breaker(b: CircuitBreakerConfigBuilder<CircuitBreakerLayer>) -> (Svc, CircuitBreakerHandle) {
     let layer: CircuitBreakerLayer = b.build().unwrap();
     let handle = layer.handle();
     let inner = service_fn(|fail: bool| async move {
@@ -48,7 +48,7 @@ async fn call(svc: &mut Svc, fail: bool) -> Result<bool, Option<Duration>> {
 #[tokio::test(start_paused = true)]
 async fn half_open_works_after_the_probe_tag_wraps() {
     let (mut svc, handle) = breaker(
-        CircuitBreakerConfig::builder()
+        CircuitBreakerLayer::builder()
             .count_window(2)
             .minimum_calls(2)
             .open_duration(SEC)
@@ -75,7 +75,7 @@ async fn half_open_works_after_the_probe_tag_wraps() {
 /// calls are tracked) and trip the breaker on their rate alone.
 #[tokio::test(start_paused = true)]
 async fn slow_successes_through_the_service_open_the_breaker() {
-    let layer: CircuitBreakerLayer = CircuitBreakerConfig::builder()
+    let layer: CircuitBreakerLayer = CircuitBreakerLayer::builder()
         .count_window(4)
         .minimum_calls(4)
         .slow_call_duration(SEC)
@@ -101,7 +101,7 @@ async fn slow_successes_through_the_service_open_the_breaker() {
 #[tokio::test(start_paused = true)]
 async fn a_tiny_threshold_is_not_zero() {
     let (mut svc, handle) = breaker(
-        CircuitBreakerConfig::builder()
+        CircuitBreakerLayer::builder()
             .count_window(4)
             .minimum_calls(4)
             .failure_rate_threshold(0.0001)
@@ -123,7 +123,9 @@ async fn a_tiny_threshold_is_not_zero() {
 /// The reasons of the transitions a breaker made, in order.
 type Reasons = Arc<Mutex<Vec<TransitionReason>>>;
 
-fn recording(b: CircuitBreakerConfigBuilder) -> (CircuitBreakerConfigBuilder, Reasons) {
+fn recording(
+    b: CircuitBreakerConfigBuilder<CircuitBreakerLayer>,
+) -> (CircuitBreakerConfigBuilder<CircuitBreakerLayer>, Reasons) {
     let reasons = Reasons::default();
     let log = Arc::clone(&reasons);
     let b = b.on_event(move |e| {
@@ -138,7 +140,7 @@ fn recording(b: CircuitBreakerConfigBuilder) -> (CircuitBreakerConfigBuilder, Re
 #[tokio::test(start_paused = true)]
 async fn rates_are_reported_in_percent() {
     let (b, reasons) = recording(
-        CircuitBreakerConfig::builder()
+        CircuitBreakerLayer::builder()
             .count_window(4)
             .minimum_calls(4)
             .failure_rate_threshold(50.0)
@@ -183,7 +185,7 @@ async fn rates_are_reported_in_percent() {
 #[tokio::test(start_paused = true)]
 async fn slow_rates_are_reported_in_percent() {
     let (b, reasons) = recording(
-        CircuitBreakerConfig::builder()
+        CircuitBreakerLayer::builder()
             .count_window(4)
             .minimum_calls(4)
             .slow_call_duration(SEC)
@@ -235,7 +237,7 @@ async fn slow_rates_are_reported_in_percent() {
 #[tokio::test(start_paused = true)]
 async fn hung_probes_count_once_each_in_the_verdict() {
     let (b, reasons) = recording(
-        CircuitBreakerConfig::builder()
+        CircuitBreakerLayer::builder()
             .half_open_probes(2)
             .max_probe_duration(5 * SEC),
     );
@@ -276,7 +278,7 @@ async fn hung_probes_count_once_each_in_the_verdict() {
 /// its length, which bounds the `retry_after` of calls rejected in half-open (a tenth).
 #[tokio::test(start_paused = true)]
 async fn a_repeated_hint_keeps_the_open_period() {
-    let layer: CircuitBreakerLayer = CircuitBreakerConfig::builder()
+    let layer: CircuitBreakerLayer = CircuitBreakerLayer::builder()
         .half_open_probes(1)
         .build()
         .unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, RateLimited};
 use palisade_rate_limit::rate::Limiter;
-use palisade_rate_limit::{Cost, RateLimitConfig, UnitCost};
+use palisade_rate_limit::{Cost, RateLimitLayer, UnitCost};
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -29,12 +29,13 @@ fn cells(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
 }
 
-/// A call whose max wait ends while another call holds the head of the line is told when
-/// the head expects its cells, not "now".
+/// A call that cannot get its cells within its max wait, behind a call that holds the head
+/// of the line, is refused at once and told when its turn would come (the head's cells,
+/// then its own), not "now".
 #[tokio::test(start_paused = true)]
-async fn a_call_timing_out_in_line_is_told_when_the_head_expects_its_cells() {
+async fn a_call_behind_the_head_of_the_line_is_told_when_its_turn_comes() {
     // 1 cell per second, burst 10, wait up to 6 s; a request costs its value in cells.
-    let layer = RateLimitConfig::builder(10, 10 * SEC)
+    let layer = RateLimitLayer::builder(10, 10 * SEC)
         .max_wait(6 * SEC)
         .build()
         .unwrap()
@@ -43,28 +44,26 @@ async fn a_call_timing_out_in_line_is_told_when_the_head_expects_its_cells() {
     let t0 = Instant::now();
     // Take the whole burst.
     svc.ready().await.unwrap().call(10).await.unwrap();
-    // One cell conforms at t0 + 1 s: this call waits in line (its max wait ends at t0 + 6 s).
-    let late = svc.ready().await.unwrap().call(1);
-    advance(5 * SEC).await;
-    // Eight cells conform at t0 + 8 s: this call takes the head of the line and sleeps there.
-    let head = tokio::spawn(svc.ready().await.unwrap().call(8));
+    // Five cells conform at t0 + 5 s: this call takes the head of the line and waits there.
+    let head = tokio::spawn(svc.ready().await.unwrap().call(5));
     tokio::task::yield_now().await;
-    let err = late.await.unwrap_err();
-    assert_eq!(Instant::now() - t0, 6 * SEC);
+    // Two more cells would conform at t0 + 7 s, past this call's max wait (t0 + 6 s).
+    let err = svc.ready().await.unwrap().call(2).await.unwrap_err();
+    assert_eq!(Instant::now() - t0, Duration::ZERO, "refused at once");
     assert_eq!(
         retry_after(&err),
-        2 * SEC,
-        "the head's cells conform at t0 + 8 s"
+        7 * SEC,
+        "its turn: the head's 5 cells, then its own 2"
     );
-    assert_eq!(head.await.unwrap().unwrap(), 8);
-    assert_eq!(Instant::now() - t0, 8 * SEC);
+    assert_eq!(head.await.unwrap().unwrap(), 5);
+    assert_eq!(Instant::now() - t0, 5 * SEC);
 }
 
 /// Draining a burst above 2^31 cells (no power of two above it fits a `u32`) takes them all.
 #[tokio::test(start_paused = true)]
 async fn drain_empties_a_burst_above_two_to_the_31() {
     let burst = 3_000_000_000;
-    let layer = RateLimitConfig::builder(burst, 3 * SEC).build().unwrap();
+    let layer = RateLimitLayer::builder(burst, 3 * SEC).build().unwrap();
     let limiter = layer.limiter();
     limiter.drain();
     let err = Limiter::<u32>::check(limiter, &(), cells(1)).unwrap_err();
@@ -74,7 +73,7 @@ async fn drain_empties_a_burst_above_two_to_the_31() {
 /// A batch checks (and takes) all its cells on the direct and on the keyed limiter.
 #[tokio::test(start_paused = true)]
 async fn a_batch_takes_all_its_cells_on_both_limiters() {
-    let direct = RateLimitConfig::builder(10, SEC).build().unwrap();
+    let direct = RateLimitLayer::builder(10, SEC).build().unwrap();
     let d = direct.limiter();
     assert_eq!(Limiter::<u32>::check(d, &(), cells(4)), Ok(()));
     assert_eq!(Limiter::<u32>::check(d, &(), cells(4)), Ok(()));
@@ -85,9 +84,10 @@ async fn a_batch_takes_all_its_cells_on_both_limiters() {
     let at = Limiter::<u32>::check(d, &(), cells(1)).unwrap_err();
     assert_eq!(at - Instant::now(), Duration::from_millis(100));
 
-    let keyed = RateLimitConfig::builder(10, SEC)
-        .keyed(|r: &u32| *r)
-        .unwrap();
+    let keyed = RateLimitLayer::builder(10, SEC)
+        .build()
+        .unwrap()
+        .key_by(|r: &u32| *r);
     let k = keyed.limiter();
     assert_eq!(k.check(&1, cells(4)), Ok(()));
     assert_eq!(k.check(&1, cells(4)), Ok(()));
@@ -106,10 +106,11 @@ async fn a_batch_takes_all_its_cells_on_both_limiters() {
 /// exactly `cleanup_interval` after the limiter was made.
 #[tokio::test(start_paused = true)]
 async fn the_idle_key_sweep_runs_on_every_64th_call_once_due() {
-    let layer = RateLimitConfig::builder(1, SEC)
+    let layer = RateLimitLayer::builder(1, SEC)
         .cleanup_interval(10 * SEC)
-        .keyed(|r: &u32| *r)
-        .unwrap();
+        .build()
+        .unwrap()
+        .key_by(|r: &u32| *r);
     let k = layer.limiter();
     assert!(k.is_empty());
     assert_eq!(k.len(), 0);
@@ -149,11 +150,12 @@ async fn the_idle_key_sweep_runs_on_every_64th_call_once_due() {
 /// Only the direct limiter serves waiting calls through one FIFO line.
 #[test]
 fn only_the_direct_limiter_is_fifo() {
-    let direct = RateLimitConfig::builder(1, SEC).build().unwrap();
+    let direct = RateLimitLayer::builder(1, SEC).build().unwrap();
     assert!(Limiter::<u32>::fifo(direct.limiter()));
-    let keyed = RateLimitConfig::builder(1, SEC)
-        .keyed(|r: &u32| *r)
-        .unwrap();
+    let keyed = RateLimitLayer::builder(1, SEC)
+        .build()
+        .unwrap()
+        .key_by(|r: &u32| *r);
     assert!(!Limiter::<u32>::fifo(keyed.limiter()));
     assert_eq!(Limiter::<u32>::key(keyed.limiter(), &7), 7);
 }
@@ -167,7 +169,7 @@ fn costs() {
 
 #[tokio::test(start_paused = true)]
 async fn debug_shows_the_settings() {
-    let layer = RateLimitConfig::builder(5, SEC)
+    let layer = RateLimitLayer::builder(5, SEC)
         .name("search")
         .max_wait(SEC)
         .build()
@@ -179,9 +181,10 @@ async fn debug_shows_the_settings() {
     for part in ["search", "max_wait: 1s", "burst: 5", "waiting: 0", "Direct"] {
         assert!(shown.contains(part), "{part} missing from {shown}");
     }
-    let keyed = RateLimitConfig::builder(5, SEC)
-        .keyed(|r: &u32| *r)
-        .unwrap();
+    let keyed = RateLimitLayer::builder(5, SEC)
+        .build()
+        .unwrap()
+        .key_by(|r: &u32| *r);
     let _ = keyed.limiter().check(&1, cells(1));
     let _ = keyed.limiter().check(&2, cells(1));
     let shown = format!("{:?}", keyed.limiter());
