@@ -126,6 +126,58 @@ impl<L> RateLimitHandle<L> {
         self.common.set_rate(cells, period)
     }
 
+    /// Apply `config` at run time: its rate becomes the rate set (as
+    /// [`set_rate`](Self::set_rate): lower at once, higher by the ramp, never above the rate
+    /// the layer was built with). The rest of a limit's shape (burst, wait, keys, ramp) is
+    /// fixed when it is built: a config that changes it is refused, naming the field, as is
+    /// another name or an invalid config; nothing changes then.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "one signature for every handle"
+    )]
+    pub fn update(&self, config: RateLimitConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let built = &self.common.config;
+        palisade_core::config::ensure_same_name("rate_limit", self.name(), config.name())?;
+        let fixed = [
+            (
+                "burst",
+                config.effective_burst() == built.effective_burst(),
+                format!("{}", config.effective_burst()),
+            ),
+            (
+                "max_wait",
+                config.max_wait() == built.max_wait(),
+                format!("{:?}", config.max_wait()),
+            ),
+            (
+                "cleanup_interval",
+                config.cleanup_interval() == built.cleanup_interval(),
+                format!("{:?}", config.cleanup_interval()),
+            ),
+            (
+                "max_keys",
+                config.max_keys() == built.max_keys(),
+                format!("{}", config.max_keys()),
+            ),
+            (
+                "ramp",
+                config.ramp() == built.ramp(),
+                format!("{:?}", config.ramp()),
+            ),
+        ];
+        for (field, same, value) in fixed {
+            palisade_core::config::ensure(
+                same,
+                "rate_limit",
+                field,
+                value,
+                "the value the limit was built with (only the rate changes at run time)",
+            )?;
+        }
+        self.set_rate(config.cells(), config.period())
+    }
+
     /// Back to the configured rate, by the ramp.
     pub fn restore(&self) {
         self.common.restore_rate();
