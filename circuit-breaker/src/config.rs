@@ -46,8 +46,8 @@ pub enum SlidingWindow {
 
 /// A circuit breaker's configuration: build one with [`CircuitBreakerConfig::builder`] (or
 /// load it from data with the `serde` feature), then make a layer with
-/// [`into_layer`](Self::into_layer) or [`CircuitBreakerLayer::new`] (or go straight to the
-/// layer with the builder's [`build`](CircuitBreakerConfigBuilder::build)).
+/// [`CircuitBreakerLayer::new`] (or go straight to the layer with
+/// [`CircuitBreakerLayer::builder`]).
 ///
 /// ```
 /// use palisade_circuit_breaker::{CircuitBreakerConfig, SlidingWindow};

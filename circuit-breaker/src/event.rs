@@ -97,7 +97,7 @@ pub enum TransitionReason {
 }
 
 /// What a circuit breaker reports to listeners registered with
-/// [`on_event`](crate::CircuitBreakerConfigBuilder::on_event), and to `tracing` on the
+/// [`on_event`](crate::CircuitBreakerLayer::on_event), and to `tracing` on the
 /// target `palisade::circuit_breaker`.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -101,7 +101,7 @@
 //! # Observability
 //!
 //! Events ([`CircuitBreakerEvent`]) go to listeners registered with
-//! [`CircuitBreakerConfigBuilder::on_event`] and to `tracing` on the target
+//! [`CircuitBreakerLayer::on_event`] and to `tracing` on the target
 //! `palisade::circuit_breaker`. With the `metrics` feature the breaker feeds the
 //! metrics listed in [`METRICS`]: a gauge per state (1 for the current state, 0 for the others,
 //! all set on every transition), transitions, rejected calls, and the window's failure and

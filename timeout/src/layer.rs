@@ -40,7 +40,7 @@ pub struct TimeoutLayer<T = Fixed> {
 pub struct Fixed;
 
 /// The timeout policy of a layer built with
-/// [`TimeoutBuilder::per_request`](crate::TimeoutBuilder::per_request): a closure picks each
+/// [`TimeoutLayer::per_request`](crate::TimeoutLayer::per_request): a closure picks each
 /// request's timeout.
 pub struct PerRequest<F>(pub(crate) Arc<F>);
 

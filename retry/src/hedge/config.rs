@@ -98,7 +98,7 @@ fn default_budget() -> BudgetConfig {
 }
 
 /// Every request may be hedged: the default predicate. Put a hedge layer only over
-/// idempotent requests, or pass a predicate with [`HedgeConfigBuilder::hedgeable`].
+/// idempotent requests, or pass a predicate with [`HedgeLayer::hedgeable`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AllRequests;
 
