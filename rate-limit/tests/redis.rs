@@ -15,6 +15,7 @@ use palisade_core::{BoxError, Deadline, RateLimited};
 use palisade_rate_limit::RateLimitConfig;
 use palisade_rate_limit::redis::{
     Decider, FailurePolicy, Mode, RedisLimitEvent, RedisLimiter, RedisRateLimitConfig,
+    RedisRateLimitLayer,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
@@ -171,7 +172,10 @@ async fn same_api_as_the_local_limiter() -> Result<(), BoxError> {
     let local = RateLimitConfig::builder(2, Duration::from_secs(1))
         .name("api")
         .build()?;
-    let layer = RedisRateLimitConfig::from(local).into_layer(server.multiplexed().await)?;
+    let layer = RedisRateLimitLayer::new(
+        RedisRateLimitConfig::from(local),
+        server.multiplexed().await,
+    )?;
     let mut svc = ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(
@@ -197,7 +201,8 @@ async fn same_api_as_the_local_limiter() -> Result<(), BoxError> {
     let layer = RedisRateLimitConfig::builder(1000, Duration::from_secs(1))
         .name("ingest")
         .max_wait(Duration::from_secs(2))
-        .keyed(server.multiplexed().await, |b: &Batch| b.tenant)?
+        .build(server.multiplexed().await)?
+        .key_by(|b: &Batch| b.tenant)
         .cost(|b: &Batch| b.rows);
     let svc = ServiceBuilder::new()
         .layer(layer)

@@ -8,7 +8,7 @@ use palisade_core::{ConfigError, Listeners, Name};
 
 use super::conn::{Conn, RedisConnection};
 use super::event::RedisLimitEvent;
-use super::layer::{KeyedRedis, RedisRateLimitLayer};
+use super::layer::RedisRateLimitLayer;
 use super::limiter::RedisLimiter;
 use crate::RateLimitConfig;
 
@@ -331,24 +331,11 @@ impl RedisRateLimitConfig {
             "above zero and at most 60s",
         )
     }
-
-    /// Validate and build a direct (one fleet-wide quota for all calls) layer with no
-    /// listeners, on `conn`.
-    pub fn into_layer(
-        self,
-        conn: impl RedisConnection,
-    ) -> Result<RedisRateLimitLayer, ConfigError> {
-        RedisRateLimitBuilder {
-            config: self,
-            listeners: Listeners::new(),
-        }
-        .build(conn)
-    }
 }
 
 /// Builds a [`RedisRateLimitLayer`]: the local [`RateLimitConfigBuilder`](crate::RateLimitConfigBuilder)'s
-/// setters (same names), the Redis ones, and `build(conn)` / `keyed(conn, key_fn)` taking the
-/// connection.
+/// setters (same names), the Redis ones, and `build(conn)` taking the connection (then
+/// [`key_by`](RedisRateLimitLayer::key_by) for one quota per key).
 ///
 /// ```
 /// use palisade_rate_limit::redis::{FailurePolicy, RedisRateLimitConfig};
@@ -478,20 +465,6 @@ impl RedisRateLimitBuilder {
     /// Validate and build a direct layer: one fleet-wide quota shared by every call.
     pub fn build(self, conn: impl RedisConnection) -> Result<RedisRateLimitLayer, ConfigError> {
         Ok(RedisRateLimitLayer::direct(self.limiter(conn)?))
-    }
-
-    /// Validate and build a keyed layer: one fleet-wide quota per key, `key_fn` extracting
-    /// the key from each request (its `Display` form goes into the Redis key).
-    pub fn keyed<Req, K, F>(
-        self,
-        conn: impl RedisConnection,
-        key_fn: F,
-    ) -> Result<RedisRateLimitLayer<KeyedRedis<F>>, ConfigError>
-    where
-        F: Fn(&Req) -> K,
-        K: fmt::Display,
-    {
-        Ok(RedisRateLimitLayer::keyed(self.limiter(conn)?, key_fn))
     }
 }
 

@@ -53,10 +53,11 @@ where
 
 /// Applies a fleet-wide rate limit kept in Redis to every call of the wrapped service.
 ///
-/// Built by [`RedisRateLimitBuilder::build`](super::RedisRateLimitBuilder::build) (one
-/// quota) or [`keyed`](super::RedisRateLimitBuilder::keyed) (one per key); charge more than
-/// one cell per request with [`cost`](Self::cost), exactly as the local
-/// [`RateLimitLayer`](crate::RateLimitLayer).
+/// Made as the local [`RateLimitLayer`](crate::RateLimitLayer) is, plus the connection:
+/// [`RedisRateLimitLayer::new(config, conn)`](Self::new) (or the builder's
+/// [`build(conn)`](super::RedisRateLimitBuilder::build)); one quota per key with
+/// [`key_by`](Self::key_by); charge more than one cell per request with
+/// [`cost`](Self::cost); listeners with [`on_event`](Self::on_event).
 pub struct RedisRateLimitLayer<K = DirectRedis, C = UnitCost> {
     limiter: RedisLimiter,
     key: K,
@@ -64,6 +65,32 @@ pub struct RedisRateLimitLayer<K = DirectRedis, C = UnitCost> {
 }
 
 impl RedisRateLimitLayer {
+    /// A fleet-wide limit with `config` (validated here: its fields are plain data) on
+    /// `conn`: one quota shared by every call.
+    pub fn new(
+        config: super::RedisRateLimitConfig,
+        conn: impl super::RedisConnection,
+    ) -> Result<Self, palisade_core::ConfigError> {
+        config.validate()?;
+        let listeners = palisade_core::Listeners::new();
+        Ok(Self::direct(RedisLimiter::new(
+            config,
+            listeners,
+            super::conn::Conn::new(conn),
+        )))
+    }
+
+    /// One fleet-wide quota per key instead of one for all: `key_fn` extracts the key from
+    /// each request (its `Display` form goes into the Redis key), as the local
+    /// [`RateLimitLayer::key_by`](crate::RateLimitLayer::key_by).
+    pub fn key_by<Req, K, F>(self, key_fn: F) -> RedisRateLimitLayer<KeyedRedis<F>>
+    where
+        F: Fn(&Req) -> K,
+        K: fmt::Display,
+    {
+        Self::keyed(self.limiter, key_fn)
+    }
+
     pub(crate) fn direct(limiter: RedisLimiter) -> Self {
         Self {
             limiter,
@@ -99,6 +126,17 @@ impl<K, C> RedisRateLimitLayer<K, C> {
     /// The limit's name.
     pub fn name(&self) -> &Name {
         self.limiter.name()
+    }
+
+    /// Call `listener` with every event of this limit (services made before this call see
+    /// the listener too).
+    #[must_use]
+    pub fn on_event(
+        self,
+        listener: impl Fn(&super::RedisLimitEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.limiter.add_listener(listener);
+        self
     }
 }
 

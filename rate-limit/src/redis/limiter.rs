@@ -170,6 +170,10 @@ impl RedisLimiter {
         self.shared.emitter.name()
     }
 
+    pub(crate) fn add_listener(&self, listener: impl Fn(&RedisLimitEvent) + Send + Sync + 'static) {
+        self.shared.emitter.add_listener(listener);
+    }
+
     /// The validated config.
     pub fn config(&self) -> &RedisRateLimitConfig {
         &self.shared.config

@@ -28,7 +28,8 @@
 //!     .lease_cells(5) // up to 5 cells per round trip: over-admission ≤ 4 × 4 per period
 //!     .call_timeout(Duration::from_millis(20))
 //!     .breaker_failures(1)
-//!     .keyed(conn, |tenant: &&'static str| *tenant)?;
+//!     .build(conn)?
+//!     .key_by(|tenant: &&'static str| *tenant);
 //! let limiter = layer.limiter().clone();
 //! let svc = ServiceBuilder::new()
 //!     .layer(layer)
