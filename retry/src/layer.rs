@@ -82,16 +82,20 @@ impl Core {
 
     /// The config and budget in effect, and the version they belong to.
     pub(crate) fn current(&self) -> (Current, u64) {
-        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let current = self.read();
         (current.clone(), self.version.load(Ordering::Acquire))
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn config(&self) -> RetryConfig {
-        self.current().0.config
+        self.read().config.clone()
     }
 
     fn budget(&self) -> Option<RetryBudget> {
-        self.current().0.budget
+        self.read().budget.clone()
     }
 
     fn update(&self, config: RetryConfig) -> Result<(), ConfigError> {

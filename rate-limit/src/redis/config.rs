@@ -451,6 +451,14 @@ impl RedisRateLimitBuilder {
         &self.config
     }
 
+    /// A builder holding `config` as it is, with no listeners.
+    pub(crate) fn from_config(config: RedisRateLimitConfig) -> Self {
+        Self {
+            config,
+            listeners: Listeners::new(),
+        }
+    }
+
     /// Validate and build the shared limiter alone (no layer): for code that is not a tower
     /// service, and for several layers sharing one limiter.
     pub fn limiter(self, conn: impl RedisConnection) -> Result<RedisLimiter, ConfigError> {

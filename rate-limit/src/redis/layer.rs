@@ -71,13 +71,7 @@ impl RedisRateLimitLayer {
         config: super::RedisRateLimitConfig,
         conn: impl super::RedisConnection,
     ) -> Result<Self, palisade_core::ConfigError> {
-        config.validate()?;
-        let listeners = palisade_core::Listeners::new();
-        Ok(Self::direct(RedisLimiter::new(
-            config,
-            listeners,
-            super::conn::Conn::new(conn),
-        )))
+        super::RedisRateLimitBuilder::from_config(config).build(conn)
     }
 
     /// One fleet-wide quota per key instead of one for all: `key_fn` extracts the key from
