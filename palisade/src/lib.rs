@@ -130,8 +130,8 @@ pub mod prelude {
 
     #[cfg(feature = "rate-limit")]
     pub use palisade_rate_limit::{
-        AdaptiveLimitConfig, AdaptiveLimitLayer, ConcurrencyLimitConfig, ConcurrencyLimitLayer,
-        RateLimitConfig, RateLimitLayer,
+        AdaptiveLimitConfig, AdaptiveLimitLayer, Aimd, ConcurrencyLimitConfig,
+        ConcurrencyLimitLayer, RateLimitConfig, RateLimitLayer,
     };
 
     #[cfg(feature = "degrade")]

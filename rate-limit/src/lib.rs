@@ -249,7 +249,7 @@ pub(crate) fn give_up_with(
 
 pub use adaptive::{
     AdaptiveLimit, AdaptiveLimitConfig, AdaptiveLimitConfigBuilder, AdaptiveLimitHandle,
-    AdaptiveLimitLayer, Aimd, Algorithm, Gradient,
+    AdaptiveLimitLayer, Aimd, Algorithm, Gradient, LatencyOnly,
 };
 pub use concurrency::{
     ConcurrencyLimit, ConcurrencyLimitConfig, ConcurrencyLimitConfigBuilder,

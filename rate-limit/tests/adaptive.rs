@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Outcome, Overloaded};
+use palisade_core::{BoxError, Classify, Outcome, Overloaded};
 use palisade_rate_limit::{
-    AdaptiveLimitHandle, AdaptiveLimitLayer, Aimd, Algorithm, Gradient, LimitEvent,
+    AdaptiveLimitHandle, AdaptiveLimitLayer, Aimd, Algorithm, Gradient, LatencyOnly, LimitEvent,
 };
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -139,8 +139,8 @@ async fn failures_shrink_the_limit_and_emit_events() {
     for _ in 0..3 {
         svc.clone().oneshot(1).await.unwrap();
     }
-    // 10 * 0.9^3 = 7.29
-    assert_eq!(handle.limit(), 7);
+    // 10 * 0.8^3 = 5.12
+    assert_eq!(handle.limit(), 5);
     assert!(changes.load(Ordering::SeqCst) >= 2);
 }
 
@@ -191,7 +191,9 @@ async fn concurrent_failures_decrease_once_per_round_trip() {
         .algorithm(Aimd::new())
         .initial_limit(10)
         .build()
-        .unwrap();
+        .unwrap()
+        // Backend errors as decrease signals (the default, latency alone, ignores them).
+        .classifier(palisade_core::RejectionAware);
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|fail: bool| async move {
         sleep(Duration::from_millis(10)).await;
@@ -207,8 +209,48 @@ async fn concurrent_failures_decrease_once_per_round_trip() {
     for c in calls {
         assert!(c.await.unwrap().is_err());
     }
-    assert_eq!(handle.limit(), 9, "10 × 0.9 once, not 10 × 0.9⁶");
+    assert_eq!(handle.limit(), 8, "10 × 0.8 once, not 10 × 0.8⁶");
     // A call started after the decrease may decrease it again.
     assert!(svc.clone().oneshot(true).await.is_err());
-    assert_eq!(handle.limit(), 8, "9 × 0.9 = 8.1");
+    assert_eq!(handle.limit(), 6, "8 × 0.8 = 6.4");
+}
+
+/// By default ([`LatencyOnly`]) errors feed no sample: fast backend errors and timed-out
+/// attempts leave the limit where it was, while slow answers past the latency threshold
+/// shrink it.
+#[tokio::test(start_paused = true)]
+async fn by_default_latency_alone_moves_the_limit() {
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(Aimd::new().latency_threshold(Duration::from_millis(100)))
+        .initial_limit(10)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|(fail, ms): (bool, u64)| async move {
+        sleep(Duration::from_millis(ms)).await;
+        if fail {
+            Err::<(), BoxError>("backend failed".into())
+        } else {
+            Ok(())
+        }
+    }));
+    for _ in 0..5 {
+        assert!(svc.clone().oneshot((true, 1)).await.is_err());
+        assert!(svc.clone().oneshot((true, 500)).await.is_err());
+    }
+    assert_eq!(
+        handle.limit(),
+        10,
+        "errors, fast or slow, say nothing about load"
+    );
+    assert!(svc.clone().oneshot((false, 500)).await.is_ok());
+    assert_eq!(
+        handle.limit(),
+        8,
+        "a slow answer is a decrease signal: 10 × 0.8"
+    );
+    assert_eq!(
+        LatencyOnly.classify(&Err::<(), BoxError>("x".into())),
+        Outcome::Ignore
+    );
 }

@@ -237,7 +237,8 @@ async fn the_adaptive_limit_measures_the_call_not_the_readiness_wait() {
 
 /// Issue: a caller's own limit must not shrink its adaptive limit. A reject-mode rate limit
 /// under the adaptive limit refuses a burst; those `RateLimited` results feed no sample,
-/// while an attempt's `Elapsed` still counts as a failure.
+/// even with the rejection-aware classifier, under which an attempt's `Elapsed` counts as
+/// a failure (the default classifier, latency alone, ignores every error).
 #[tokio::test(start_paused = true)]
 async fn local_rejections_below_the_adaptive_limit_never_shrink_it() {
     let layer = AdaptiveLimitLayer::builder()
@@ -245,7 +246,8 @@ async fn local_rejections_below_the_adaptive_limit_never_shrink_it() {
         .initial_limit(20)
         .limits(1, 20)
         .build()
-        .unwrap();
+        .unwrap()
+        .classifier(palisade_core::RejectionAware);
     let handle = layer.handle();
     let rate = RateLimitLayer::builder(5, Duration::from_secs(1))
         .build()
@@ -281,5 +283,5 @@ async fn local_rejections_below_the_adaptive_limit_never_shrink_it() {
         .layer(attempt)
         .service(backend());
     svc.oneshot(Job::new(1000)).await.unwrap_err();
-    assert_eq!(handle.limit(), 18, "20 × 0.9");
+    assert_eq!(handle.limit(), 16, "20 × 0.8");
 }

@@ -66,6 +66,23 @@ pub enum Limit {
     Aimd(Duration),
     /// An adaptive limit, the gradient algorithm (no threshold).
     Gradient,
+    /// An adaptive limit, AIMD on this latency threshold, fed by another signal.
+    AimdSignal(Duration, Signal),
+}
+
+/// What an adaptive limit takes as a sign of overload (beside latency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The backend shedding a call ([`overload_signal`]).
+    Shed,
+    /// An attempt timing out; other errors say nothing about load.
+    Elapsed,
+    /// An attempt timing out or the backend shedding.
+    ElapsedOrShed,
+    /// Every backend error (the core default classifier).
+    AnyError,
+    /// Latency alone: every error is ignored.
+    Latency,
 }
 
 /// The knobs of the tuned stack ([`TunedParams::default`] is what the scorecard runs).
@@ -99,31 +116,25 @@ pub struct TunedParams {
     pub probes: u32,
     /// An adaptive concurrency limit under the breaker.
     pub adaptive_limit: Limit,
+    /// AIMD: the factor applied to the limit on a decrease signal.
+    pub aimd_backoff: f64,
 }
 
 impl Default for TunedParams {
-    /// The values the scorecard recommends as palisade's defaults, each with the incident
-    /// that chose it (numbers: goodput in req/s, from `benches/scorecard/scorecard.md`):
+    /// palisade's defaults (budget, breaker, adaptive limit: see the README's "Defaults
+    /// chosen by incidents") with what an HTTP client's classifiers add, each with the
+    /// incident that chose it (goodput in req/s, from `benches/scorecard/scorecard.md` and
+    /// `cargo run --release -p palisade-benches --example candidates`):
     ///
-    /// - budget `tps(ttl 1 s, 1/s, 20%)`, not `(10 s, 10/s, 20%)`: the 10 s window saves
-    ///   allowance that a stall spends at once (`overload-2x`: 1.32 calls per request in
-    ///   the fault's first second with today's budget, ≤ 1.2 with this one), and a floor
-    ///   of 10/s is 10% extra load on its own at 100 req/s. 30% would win `brown-out`
-    ///   (96.4 against 94.4) but not the promise of ≤ 1.2;
-    /// - a timed-out attempt is a slow call for the breaker, not a failure, and 50% slow
-    ///   calls open it (`latency-spike`, `retry-storm`: it still opens on a stall;
-    ///   `brown-out`, `hangs`: a fraction of slow calls does not open it);
     /// - a `429`/quota refusal is not a failure for the breaker, and retries wait for its
-    ///   Retry-After (`rate-limited`: 88.2, the best, where the default opens for 30 s on
-    ///   429s and serves 33.6);
-    /// - open for 250 ms, no growth, instead of 30 s doubling to 300 s (`outage`,
-    ///   `flapping`, `latency-spike`: today's default serves 33.6, 33.6, 32.5 and stays
-    ///   degraded 16 s after the fault; 250 ms costs ≤ 0.56 req/s per return, 500 ms
-    ///   doubles that in `flapping`, 84.0 against 86.6);
-    /// - `minimum_calls(20)`: enough evidence at 100 req/s to open within 0.2 s;
-    /// - an adaptive limit (AIMD, latency threshold = half the attempt timeout, fed only
-    ///   by the backend shedding or slow answers) under the breaker (`overload-2x`: 83.7
-    ///   against 73.3 without it; `gradual-recovery`: 74.2 against 65.6).
+    ///   Retry-After (`rate-limited`: 88.2, the best, against the default stack's 87.6);
+    /// - a timed-out attempt is a slow call for the breaker, not a failure, and 50% slow
+    ///   calls open it: with the adaptive limit in place this changes no incident's
+    ///   goodput, so the defaults keep the simpler rule (a timeout is a failure);
+    /// - the adaptive limit decreases on the backend shedding a call (a `503`) besides
+    ///   latency over 150 ms;
+    /// - a budget floor of 1 retry per second, not 3 (3 serves 95.1 in `brown-out`, 1
+    ///   serves 94.6, and adds 2% to the first second of an outage).
     fn default() -> Self {
         Self {
             max_attempts: 4,
@@ -140,6 +151,7 @@ impl Default for TunedParams {
             max_open: Duration::from_millis(250),
             probes: 5,
             adaptive_limit: Limit::Aimd(Duration::from_millis(150)),
+            aimd_backoff: 0.8,
         }
     }
 }
@@ -190,10 +202,45 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
         Limit::Aimd(threshold) => Either::Left(
             AdaptiveLimitLayer::builder()
                 .name("api")
-                .algorithm(Aimd::new().latency_threshold(threshold))
+                .algorithm(
+                    Aimd::new()
+                        .latency_threshold(threshold)
+                        .backoff_ratio(p.aimd_backoff),
+                )
                 .build()?
                 .classifier(signal),
         ),
+        Limit::AimdSignal(threshold, sig) => {
+            let signal: BreakerClassifier = match sig {
+                Signal::Shed => overload_signal,
+                Signal::Elapsed => |r| match r {
+                    Ok(_) => Outcome::Success,
+                    Err(e) if e.is::<Elapsed>() => Outcome::Failure,
+                    Err(_) => Outcome::Ignore,
+                },
+                Signal::ElapsedOrShed => |r| match r {
+                    Ok(_) => Outcome::Success,
+                    Err(e) if e.is::<Elapsed>() => Outcome::Failure,
+                    other => overload_signal(other),
+                },
+                Signal::Latency => |r| match r {
+                    Ok(_) => Outcome::Success,
+                    Err(_) => Outcome::Ignore,
+                },
+                Signal::AnyError => |r| Classify::classify(&palisade::retry::RejectionAware, r),
+            };
+            Either::Left(
+                AdaptiveLimitLayer::builder()
+                    .name("api")
+                    .algorithm(
+                        Aimd::new()
+                            .latency_threshold(threshold)
+                            .backoff_ratio(p.aimd_backoff),
+                    )
+                    .build()?
+                    .classifier(signal),
+            )
+        }
         Limit::Gradient => Either::Left(
             AdaptiveLimitLayer::builder()
                 .name("api")
@@ -347,6 +394,25 @@ pub fn run_incident_seeded(incident: &Incident, stack: StackKind, seed: u64) -> 
         run_stack(stack, backend, &load_seeded(seed)).await
     });
     Row::new(incident.name, stack, report)
+}
+
+/// "palisade tuned" with the knobs of `params` through `incident` (to compare candidate
+/// defaults; the row is labelled as the tuned stack).
+pub fn run_tuned(incident: &Incident, params: &TunedParams) -> Row {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime");
+    let report = runtime.block_on(async {
+        let backend = backend(incident);
+        let stack = tuned_with(params).expect("valid tuned params");
+        load()
+            .run(tower::Layer::layer(&stack, backend.clone()), |_id: u64| ())
+            .await
+            .report(&backend)
+    });
+    Row::new(incident.name, StackKind::PalisadeTuned, report)
 }
 
 /// Run `stack` through the incident named `name`; `None` for an unknown name.

@@ -30,9 +30,12 @@ pub enum StackKind {
     TowerResilience,
     /// palisade exactly as the README recommends, with default configs: `Stack` of a 2 s
     /// overall timeout, retry (4 attempts, exponential from 20 ms, the default budget), a
-    /// default circuit breaker and a 300 ms attempt timeout.
+    /// default circuit breaker, an AIMD adaptive limit at half the attempt timeout and a
+    /// 300 ms attempt timeout.
     PalisadeDefault,
-    /// The same `Stack` with the configs this scorecard found ([`tuned`](super::tuned)).
+    /// The same `Stack` with what an HTTP client's classifiers add ([`tuned`](super::tuned)):
+    /// an upstream's `429` is not a failure and its Retry-After is honoured, a timed-out
+    /// attempt is a slow call for the breaker.
     PalisadeTuned,
     /// "palisade tuned" with the throttle gate around the backend
     /// ([`throttle_gate`](super::throttle_gate)): an upstream's `429` + Retry-After holds
@@ -152,14 +155,15 @@ fn tower_backoff(retry: u32) -> Duration {
 
 /// The README's recommended stack, with every config at its default but the values the
 /// README sets: a 2 s overall timeout, 4 attempts with exponential backoff from 20 ms, a
-/// default breaker and a 300 ms attempt timeout.
+/// default breaker, an AIMD adaptive concurrency limit at a latency threshold of half the
+/// attempt timeout, and a 300 ms attempt timeout.
 pub fn palisade_default() -> Result<
     Stack<
         tower::layer::util::Identity,
         TimeoutLayer,
         RetryLayer,
         CircuitBreakerLayer,
-        tower::layer::util::Identity,
+        AdaptiveLimitLayer,
         TimeoutLayer,
     >,
     palisade::core::ConfigError,
@@ -180,6 +184,12 @@ pub fn palisade_default() -> Result<
                 .build()?,
         )
         .circuit_breaker(CircuitBreakerLayer::builder().name("api").build()?)
+        .limit(
+            AdaptiveLimitLayer::builder()
+                .name("api")
+                .algorithm(Aimd::new().latency_threshold(ATTEMPT_TIMEOUT / 2))
+                .build()?,
+        )
         .attempt_timeout(
             TimeoutLayer::builder()
                 .name("attempt")

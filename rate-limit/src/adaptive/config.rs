@@ -288,9 +288,8 @@ impl AdaptiveLimitConfigBuilder<AdaptiveLimitLayer> {
     }
 
     /// Validate and build the layer; results are judged by
-    /// [`RejectionAware`](palisade_core::RejectionAware): backend errors and timeouts are
-    /// failures, local rejections (a rate limit below this one) feed no sample (change it
-    /// with [`AdaptiveLimitLayer::classifier`]).
+    /// [`LatencyOnly`](super::LatencyOnly): answers are latency samples, errors feed no
+    /// sample (change it with [`AdaptiveLimitLayer::classifier`]).
     pub fn build(self) -> Result<AdaptiveLimitLayer, ConfigError> {
         self.config.validate()?;
         Ok(AdaptiveLimitLayer::from_parts(self.config, self.listeners))

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use palisade_core::{Listeners, RejectionAware};
+use palisade_core::Listeners;
 use tower_layer::Layer;
 
 use super::config::AdaptiveLimitConfig;
 use super::service::{AdaptiveLimit, AdaptiveLimitHandle, Shared};
+use super::signal::LatencyOnly;
 use crate::event::LimitEvent;
 
 /// Limits the calls in flight through every service it wraps to a limit that follows the
@@ -20,18 +21,15 @@ use crate::event::LimitEvent;
 ///
 /// # What counts as a failure
 ///
-/// By default results are judged by [`RejectionAware`], the classifier every palisade
-/// layer that judges a backend's health shares: `Ok` is a success, a backend error or an
-/// [`Elapsed`](palisade_core::Elapsed) attempt a failure (a decrease signal), and a
-/// rejection made locally by our own layers ([`RateLimited`](palisade_core::RateLimited),
-/// [`Overloaded`](palisade_core::Overloaded),
-/// [`CircuitOpen`](palisade_core::CircuitOpen), ...) is neither: it feeds no sample, so a
-/// caller's own limit below this one never shrinks it. The error type must implement
-/// [`AsRejection`](palisade_core::AsRejection) (`BoxError` and `palisade_core::Error<E>`
-/// do); for another error type, set a classifier with
+/// By default results are judged by [`LatencyOnly`]: an answer is a latency sample and no
+/// error feeds one (a fast error says nothing about load; a timed-out attempt is
+/// ambiguous, a brown-out's slow calls are not overload; a rejection made locally by our
+/// own layers is not the backend's load), so a caller's own limit below this one never
+/// shrinks it. A backend that says "overloaded" (`503`, `429`) is a sharper signal: set a
+/// classifier that returns `Failure` for it with
 /// [`classifier`](AdaptiveLimitLayer::classifier).
 #[derive(Debug, Clone)]
-pub struct AdaptiveLimitLayer<C = RejectionAware> {
+pub struct AdaptiveLimitLayer<C = LatencyOnly> {
     shared: Arc<Shared>,
     classifier: C,
 }
@@ -54,7 +52,7 @@ impl AdaptiveLimitLayer {
     ) -> Self {
         Self {
             shared: Arc::new(Shared::new(config, listeners)),
-            classifier: RejectionAware,
+            classifier: LatencyOnly,
         }
     }
 }

@@ -6,6 +6,7 @@ mod future;
 mod gradient;
 mod layer;
 mod service;
+mod signal;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ pub use future::ResponseFuture;
 pub use gradient::Gradient;
 pub use layer::AdaptiveLimitLayer;
 pub use service::{AdaptiveLimit, AdaptiveLimitHandle};
+pub use signal::LatencyOnly;
 
 /// One finished call, as the algorithms see it.
 #[derive(Debug, Clone, Copy, PartialEq)]
