@@ -165,3 +165,72 @@ mod tests {
         assert_eq!(t.check(&DefaultClassifier, &Ok::<(), BoxError>(())), None);
     }
 }
+
+/// [`Triggers`] in one atomic, so a handle can change them while calls read them (one
+/// relaxed load, on the failure path only).
+#[derive(Debug)]
+pub(crate) struct AtomicTriggers(std::sync::atomic::AtomicU8);
+
+impl AtomicTriggers {
+    pub(crate) fn new(triggers: Triggers) -> Self {
+        Self(std::sync::atomic::AtomicU8::new(Self::bits(triggers)))
+    }
+
+    fn bits(t: Triggers) -> u8 {
+        [
+            t.failure,
+            t.elapsed,
+            t.circuit_open,
+            t.rate_limited,
+            t.overloaded,
+            t.retries_exhausted,
+        ]
+        .iter()
+        .enumerate()
+        .fold(0, |acc, (i, on)| acc | (u8::from(*on) << i))
+    }
+
+    pub(crate) fn load(&self) -> Triggers {
+        let b = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        let on = |i: u8| b & (1 << i) != 0;
+        Triggers {
+            failure: on(0),
+            elapsed: on(1),
+            circuit_open: on(2),
+            rate_limited: on(3),
+            overloaded: on(4),
+            retries_exhausted: on(5),
+        }
+    }
+
+    pub(crate) fn store(&self, triggers: Triggers) {
+        self.0
+            .store(Self::bits(triggers), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod atomic_tests {
+    use super::*;
+
+    #[test]
+    fn every_combination_round_trips() {
+        let kinds = [
+            RejectionKind::Elapsed,
+            RejectionKind::CircuitOpen,
+            RejectionKind::RateLimited,
+            RejectionKind::Overloaded,
+            RejectionKind::RetriesExhausted,
+        ];
+        for bits in 0u8..64 {
+            let mut t = Triggers::none();
+            t.failure = bits & 1 != 0;
+            for (i, k) in kinds.iter().enumerate() {
+                t = t.with(*k, bits & (2 << i) != 0);
+            }
+            let a = AtomicTriggers::new(Triggers::all());
+            a.store(t);
+            assert_eq!(a.load(), t);
+        }
+    }
+}

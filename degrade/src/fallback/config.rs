@@ -9,7 +9,7 @@ use crate::{DegradeEvent, Switch, Triggers};
 /// the fallback, listeners and the degrade switch.
 ///
 /// With the `serde` feature it loads from data (`{"name": "search", "triggers": {"rate_limited": false}}`);
-/// code-only parts (listeners, switch) are added with [`FallbackConfig::into_builder`].
+/// code-only parts (listeners, switch) are added with [`FallbackConfig::to_builder`].
 ///
 /// ```
 /// use palisade_degrade::{FallbackConfig, Switch};
@@ -40,9 +40,13 @@ impl FallbackConfig {
         }
     }
 
-    /// Continue building from this config (e.g. one loaded from data).
-    pub fn into_builder(self) -> FallbackConfigBuilder {
-        FallbackConfigBuilder { config: self }
+    /// A builder starting from this config (e.g. one loaded from data), to change a field or
+    /// add the code-only parts (listeners, switch) and build again. Listeners are not
+    /// carried over; the switch is.
+    pub fn to_builder(&self) -> FallbackConfigBuilder {
+        let mut config = self.clone();
+        config.listeners = Listeners::new();
+        FallbackConfigBuilder { config }
     }
 
     /// The layer name.

@@ -159,7 +159,7 @@ where
                     };
                 }
             };
-            let Some(trigger) = shared.triggers.check(&this.marker.0, &result) else {
+            let Some(trigger) = shared.triggers.load().check(&this.marker.0, &result) else {
                 return Poll::Ready(result);
             };
             let backup = shared.source.answer(saved, result.as_ref().err());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use palisade_core::RejectionAware;
 use tower_layer::Layer;
 
-use super::{Fallback, FallbackConfig, Shared};
+use super::{Fallback, FallbackConfig, FallbackHandle, Shared};
 use crate::{ByMark, DegradeEvent, NoMark, Switch};
 
 /// Answers from a fallback when the live call fails or is rejected; see the
@@ -90,6 +90,12 @@ impl<F, C, M> FallbackLayer<F, C, M> {
     pub fn switch(&self) -> &Switch {
         &self.shared.switch
     }
+
+    /// A handle on this layer (and every service it built): its name, its config, its
+    /// triggers changed at run time, its switch.
+    pub fn handle(&self) -> FallbackHandle {
+        FallbackHandle::new(Arc::clone(&self.shared.state))
+    }
 }
 
 impl<S, F, C: Clone, M: Clone> Layer<S> for FallbackLayer<F, C, M> {
@@ -119,7 +125,7 @@ impl<F, C, M> fmt::Debug for FallbackLayer<F, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FallbackLayer")
             .field("name", &self.shared.name)
-            .field("triggers", &self.shared.triggers)
+            .field("triggers", &self.shared.triggers.load())
             .finish_non_exhaustive()
     }
 }

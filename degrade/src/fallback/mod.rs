@@ -40,12 +40,14 @@
 
 mod config;
 mod future;
+mod handle;
 mod layer;
 mod service;
 mod source;
 
 pub use config::{FallbackConfig, FallbackConfigBuilder};
 pub use future::ResponseFuture;
+pub use handle::{FallbackHandle, FallbackSnapshot};
 pub use layer::FallbackLayer;
 pub use service::Fallback;
 pub(crate) use service::Shared;

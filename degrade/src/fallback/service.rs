@@ -10,18 +10,33 @@ use palisade_core::{AsRejection, Classify, Emitter, Name, RejectionAware};
 use tower_service::Service;
 
 use super::{FallbackConfig, FallbackSource, ResponseFuture};
+use crate::config::AtomicTriggers;
 use crate::metrics::{ByTrigger, mode_gauge};
-use crate::{ByMark, DegradeEvent, Marker, Switch, Triggers};
+use crate::{ByMark, DegradeEvent, Marker, Switch};
 
 /// State shared by a layer and all its services.
 pub(crate) struct Shared<F> {
-    pub(crate) name: Name,
-    pub(crate) triggers: Triggers,
+    pub(crate) state: Arc<State>,
     pub(crate) source: F,
+}
+
+/// The part of the shared state that does not depend on the fallback source: what a
+/// [`FallbackHandle`](super::FallbackHandle) reads and changes.
+pub(crate) struct State {
+    pub(crate) name: Name,
+    pub(crate) triggers: AtomicTriggers,
     pub(crate) emitter: Emitter<DegradeEvent>,
     pub(crate) served: ByTrigger,
     pub(crate) failed: Counter,
     pub(crate) switch: Switch,
+}
+
+impl<F> std::ops::Deref for Shared<F> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
 }
 
 impl<F> Shared<F> {
@@ -35,13 +50,15 @@ impl<F> Shared<F> {
         let emitter = Emitter::new(name.clone(), listeners);
         switch.watch(emitter.clone(), mode_gauge(&name));
         Self {
-            served: ByTrigger::register("palisade_degrade_fallback_total", &name),
-            failed: Counter::register("palisade_degrade_fallback_failed_total", &name, &[]),
-            name,
-            triggers,
+            state: Arc::new(State {
+                served: ByTrigger::register("palisade_degrade_fallback_total", &name),
+                failed: Counter::register("palisade_degrade_fallback_failed_total", &name, &[]),
+                name,
+                triggers: AtomicTriggers::new(triggers),
+                emitter,
+                switch,
+            }),
             source,
-            emitter,
-            switch,
         }
     }
 }

@@ -101,9 +101,13 @@ impl ShedConfig {
         }
     }
 
-    /// Continue building from this config (e.g. one loaded from data).
-    pub fn into_builder(self) -> ShedConfigBuilder {
-        ShedConfigBuilder { config: self }
+    /// A builder starting from this config (e.g. one loaded from data), to change a field or
+    /// add the code-only parts (listeners, switch) and build again. Listeners are not
+    /// carried over; the switch is.
+    pub fn to_builder(&self) -> ShedConfigBuilder {
+        let mut config = self.clone();
+        config.listeners = Listeners::new();
+        ShedConfigBuilder { config }
     }
 
     /// The layer name.

@@ -56,6 +56,12 @@ impl<P> ShedLayer<P> {
         self.shared.queue_delay()
     }
 
+    /// A handle on this layer (and every service it built): its name, its config, its
+    /// limits changed at run time, its switch, its load.
+    pub fn handle(&self) -> super::ShedHandle {
+        super::ShedHandle::new(Arc::clone(&self.shared))
+    }
+
     /// The degrade switch: in degraded mode everything below critical is shed.
     pub fn switch(&self) -> &Switch {
         &self.shared.switch

@@ -44,12 +44,14 @@
 
 mod config;
 mod future;
+mod handle;
 mod layer;
 mod service;
 mod state;
 
 pub use config::{ShedConfig, ShedConfigBuilder, Signal, Thresholds};
 pub use future::ResponseFuture;
+pub use handle::{ShedHandle, ShedSnapshot};
 pub use layer::ShedLayer;
 pub use service::{AllDefault, Prioritize, Shed};
 pub(crate) use state::Shared;

@@ -1,8 +1,8 @@
 //! The shedder's shared state and admission decision.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use palisade_core::{Emitter, Name, Overloaded, Priority, time};
@@ -11,13 +11,19 @@ use super::{ShedConfig, Signal};
 use crate::metrics::{ByPriority, mode_gauge, priority_index};
 use crate::{DegradeEvent, Switch};
 
+/// "No limit" in a cap or delay-limit slot.
+const NO_CAP: usize = usize::MAX;
+const NO_DELAY_LIMIT: u64 = u64::MAX;
+
 /// State shared by a layer and all its services.
 pub(crate) struct Shared {
     pub(crate) name: Name,
-    // Per priority (sheddable, default, critical): the in-flight count it may make.
-    caps: Option<[usize; 3]>,
-    // Per priority: the queueing delay (nanoseconds) above which it is shed.
-    delay_limits: Option<[u64; 3]>,
+    // Per priority (sheddable, default, critical): the in-flight count it may make
+    // (`NO_CAP`: no cap). Atomics, so a handle can change them under load.
+    caps: [AtomicUsize; 3],
+    // Per priority: the queueing delay (nanoseconds) above which it is shed
+    // (`NO_DELAY_LIMIT`: no delay limit).
+    delay_limits: [AtomicU64; 3],
     signal: Option<Signal>,
     pub(crate) switch: Switch,
     in_flight: AtomicUsize,
@@ -25,44 +31,81 @@ pub(crate) struct Shared {
     delay: AtomicU64,
     pub(crate) emitter: Emitter<DegradeEvent>,
     shed: ByPriority,
+    // The config in force (listeners cleared), for handles; written only by `update`.
+    config: Mutex<ShedConfig>,
+}
+
+/// The per-priority caps and delay limits of `config`.
+fn limits(config: &ShedConfig) -> ([usize; 3], [u64; 3]) {
+    let thresholds = config.thresholds;
+    let per_priority = |f: &dyn Fn(f64) -> u64| {
+        [Priority::Sheddable, Priority::Default, Priority::Critical].map(|p| f(thresholds.get(p)))
+    };
+    // At least one request of each priority may be in flight, or a small limit would
+    // shed a priority completely even when idle.
+    let caps = config.max_in_flight.map_or([NO_CAP; 3], |max| {
+        per_priority(&|t| ((t * max as f64).floor() as u64).max(1))
+            .map(|c| usize::try_from(c).unwrap_or(usize::MAX).min(max))
+    });
+    let delay_limits = config.target_delay.map_or([NO_DELAY_LIMIT; 3], |target| {
+        per_priority(&|t| time::nanos(time::mul_f64(target, t)).min(NO_DELAY_LIMIT - 1))
+    });
+    (caps, delay_limits)
 }
 
 impl Shared {
     pub(crate) fn new(config: ShedConfig) -> Self {
+        let (caps, delay_limits) = limits(&config);
+        let mut kept = config.clone();
+        kept.listeners = palisade_core::Listeners::new();
         let ShedConfig {
             name,
-            max_in_flight,
-            target_delay,
-            thresholds,
             signal,
             listeners,
             switch,
+            ..
         } = config;
-        let per_priority = |f: &dyn Fn(f64) -> u64| {
-            [Priority::Sheddable, Priority::Default, Priority::Critical]
-                .map(|p| f(thresholds.get(p)))
-        };
-        // At least one request of each priority may be in flight, or a small limit would
-        // shed a priority completely even when idle.
-        let caps = max_in_flight.map(|max| {
-            per_priority(&|t| ((t * max as f64).floor() as u64).max(1))
-                .map(|c| usize::try_from(c).unwrap_or(usize::MAX).min(max))
-        });
-        let delay_limits =
-            target_delay.map(|target| per_priority(&|t| time::nanos(time::mul_f64(target, t))));
         let emitter = Emitter::new(name.clone(), listeners);
         switch.watch(emitter.clone(), mode_gauge(&name));
         Self {
             shed: ByPriority::register("palisade_degrade_shed_total", &name),
             name,
-            caps,
-            delay_limits,
+            caps: caps.map(AtomicUsize::new),
+            delay_limits: delay_limits.map(AtomicU64::new),
             signal,
             switch,
             in_flight: AtomicUsize::new(0),
             delay: AtomicU64::new(0),
             emitter,
+            config: Mutex::new(kept),
         }
+    }
+
+    /// The config in force.
+    pub(crate) fn config(&self) -> ShedConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Apply `config`'s limits (max in flight, target delay, thresholds) from the next
+    /// admission on; the name must be this layer's. The layer keeps its own overload
+    /// signal, switch and listeners (code, not data).
+    pub(crate) fn update(&self, config: &ShedConfig) -> Result<(), palisade_core::ConfigError> {
+        palisade_core::config::ensure_same_name("shed", &self.name, &config.name)?;
+        let mut current = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        let (caps, delay_limits) = limits(config);
+        for (slot, v) in self.caps.iter().zip(caps) {
+            slot.store(v, Ordering::Relaxed);
+        }
+        for (slot, v) in self.delay_limits.iter().zip(delay_limits) {
+            slot.store(v, Ordering::Relaxed);
+        }
+        current.max_in_flight = config.max_in_flight;
+        current.target_delay = config.target_delay;
+        current.thresholds = config.thresholds;
+        Ok(())
     }
 
     /// Requests in flight now.
@@ -77,7 +120,7 @@ impl Shared {
 
     /// Whether `poll_ready` waits should be timed.
     pub(crate) fn measures_delay(&self) -> bool {
-        self.delay_limits.is_some()
+        self.delay_limits[2].load(Ordering::Relaxed) != NO_DELAY_LIMIT
     }
 
     /// Fold one readiness wait into the estimate: it jumps up to a larger sample at once
@@ -104,9 +147,7 @@ impl Shared {
             Some("degraded mode")
         } else if below_critical && self.signal.as_ref().is_some_and(|s| s()) {
             Some("overload signal")
-        } else if self
-            .delay_limits
-            .is_some_and(|limits| self.delay.load(Ordering::Relaxed) > limits[i])
+        } else if self.delay.load(Ordering::Relaxed) > self.delay_limits[i].load(Ordering::Relaxed)
         {
             Some("queueing delay")
         } else {
@@ -116,9 +157,7 @@ impl Shared {
             return Err(self.refuse(priority, limit));
         }
         let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-        if let Some(caps) = self.caps
-            && now > caps[i]
-        {
+        if now > self.caps[i].load(Ordering::Relaxed) {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(self.refuse(priority, "max in-flight"));
         }

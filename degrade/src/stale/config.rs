@@ -12,7 +12,7 @@ use crate::{DegradeEvent, Switch, Triggers};
 ///
 /// With the `serde` feature it loads from data
 /// (`{"name": "prices", "capacity": 10000, "max_staleness": "10m"}`); code-only parts
-/// (listeners, switch) are added with [`StaleConfig::into_builder`].
+/// (listeners, switch) are added with [`StaleConfig::to_builder`].
 ///
 /// ```
 /// use palisade_degrade::StaleConfig;
@@ -53,9 +53,13 @@ impl StaleConfig {
         }
     }
 
-    /// Continue building from this config (e.g. one loaded from data).
-    pub fn into_builder(self) -> StaleConfigBuilder {
-        StaleConfigBuilder { config: self }
+    /// A builder starting from this config (e.g. one loaded from data), to change a field or
+    /// add the code-only parts (listeners, switch) and build again. Listeners are not
+    /// carried over; the switch is.
+    pub fn to_builder(&self) -> StaleConfigBuilder {
+        let mut config = self.clone();
+        config.listeners = Listeners::new();
+        StaleConfigBuilder { config }
     }
 
     /// The layer name.
