@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use palisade_core::config::ensure;
+use palisade_core::time::{AtomicInstant, mix64};
 use palisade_core::{ConfigError, Emitter, Name};
 use tokio::time::Instant;
 
@@ -23,9 +24,8 @@ pub(crate) struct Control {
     /// so a run is reproducible for a seed without a lock around one shared RNG.
     sequence: AtomicU64,
     seed: u64,
-    origin: Instant,
-    /// Nanoseconds after `origin` at which the schedule (re)started.
-    schedule_offset: AtomicU64,
+    /// When the schedule (re)started.
+    schedule_start: AtomicInstant,
     pub(crate) emitter: Emitter<ChaosEvent>,
     metrics: Metrics,
 }
@@ -45,8 +45,7 @@ impl Control {
             injected: [0; 6].map(AtomicU64::new),
             sequence: AtomicU64::new(0),
             seed,
-            origin: Instant::now(),
-            schedule_offset: AtomicU64::new(0),
+            schedule_start: AtomicInstant::new(Instant::now()),
             emitter,
             metrics,
         }
@@ -65,13 +64,12 @@ impl Control {
     /// A fresh random stream for one decision (a call or a readiness check).
     pub(crate) fn rng(&self) -> fastrand::Rng {
         let n = self.sequence.fetch_add(1, Relaxed);
-        fastrand::Rng::with_seed(splitmix64(self.seed ^ splitmix64(n)))
+        fastrand::Rng::with_seed(mix64(self.seed ^ mix64(n)))
     }
 
     /// Time since the schedule started.
     pub(crate) fn schedule_elapsed(&self) -> Duration {
-        let start = self.origin + Duration::from_nanos(self.schedule_offset.load(Relaxed));
-        Instant::now().saturating_duration_since(start)
+        Instant::now().saturating_duration_since(self.schedule_start.load())
     }
 
     /// Count, measure and announce one injected fault.
@@ -80,14 +78,6 @@ impl Control {
         self.metrics.injected(fault, delay);
         self.emitter.emit(|| ChaosEvent::Injected { fault, delay });
     }
-}
-
-/// SplitMix64's finaliser: spreads consecutive numbers over the whole `u64` range.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 // ===== ChaosHandle =====
@@ -191,9 +181,7 @@ impl ChaosHandle {
 
     /// Start the schedule's clock again now: windows are measured from this instant.
     pub fn restart_schedule(&self) {
-        let since_origin = Instant::now().saturating_duration_since(self.control.origin);
-        let nanos = u64::try_from(since_origin.as_nanos()).unwrap_or(u64::MAX);
-        self.control.schedule_offset.store(nanos, Relaxed);
+        self.control.schedule_start.store(Instant::now());
     }
 
     /// Time since the schedule started.
