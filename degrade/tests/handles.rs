@@ -104,3 +104,77 @@ async fn a_shed_handle_changes_its_limits_for_the_next_admission() {
     assert_eq!(handle.update(other).unwrap_err().field(), "name");
     assert_eq!(handle.config().max_in_flight(), Some(3));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_handle_changes_the_staleness_bound_and_refuses_a_new_capacity() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use palisade_degrade::{StaleCacheLayer, StaleConfig};
+
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&down);
+    let layer = StaleCacheLayer::new(
+        StaleConfig::builder()
+            .name("weather")
+            .max_staleness(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        |city: &u32| *city,
+    );
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(move |city: u32| {
+        let down = flag.load(Ordering::SeqCst);
+        async move {
+            if down {
+                Err::<palisade_degrade::Marked<u32>, BoxError>("down".into())
+            } else {
+                Ok(palisade_degrade::Marked::new(city * 10))
+            }
+        }
+    }));
+    assert_eq!(*svc.clone().oneshot(7).await.unwrap(), 70);
+    assert_eq!(handle.snapshot().entries, 1);
+    down.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(30)).await;
+
+    // 30 s is past the built bound of 10 s; a longer bound serves the kept entry, from
+    // the next call on.
+    let longer = handle
+        .config()
+        .to_builder()
+        .max_staleness(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    handle.update(longer).unwrap();
+    let stale = svc.clone().oneshot(7).await.unwrap();
+    assert_eq!(*stale, 70);
+    assert!(stale.degraded().is_some());
+
+    // A shorter one hides it at once (and a lookup drops what is too old).
+    let shorter = handle
+        .config()
+        .to_builder()
+        .max_staleness(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    handle.update(shorter).unwrap();
+    assert!(svc.clone().oneshot(7).await.is_err(), "30 s is too stale");
+    assert_eq!(handle.snapshot().entries, 0);
+    assert_eq!(
+        svc.clone().oneshot(8).await.unwrap_err().to_string(),
+        "down"
+    );
+
+    // The capacity and the name are fixed: refused by field, nothing changes.
+    let bigger = handle.config().to_builder().capacity(5).build().unwrap();
+    assert_eq!(handle.update(bigger).unwrap_err().field(), "capacity");
+    let other = StaleConfig::builder().name("other").build().unwrap();
+    assert_eq!(handle.update(other).unwrap_err().field(), "name");
+    assert_eq!(handle.config().max_staleness(), Duration::from_secs(20));
+    down.store(false, Ordering::SeqCst);
+    svc.oneshot(9).await.unwrap();
+    assert_eq!(handle.snapshot().entries, 1);
+    handle.clear();
+    assert_eq!(handle.snapshot().entries, 0);
+}

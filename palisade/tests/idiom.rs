@@ -69,6 +69,7 @@ fn every_public_layer_config_and_handle_has_the_common_traits() {
     common::<ThrottleHandle>();
     common::<palisade::degrade::fallback::FallbackHandle>();
     common::<palisade::degrade::shed::ShedHandle>();
+    common::<palisade::degrade::stale::StaleHandle>();
     // services
     type Svc = tower::util::BoxCloneSyncService<u32, u32, BoxError>;
     shared::<palisade::timeout::Timeout<Svc>>();

@@ -96,6 +96,17 @@ impl<KF, K: Hash + Eq + Clone, V, C, M> StaleCacheLayer<KF, K, V, C, M> {
     pub fn remove(&self, key: &K) -> bool {
         self.shared.remove(key)
     }
+
+    /// A handle on this layer (and every service it built): its name, its config, its
+    /// triggers and staleness bound changed at run time, its switch, its size.
+    pub fn handle(&self) -> super::StaleHandle
+    where
+        KF: Send + Sync + 'static,
+        K: Send + 'static,
+        V: Send + Sync + 'static,
+    {
+        super::StaleHandle::new(Arc::clone(&self.shared) as Arc<dyn super::handle::View>)
+    }
 }
 
 impl<S, KF, K, V, C: Clone, M> Layer<S> for StaleCacheLayer<KF, K, V, C, M> {

@@ -60,12 +60,14 @@
 
 mod config;
 mod future;
+mod handle;
 mod layer;
 mod service;
 mod store;
 
 pub use config::{DEFAULT_CAPACITY, DEFAULT_MAX_STALENESS, StaleConfig, StaleConfigBuilder};
 pub use future::ResponseFuture;
+pub use handle::{StaleHandle, StaleSnapshot};
 pub use layer::StaleCacheLayer;
 pub(crate) use service::Shared;
 pub use service::{OnFailure, StaleCache, WhileRevalidating};

@@ -4,19 +4,21 @@ use std::any::Any;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::metrics::{Counter, Histogram};
-use palisade_core::{AsRejection, Classify, Emitter, Name, RejectionAware};
+use palisade_core::{AsRejection, Classify, Emitter, Name, RejectionAware, time};
 use tokio::time::Instant;
 use tower_service::Service;
 
 use super::store::Store;
 use super::{ResponseFuture, StaleConfig};
+use crate::config::AtomicTriggers;
 use crate::metrics::{ByTrigger, mode_gauge, stale_age};
-use crate::{DegradeEvent, Degraded, Mark, Switch, Trigger, Triggers};
+use crate::{DegradeEvent, Degraded, Mark, Switch, Trigger};
 
 /// What one service holds: the layer's shared core and its classifier.
 pub(crate) struct Shared<KF, K, V, C> {
@@ -41,8 +43,10 @@ impl<KF, K, V, C> std::ops::Deref for Shared<KF, K, V, C> {
 /// State shared by a layer and all its services: the cache itself, config and metrics.
 pub(crate) struct Core<KF, K, V> {
     pub(crate) name: Name,
-    triggers: Triggers,
-    max_staleness: Duration,
+    pub(crate) triggers: AtomicTriggers,
+    // Nanoseconds; a handle may change it.
+    max_staleness: AtomicU64,
+    pub(crate) capacity: usize,
     pub(crate) key: KF,
     store: Mutex<Store<K, V>>,
     pub(crate) emitter: Emitter<DegradeEvent>,
@@ -73,8 +77,9 @@ where
             age: stale_age(&name),
             store: Mutex::new(Store::new(capacity)),
             name,
-            triggers,
-            max_staleness,
+            triggers: AtomicTriggers::new(triggers),
+            max_staleness: AtomicU64::new(time::nanos(max_staleness)),
+            capacity,
             key,
             emitter,
             switch,
@@ -89,6 +94,16 @@ where
 
     pub(crate) fn len(&self) -> usize {
         self.store().len()
+    }
+
+    /// How old an entry may be and still be served.
+    pub(crate) fn max_staleness(&self) -> Duration {
+        Duration::from_nanos(self.max_staleness.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_max_staleness(&self, max_staleness: Duration) {
+        self.max_staleness
+            .store(time::nanos(max_staleness), Ordering::Relaxed);
     }
 
     pub(crate) fn clear(&self) {
@@ -112,7 +127,7 @@ where
     /// The entry for `key` and its age, if it is fresh enough to serve.
     fn lookup(&self, key: &K) -> Option<(Arc<V>, Duration)> {
         let now = Instant::now();
-        self.store().get(key, now, self.max_staleness)
+        self.store().get(key, now, self.max_staleness())
     }
 
     /// Serve a remembered answer: clone it (outside the lock), mark it, count it.
@@ -165,7 +180,7 @@ where
         E: AsRejection,
         C: Classify<V, E>,
     {
-        if let Some(trigger) = self.triggers.check(&self.classifier, &result) {
+        if let Some(trigger) = self.triggers.load().check(&self.classifier, &result) {
             return self.stale(&key, trigger).map_or(result, Ok);
         }
         if let Ok(answer) = &result
