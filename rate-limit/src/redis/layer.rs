@@ -117,6 +117,15 @@ impl<K, C> RedisRateLimitLayer<K, C> {
         &self.limiter
     }
 
+    /// The layer's handle, as every palisade layer has one: for this limit, the shared
+    /// [`RedisLimiter`] (cheap to clone): its [`name`](RedisLimiter::name),
+    /// [`config`](RedisLimiter::config), [`mode`](RedisLimiter::mode) and local keys. Its
+    /// quota lives in Redis, shared by every replica, so it has no `update`: change the
+    /// config of every replica together (a new layer per replica).
+    pub fn handle(&self) -> RedisLimiter {
+        self.limiter.clone()
+    }
+
     /// The limit's name.
     pub fn name(&self) -> &Name {
         self.limiter.name()
