@@ -1,8 +1,8 @@
 //! Property test of the whole recommended stack: every layer, random configs within their
 //! documented ranges, random fault scripts and random limits.
 //!
-//! overall timeout → retry (with a budget) → circuit breaker → limit (rate or concurrency)
-//! → attempt timeout → a scripted backend. For every case:
+//! overall timeout → retry (with a budget) → circuit breaker → limit (rate, concurrency or
+//! the README's adaptive limit) → attempt timeout → a scripted backend. For every case:
 //!
 //! 1. nothing panics and every request is answered exactly once;
 //! 2. no request waits past the caller's deadline (the overall timeout);
@@ -61,8 +61,16 @@ struct Case {
 
 #[derive(Debug, Clone, Copy)]
 enum Limit {
-    Rate { per_sec: u32, burst: u32 },
+    Rate {
+        per_sec: u32,
+        burst: u32,
+    },
     Concurrency(usize),
+    /// AIMD at this latency threshold (ms), from this initial limit.
+    Adaptive {
+        threshold_ms: u64,
+        initial: usize,
+    },
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -73,6 +81,10 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![
             (1u32..=100, 1u32..=20).prop_map(|(per_sec, burst)| Limit::Rate { per_sec, burst }),
             (1usize..=10).prop_map(Limit::Concurrency),
+            (1u64..1_000, 1usize..=20).prop_map(|(threshold_ms, initial)| Limit::Adaptive {
+                threshold_ms,
+                initial
+            }),
         ],
         prop::collection::vec((0u64..100, prop::collection::vec(fault(), 5)), 1..60),
     )
@@ -205,6 +217,24 @@ async fn run(case: &Case, healthy: bool) -> Run {
                 .limit(
                     ConcurrencyLimitLayer::builder(n)
                         .name("prop")
+                        .build()
+                        .unwrap(),
+                )
+                .layer(backend),
+        ),
+        Limit::Adaptive {
+            threshold_ms,
+            initial,
+        } => BoxCloneService::new(
+            stack
+                .limit(
+                    AdaptiveLimitLayer::builder()
+                        .name("prop")
+                        .algorithm(
+                            Aimd::new().latency_threshold(Duration::from_millis(threshold_ms)),
+                        )
+                        .initial_limit(initial)
+                        .limits(1, 20)
                         .build()
                         .unwrap(),
                 )
