@@ -2,7 +2,8 @@
 //! numbers the README's "Defaults chosen by incidents" cites for the choices it did not
 //! make.
 //!
-//! `cargo run --release -p palisade-benches --example candidates`
+//! `cargo run --release -p palisade-benches --example candidates` prints the table and
+//! writes it to `benches/scorecard/candidates.md`.
 //!
 //! Each candidate is the tuned stack ([`TunedParams`]) moved to the defaults (a latency-only
 //! AIMD limit at 150 ms, a budget floor of 3/s, timed-out attempts as failures) with one
@@ -10,7 +11,8 @@
 //! Retry-After honoured), so the rate-limited column reads higher than the default stack's.
 #![allow(
     clippy::print_stdout,
-    reason = "a command-line tool: the table on stdout"
+    clippy::print_stderr,
+    reason = "a command-line tool: the table on stdout, errors on stderr"
 )]
 
 use std::time::Duration;
@@ -73,30 +75,47 @@ fn main() {
                 p.max_open = ms(500);
             }),
         ),
+        (
+            "open 100 ms, x2 per reopen up to 400 ms",
+            with(&|p| {
+                p.open_duration = ms(100);
+                p.open_multiplier = 2.0;
+                p.max_open = ms(400);
+            }),
+        ),
         ("1 probe", with(&|p| p.probes = 1)),
         ("20 probes", with(&|p| p.probes = 20)),
         ("budget floor 1/s", with(&|p| p.budget_min_per_sec = 1)),
         ("budget 30%", with(&|p| p.budget_ratio = 0.3)),
     ];
+    use std::fmt::Write as _;
     let incidents = scorecard::incidents();
-    print!("| goodput req/s |");
+    let mut out = String::from(
+        "Goodput (req/s) of the reference stacks and of candidate defaults, one knob changed \
+         each from the defaults (with the tuned stack's 429-aware classifiers), in every \
+         incident of the scorecard.\n\n| goodput req/s |",
+    );
     for i in &incidents {
-        print!(" {} |", i.name);
+        let _ = write!(out, " {} |", i.name);
     }
-    println!();
-    println!("|---|{}", "---:|".repeat(incidents.len()));
+    let _ = writeln!(out, "\n|---|{}", "---:|".repeat(incidents.len()));
     for s in StackKind::ALL {
-        print!("| {} |", s.label());
+        let _ = write!(out, "| {} |", s.label());
         for i in &incidents {
-            print!(" {:.1} |", scorecard::run_incident(i, s).goodput);
+            let _ = write!(out, " {:.1} |", scorecard::run_incident(i, s).goodput);
         }
-        println!();
+        out.push('\n');
     }
     for (name, p) in candidates {
-        print!("| {name} |");
+        let _ = write!(out, "| {name} |");
         for i in &incidents {
-            print!(" {:.1} |", scorecard::run_tuned(i, &p).goodput);
+            let _ = write!(out, " {:.1} |", scorecard::run_tuned(i, &p).goodput);
         }
-        println!();
+        out.push('\n');
+    }
+    print!("{out}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scorecard/candidates.md");
+    if let Err(e) = std::fs::write(&path, &out) {
+        eprintln!("cannot write {}: {e}", path.display());
     }
 }
