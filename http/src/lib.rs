@@ -122,9 +122,9 @@ mod response;
 pub use boxed::{BoxErrorFuture, BoxErrorLayer, BoxErrors};
 pub use buffer::{BufferError, BufferFuture, BufferRequestBody, BufferRequestBodyLayer};
 pub use classify::{
-    GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS, GrpcClassifier, HttpClassifier, IDEMPOTENCY_KEY,
-    clone_any_request, clone_request, grpc_code, grpc_outcome, grpc_status, grpc_status_header,
-    is_retry_safe, retry_after, status_outcome, throttle_hint,
+    GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS, GrpcClassifier, GrpcLoadSignal, HttpClassifier,
+    HttpLoadSignal, IDEMPOTENCY_KEY, clone_any_request, clone_request, grpc_code, grpc_outcome,
+    grpc_status, grpc_status_header, is_retry_safe, retry_after, status_outcome, throttle_hint,
 };
 pub use deadline::{IncomingDeadline, IncomingDeadlineLayer, SendDeadline, SendDeadlineLayer};
 pub use priority::PriorityFrom;

@@ -23,7 +23,8 @@ use palisade_core::{Classify, Outcome};
 ///
 /// A backend that says "overloaded" in its answers (an HTTP `503` or `429`, a gRPC
 /// `RESOURCE_EXHAUSTED`) is a sharper signal than latency: pass a classifier that returns
-/// `Failure` for those with [`AdaptiveLimitLayer::classifier`](super::AdaptiveLimitLayer::classifier).
+/// `Failure` for those with [`AdaptiveLimitLayer::classifier`](super::AdaptiveLimitLayer::classifier)
+/// (`palisade-http` has them: `HttpLoadSignal`, `GrpcLoadSignal`).
 ///
 /// ```
 /// use palisade_core::{BoxError, Classify, Outcome};
