@@ -143,3 +143,9 @@ pub mod prelude {
     #[cfg(feature = "chaos")]
     pub use palisade_chaos::{ChaosConfig, ChaosLayer};
 }
+
+#[cfg(feature = "policy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
+pub mod policy;
+#[cfg(feature = "policy")]
+pub use policy::{Policies, Policy};
