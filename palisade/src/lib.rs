@@ -149,3 +149,8 @@ pub mod prelude {
 pub mod policy;
 #[cfg(feature = "policy")]
 pub use policy::{Policies, Policy};
+#[cfg(feature = "policy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
+pub mod registry;
+#[cfg(feature = "policy")]
+pub use registry::Registry;

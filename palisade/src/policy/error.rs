@@ -85,7 +85,8 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-/// Every error of a policy file (or of a reload), not just the first: one line each.
+/// Every error of a policy file (or of a reload), not just the first: one line each,
+/// grouped by policy and layer.
 ///
 /// ```
 /// # #[cfg(feature = "policy")] {
@@ -120,7 +121,7 @@ impl PolicyErrors {
         }
     }
 
-    /// The errors, in file order.
+    /// The errors.
     pub fn iter(&self) -> std::slice::Iter<'_, PolicyError> {
         self.errors.iter()
     }

@@ -110,14 +110,14 @@ pub const LAYERS: [&str; 7] = [
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    name: String,
-    timeout: Option<TimeoutConfig>,
-    retry: Option<RetryConfig>,
-    circuit_breaker: Option<CircuitBreakerConfig>,
-    rate_limit: Option<RateLimitConfig>,
-    concurrency_limit: Option<ConcurrencyLimitConfig>,
-    adaptive_limit: Option<AdaptiveLimitConfig>,
-    attempt_timeout: Option<TimeoutConfig>,
+    pub(crate) name: String,
+    pub(crate) timeout: Option<TimeoutConfig>,
+    pub(crate) retry: Option<RetryConfig>,
+    pub(crate) circuit_breaker: Option<CircuitBreakerConfig>,
+    pub(crate) rate_limit: Option<RateLimitConfig>,
+    pub(crate) concurrency_limit: Option<ConcurrencyLimitConfig>,
+    pub(crate) adaptive_limit: Option<AdaptiveLimitConfig>,
+    pub(crate) attempt_timeout: Option<TimeoutConfig>,
 }
 
 macro_rules! slots {
