@@ -144,7 +144,7 @@ fn a_policy_built_in_code_round_trips() {
     assert_eq!(back["inventory"], policy);
     assert_ne!(
         back["inventory"],
-        policy.clone().with_timeout(TimeoutConfig::default()),
+        policy.with_timeout(TimeoutConfig::default()),
         "a changed layer is another policy"
     );
 }

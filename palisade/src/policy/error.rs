@@ -37,7 +37,7 @@ impl PolicyError {
         }
     }
 
-    pub(crate) fn from_env(mut self, var: Option<&str>) -> Self {
+    pub(crate) fn set_by(mut self, var: Option<&str>) -> Self {
         self.env_var = var.map(str::to_owned);
         self
     }

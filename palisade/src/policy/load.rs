@@ -151,7 +151,7 @@ where
                         path.clone(),
                         format!("unknown layer; expected one of {}", LAYERS.join(", ")),
                     )
-                    .from_env(origins.get(&path).map(String::as_str)),
+                    .set_by(origins.get(&path).map(String::as_str)),
                 ),
             }
             ok &= errors.len() == before;
@@ -206,7 +206,7 @@ where
                     format!("policies.{}", segments[0]),
                     "no policy of that name in the file (an override changes a policy the file defines)",
                 )
-                .from_env(Some(&key)),
+                .set_by(Some(&key)),
             );
             continue;
         };
@@ -227,7 +227,7 @@ where
         let (true, Value::Object(map)) = (table, node) else {
             errors.push(
                 PolicyError::new(path, "not a table, so it has no fields to override")
-                    .from_env(Some(&key)),
+                    .set_by(Some(&key)),
             );
             continue;
         };
@@ -258,11 +258,7 @@ impl Layer<'_> {
         errors: &mut Vec<PolicyError>,
     ) -> Option<T> {
         let Value::Object(table) = value else {
-            errors.push(self.error(
-                String::new(),
-                "expected a table of settings".to_owned(),
-                None,
-            ));
+            errors.push(self.error("", "expected a table of settings".to_owned()));
             return None;
         };
         let mut current = table.clone();
@@ -333,7 +329,7 @@ impl Layer<'_> {
             let full = self.full(&relative);
             let error =
                 PolicyError::out_of_range(full.clone(), value.to_owned(), expected.to_owned())
-                    .from_env(self.origin(&full));
+                    .set_by(self.origin(&full));
             return (relative, error);
         }
         let mut relative = serde_path;
@@ -346,7 +342,7 @@ impl Layer<'_> {
                 format!("{relative}.{unknown}")
             };
         }
-        let err = self.error(relative.clone(), message.to_owned(), None);
+        let err = self.error(&relative, message.to_owned());
         (relative, err)
     }
 
@@ -370,10 +366,10 @@ impl Layer<'_> {
             .map(|(_, var)| var.as_str())
     }
 
-    fn error(&self, relative: String, message: String, _value: Option<String>) -> PolicyError {
-        let full = self.full(&relative);
+    fn error(&self, relative: &str, message: String) -> PolicyError {
+        let full = self.full(relative);
         let var = self.origin(&full).map(str::to_owned);
-        PolicyError::new(full, message).from_env(var.as_deref())
+        PolicyError::new(full, message).set_by(var.as_deref())
     }
 }
 

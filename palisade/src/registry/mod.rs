@@ -429,7 +429,7 @@ impl Registry {
         }
         for policy in policies {
             match entries.get_mut(&policy.name) {
-                Some(entry) => apply(entry, policy, &mut report),
+                Some(entry) => apply(entry, &policy, &mut report),
                 None => {
                     report.push(&policy.name, None, ChangeKind::Added, None);
                     entries.insert(policy.name.clone(), build(policy));
@@ -623,7 +623,7 @@ fn check_layer(slot: &str, handles: &PolicyHandles, new: &Policy) -> Result<(), 
 }
 
 /// Apply a checked `new` policy to `entry`, innermost layer first.
-fn apply(entry: &mut Entry, new: Policy, report: &mut ReloadReport) {
+fn apply(entry: &mut Entry, new: &Policy, report: &mut ReloadReport) {
     let name = new.name.clone();
     let handles = entry.layer.handles().clone();
     let old = entry.policy.clone();

@@ -151,7 +151,7 @@ impl Shared {
             config.algorithm == current.algorithm,
             "adaptive_limit",
             "algorithm",
-            &config.algorithm,
+            config.algorithm,
             "the algorithm and parameters the limit was built with (the bounds and the \
              initial limit change at run time)",
         )?;
