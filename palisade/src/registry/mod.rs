@@ -549,12 +549,24 @@ fn check_layer(slot: &str, handles: &PolicyHandles, new: &Policy) -> Result<(), 
                 let built = h.config();
                 let fixed =
                     "the value the limit was built with (only the rate changes at run time)";
+                let burst_expected = if c.burst().is_none() {
+                    format!(
+                        "the burst the limit was built with, {0}; the burst defaults to `cells`, \
+                         so write `burst = {0}` to change the rate at run time",
+                        built.effective_burst()
+                    )
+                } else {
+                    format!(
+                        "the burst the limit was built with, {}",
+                        built.effective_burst()
+                    )
+                };
                 ensure(
                     c.effective_burst() == built.effective_burst(),
                     "rate_limit",
                     "burst",
                     c.effective_burst(),
-                    fixed,
+                    burst_expected,
                 )?;
                 ensure(
                     c.max_wait() == built.max_wait(),
