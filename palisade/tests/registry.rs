@@ -213,6 +213,25 @@ async fn an_invalid_reload_changes_nothing_and_reports_every_error() {
         "{errors}"
     );
     assert_eq!(registry.policies(), before, "nothing changed");
+
+    // A rate change without an explicit burst changes the burst (it defaults to `cells`):
+    // the error says what to write.
+    let no_burst = file.replace(
+        "cells = 10\n        period = \"1s\"\n        burst = 10",
+        "cells = 5\n        period = \"1s\"",
+    );
+    assert_ne!(no_burst, file);
+    let errors = registry.reload(policies(&no_burst)).unwrap_err();
+    assert_eq!(
+        errors.paths(),
+        ["policies.payments.rate_limit.burst"],
+        "{errors}"
+    );
+    assert!(
+        errors.to_string().contains("write `burst = 10`"),
+        "{errors}"
+    );
+    assert_eq!(registry.policies(), before);
     let handles = registry.handles("payments").unwrap();
     assert_eq!(
         handles.circuit_breaker().unwrap().config().open_duration(),
@@ -231,6 +250,18 @@ async fn an_invalid_reload_changes_nothing_and_reports_every_error() {
         .unwrap_err();
     assert_eq!(errors.paths(), ["policies.payments.retry.max_attempts"]);
     assert_eq!(registry.policies(), before);
+
+    // With the burst written out, a lower rate applies in place.
+    registry
+        .reload(policies(&file.replace("cells = 10", "cells = 5")))
+        .unwrap();
+    let limit = registry
+        .handles("payments")
+        .unwrap()
+        .rate_limit()
+        .unwrap()
+        .clone();
+    assert_eq!(limit.rate(), (5, Duration::from_secs(1)));
 }
 
 #[tokio::test(start_paused = true)]
