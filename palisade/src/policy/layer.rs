@@ -98,7 +98,10 @@ impl Policy {
 /// [`attempt_timeout`](Self::attempt_timeout); a function for an empty slot is not called.
 /// The layer's hook methods keep its shared state, so the [`handles`](Self::handles) still
 /// reach it (a function that builds another layer instead would leave the handles, and a
-/// registry's reloads, behind). [`fallback`](Self::fallback) sets the outermost slot.
+/// registry's reloads, behind). Two hooks build new state: a rate limit's `key_by` makes a
+/// keyed limiter per call (the run-time rate still follows the handle; attach it once and
+/// share the layer it gives), and a breaker's `key_by` makes a keyed breaker that the
+/// handles and reloads do not reach. [`fallback`](Self::fallback) sets the outermost slot.
 ///
 /// The service is a nest of `tower::util::Either` (an empty slot is the service itself),
 /// with the inner service's error type: `BoxError` or `palisade::Error<E>`, as every
