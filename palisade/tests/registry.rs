@@ -544,3 +544,29 @@ async fn a_call_after_a_reload_sees_every_new_layer() {
         "2 x 100ms + 1ms"
     );
 }
+
+/// A policy built in code may hold what a file cannot (a backoff made of code): it is
+/// listed, never taken for unchanged, and reloaded through the handle.
+#[tokio::test(start_paused = true)]
+async fn a_code_only_config_is_always_applied() {
+    use palisade::policy::Policy;
+    let policy = |attempts: u32| {
+        Policy::new("code").with_retry(
+            RetryConfig::builder()
+                .name("code")
+                .max_attempts(attempts)
+                .backoff(Backoff::from_fn(|| {
+                    std::iter::repeat(Duration::from_millis(1))
+                }))
+                .build()
+                .unwrap(),
+        )
+    };
+    assert_eq!(policy(2).layers(), ["retry"]);
+    assert_ne!(policy(2), policy(2), "unwritable configs compare unequal");
+    let registry = Registry::from_policies([policy(2)].into_iter().collect());
+    let report = registry.reload([policy(4)].into_iter().collect()).unwrap();
+    assert_eq!(report.updated().count(), 1, "{report}");
+    let handles = registry.handles("code").unwrap();
+    assert_eq!(handles.retry().unwrap().config().max_attempts(), 4);
+}

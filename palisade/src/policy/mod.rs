@@ -169,7 +169,7 @@ impl Policy {
         LAYERS
             .iter()
             .copied()
-            .filter(|slot| self.layer_value(slot).is_some())
+            .filter(|slot| self.has(slot))
             .collect()
     }
 
@@ -216,13 +216,22 @@ impl Policy {
     }
 }
 
-/// Two policies are equal when they have the same name and write the same data.
+/// Two policies are equal when they have the same name and write the same data (a config
+/// that cannot be written, such as a retry with a backoff made of code, is equal to no
+/// other).
 impl PartialEq for Policy {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
             && LAYERS.iter().all(|slot| {
-                self.has(slot) == other.has(slot)
-                    && self.layer_value(slot) == other.layer_value(slot)
+                match (self.has(slot), other.has(slot)) {
+                    (false, false) => true,
+                    // A config that cannot be written (a backoff made of code) equals none.
+                    (true, true) => matches!(
+                        (self.layer_value(slot), other.layer_value(slot)),
+                        (Some(a), Some(b)) if a == b
+                    ),
+                    _ => false,
+                }
             })
     }
 }

@@ -642,7 +642,11 @@ fn apply(entry: &mut Entry, new: &Policy, report: &mut ReloadReport) {
     let mut kept = new.clone();
     let mut changed = false;
     for slot in LAYERS.iter().rev().copied() {
-        if !new.has(slot) || old.layer_value(slot) == new.layer_value(slot) {
+        let same = matches!(
+            (old.layer_value(slot), new.layer_value(slot)),
+            (Some(a), Some(b)) if a == b
+        );
+        if !new.has(slot) || same {
             continue;
         }
         changed = true;
