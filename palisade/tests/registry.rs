@@ -262,6 +262,17 @@ async fn an_invalid_reload_changes_nothing_and_reports_every_error() {
         .unwrap()
         .clone();
     assert_eq!(limit.rate(), (5, Duration::from_secs(1)));
+
+    // And back up: by the ramp, as the report says.
+    let report = registry.reload(policies(file)).unwrap();
+    assert!(
+        report.to_string().contains(
+            "payments.rate_limit: updated (the rate rises to the new one over the ramp (10s))"
+        ),
+        "{report}"
+    );
+    assert_eq!(limit.rate(), (10, Duration::from_secs(1)));
+    assert!(limit.snapshot().ramping);
 }
 
 #[tokio::test(start_paused = true)]

@@ -672,9 +672,21 @@ fn apply(entry: &mut Entry, new: &Policy, report: &mut ReloadReport) {
                 new.circuit_breaker.clone(),
                 |h, c| h.update(c),
             ),
-            "rate_limit" => update(handles.rate_limit(), new.rate_limit.clone(), |h, c| {
-                h.update(c)
-            }),
+            "rate_limit" => {
+                if let (Some(o), Some(n)) = (&old.rate_limit, &new.rate_limit) {
+                    let faster = u128::from(n.cells()) * o.period().as_nanos()
+                        > u128::from(o.cells()) * n.period().as_nanos();
+                    if faster {
+                        note = Some(format!(
+                            "the rate rises to the new one over the ramp ({})",
+                            duration::format(n.ramp())
+                        ));
+                    }
+                }
+                update(handles.rate_limit(), new.rate_limit.clone(), |h, c| {
+                    h.update(c)
+                })
+            }
             "concurrency_limit" => update(
                 handles.concurrency_limit(),
                 new.concurrency_limit.clone(),
@@ -696,7 +708,10 @@ fn apply(entry: &mut Entry, new: &Policy, report: &mut ReloadReport) {
         };
         match result {
             Ok(()) => {
-                if let Some(note) = &note {
+                // A reset is an event of the policy; a ramp is not.
+                if let Some(note) = &note
+                    && slot != "rate_limit"
+                {
                     entry
                         .events
                         .push(slot, "reset by a reload".to_owned(), note.clone());
