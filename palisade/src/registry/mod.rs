@@ -404,6 +404,10 @@ impl Registry {
     /// place through its layers' handles. Checked first, as a whole: if any change cannot
     /// be applied in place, every such error is returned and nothing changes. See the
     /// [module docs](self#what-a-reload-guarantees) for what is kept and what is atomic.
+    ///
+    /// The registry is locked while a reload applies: listeners that run during it (a rate
+    /// limit's `RateSet`, an adaptive limit's `LimitChanged`) must not call back into the
+    /// registry.
     pub fn reload(&self, policies: Policies) -> Result<ReloadReport, PolicyErrors> {
         let mut entries = self.lock();
         let mut errors = Vec::new();
