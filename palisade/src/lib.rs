@@ -47,6 +47,10 @@
 //! | `http` (opt-in) | `http` | HTTP and gRPC: rejections as responses, client keys, classifiers, `Retry-After`, deadlines over the wire |
 //!
 //! Other features: `metrics` (feed the `metrics` facade), `serde` (configs from data).
+//! `policy` adds `palisade::policy` (whole policies from TOML or JSON files, with
+//! environment overrides) and `palisade::registry` (policies shared by name,
+//! reloaded in place, a JSON snapshot); `yaml` reads YAML files too; `watch` reloads a
+//! registry when its file changes.
 //! `http` also carries deadlines in `http::Request` extensions in every enabled crate.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -143,3 +147,14 @@ pub mod prelude {
     #[cfg(feature = "chaos")]
     pub use palisade_chaos::{ChaosConfig, ChaosLayer};
 }
+
+#[cfg(feature = "policy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
+pub mod policy;
+#[cfg(feature = "policy")]
+pub use policy::{Policies, Policy};
+#[cfg(feature = "policy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
+pub mod registry;
+#[cfg(feature = "policy")]
+pub use registry::Registry;

@@ -1,12 +1,14 @@
 //! The adaptive limit service and its shared state.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{Classify, Emitter, Listeners, Name, Outcome, Overloaded, time};
+use palisade_core::{
+    Classify, ConfigError, Emitter, Listeners, Name, Outcome, Overloaded, config::ensure, time,
+};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -35,12 +37,13 @@ pub(crate) struct Shared {
     /// trip).
     last_decrease: AtomicU64,
     origin: Instant,
-    min_limit: usize,
-    max_limit: usize,
+    /// The bounds, changed at run time by [`AdaptiveLimitHandle::update`].
+    min_limit: AtomicUsize,
+    max_limit: AtomicUsize,
     pub(crate) emitter: Emitter<LimitEvent>,
     metrics: Metrics,
-    /// The config it was built with (the limit moves; the rest is fixed).
-    config: AdaptiveLimitConfig,
+    /// The config in effect (the limit moves; the algorithm is fixed).
+    config: RwLock<AdaptiveLimitConfig>,
 }
 
 impl Shared {
@@ -49,7 +52,7 @@ impl Shared {
         metrics.limit.set(config.initial_limit as f64);
         let kept = config.clone();
         Self {
-            config: kept,
+            config: RwLock::new(kept),
             limit: AtomicUsize::new(config.initial_limit),
             in_flight: AtomicUsize::new(0),
             algorithm: config.algorithm,
@@ -57,8 +60,8 @@ impl Shared {
             exact: AtomicU64::new((config.initial_limit as f64).to_bits()),
             last_decrease: AtomicU64::new(0),
             origin: Instant::now(),
-            min_limit: config.min_limit,
-            max_limit: config.max_limit,
+            min_limit: AtomicUsize::new(config.min_limit),
+            max_limit: AtomicUsize::new(config.max_limit),
             emitter: Emitter::new(config.name, listeners),
             metrics,
         }
@@ -103,7 +106,11 @@ impl Shared {
                 }
             };
             let Some(next) = next else { return };
-            let next = next.clamp(self.min_limit as f64, self.max_limit as f64);
+            // `max` then `min`, not `clamp`: while an update moves the bounds, this may read
+            // an old bound and a new one, which `clamp` would panic on when they cross.
+            let next = next
+                .min(self.max_limit.load(Ordering::Acquire) as f64)
+                .max(self.min_limit.load(Ordering::Acquire) as f64);
             if next < current && !claimed {
                 // Claim this round trip's decrease; if another call claimed it first, look
                 // again (this sample may no longer decrease the limit).
@@ -131,6 +138,49 @@ impl Shared {
                 Err(actual) => current = f64::from_bits(actual),
             }
         }
+    }
+
+    /// Apply `config`'s bounds (the limit is clamped into them at once) and, when its
+    /// `initial_limit` differs from the one in effect, restart the limit from it. The
+    /// algorithm and its parameters are fixed.
+    fn update(&self, config: AdaptiveLimitConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let mut current = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        palisade_core::config::ensure_same_name("adaptive_limit", &current.name, &config.name)?;
+        ensure(
+            config.algorithm == current.algorithm,
+            "adaptive_limit",
+            "algorithm",
+            config.algorithm,
+            "the algorithm and parameters the limit was built with (the bounds and the \
+             initial limit change at run time)",
+        )?;
+        let restart = config.initial_limit != current.initial_limit;
+        let (min, max) = (config.min_limit, config.max_limit);
+        // A sample landing between these stores may see one old bound (see `on_sample`);
+        // the limit is clamped into the new bounds right after.
+        self.min_limit.store(min, Ordering::Release);
+        self.max_limit.store(max, Ordering::Release);
+        let mut exact = self.exact.load(Ordering::Acquire);
+        let next = loop {
+            let next = if restart {
+                config.initial_limit as f64
+            } else {
+                f64::from_bits(exact).clamp(min as f64, max as f64)
+            };
+            match self.exact.compare_exchange_weak(
+                exact,
+                next.to_bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break next,
+                Err(actual) => exact = actual,
+            }
+        };
+        self.publish(next as usize);
+        *current = config;
+        Ok(())
     }
 
     fn publish(&self, to: usize) {
@@ -219,10 +269,41 @@ impl AdaptiveLimitHandle {
         self.shared.emitter.name()
     }
 
-    /// The config the limit was built with (the algorithm, its bounds and parameters are
-    /// fixed for the layer's life; the limit itself moves between the bounds).
+    /// The config in effect: the one the limit was built with, or the last one
+    /// [`update`](Self::update) applied (the limit itself moves between its bounds).
     pub fn config(&self) -> AdaptiveLimitConfig {
-        self.shared.config.clone()
+        self.shared
+            .config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Apply `config` to the running limit: new bounds `min_limit` and `max_limit` take
+    /// effect at once (the current limit is clamped into them, and the algorithm keeps
+    /// moving it from there); a changed `initial_limit` restarts the limit from it (a
+    /// `LimitChanged` event says so). The algorithm and its parameters are fixed when the
+    /// layer is built (its measurements belong to them), as is the name: a config that
+    /// changes them, or an invalid one, is refused naming the field and changes nothing.
+    ///
+    /// ```
+    /// use palisade_rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer};
+    ///
+    /// let config = AdaptiveLimitConfig::builder().name("search").initial_limit(50).build().unwrap();
+    /// let handle = AdaptiveLimitLayer::new(config).handle();
+    /// handle.update(handle.config().to_builder().limits(1, 20).initial_limit(20).build().unwrap()).unwrap();
+    /// assert_eq!(handle.limit(), 20);
+    ///
+    /// let renamed = handle.config().to_builder().name("other").build().unwrap();
+    /// assert_eq!(handle.update(renamed).unwrap_err().field(), "name");
+    /// assert_eq!(handle.config().max_limit(), 20, "a refused update changes nothing");
+    /// ```
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "one signature for every handle"
+    )]
+    pub fn update(&self, config: AdaptiveLimitConfig) -> Result<(), ConfigError> {
+        self.shared.update(config)
     }
 
     /// The current limit.

@@ -366,7 +366,6 @@ impl<P, C, K> fmt::Debug for HedgeLayerBuilder<P, C, K> {
 pub(crate) struct HedgeSettings<P, C, K> {
     pub(crate) name: Name,
     pub(crate) delay: HedgeDelay,
-    pub(crate) max_hedges: u32,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) hedgeable: P,
     pub(crate) classify: C,

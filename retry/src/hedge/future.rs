@@ -238,7 +238,7 @@ where
     let req = request.take()?;
     *sent += 1;
     let copy = *sent;
-    if copy < shared.config.max_hedges {
+    if copy < shared.max_hedges() {
         *request = shared.config.clone_request.clone_request(&req);
     }
     let future = {

@@ -1,12 +1,13 @@
 //! The hedge layer and service.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::metrics::Counter;
-use palisade_core::{Classify, Emitter, RejectionAware};
+use palisade_core::{Classify, ConfigError, Emitter, RejectionAware};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -20,9 +21,82 @@ use crate::budget::RetryBudget;
 use crate::event::HedgeEvent;
 use crate::policy::{CloneRequest, Cloned};
 
+/// The settings a handle's [`update`](HedgeHandle::update) changes at run time: read by
+/// every service of the layer (plain atomics on the per-call path).
+struct Live {
+    /// The fixed delay in nanoseconds (saturating; unused for a percentile delay).
+    delay_nanos: AtomicU64,
+    max_hedges: AtomicU32,
+    /// The config in effect.
+    config: RwLock<HedgeConfig>,
+}
+
+impl Live {
+    fn new(config: &HedgeConfig) -> Self {
+        let live = Self {
+            delay_nanos: AtomicU64::new(0),
+            max_hedges: AtomicU32::new(0),
+            config: RwLock::new(config.clone()),
+        };
+        live.store(config);
+        live
+    }
+
+    fn store(&self, config: &HedgeConfig) {
+        if let HedgeDelay::Fixed { delay } = config.delay {
+            let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+            self.delay_nanos.store(nanos, Ordering::Release);
+        }
+        self.max_hedges.store(config.max_hedges, Ordering::Release);
+    }
+
+    fn config(&self) -> HedgeConfig {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn fixed_delay(&self) -> Duration {
+        Duration::from_nanos(self.delay_nanos.load(Ordering::Acquire))
+    }
+
+    /// Apply `config`: the fixed delay and `max_hedges` change; the kind of delay, a
+    /// percentile's parameters and the budget are fixed when the layer is built.
+    fn update(&self, config: HedgeConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let mut current = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        palisade_core::config::ensure_same_name("hedge", &current.name, &config.name)?;
+        let same_delay_kind = match (current.delay, config.delay) {
+            (HedgeDelay::Fixed { .. }, HedgeDelay::Fixed { .. }) => true,
+            (a, b) => a == b,
+        };
+        palisade_core::config::ensure(
+            same_delay_kind,
+            "hedge",
+            "delay",
+            config.delay,
+            "the kind of delay the layer was built with, and for a percentile its parameters \
+             (a fixed delay's value and max_hedges change at run time)",
+        )?;
+        palisade_core::config::ensure(
+            config.budget == current.budget,
+            "hedge",
+            "budget",
+            &config.budget,
+            "the budget the layer was built with (its services share it)",
+        )?;
+        self.store(&config);
+        *current = config;
+        Ok(())
+    }
+}
+
 /// What every service of one layer shares, whatever its hooks.
 pub(crate) struct HedgeCore {
+    /// The config the layer was built with.
     config: HedgeConfig,
+    live: Arc<Live>,
     budget: Option<RetryBudget>,
     emitter: Emitter<HedgeEvent>,
     hedges: Counter,
@@ -63,6 +137,7 @@ impl HedgeCore {
             emitter: Emitter::new(name.clone(), listeners),
             latencies,
             budget,
+            live: Arc::new(Live::new(&config)),
             config,
         }
     }
@@ -76,6 +151,7 @@ pub(crate) struct Shared<P, C, K> {
     pub(crate) wins: Counter,
     pub(crate) budget_rejected: Counter,
     latencies: Option<Arc<Latencies>>,
+    live: Arc<Live>,
 }
 
 impl<P, C, K> Shared<P, C, K> {
@@ -84,7 +160,6 @@ impl<P, C, K> Shared<P, C, K> {
             config: HedgeSettings {
                 name: core.config.name.clone(),
                 delay: core.config.delay,
-                max_hedges: core.config.max_hedges,
                 budget: core.budget.clone(),
                 hedgeable,
                 classify,
@@ -95,13 +170,19 @@ impl<P, C, K> Shared<P, C, K> {
             wins: core.wins.clone(),
             budget_rejected: core.budget_rejected.clone(),
             latencies: core.latencies.clone(),
+            live: Arc::clone(&core.live),
         }
+    }
+
+    /// The most extra copies per request, as last updated.
+    pub(crate) fn max_hedges(&self) -> u32 {
+        self.live.max_hedges.load(Ordering::Acquire)
     }
 
     /// How long to wait before the next copy; `None` while the percentile is unknown.
     pub(crate) fn delay(&self) -> Option<Duration> {
         match self.config.delay {
-            HedgeDelay::Fixed { delay } => Some(delay),
+            HedgeDelay::Fixed { .. } => Some(self.live.fixed_delay()),
             HedgeDelay::Percentile { .. } => self.latencies.as_ref()?.percentile(),
         }
     }
@@ -158,7 +239,8 @@ impl<P, C, K> HedgeLayer<P, C, K> {
         }
     }
 
-    /// The config.
+    /// The config the layer was built with (the handle's
+    /// [`config`](HedgeHandle::config) is the one in effect after an update).
     pub fn config(&self) -> &HedgeConfig {
         &self.core.config
     }
@@ -206,6 +288,7 @@ impl<P, C, K> HedgeLayer<P, C, K> {
         let core = HedgeCore {
             config: self.core.config.clone(),
             budget: Some(budget),
+            live: Arc::clone(&self.core.live),
             emitter: self.core.emitter.clone(),
             hedges: self.core.hedges.clone(),
             wins: self.core.wins.clone(),
@@ -271,8 +354,8 @@ impl<S, P: Clone, C: Clone, K: Clone> Layer<S> for HedgeLayer<P, C, K> {
 
 /// Reads a hedge layer's config, budget and delay at run time; cloneable.
 ///
-/// Like the retry layer's, its settings are fixed once its services are made: to change
-/// them, build a new layer.
+/// [`update`](Self::update) changes a fixed delay and `max_hedges` for every service of
+/// the layer, from their next copy on.
 #[derive(Clone)]
 pub struct HedgeHandle {
     core: Arc<HedgeCore>,
@@ -284,9 +367,39 @@ impl HedgeHandle {
         &self.core.config.name
     }
 
-    /// The config the layer runs.
+    /// The config the layer runs (the last one [`update`](Self::update) applied).
     pub fn config(&self) -> HedgeConfig {
-        self.core.config.clone()
+        self.core.live.config()
+    }
+
+    /// Apply `config` to every service of the layer from their next request on: a fixed
+    /// delay's value and `max_hedges` change. The kind of delay (fixed or percentile), a
+    /// percentile's parameters (its latency window is the layer's history) and the budget
+    /// (shared by every service) are fixed when the layer is built, as is the name: a config
+    /// that changes them, or an invalid one, is refused naming the field and changes
+    /// nothing.
+    ///
+    /// ```
+    /// use palisade_retry::hedge::{HedgeConfig, HedgeLayer};
+    /// use std::time::Duration;
+    ///
+    /// let layer = HedgeLayer::new(
+    ///     HedgeConfig::builder().name("lookup").delay(Duration::from_millis(50)).build().unwrap(),
+    /// );
+    /// let handle = layer.handle();
+    /// let faster = handle.config().to_builder().delay(Duration::from_millis(20)).build().unwrap();
+    /// handle.update(faster).unwrap();
+    /// assert_eq!(handle.current_delay(), Some(Duration::from_millis(20)));
+    ///
+    /// let renamed = handle.config().to_builder().name("other").build().unwrap();
+    /// assert_eq!(handle.update(renamed).unwrap_err().field(), "name");
+    /// ```
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "one signature for every handle"
+    )]
+    pub fn update(&self, config: HedgeConfig) -> Result<(), ConfigError> {
+        self.core.live.update(config)
     }
 
     /// The budget, if any.
@@ -297,7 +410,7 @@ impl HedgeHandle {
     /// The current hedge delay: the fixed one, or the latency percentile once known.
     pub fn current_delay(&self) -> Option<Duration> {
         match self.core.config.delay {
-            HedgeDelay::Fixed { delay } => Some(delay),
+            HedgeDelay::Fixed { .. } => Some(self.core.live.fixed_delay()),
             HedgeDelay::Percentile { .. } => self.core.latencies.as_ref()?.percentile(),
         }
     }
