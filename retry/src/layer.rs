@@ -4,12 +4,13 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use palisade_core::{ConfigError, Emitter, Listeners, Name, RejectionAware};
+use palisade_core::{ConfigError, Emitter, Listeners, RejectionAware};
 use tower_layer::Layer;
 
 use crate::budget::RetryBudget;
 use crate::config::{Hooks, RetryConfig, RetryLayerBuilder};
 use crate::event::RetryEvent;
+use crate::handle::RetryHandle;
 use crate::policy::Cloned;
 use crate::service::{Metrics, Retry, Shared};
 
@@ -90,15 +91,15 @@ impl Core {
         self.current.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn config(&self) -> RetryConfig {
+    pub(crate) fn config(&self) -> RetryConfig {
         self.read().config.clone()
     }
 
-    fn budget(&self) -> Option<RetryBudget> {
+    pub(crate) fn budget(&self) -> Option<RetryBudget> {
         self.read().budget.clone()
     }
 
-    fn update(&self, config: RetryConfig) -> Result<(), ConfigError> {
+    pub(crate) fn update(&self, config: RetryConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         palisade_core::config::ensure_same_name("retry", current.config.name(), config.name())?;
@@ -254,65 +255,4 @@ impl<S, C: Clone, A: Clone, K: Clone> Layer<S> for RetryLayer<C, A, K> {
         );
         Retry::from_shared(inner, Arc::new(shared))
     }
-}
-
-/// Reads and changes a retry layer's config at run time; cloneable, shared with the layer.
-///
-/// Each service carries a copy of the settings (no lock on the hot path) and takes the new
-/// ones at its next call after an [`update`](Self::update); requests already retrying
-/// finish with the settings they started with.
-#[derive(Clone)]
-pub struct RetryHandle {
-    core: Arc<Core>,
-}
-
-impl RetryHandle {
-    /// The layer's name.
-    pub fn name(&self) -> &Name {
-        self.core.emitter.name()
-    }
-
-    /// The config the layer runs.
-    pub fn config(&self) -> RetryConfig {
-        self.core.config()
-    }
-
-    /// The budget, if any (shared with the layer and every layer given the same budget).
-    pub fn budget(&self) -> Option<RetryBudget> {
-        self.core.budget()
-    }
-
-    /// A snapshot: the config and the retries the budget allows now (`None`: no budget).
-    pub fn snapshot(&self) -> RetrySnapshot {
-        RetrySnapshot {
-            config: self.config(),
-            budget_available: self.core.budget().as_ref().map(RetryBudget::available),
-        }
-    }
-
-    /// Apply `config` from the next call of each service on: attempts, backoff, time
-    /// limits, seed and (unless the layer shares a budget handed to it) the budget, which
-    /// starts afresh when its parameters change. The name is fixed when the layer is built;
-    /// an invalid config or another name changes nothing.
-    pub fn update(&self, config: RetryConfig) -> Result<(), ConfigError> {
-        self.core.update(config)
-    }
-}
-
-impl fmt::Debug for RetryHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryHandle")
-            .field("name", self.name())
-            .finish_non_exhaustive()
-    }
-}
-
-/// A retry layer's state at one moment.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct RetrySnapshot {
-    /// The config the layer runs.
-    pub config: RetryConfig,
-    /// Retries the budget allows now (`None`: no budget).
-    pub budget_available: Option<f64>,
 }

@@ -179,6 +179,7 @@ mod budget;
 mod config;
 mod event;
 mod future;
+mod handle;
 pub mod hedge;
 mod layer;
 mod policy;
@@ -191,7 +192,8 @@ pub use config::{
 };
 pub use event::{HedgeEvent, RetryEvent, StopReason};
 pub use future::ResponseFuture;
-pub use layer::{RetryHandle, RetryLayer, RetrySnapshot};
+pub use handle::{RetryHandle, RetrySnapshot};
+pub use layer::RetryLayer;
 pub use palisade_core::RejectionAware;
 pub use policy::{CloneRequest, Cloned, NoRetryAfter, RetryAfter};
 pub use service::Retry;

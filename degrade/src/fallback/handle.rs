@@ -7,7 +7,7 @@ use palisade_core::config::ensure_same_name;
 use palisade_core::{ConfigError, Name};
 
 use super::FallbackConfig;
-use super::service::State;
+use super::state::State;
 use crate::{Switch, Triggers};
 
 /// A cloneable handle on a [`FallbackLayer`](super::FallbackLayer) and every service it

@@ -44,13 +44,14 @@ mod handle;
 mod layer;
 mod service;
 mod source;
+mod state;
 
 pub use config::{FallbackConfig, FallbackConfigBuilder};
 pub use future::ResponseFuture;
 pub use handle::{FallbackHandle, FallbackSnapshot};
 pub use layer::FallbackLayer;
 pub use service::Fallback;
-pub(crate) use service::Shared;
 pub use source::{
     FallbackFailed, FallbackSource, FromError, FromRequest, Oneshot, Secondary, Value,
 };
+pub(crate) use state::Shared;

@@ -5,63 +5,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use palisade_core::metrics::Counter;
-use palisade_core::{AsRejection, Classify, Emitter, Name, RejectionAware};
+use palisade_core::{AsRejection, Classify, RejectionAware};
 use tower_service::Service;
 
-use super::{FallbackConfig, FallbackSource, ResponseFuture};
-use crate::config::AtomicTriggers;
-use crate::metrics::{ByTrigger, mode_gauge};
-use crate::{ByMark, DegradeEvent, Marker, Switch};
-
-/// State shared by a layer and all its services.
-pub(crate) struct Shared<F> {
-    pub(crate) state: Arc<State>,
-    pub(crate) source: F,
-}
-
-/// The part of the shared state that does not depend on the fallback source: what a
-/// [`FallbackHandle`](super::FallbackHandle) reads and changes.
-pub(crate) struct State {
-    pub(crate) name: Name,
-    pub(crate) triggers: AtomicTriggers,
-    pub(crate) emitter: Emitter<DegradeEvent>,
-    pub(crate) served: ByTrigger,
-    pub(crate) failed: Counter,
-    pub(crate) switch: Switch,
-}
-
-impl<F> std::ops::Deref for Shared<F> {
-    type Target = State;
-
-    fn deref(&self) -> &State {
-        &self.state
-    }
-}
-
-impl<F> Shared<F> {
-    pub(crate) fn new(config: FallbackConfig, source: F) -> Self {
-        let FallbackConfig {
-            name,
-            triggers,
-            listeners,
-            switch,
-        } = config;
-        let emitter = Emitter::new(name.clone(), listeners);
-        switch.watch(emitter.clone(), mode_gauge(&name));
-        Self {
-            state: Arc::new(State {
-                served: ByTrigger::register("palisade_degrade_fallback_total", &name),
-                failed: Counter::register("palisade_degrade_fallback_failed_total", &name, &[]),
-                name,
-                triggers: AtomicTriggers::new(triggers),
-                emitter,
-                switch,
-            }),
-            source,
-        }
-    }
-}
+use super::{FallbackConfig, FallbackSource, ResponseFuture, Shared};
+use crate::{ByMark, Marker, Switch};
 
 /// A service that answers from a fallback when the live call fails or is rejected, or
 /// always while its switch is in degraded mode. Built by
