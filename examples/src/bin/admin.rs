@@ -17,6 +17,8 @@
 //! | `POST /resilience/{policy}/breaker/force-open` | reject every call until reset |
 //! | `POST /resilience/{policy}/breaker/force-closed` | admit every call (never open) until reset |
 //! | `POST /resilience/{policy}/breaker/reset` | back to closed and enforcing, window emptied |
+//! | `POST /resilience/{policy}/degrade` | the policy's degrade switch to degraded mode: fallbacks answer, stale caches serve, shedders keep only critical traffic |
+//! | `POST /resilience/{policy}/restore` | the degrade switch back to live |
 //!
 //! Every route needs `Authorization: Bearer <token>`, the token from the environment
 //! variable `PALISADE_ADMIN_TOKEN` (not a flag: flags show in process lists). The program
@@ -173,6 +175,23 @@ async fn control(registry: &Registry, policy: &str, control: Control) -> Respons
     Json(serde_json::json!({ "policy": policy, "state": breaker.state() })).into_response()
 }
 
+/// Flip the policy's degrade switch ([`Registry::degrade_switch`]).
+async fn degrade(registry: &Registry, policy: &str, degraded: bool) -> Response {
+    let Some(switch) = registry.degrade_switch(policy) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no policy named {policy:?}"),
+        );
+    };
+    if degraded {
+        switch.degrade();
+    } else {
+        switch.restore();
+    }
+    tracing::info!(policy, degraded, "degrade mode set by an operator");
+    Json(serde_json::json!({ "policy": policy, "degraded": switch.is_degraded() })).into_response()
+}
+
 /// The admin routes over `registry`, every one behind `token`.
 fn router(registry: Registry, token: Token) -> Router {
     let breaker = |c: Control| {
@@ -193,6 +212,22 @@ fn router(registry: Registry, token: Token) -> Router {
         .route(
             "/resilience/{policy}/breaker/reset",
             post(breaker(Control::Reset)),
+        )
+        .route(
+            "/resilience/{policy}/degrade",
+            post(
+                |State(registry): State<Registry>, Path(policy): Path<String>| async move {
+                    degrade(&registry, &policy, true).await
+                },
+            ),
+        )
+        .route(
+            "/resilience/{policy}/restore",
+            post(
+                |State(registry): State<Registry>, Path(policy): Path<String>| async move {
+                    degrade(&registry, &policy, false).await
+                },
+            ),
         )
         .route_layer(middleware::from_fn_with_state(token, authorize))
         .with_state(registry)
@@ -293,6 +328,8 @@ mod tests {
             ("POST", "/resilience/payments/breaker/force-open"),
             ("POST", "/resilience/payments/breaker/force-closed"),
             ("POST", "/resilience/payments/breaker/reset"),
+            ("POST", "/resilience/payments/degrade"),
+            ("POST", "/resilience/payments/restore"),
         ] {
             for auth in [
                 None,
@@ -320,7 +357,12 @@ mod tests {
                 .unwrap();
             assert_eq!(response.status(), StatusCode::OK, "{method} {uri}");
         }
-        // The refused calls changed nothing; the accepted ones ended with a reset.
+        // The refused calls changed nothing; the accepted ones ended with a reset and a
+        // restore.
+        assert_eq!(
+            registry.degrade_switch("payments").map(|s| s.is_degraded()),
+            Some(false)
+        );
         let breaker = registry.handles("payments").unwrap();
         assert_eq!(breaker.circuit_breaker().unwrap().state(), Breaker::Closed);
     }
@@ -366,6 +408,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(body(response).await["state"], "disabled");
+
+        // Degrade mode, on the policy's switch, in the snapshot.
+        let response = app
+            .clone()
+            .oneshot(request(
+                "POST",
+                "/resilience/payments/degrade",
+                Some(&bearer),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(body(response).await["degraded"], true);
+        let response = app
+            .clone()
+            .oneshot(request("GET", "/resilience", Some(&bearer)))
+            .await
+            .unwrap();
+        let snapshot = body(response).await;
+        assert_eq!(snapshot["policies"]["payments"]["degraded"], true);
+        assert_eq!(snapshot["policies"]["search"]["degraded"], false);
     }
 
     #[tokio::test]
@@ -375,6 +437,7 @@ mod tests {
         for uri in [
             "/resilience/nope/breaker/reset",
             "/resilience/search/breaker/force-open",
+            "/resilience/nope/degrade",
         ] {
             let response = app
                 .clone()

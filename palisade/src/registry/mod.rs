@@ -93,6 +93,9 @@ struct Entry {
     policy: Policy,
     layer: PolicyLayer,
     events: Arc<Events>,
+    /// The policy's degrade switch: kept across reloads, flipped by operators.
+    #[cfg(feature = "degrade")]
+    switch: palisade_degrade::Switch,
 }
 
 /// A policy's recent events, newest last.
@@ -156,6 +159,19 @@ fn reason_text(reason: &TransitionReason) -> String {
     }
 }
 
+/// The policy's degrade mode, when the facade has the degrade layers.
+fn degraded(entry: &Entry) -> Option<bool> {
+    #[cfg(feature = "degrade")]
+    {
+        Some(entry.switch.is_degraded())
+    }
+    #[cfg(not(feature = "degrade"))]
+    {
+        let _ = entry;
+        None
+    }
+}
+
 fn build(policy: Policy) -> Entry {
     let events = Arc::new(Events::default());
     let recorder = Arc::clone(&events);
@@ -177,6 +193,8 @@ fn build(policy: Policy) -> Entry {
         policy,
         layer,
         events,
+        #[cfg(feature = "degrade")]
+        switch: palisade_degrade::Switch::new(),
     }
 }
 
@@ -339,6 +357,44 @@ impl Registry {
         self.lock().get(name).map(|e| e.layer.clone())
     }
 
+    /// The degrade switch of the policy named `name`: one per policy, kept across reloads.
+    /// Give it to the degrade layers around the policy's stack (`FallbackConfig::builder()
+    /// .switch(..)`, a stale cache's or a shedder's) so an operator can put them all into
+    /// degraded mode at once; [`snapshot`](Self::snapshot) reports its mode.
+    ///
+    /// ```
+    /// use palisade::policy::Policies;
+    /// use palisade::registry::Registry;
+    /// use palisade::degrade::fallback::Value;
+    /// use palisade::prelude::*;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let registry = Registry::from_policies(Policies::from_toml(
+    ///     "[policies.search.timeout]\ntimeout = \"1s\"",
+    /// )?);
+    /// let switch = registry.degrade_switch("search").expect("a known policy");
+    /// let fallback = FallbackLayer::new(
+    ///     FallbackConfig::builder().name("search").switch(switch.clone()).build()?,
+    ///     Value::new(0u32),
+    /// )
+    /// .unmarked();
+    /// let svc = fallback.layer(registry.get("search").expect("known").layer(
+    ///     service_fn(|x: u32| async move { Ok::<_, BoxError>(x) }),
+    /// ));
+    /// assert_eq!(svc.clone().oneshot(7).await?, 7);
+    /// switch.degrade(); // what an operator's "degrade" does
+    /// assert_eq!(svc.oneshot(7).await?, 0);
+    /// assert_eq!(registry.snapshot().policies["search"].degraded, Some(true));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "degrade")]
+    pub fn degrade_switch(&self, name: &str) -> Option<palisade_degrade::Switch> {
+        self.lock().get(name).map(|e| e.switch.clone())
+    }
+
     /// The handles of the policy named `name`.
     pub fn handles(&self, name: &str) -> Option<PolicyHandles> {
         self.lock().get(name).map(|e| e.layer.handles().clone())
@@ -454,7 +510,7 @@ impl Registry {
                 .map(|(name, e)| {
                     (
                         name.clone(),
-                        snapshot::policy(&e.policy, e.layer.handles(), &e.events),
+                        snapshot::policy(&e.policy, e.layer.handles(), &e.events, degraded(e)),
                     )
                 })
                 .collect(),

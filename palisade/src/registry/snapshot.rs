@@ -46,6 +46,11 @@ pub struct PolicySnapshot {
     /// The per-attempt timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt_timeout: Option<TimeoutState>,
+    /// The policy's degrade switch is in degraded mode
+    /// ([`Registry::degrade_switch`](super::Registry::degrade_switch); `None` without the
+    /// `degrade` feature).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<bool>,
     /// Recent events, oldest first: breaker transitions with their reasons, resets by a
     /// reload (at most [`EVENTS_KEPT`](super::EVENTS_KEPT)).
     pub events: Vec<PolicyEvent>,
@@ -151,7 +156,12 @@ pub struct PolicyEvent {
     pub ago: String,
 }
 
-pub(super) fn policy(policy: &Policy, handles: &PolicyHandles, events: &Events) -> PolicySnapshot {
+pub(super) fn policy(
+    policy: &Policy,
+    handles: &PolicyHandles,
+    events: &Events,
+    degraded: Option<bool>,
+) -> PolicySnapshot {
     let timeout = |h: &palisade_timeout::TimeoutHandle| TimeoutState {
         timeout: duration::format(h.timeout()),
     };
@@ -204,6 +214,7 @@ pub(super) fn policy(policy: &Policy, handles: &PolicyHandles, events: &Events) 
             }
         }),
         attempt_timeout: handles.attempt_timeout().map(timeout),
+        degraded,
         events: events.list(),
         config: policy.to_value(),
     }
