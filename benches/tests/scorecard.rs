@@ -259,3 +259,31 @@ fn hangs() {
     // win them back: reported 99.8. Demand +1.
     card.holds_the_bar(-1.0, 0.1);
 }
+
+/// The default stack's promises are not one seed's luck: on three other seeds (arrivals,
+/// latencies, faults and jitter all redrawn), in every incident it is never metastable,
+/// never amplifies past its budget over a run, and never trails no resilience by more than
+/// 3 req/s. The largest gap measured is 2.5 (2× overload, seed 3: 81.1 against 83.6, the
+/// drained-queue margin explained in `overload_2x`); brown-out, where retries within the
+/// budget serve the most, leads by 4.5-5.2.
+#[test]
+fn the_defaults_hold_on_other_seeds() {
+    for incident in scorecard::incidents() {
+        for seed in 1..=3 {
+            let none = scorecard::run_incident_seeded(&incident, StackKind::None, seed);
+            let default =
+                scorecard::run_incident_seeded(&incident, StackKind::PalisadeDefault, seed);
+            let what = format!(
+                "{} seed {seed}: default {:.1} req/s (amp {:.2}, metastable {}), none {:.1}",
+                incident.name,
+                default.goodput,
+                default.amplification,
+                default.metastable,
+                none.goodput
+            );
+            assert!(!default.metastable, "{what}");
+            assert!(default.amplification <= 1.2, "{what}");
+            assert!(default.goodput >= none.goodput - 3.0, "{what}");
+        }
+    }
+}
