@@ -143,6 +143,22 @@ impl<S, C, A, K> Retry<S, C, A, K> {
     }
 }
 
+impl<S, C: Clone, A: Clone, K: Clone> Retry<S, C, A, K> {
+    /// Copy the layer's config again after an update (out of line: it happens once per
+    /// update, not per call).
+    #[cold]
+    #[inline(never)]
+    fn refresh(&mut self) {
+        let c = &self.shared.config;
+        self.shared = Arc::new(Shared::build(
+            &self.shared.core,
+            c.classify.clone(),
+            c.retry_after.clone(),
+            c.clone_request.clone(),
+        ));
+    }
+}
+
 impl<S: Clone, C, A, K> Clone for Retry<S, C, A, K> {
     fn clone(&self) -> Self {
         Self {
@@ -172,6 +188,7 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, Req, C, A, K>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
@@ -179,13 +196,7 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if self.shared.is_stale() {
-            let c = &self.shared.config;
-            self.shared = Arc::new(Shared::build(
-                &self.shared.core,
-                c.classify.clone(),
-                c.retry_after.clone(),
-                c.clone_request.clone(),
-            ));
+            self.refresh();
         }
         let shared = &self.shared;
         let config = &shared.config;

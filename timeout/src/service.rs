@@ -76,10 +76,12 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let own = self.policy.timeout_for(&req, self.shared.timeout());
         let outer = Deadline::current();
-        let observed = cfg!(feature = "metrics") || self.shared.observing();
+        // Observed: a metrics recorder, a listener or a tracing subscriber wants the call.
+        let observed = self.shared.observed();
         // The clock is read only when a deadline must be computed or someone observes.
         let start = (own.is_some() || outer.is_some() || observed).then(Instant::now);
         let own_deadline = own

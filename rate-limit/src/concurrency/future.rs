@@ -45,6 +45,7 @@ pin_project! {
 }
 
 impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
+    #[inline]
     pub(crate) fn called(fut: S::Future, permit: InFlight) -> Self {
         Self {
             state: State::Called {
@@ -76,6 +77,7 @@ where
 {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {

@@ -59,6 +59,7 @@ impl Shared {
     }
 
     /// Use `permit`, or forget it to pay down the debt of a lowered limit.
+    #[inline]
     fn pay_debt(&self, permit: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
         let paid = self
             .debt
@@ -138,6 +139,8 @@ impl Shared {
         Ok(())
     }
 
+    #[cold]
+    #[inline(never)]
     pub(crate) fn rejected(&self, limit: &'static str) -> Overloaded {
         self.metrics.rejected.increment(1);
         self.emitter.emit(|| LimitEvent::Overloaded {
@@ -228,6 +231,7 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
+    #[inline]
     fn new(permit: OwnedSemaphorePermit, shared: &Shared) -> Self {
         shared.metrics.in_flight.add(1.0);
         Self {
@@ -421,6 +425,7 @@ impl<S> ConcurrencyLimit<S> {
     }
 
     /// What the next call gets: a free permit, a place in the queue, or a refusal.
+    #[inline]
     fn admit(&self) -> Readiness {
         loop {
             return match Arc::clone(&self.shared.semaphore).try_acquire_owned() {
@@ -458,6 +463,7 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, Req>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Readiness::Idle = self.state {
             self.state = self.admit();
@@ -469,6 +475,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match std::mem::replace(&mut self.state, Readiness::Idle) {
             Readiness::Permit(permit) => {
