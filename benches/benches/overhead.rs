@@ -367,11 +367,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| call_once(&mut stack, black_box(7)));
     });
     let mut tr_stack = {
+        use tower::ServiceExt;
         use tower_resilience::bulkhead::BulkheadLayer;
         use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreaker;
         use tower_resilience::retry::RetryLayer as TrRetry;
         use tower_resilience::timelimiter::TimeLimiterLayer;
-        use tower::ServiceExt;
         let attempt = TimeLimiterLayer::builder()
             .timeout_duration(Duration::from_millis(300))
             .build()

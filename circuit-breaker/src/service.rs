@@ -97,7 +97,10 @@ where
 /// The rejection of a call, out of line (the open path is the cold one).
 #[cold]
 #[inline(never)]
-fn rejected<F, C>(breaker: &Breaker, retry_after: Option<std::time::Duration>) -> ResponseFuture<F, C> {
+fn rejected<F, C>(
+    breaker: &Breaker,
+    retry_after: Option<std::time::Duration>,
+) -> ResponseFuture<F, C> {
     let name = breaker.emitter().name().clone();
     ResponseFuture::rejected(CircuitOpen::new(name, retry_after))
 }
