@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 
 use palisade_core::metrics::{Counter, Histogram};
 use palisade_core::{Classify, Deadline, Emitter, time};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::budget::RetryBudget;
@@ -208,7 +207,7 @@ where
         };
         // One deposit per request, in the outermost layer holding the budget.
         let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
-        let started = config.max_elapsed.map(|_| Instant::now());
+        let started = config.max_elapsed.map(|_| palisade_core::deadline::now());
         // Call the service that was driven ready; keep it for the retries, which drive it
         // ready again before each call.
         let clone = self.inner.clone();
