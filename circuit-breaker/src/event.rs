@@ -135,6 +135,7 @@ pub enum CircuitBreakerEvent {
 impl Event for CircuitBreakerEvent {
     const TARGET: &'static str = "palisade::circuit_breaker";
 
+    #[inline]
     fn tracing_enabled() -> bool {
         tracing::enabled!(target: "palisade::circuit_breaker", tracing::Level::DEBUG)
     }
