@@ -226,24 +226,32 @@ impl ConcurrencyLimitHandle {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     _permit: OwnedSemaphorePermit,
-    // Its own handle, not the shared state: without the `metrics` feature it is zero-sized.
-    gauge: Gauge,
+    // Its own handle, not the shared state, and only when it feeds a recorder: without one
+    // (or without the `metrics` feature) a call clones nothing for it.
+    gauge: Option<Gauge>,
 }
 
 impl InFlight {
     #[inline]
     fn new(permit: OwnedSemaphorePermit, shared: &Shared) -> Self {
-        shared.metrics.in_flight.add(1.0);
+        let gauge = &shared.metrics.in_flight;
+        let gauge = gauge.is_enabled().then(|| {
+            gauge.add(1.0);
+            gauge.clone()
+        });
         Self {
             _permit: permit,
-            gauge: shared.metrics.in_flight.clone(),
+            gauge,
         }
     }
 }
 
 impl Drop for InFlight {
+    #[inline]
     fn drop(&mut self) {
-        self.gauge.add(-1.0);
+        if let Some(gauge) = &self.gauge {
+            gauge.add(-1.0);
+        }
     }
 }
 
