@@ -9,7 +9,9 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade::prelude::*;
