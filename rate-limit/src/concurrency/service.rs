@@ -226,19 +226,21 @@ impl ConcurrencyLimitHandle {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     _permit: OwnedSemaphorePermit,
-    // Its own handle, not the shared state, and only when it feeds a recorder: without one
-    // (or without the `metrics` feature) a call clones nothing for it.
-    gauge: Option<Gauge>,
+    // Its own handle, not the shared state; a disabled one unless it feeds a recorder, so
+    // without one (or without the `metrics` feature) a call clones nothing for it.
+    gauge: Gauge,
 }
 
 impl InFlight {
     #[inline]
     fn new(permit: OwnedSemaphorePermit, shared: &Shared) -> Self {
         let gauge = &shared.metrics.in_flight;
-        let gauge = gauge.is_enabled().then(|| {
+        let gauge = if gauge.is_enabled() {
             gauge.add(1.0);
             gauge.clone()
-        });
+        } else {
+            Gauge::default()
+        };
         Self {
             _permit: permit,
             gauge,
@@ -249,9 +251,7 @@ impl InFlight {
 impl Drop for InFlight {
     #[inline]
     fn drop(&mut self) {
-        if let Some(gauge) = &self.gauge {
-            gauge.add(-1.0);
-        }
+        self.gauge.add(-1.0);
     }
 }
 
