@@ -25,6 +25,7 @@ pub mod harness {
     use std::task::{Context, Poll, Waker};
 
     use palisade::BoxError;
+    use palisade::prelude::Marked;
     use tower::{Service, service_fn};
 
     /// One `poll_ready`, `call` and poll of the response future: the backend is immediate,
@@ -36,9 +37,10 @@ pub mod harness {
     /// let mut svc = backend();
     /// assert_eq!(call_once(&mut svc, 7), 7);
     /// ```
-    pub fn call_once<S>(svc: &mut S, x: u64) -> u64
+    #[inline]
+    pub fn call_once<S>(svc: &mut S, x: u64) -> S::Response
     where
-        S: Service<u64, Response = u64>,
+        S: Service<u64>,
         S::Error: std::fmt::Debug,
     {
         let mut cx = Context::from_waker(Waker::noop());
@@ -49,7 +51,8 @@ pub mod harness {
         let fut = pin!(svc.call(x));
         match fut.poll(&mut cx) {
             Poll::Ready(Ok(v)) => v,
-            other => panic!("the benched backend answers at once: {other:?}"),
+            Poll::Ready(Err(e)) => panic!("the benched backend answers with Ok: {e:?}"),
+            Poll::Pending => panic!("the benched backend answers at once"),
         }
     }
 
@@ -61,5 +64,15 @@ pub mod harness {
         Future = std::future::Ready<Result<u64, BoxError>>,
     > + Clone {
         service_fn(|x: u64| std::future::ready(Ok::<_, BoxError>(x)))
+    }
+
+    /// [`backend`] for the degrade layers, whose responses carry a degraded mark.
+    pub fn marked_backend() -> impl Service<
+        u64,
+        Response = Marked<u64>,
+        Error = BoxError,
+        Future = std::future::Ready<Result<Marked<u64>, BoxError>>,
+    > + Clone {
+        service_fn(|x: u64| std::future::ready(Ok::<_, BoxError>(Marked::new(x))))
     }
 }

@@ -1,8 +1,12 @@
 //! Overhead per call of every palisade layer and of the full recommended stack, against the
-//! floor (a bare `service_fn`) and the baseline users compare with first, **in one run**:
-//! tower's own layers, governor's `check`/`check_key`, failsafe's breaker.
+//! floor (a bare `service_fn`) and the baselines users compare with, **in one run**: tower's
+//! own layers, governor's `check`/`check_key`, failsafe's breaker (its synchronous `call` and
+//! its future wrapper) and tower-resilience's every layer.
 //!
 //! `cargo bench -p palisade-benches --bench overhead`
+//!
+//! The 2-thread contention rows are in `--bench contention`, the breaker's window sizes in
+//! `--bench window`, allocations per call in `scripts/alloc-check.sh`.
 //!
 //! Every service answers at once with the same `BoxError` backend on a current-thread
 //! runtime; one iteration is `poll_ready`, `call` and one poll of the response future. Read
@@ -10,6 +14,7 @@
 
 #![allow(missing_docs)]
 
+use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -18,7 +23,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
 use palisade::prelude::*;
 use palisade::rate_limit::{ConcurrencyLimitLayer, ThrottleConfig, ThrottleLayer};
-use palisade_benches::harness::{backend, call_once};
+use palisade_benches::harness::{backend, call_once, marked_backend};
 use tower::Layer;
 
 /// tower's `Retry` with the trivial policy: never retries.
@@ -85,6 +90,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("timeout: palisade", |b| {
         b.iter(|| call_once(&mut timeout, black_box(7)));
     });
+    let mut tr_timeout = tower_resilience::timelimiter::TimeLimiterLayer::builder()
+        .timeout_duration(second)
+        .build()
+        .layer(backend());
+    g.bench_function("timeout: tower-resilience TimeLimiter", |b| {
+        b.iter(|| call_once(&mut tr_timeout, black_box(7)));
+    });
     let mut tower_nested = tower::timeout::TimeoutLayer::new(second)
         .layer(tower::timeout::TimeoutLayer::new(second).layer(backend()));
     g.bench_function("timeout x2: tower", |b| {
@@ -119,6 +131,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("retry, no budget: palisade", |b| {
         b.iter(|| call_once(&mut retry, black_box(7)));
     });
+    let mut tr_retry = tower_resilience::retry::RetryLayer::<u64, u64, BoxError>::builder()
+        .max_attempts(3)
+        .build()
+        .layer(backend());
+    g.bench_function("retry, no budget: tower-resilience Retry", |b| {
+        b.iter(|| call_once(&mut tr_retry, black_box(7)));
+    });
     let tps = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
         Duration::from_secs(10),
         10,
@@ -149,6 +168,22 @@ fn bench(c: &mut Criterion) {
     g.bench_function("concurrency: palisade", |b| {
         b.iter(|| call_once(&mut limit, black_box(7)));
     });
+    let mut tr_bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(1024)
+        .reject_when_full()
+        .build()
+        .expect("a valid bulkhead")
+        .layer(backend());
+    g.bench_function("concurrency: tower-resilience Bulkhead", |b| {
+        b.iter(|| call_once(&mut tr_bulkhead, black_box(7)));
+    });
+    let mut adaptive = AdaptiveLimitLayer::builder()
+        .build()
+        .expect("config")
+        .layer(backend());
+    g.bench_function("adaptive limit: palisade", |b| {
+        b.iter(|| call_once(&mut adaptive, black_box(7)));
+    });
 
     // ----- rate limit
     let quota = Quota::per_second(NonZeroU32::new(HUGE).expect("non-zero"));
@@ -162,6 +197,16 @@ fn bench(c: &mut Criterion) {
         .layer(backend());
     g.bench_function("rate, direct: palisade", |b| {
         b.iter(|| call_once(&mut rate, black_box(7)));
+    });
+    let mut tr_rate = tower_resilience::ratelimiter::RateLimiterLayer::builder()
+        .limit_for_period(HUGE as usize)
+        .refresh_period(second)
+        .timeout_duration(Duration::ZERO)
+        .build()
+        .expect("a valid rate limiter")
+        .layer(backend());
+    g.bench_function("rate, direct: tower-resilience RateLimiter", |b| {
+        b.iter(|| call_once(&mut tr_rate, black_box(7)));
     });
     let keyed_governor = RateLimiter::hashmap(quota);
     let mut key = 0u64;
@@ -204,12 +249,72 @@ fn bench(c: &mut Criterion) {
     g.bench_function("breaker: palisade (count window)", |b| {
         b.iter(|| call_once(&mut breaker, black_box(7)));
     });
+    // failsafe's future wrapper: what a breaker around an async call costs there (it clones
+    // its state machine's `Arc` into every future, as a tower layer must).
+    let failsafe_async = {
+        use failsafe::{Config, backoff, failure_policy};
+        let policy =
+            failure_policy::consecutive_failures(5, backoff::constant(Duration::from_secs(30)));
+        Config::new().failure_policy(policy).build()
+    };
+    g.bench_function("breaker: failsafe futures (consecutive)", |b| {
+        use failsafe::futures::CircuitBreaker;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        b.iter(|| {
+            let fut = failsafe_async.call(std::future::ready(Ok::<u64, ()>(black_box(7))));
+            match std::pin::pin!(fut).poll(&mut cx) {
+                std::task::Poll::Ready(r) => black_box(r).expect("closed"),
+                std::task::Poll::Pending => panic!("ready at once"),
+            }
+        });
+    });
+    let mut tr_breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .expect("a valid breaker")
+        .layer(backend());
+    g.bench_function("breaker: tower-resilience (count window)", |b| {
+        b.iter(|| call_once(&mut tr_breaker, black_box(7)));
+    });
 
     // ----- throttle gate, open
     let mut throttle =
         ThrottleLayer::new(ThrottleConfig::builder().build().expect("config")).layer(backend());
     g.bench_function("throttle gate (open): palisade", |b| {
         b.iter(|| call_once(&mut throttle, black_box(7)));
+    });
+
+    // ----- degrade (no peer in tower; tower's LoadShed+ConcurrencyLimit for shedding)
+    let mut fallback = FallbackLayer::new(
+        FallbackConfig::default(),
+        palisade::degrade::fallback::Value::new(Marked::new(0)),
+    )
+    .layer(marked_backend());
+    g.bench_function("fallback: palisade", |b| {
+        b.iter(|| call_once(&mut fallback, black_box(7)));
+    });
+    let mut stale =
+        StaleCacheLayer::new(StaleConfig::default(), |k: &u64| *k % 64).layer(marked_backend());
+    g.bench_function("stale cache: palisade", |b| {
+        b.iter(|| call_once(&mut stale, black_box(7)));
+    });
+    let mut tower_shed = tower::ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(1024)
+        .service(backend());
+    g.bench_function("shed: tower LoadShed+ConcurrencyLimit", |b| {
+        b.iter(|| call_once(&mut tower_shed, black_box(7)));
+    });
+    let mut shed = ShedLayer::new(
+        ShedConfig::builder()
+            .max_in_flight(1024)
+            .build()
+            .expect("config"),
+    )
+    .layer(backend());
+    g.bench_function("shed: palisade", |b| {
+        b.iter(|| call_once(&mut shed, black_box(7)));
     });
 
     // ----- the full recommended stack
@@ -260,6 +365,44 @@ fn bench(c: &mut Criterion) {
         .layer(backend());
     g.bench_function("full stack: palisade (+ breaker)", |b| {
         b.iter(|| call_once(&mut stack, black_box(7)));
+    });
+    let mut tr_stack = {
+        use tower::ServiceExt;
+        use tower_resilience::bulkhead::BulkheadLayer;
+        use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreaker;
+        use tower_resilience::retry::RetryLayer as TrRetry;
+        use tower_resilience::timelimiter::TimeLimiterLayer;
+        let attempt = TimeLimiterLayer::builder()
+            .timeout_duration(Duration::from_millis(300))
+            .build()
+            .layer(backend());
+        let attempt = ServiceExt::<u64>::map_err(attempt, BoxError::from);
+        let limited = BulkheadLayer::builder()
+            .max_concurrent_calls(1024)
+            .reject_when_full()
+            .build()
+            .expect("a valid bulkhead")
+            .layer(attempt);
+        let limited = ServiceExt::<u64>::map_err(limited, BoxError::from);
+        let guarded = TrBreaker::builder()
+            .failure_rate_threshold(0.5)
+            .sliding_window_size(100)
+            .build()
+            .expect("a valid breaker")
+            .layer(limited);
+        let guarded = ServiceExt::<u64>::map_err(guarded, BoxError::from);
+        let retried = TrRetry::<u64, u64, BoxError>::builder()
+            .max_attempts(3)
+            .build()
+            .layer(guarded);
+        let overall = TimeLimiterLayer::builder()
+            .timeout_duration(Duration::from_secs(2))
+            .build()
+            .layer(retried);
+        ServiceExt::<u64>::map_err(overall, BoxError::from)
+    };
+    g.bench_function("full stack: tower-resilience (+ breaker)", |b| {
+        b.iter(|| call_once(&mut tr_stack, black_box(7)));
     });
 
     g.finish();

@@ -135,6 +135,7 @@ pub enum CircuitBreakerEvent {
 impl Event for CircuitBreakerEvent {
     const TARGET: &'static str = "palisade::circuit_breaker";
 
+    #[inline]
     fn tracing_enabled() -> bool {
         tracing::enabled!(target: "palisade::circuit_breaker", tracing::Level::DEBUG)
     }
@@ -281,13 +282,15 @@ impl Metrics {
         self.rejected.increment(1);
     }
 
-    /// Set the rate gauges from the window's totals (computed only when they are
-    /// registered: no division per call otherwise).
+    /// Set the rate gauges from the window's totals (computed only when they feed a
+    /// recorder: no division per call otherwise, with or without the `metrics` feature).
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     #[inline]
     pub(crate) fn rates(&self, counts: Counts) {
         #[cfg(feature = "metrics")]
-        if let Some([failure, slow]) = &self.rates {
+        if let Some([failure, slow]) = &self.rates
+            && failure.is_enabled()
+        {
             failure.set(counts.failure_rate());
             slow.set(counts.slow_rate());
         }

@@ -37,6 +37,7 @@ pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
+    #[inline]
     pub(crate) fn admitted(future: F, recorder: Recorder, classifier: C) -> Self {
         Self {
             kind: Kind::Admitted {
@@ -62,6 +63,7 @@ where
 {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Admitted {
@@ -74,14 +76,19 @@ where
                 recorder.finish(classifier.classify(&result));
                 Poll::Ready(result)
             }
-            KindProj::Rejected { open } => {
-                let open = open
-                    .take()
-                    .expect("ResponseFuture polled after it completed");
-                Poll::Ready(Err(E::from(open)))
-            }
+            KindProj::Rejected { open } => Poll::Ready(Err(reject(open))),
         }
     }
+}
+
+/// The rejection, out of line: converting it (boxing, for `BoxError`) is the cold path.
+#[cold]
+#[inline(never)]
+fn reject<E: From<CircuitOpen>>(open: &mut Option<CircuitOpen>) -> E {
+    let open = open
+        .take()
+        .expect("ResponseFuture polled after it completed");
+    E::from(open)
 }
 
 impl<F, C> fmt::Debug for ResponseFuture<F, C> {
@@ -108,6 +115,7 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
+    #[inline]
     pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit, start: Option<Instant>) -> Self {
         Self {
             breaker,
@@ -116,6 +124,7 @@ impl Recorder {
         }
     }
 
+    #[inline]
     pub(crate) fn finish(&mut self, outcome: Outcome) {
         if let Some(permit) = self.permit.take() {
             self.breaker
@@ -125,6 +134,7 @@ impl Recorder {
 }
 
 impl Drop for Recorder {
+    #[inline]
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             self.breaker.cancel(permit);

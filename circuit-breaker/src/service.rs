@@ -76,10 +76,12 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match self.breaker.acquire(Instant::now) {
             Ok(permit) => {
@@ -87,12 +89,20 @@ where
                 let recorder = Recorder::new(Arc::clone(&self.breaker), permit, start);
                 ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
             }
-            Err(retry_after) => {
-                let name = self.breaker.emitter().name().clone();
-                ResponseFuture::rejected(CircuitOpen::new(name, retry_after))
-            }
+            Err(retry_after) => rejected(&self.breaker, retry_after),
         }
     }
+}
+
+/// The rejection of a call, out of line (the open path is the cold one).
+#[cold]
+#[inline(never)]
+fn rejected<F, C>(
+    breaker: &Breaker,
+    retry_after: Option<std::time::Duration>,
+) -> ResponseFuture<F, C> {
+    let name = breaker.emitter().name().clone();
+    ResponseFuture::rejected(CircuitOpen::new(name, retry_after))
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {

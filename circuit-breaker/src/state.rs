@@ -31,6 +31,7 @@ impl Word {
         Self(state.index() as u64 | flag | (epoch << EPOCH_SHIFT))
     }
 
+    #[inline]
     fn state(self) -> State {
         match self.0 & STATE_MASK {
             0 => State::Closed,
@@ -41,10 +42,12 @@ impl Word {
         }
     }
 
+    #[inline]
     fn metrics_only(self) -> bool {
         self.0 & METRICS_ONLY != 0
     }
 
+    #[inline]
     fn epoch(self) -> u64 {
         self.0 >> EPOCH_SHIFT
     }
@@ -283,6 +286,7 @@ impl Breaker {
         }
     }
 
+    #[inline]
     fn load(&self) -> Word {
         Word(self.word.load(Ordering::Acquire))
     }
@@ -326,7 +330,23 @@ impl Breaker {
 
     /// Admit a call at `now`, or say how long until a probe will be admitted (`None`:
     /// forced open). The clock is read (once) only in the open and half-open states.
+    #[inline]
     pub(crate) fn acquire(&self, now: impl Fn() -> Instant) -> Result<Permit, Option<Duration>> {
+        // The closed path, small enough to inline into the service's `call`: one load.
+        let w = self.load();
+        if matches!(w.state(), State::Closed | State::Disabled) {
+            return Ok(Permit {
+                epoch: w.epoch(),
+                kind: PermitKind::Window,
+            });
+        }
+        self.acquire_slow(now)
+    }
+
+    /// [`acquire`](Self::acquire) outside the closed state: open, half-open, forced open.
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self, now: impl Fn() -> Instant) -> Result<Permit, Option<Duration>> {
         let now = LazyNow::new(now);
         let t = || self.nanos(now.get());
         loop {
@@ -430,6 +450,7 @@ impl Breaker {
         clippy::needless_pass_by_value,
         reason = "a permit is spent once: taking it by value makes reusing it a compile error"
     )]
+    #[inline]
     pub(crate) fn record(
         &self,
         permit: Permit,
@@ -452,6 +473,7 @@ impl Breaker {
         clippy::needless_pass_by_value,
         reason = "a permit is spent once: taking it by value makes reusing it a compile error"
     )]
+    #[inline]
     pub(crate) fn cancel(&self, permit: Permit) {
         let Permit { epoch, kind } = permit;
         if kind == PermitKind::Probe {
@@ -459,6 +481,7 @@ impl Breaker {
         }
     }
 
+    #[inline]
     fn is_slow(&self, start: Option<Instant>, now: &LazyNow<impl Fn() -> Instant>) -> bool {
         match (self.settings.slow_nanos(), start) {
             (Some(limit), Some(start)) => {
@@ -468,6 +491,7 @@ impl Breaker {
         }
     }
 
+    #[inline]
     fn record_window(
         &self,
         epoch: u64,
@@ -504,6 +528,7 @@ impl Breaker {
         }
     }
 
+    #[inline]
     fn count_consecutive(&self, failure: bool) -> u32 {
         if self.settings.consecutive.load(Ordering::Relaxed) == 0 {
             return 0;
@@ -518,6 +543,7 @@ impl Breaker {
         }
     }
 
+    #[inline]
     fn trip_reason(&self, counts: Counts, consecutive: u32) -> Option<TransitionReason> {
         let s = &self.settings;
         let limit = s.consecutive.load(Ordering::Relaxed);
@@ -536,6 +562,8 @@ impl Breaker {
         None
     }
 
+    #[cold]
+    #[inline(never)]
     fn record_probe(
         &self,
         epoch: u64,
@@ -651,6 +679,8 @@ impl Breaker {
     /// Move to `to` if the state of `expect_epoch` still holds (`None`: unconditionally, for
     /// operators). `now` (nanoseconds since origin) dates the start of an open period.
     /// Takes the lock; listeners run after it is released.
+    #[cold]
+    #[inline(never)]
     fn transition(
         &self,
         expect_epoch: Option<u64>,

@@ -114,6 +114,7 @@ pub(crate) enum Window {
 impl Window {
     /// Record one counted outcome at `now` (nanoseconds since the breaker's origin; only
     /// the time window reads it) and return the window's totals after it.
+    #[inline]
     pub(crate) fn record(&self, now: impl FnOnce() -> u64, failure: bool, slow: bool) -> Counts {
         match self {
             Window::Count(w) => w.record(failure, slow),
@@ -150,6 +151,7 @@ impl Tally {
     }
 
     /// Add `delta` and return the total after it.
+    #[inline]
     fn add(&self, delta: i64) -> u64 {
         let total = if delta == 0 {
             self.0.load(Ordering::Acquire)
@@ -245,6 +247,7 @@ impl CountWindow {
         }
     }
 
+    #[inline]
     fn calls(&self, cursor: u64) -> u64 {
         cursor
             .saturating_sub(self.base.load(Ordering::Acquire))

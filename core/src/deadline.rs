@@ -44,6 +44,9 @@ pub struct Deadline(Instant);
 
 thread_local! {
     static CURRENT: Cell<Option<Deadline>> = const { Cell::new(None) };
+    /// The instant the innermost enclosing timeout's `call` read the clock at, while that
+    /// `call` runs (see [`now`]).
+    static CALL_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 impl Deadline {
@@ -124,6 +127,57 @@ impl Drop for Restore {
     }
 }
 
+/// The current instant for a layer's `call`: the instant an enclosing layer's `call` read
+/// the clock at, if the code runs synchronously inside one ([`call_scope`]), else a fresh
+/// read of tokio's clock.
+///
+/// A call passes through the layers of a stack in well under a microsecond, so the
+/// enclosing layer's reading stands for "now" in every `call` inside it, and a stack of
+/// timeouts reads the clock once per call instead of once per layer. Only `call`s share
+/// it: a future polled later (a retry's next attempt, a call behind a `Buffer`) reads the
+/// clock afresh.
+///
+/// ```
+/// use palisade_core::deadline::{self, Deadline};
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let start = Instant::now();
+/// tokio::time::advance(Duration::from_secs(1)).await;
+/// // Inside an enclosing call that read the clock at `start`: that reading.
+/// deadline::call_scope(None, Some(start), || assert_eq!(deadline::now(), start));
+/// // Outside: the clock.
+/// assert_eq!(deadline::now(), start + Duration::from_secs(1));
+/// # }
+/// ```
+#[inline]
+pub fn now() -> Instant {
+    CALL_NOW.with(Cell::get).unwrap_or_else(Instant::now)
+}
+
+/// [`scope`] for a layer's `call`: runs `f` with `deadline` in effect and, when the layer
+/// read the clock (`now`), with that reading as [`now`] for the `call`s inside.
+#[inline]
+pub fn call_scope<R>(deadline: Option<Deadline>, now: Option<Instant>, f: impl FnOnce() -> R) -> R {
+    let Some(now) = now else {
+        return scope(deadline, f);
+    };
+    let previous = CALL_NOW.with(|c| c.replace(Some(now)));
+    let _restore = RestoreNow(previous);
+    scope(deadline, f)
+}
+
+struct RestoreNow(Option<Instant>);
+
+impl Drop for RestoreNow {
+    #[inline]
+    fn drop(&mut self) {
+        CALL_NOW.with(|c| c.set(self.0));
+    }
+}
+
 /// Request types that carry their deadline with them (across a task or process boundary).
 ///
 /// ```
@@ -171,6 +225,26 @@ mod tests {
                 .scope(|| assert_eq!(Deadline::current(), Some(long)));
         });
         assert_eq!(Deadline::current(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_scopes_share_the_reading_and_restore_it() {
+        let t0 = Instant::now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let t1 = Instant::now();
+        assert_eq!(now(), t1, "outside any call: the clock");
+        call_scope(None, Some(t0), || {
+            assert_eq!(now(), t0);
+            // An inner layer that read nothing keeps the outer reading.
+            call_scope(None, None, || assert_eq!(now(), t0));
+            // One that did (a poll path reading afresh) shares its own inside.
+            call_scope(None, Some(t1), || assert_eq!(now(), t1));
+            assert_eq!(now(), t0, "restored");
+        });
+        assert_eq!(now(), t1, "restored after the call");
+        let r = std::panic::catch_unwind(|| call_scope(None, Some(t0), || panic!("inside")));
+        assert!(r.is_err());
+        assert_eq!(now(), t1, "restored on unwind");
     }
 
     #[tokio::test(start_paused = true)]

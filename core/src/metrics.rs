@@ -101,6 +101,20 @@ impl Counter {
         Self {}
     }
 
+    /// `true` when this handle feeds a recorder. (Without the `metrics` feature, or with
+    /// no recorder installed when it was registered: always `false`.)
+    #[inline]
+    pub fn is_enabled(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        {
+            self.inner.is_some()
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            false
+        }
+    }
+
     /// Add `n`.
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]

@@ -80,6 +80,7 @@ pub enum LimitEvent {
 impl Event for LimitEvent {
     const TARGET: &'static str = "palisade::rate_limit";
 
+    #[inline]
     fn tracing_enabled() -> bool {
         tracing::enabled!(target: "palisade::rate_limit", tracing::Level::DEBUG)
     }

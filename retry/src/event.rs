@@ -66,6 +66,7 @@ pub enum RetryEvent {
 impl Event for RetryEvent {
     const TARGET: &'static str = "palisade::retry";
 
+    #[inline]
     fn tracing_enabled() -> bool {
         tracing::enabled!(target: "palisade::retry", tracing::Level::DEBUG)
     }
@@ -120,6 +121,7 @@ pub enum HedgeEvent {
 impl Event for HedgeEvent {
     const TARGET: &'static str = "palisade::retry";
 
+    #[inline]
     fn tracing_enabled() -> bool {
         tracing::enabled!(target: "palisade::retry", tracing::Level::DEBUG)
     }

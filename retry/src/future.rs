@@ -207,6 +207,7 @@ where
 // ===== impl Progress =====
 
 impl Progress {
+    #[inline]
     fn after_attempt<Res, E, C, A, K>(
         &mut self,
         shared: &Shared<C, A, K>,
@@ -242,6 +243,7 @@ impl Progress {
     }
 
     /// The failure path, kept out of line so the happy path stays small.
+    #[cold]
     #[inline(never)]
     fn plan_retry<Res, E, C, A, K>(
         &mut self,
@@ -311,6 +313,7 @@ impl Progress {
         None
     }
 
+    #[inline]
     fn finish<C, A, K>(&self, shared: &Shared<C, A, K>, next: &Next) {
         self.record_total(shared);
         if !matches!(next, Next::Return) {
@@ -318,6 +321,7 @@ impl Progress {
         }
     }
 
+    #[cold]
     #[inline(never)]
     fn report_stop<C, A, K>(&self, shared: &Shared<C, A, K>, next: &Next) {
         let attempts = self.attempts;
@@ -338,6 +342,7 @@ impl Progress {
         }
     }
 
+    #[inline]
     fn record_total<C, A, K>(&self, shared: &Shared<C, A, K>) {
         let histogram = &shared.metrics.attempts_per_request;
         if histogram.is_enabled() {

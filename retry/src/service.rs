@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 
 use palisade_core::metrics::{Counter, Histogram};
 use palisade_core::{Classify, Deadline, Emitter, time};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::budget::RetryBudget;
@@ -143,6 +142,22 @@ impl<S, C, A, K> Retry<S, C, A, K> {
     }
 }
 
+impl<S, C: Clone, A: Clone, K: Clone> Retry<S, C, A, K> {
+    /// Copy the layer's config again after an update (out of line: it happens once per
+    /// update, not per call).
+    #[cold]
+    #[inline(never)]
+    fn refresh(&mut self) {
+        let c = &self.shared.config;
+        self.shared = Arc::new(Shared::build(
+            &self.shared.core,
+            c.classify.clone(),
+            c.retry_after.clone(),
+            c.clone_request.clone(),
+        ));
+    }
+}
+
 impl<S: Clone, C, A, K> Clone for Retry<S, C, A, K> {
     fn clone(&self) -> Self {
         Self {
@@ -172,6 +187,7 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, Req, C, A, K>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
@@ -179,13 +195,7 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if self.shared.is_stale() {
-            let c = &self.shared.config;
-            self.shared = Arc::new(Shared::build(
-                &self.shared.core,
-                c.classify.clone(),
-                c.retry_after.clone(),
-                c.clone_request.clone(),
-            ));
+            self.refresh();
         }
         let shared = &self.shared;
         let config = &shared.config;
@@ -197,7 +207,7 @@ where
         };
         // One deposit per request, in the outermost layer holding the budget.
         let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
-        let started = config.max_elapsed.map(|_| Instant::now());
+        let started = config.max_elapsed.map(|_| palisade_core::deadline::now());
         // Call the service that was driven ready; keep it for the retries, which drive it
         // ready again before each call.
         let clone = self.inner.clone();

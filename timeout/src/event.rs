@@ -24,6 +24,7 @@ pub enum TimeoutEvent {
 impl Event for TimeoutEvent {
     const TARGET: &'static str = "palisade::timeout";
 
+    #[inline]
     fn tracing_enabled() -> bool {
         tracing::enabled!(target: "palisade::timeout", tracing::Level::DEBUG)
     }

@@ -19,6 +19,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Option<F>,
+        // Made on the first poll that finds the inner future pending: a call answered at
+        // once never registers (or builds) a timer.
         #[pin]
         sleep: Option<Sleep>,
         deadline: Option<Deadline>,
@@ -33,6 +35,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn new(
         inner: F,
         deadline: Option<Deadline>,
@@ -43,7 +46,7 @@ impl<F> ResponseFuture<F> {
     ) -> Self {
         Self {
             inner: Some(inner),
-            sleep: deadline.map(|d| sleep_until(d.instant())),
+            sleep: None,
             deadline,
             ours,
             start,
@@ -60,6 +63,7 @@ where
 {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
 
@@ -88,17 +92,20 @@ where
             return Poll::Ready(result);
         }
 
-        // Now check the timer. No timer: no timeout of our own and no outer deadline.
-        let Some(sleep) = this.sleep.as_pin_mut() else {
+        // Now check the timer. No deadline: no timeout of our own and no outer deadline.
+        let Some(deadline) = *this.deadline else {
             return Poll::Pending;
         };
+        if this.sleep.is_none() {
+            this.sleep.set(Some(sleep_until(deadline.instant())));
+        }
+        let sleep = this.sleep.as_pin_mut().expect("set above");
         if sleep.poll(cx).is_pending() {
             return Poll::Pending;
         }
 
         // Elapsed: cancel the inner call now, not when the caller drops us.
         this.inner.set(None);
-        let deadline = this.deadline.expect("a timer runs only with a deadline");
         Poll::Ready(Err(expired(
             this.name,
             this.shared.as_deref(),
@@ -109,6 +116,8 @@ where
 }
 
 /// The `Elapsed` for a call that ran out of time at `deadline`, counted and reported.
+#[cold]
+#[inline(never)]
 fn expired<E: From<Elapsed>>(
     name: &Name,
     shared: Option<&Shared>,

@@ -105,6 +105,14 @@ impl Shared {
     pub(crate) fn observing(&self) -> bool {
         self.duration.is_enabled() || self.emitter.is_active()
     }
+
+    /// Whether anyone wants to hear of a call at all: its duration, or the completed and
+    /// elapsed counts (a metrics recorder). With the `metrics` feature compiled in and no
+    /// recorder installed, this is as cheap as without the feature.
+    #[inline]
+    pub(crate) fn observed(&self) -> bool {
+        self.completed.is_enabled() || self.elapsed.is_enabled() || self.observing()
+    }
 }
 
 /// The stored timeout as a duration: `u64::MAX` nanoseconds (what [`time::nanos`] makes of

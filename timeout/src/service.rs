@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use palisade_core::{Deadline, Elapsed, deadline, time};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
@@ -76,12 +75,15 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let own = self.policy.timeout_for(&req, self.shared.timeout());
         let outer = Deadline::current();
-        let observed = cfg!(feature = "metrics") || self.shared.observing();
+        // Observed: a metrics recorder, a listener or a tracing subscriber wants the call.
+        let observed = self.shared.observed();
         // The clock is read only when a deadline must be computed or someone observes.
-        let start = (own.is_some() || outer.is_some() || observed).then(Instant::now);
+        // An enclosing timeout's reading, taken a moment ago in its own `call`, stands for now.
+        let start = (own.is_some() || outer.is_some() || observed).then(deadline::now);
         let own_deadline = own
             .zip(start)
             .map(|(timeout, start)| Deadline::at(time::add(start, timeout)));
@@ -89,7 +91,7 @@ where
         // The deadline is ours unless an outer one comes first; only then may a late error
         // be reported as this layer's `Elapsed`.
         let ours = own_deadline.is_some() && own_deadline == effective;
-        let inner = deadline::scope(effective, || self.inner.call(req));
+        let inner = deadline::call_scope(effective, start, || self.inner.call(req));
         ResponseFuture::new(inner, effective, ours, start, &self.shared, observed)
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! [`StaleCacheLayer`] remembers the last successful live answer per key (a key extractor
 //! `Fn(&Req) -> K`; answers must be `Clone`) in a bounded store (capacity, least recently
-//! stored evicted first). When a live call triggers (a failure or a selected rejection,
+//! stored evicted first; from a capacity of 1024 the store is split in 16 shards by key
+//! hash, each evicting its own least recently stored entry first). When a live call triggers (a failure or a selected rejection,
 //! see [`Triggers`](crate::Triggers)), it answers with the remembered entry if it is at
 //! most `max_staleness` old, marked [`Degraded`](crate::Degraded) with its age; otherwise
 //! the failure passes through. Every good live answer refreshes the entry.
 //!
-//! The live path takes the store's lock once per successful call, to refresh the entry
-//! (the answer is cloned before locking; a lookup clones an `Arc` under the lock).
+//! The live path takes one shard's lock once per successful call, to refresh the entry
+//! (the answer is cloned before locking; a lookup clones an `Arc` under the lock); no lock
+//! is store-wide, so calls on different keys rarely meet.
 //!
 //! Optional stale-while-revalidate ([`StaleCacheLayer::stale_while_revalidate`]): keys with
 //! a fresh-enough entry are answered from the cache at once and refreshed by one background

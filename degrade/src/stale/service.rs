@@ -1,8 +1,9 @@
 //! The stale cache service and its shared state.
 
 use std::any::Any;
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -48,7 +49,10 @@ pub(crate) struct Core<KF, K, V> {
     max_staleness: AtomicU64,
     pub(crate) capacity: usize,
     pub(crate) key: KF,
-    store: Mutex<Store<K, V>>,
+    /// The entries in shards, each behind its own lock, picked by the key's hash: calls on
+    /// different keys rarely meet on a lock, and no lock is store-wide.
+    shards: Box<[Mutex<Store<K, V>>]>,
+    hasher: ShardHasher,
     pub(crate) emitter: Emitter<DegradeEvent>,
     served: ByTrigger,
     missed: Counter,
@@ -75,7 +79,8 @@ where
             served: ByTrigger::register("palisade_degrade_stale_total", &name),
             missed: Counter::register("palisade_degrade_stale_missed_total", &name, &[]),
             age: stale_age(&name),
-            store: Mutex::new(Store::new(capacity)),
+            shards: shards(capacity),
+            hasher: ShardHasher::new(),
             name,
             triggers: AtomicTriggers::new(triggers),
             max_staleness: AtomicU64::new(time::nanos(max_staleness)),
@@ -86,14 +91,19 @@ where
         }
     }
 
-    fn store(&self) -> MutexGuard<'_, Store<K, V>> {
-        // A panic elsewhere cannot leave the store inconsistent (every method restores its
-        // invariants before returning), so a poisoned lock is still usable.
-        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The shard of `key`, locked.
+    #[inline]
+    fn store(&self, key: &K) -> MutexGuard<'_, Store<K, V>> {
+        let index = if self.shards.len() == 1 {
+            0
+        } else {
+            (self.hasher.hash_one(key) % self.shards.len() as u64) as usize
+        };
+        lock(&self.shards[index])
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.store().len()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     /// How old an entry may be and still be served.
@@ -107,11 +117,13 @@ where
     }
 
     pub(crate) fn clear(&self) {
-        self.store().clear();
+        for shard in &self.shards {
+            lock(shard).clear();
+        }
     }
 
     pub(crate) fn remove(&self, key: &K) -> bool {
-        self.store().remove(key)
+        self.store(key).remove(key)
     }
 
     /// Remember a live answer (cloned outside the lock; the lock is held for the insert).
@@ -121,13 +133,13 @@ where
     {
         let value = Arc::new(value.clone());
         let now = Instant::now();
-        self.store().insert(key, value, now);
+        self.store(&key).insert(key, value, now);
     }
 
     /// The entry for `key` and its age, if it is fresh enough to serve.
     fn lookup(&self, key: &K) -> Option<(Arc<V>, Duration)> {
         let now = Instant::now();
-        self.store().get(key, now, self.max_staleness())
+        self.store(key).get(key, now, self.max_staleness())
     }
 
     /// Serve a remembered answer: clone it (outside the lock), mark it, count it.
@@ -190,6 +202,94 @@ where
         }
         result
     }
+}
+
+/// Capacities from this one up are split over [`SHARDS`] locks.
+const SHARDED_FROM: usize = 1024;
+/// Shards of a large store: enough that callers on different keys rarely meet on a lock.
+const SHARDS: usize = 16;
+
+/// The shards of a store of `capacity` entries: one below [`SHARDED_FROM`] (the least
+/// recently stored entry of the whole store is evicted first), else [`SHARDS`], whose
+/// capacities add up to `capacity` exactly (each evicts its own least recently stored
+/// entry first, at least 64 entries deep).
+fn shards<K: Hash + Eq + Clone, V>(capacity: usize) -> Box<[Mutex<Store<K, V>>]> {
+    let n = if capacity >= SHARDED_FROM { SHARDS } else { 1 };
+    (0..n)
+        .map(|i| Mutex::new(Store::new(capacity / n + usize::from(i < capacity % n))))
+        .collect()
+}
+
+/// Picks a key's shard: a cheap keyed hash (SplitMix64's finaliser over 8-byte words) with
+/// a random seed, where SipHash would cost as much as the rest of a lookup (the shard's map
+/// hashes the key again, with the standard hasher).
+struct ShardHasher {
+    seed: u64,
+}
+
+impl ShardHasher {
+    fn new() -> Self {
+        Self {
+            seed: RandomState::new().hash_one(0x5EED_u64),
+        }
+    }
+}
+
+impl BuildHasher for ShardHasher {
+    type Hasher = WordHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> WordHasher {
+        WordHasher(self.seed)
+    }
+}
+
+/// The hasher of [`ShardHasher`].
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = time::mix64(self.0 ^ n);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Lock a shard. A panic elsewhere cannot leave a store inconsistent (every method restores
+/// its invariants before returning), so a poisoned lock is still usable.
+#[inline]
+fn lock<K, V>(shard: &Mutex<Store<K, V>>) -> MutexGuard<'_, Store<K, V>> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Mode: every call goes live; the cache answers only when the live call fails (the
@@ -361,7 +461,7 @@ where
             let fut = self.inner.call(req);
             return ResponseFuture::live(Arc::clone(&self.shared), fut, key);
         };
-        if self.shared.store().begin_refresh(&key) {
+        if self.shared.store(&key).begin_refresh(&key) {
             let refresh = Refresh {
                 shared: Arc::clone(&self.shared),
                 key: Some(key),
@@ -387,7 +487,7 @@ impl<KF, K: Hash + Eq + Clone, V, C> Refresh<KF, K, V, C> {
     {
         let key = self.key.take().expect("finished once");
         let refreshed = self.shared.is_good(result);
-        self.shared.store().end_refresh(&key);
+        self.shared.store(&key).end_refresh(&key);
         if let Ok(answer) = result
             && refreshed
         {
@@ -402,7 +502,7 @@ impl<KF, K: Hash + Eq + Clone, V, C> Refresh<KF, K, V, C> {
 impl<KF, K: Hash + Eq + Clone, V, C> Drop for Refresh<KF, K, V, C> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.shared.store().end_refresh(&key);
+            self.shared.store(&key).end_refresh(&key);
         }
     }
 }
@@ -419,5 +519,33 @@ impl<S: fmt::Debug, KF, K, V, C, M> fmt::Debug for StaleCache<S, KF, K, V, C, M>
             .field("inner", &self.inner)
             .field("name", &self.shared.name)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_store_is_sharded_and_holds_its_capacity_exactly() {
+        let config = StaleConfig::builder().capacity(2050).build().unwrap();
+        let core: Core<_, u64, u64> = Core::new(config, |k: &u64| *k);
+        assert_eq!(core.shards.len(), SHARDS);
+        for k in 0..20_000u64 {
+            core.remember(k, &k);
+        }
+        assert_eq!(core.len(), 2050, "every shard full, none over");
+        assert_eq!(core.lookup(&19_999).map(|(v, _)| *v), Some(19_999));
+        assert!(core.remove(&19_999));
+        core.clear();
+        assert_eq!(core.len(), 0);
+
+        let small = StaleConfig::builder().capacity(1023).build().unwrap();
+        let small: Core<_, u64, u64> = Core::new(small, |k: &u64| *k);
+        assert_eq!(
+            small.shards.len(),
+            1,
+            "below 1024, one store: exact eviction order"
+        );
     }
 }

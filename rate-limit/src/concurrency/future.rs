@@ -45,6 +45,7 @@ pin_project! {
 }
 
 impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
+    #[inline]
     pub(crate) fn called(fut: S::Future, permit: InFlight) -> Self {
         Self {
             state: State::Called {
@@ -76,31 +77,53 @@ where
 {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Called { fut, permit } => {
-                    let out = ready!(fut.poll(cx));
-                    // The call is over: free its permit now, not when the future is dropped.
-                    drop(permit.take());
-                    return Poll::Ready(out);
-                }
-                StateProj::Waiting { wait } => {
-                    let permit = match ready!(wait.as_mut().poll_permit(cx)) {
-                        Ok(permit) => permit,
-                        Err(overloaded) => return Poll::Ready(Err(overloaded.into())),
-                    };
-                    let fut = wait.as_mut().call();
-                    state.set(State::Called {
-                        fut,
-                        permit: Some(permit),
-                    });
-                }
-                StateProj::Rejected { error } => {
-                    let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error.into()));
-                }
+        // The admitted call, inline; waiting and refusals out of line.
+        if let StateProj::Called { fut, permit } = state.as_mut().project() {
+            let out = ready!(fut.poll(cx));
+            // The call is over: free its permit now, not when the future is dropped.
+            drop(permit.take());
+            return Poll::Ready(out);
+        }
+        poll_other(state, cx)
+    }
+}
+
+/// [`ResponseFuture::poll`] for a call that waits for a permit or was refused.
+#[cold]
+#[inline(never)]
+fn poll_other<S, Req, T, E>(
+    mut state: Pin<&mut State<S, Req>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, E>>
+where
+    S: Service<Req, Response = T, Error = E>,
+    E: From<Overloaded>,
+{
+    loop {
+        match state.as_mut().project() {
+            StateProj::Called { fut, permit } => {
+                let out = ready!(fut.poll(cx));
+                // The call is over: free its permit now, not when the future is dropped.
+                drop(permit.take());
+                return Poll::Ready(out);
+            }
+            StateProj::Waiting { wait } => {
+                let permit = match ready!(wait.as_mut().poll_permit(cx)) {
+                    Ok(permit) => permit,
+                    Err(overloaded) => return Poll::Ready(Err(overloaded.into())),
+                };
+                let fut = wait.as_mut().call();
+                state.set(State::Called {
+                    fut,
+                    permit: Some(permit),
+                });
+            }
+            StateProj::Rejected { error } => {
+                let error = error.take().expect("polled after completion");
+                return Poll::Ready(Err(error.into()));
             }
         }
     }

@@ -59,6 +59,7 @@ impl Shared {
     }
 
     /// Use `permit`, or forget it to pay down the debt of a lowered limit.
+    #[inline]
     fn pay_debt(&self, permit: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
         let paid = self
             .debt
@@ -138,6 +139,8 @@ impl Shared {
         Ok(())
     }
 
+    #[cold]
+    #[inline(never)]
     pub(crate) fn rejected(&self, limit: &'static str) -> Overloaded {
         self.metrics.rejected.increment(1);
         self.emitter.emit(|| LimitEvent::Overloaded {
@@ -223,21 +226,30 @@ impl ConcurrencyLimitHandle {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     _permit: OwnedSemaphorePermit,
-    // Its own handle, not the shared state: without the `metrics` feature it is zero-sized.
+    // Its own handle, not the shared state; a disabled one unless it feeds a recorder, so
+    // without one (or without the `metrics` feature) a call clones nothing for it.
     gauge: Gauge,
 }
 
 impl InFlight {
+    #[inline]
     fn new(permit: OwnedSemaphorePermit, shared: &Shared) -> Self {
-        shared.metrics.in_flight.add(1.0);
+        let gauge = &shared.metrics.in_flight;
+        let gauge = if gauge.is_enabled() {
+            gauge.add(1.0);
+            gauge.clone()
+        } else {
+            Gauge::default()
+        };
         Self {
             _permit: permit,
-            gauge: shared.metrics.in_flight.clone(),
+            gauge,
         }
     }
 }
 
 impl Drop for InFlight {
+    #[inline]
     fn drop(&mut self) {
         self.gauge.add(-1.0);
     }
@@ -421,6 +433,7 @@ impl<S> ConcurrencyLimit<S> {
     }
 
     /// What the next call gets: a free permit, a place in the queue, or a refusal.
+    #[inline]
     fn admit(&self) -> Readiness {
         loop {
             return match Arc::clone(&self.shared.semaphore).try_acquire_owned() {
@@ -458,6 +471,7 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, Req>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Readiness::Idle = self.state {
             self.state = self.admit();
@@ -469,6 +483,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match std::mem::replace(&mut self.state, Readiness::Idle) {
             Readiness::Permit(permit) => {

@@ -69,6 +69,7 @@ where
     S: Service<Req>,
     L: Limiter<Req>,
 {
+    #[inline]
     pub(crate) fn called(fut: S::Future) -> Self {
         Self {
             state: State::Called { fut },
@@ -107,23 +108,43 @@ where
 {
     type Output = Result<S::Response, S::Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Called { fut } => return fut.poll(cx),
-                StateProj::Rejected { error } => {
-                    let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error.into()));
+        // The admitted call, inline; waiting and refusals out of line.
+        if let StateProj::Called { fut } = state.as_mut().project() {
+            return fut.poll(cx);
+        }
+        poll_other(state, cx)
+    }
+}
+
+/// [`ResponseFuture::poll`] for a call that waits for its cells or was refused.
+#[cold]
+#[inline(never)]
+fn poll_other<S, Req, L>(
+    mut state: Pin<&mut State<S, Req, L>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<S::Response, S::Error>>
+where
+    S: Service<Req>,
+    S::Error: From<RateLimited>,
+    L: Limiter<Req>,
+{
+    loop {
+        match state.as_mut().project() {
+            StateProj::Called { fut } => return fut.poll(cx),
+            StateProj::Rejected { error } => {
+                let error = error.take().expect("polled after completion");
+                return Poll::Ready(Err(error.into()));
+            }
+            StateProj::Waiting { wait } => {
+                // Wait for our cells, then call the service we readied before waiting.
+                if let Err(rejected) = ready!(wait.as_mut().poll_admit(cx)) {
+                    return Poll::Ready(Err(rejected.into()));
                 }
-                StateProj::Waiting { wait } => {
-                    // Wait for our cells, then call the service we readied before waiting.
-                    if let Err(rejected) = ready!(wait.as_mut().poll_admit(cx)) {
-                        return Poll::Ready(Err(rejected.into()));
-                    }
-                    let fut = wait.as_mut().call();
-                    state.set(State::Called { fut });
-                }
+                let fut = wait.as_mut().call();
+                state.set(State::Called { fut });
             }
         }
     }

@@ -107,6 +107,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let cost = self.cost.cost(&req);
         let burst = self.common.burst.get();
