@@ -102,6 +102,7 @@
 mod config;
 mod event;
 mod future;
+mod handle;
 mod layer;
 mod propagate;
 mod service;
@@ -109,7 +110,8 @@ mod service;
 pub use config::{DEFAULT_TIMEOUT, TimeoutConfig, TimeoutConfigBuilder};
 pub use event::TimeoutEvent;
 pub use future::ResponseFuture;
-pub use layer::{Fixed, PerRequest, RequestTimeout, TimeoutHandle, TimeoutLayer};
+pub use handle::TimeoutHandle;
+pub use layer::{Fixed, PerRequest, RequestTimeout, TimeoutLayer};
 pub use palisade_core::{Deadline, Elapsed, RequestDeadline};
 pub use propagate::{DeadlineFuture, PropagateDeadline, PropagateDeadlineLayer};
 pub use service::Timeout;

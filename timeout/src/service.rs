@@ -8,7 +8,8 @@ use palisade_core::{Deadline, Elapsed, deadline, time};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::layer::{Fixed, RequestTimeout, Shared, TimeoutHandle};
+use crate::handle::TimeoutHandle;
+use crate::layer::{Fixed, RequestTimeout, Shared};
 
 /// Fails a call with [`Elapsed`] when it takes longer than its timeout, or runs past the
 /// deadline an outer layer set, whichever comes first; the inner future is dropped then.

@@ -6,7 +6,8 @@ use palisade_core::Listeners;
 use tower_layer::Layer;
 
 use super::config::AdaptiveLimitConfig;
-use super::service::{AdaptiveLimit, AdaptiveLimitHandle, Shared};
+use super::handle::AdaptiveLimitHandle;
+use super::service::{AdaptiveLimit, Shared};
 use super::signal::LatencyOnly;
 use crate::event::LimitEvent;
 

@@ -4,6 +4,7 @@ mod aimd;
 mod config;
 mod future;
 mod gradient;
+mod handle;
 mod layer;
 mod service;
 mod signal;
@@ -14,8 +15,9 @@ pub use aimd::Aimd;
 pub use config::{AdaptiveLimitConfig, AdaptiveLimitConfigBuilder, Algorithm};
 pub use future::ResponseFuture;
 pub use gradient::Gradient;
+pub use handle::AdaptiveLimitHandle;
 pub use layer::AdaptiveLimitLayer;
-pub use service::{AdaptiveLimit, AdaptiveLimitHandle};
+pub use service::AdaptiveLimit;
 pub use signal::LatencyOnly;
 
 /// One finished call, as the algorithms see it.

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{
-    Classify, ConfigError, Emitter, Listeners, Name, Outcome, Overloaded, config::ensure, time,
+    Classify, ConfigError, Emitter, Listeners, Outcome, Overloaded, config::ensure, time,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -16,6 +16,7 @@ use super::Sample;
 use super::config::{AdaptiveLimitConfig, Algorithm};
 use super::future::ResponseFuture;
 use super::gradient::GradientState;
+use super::handle::AdaptiveLimitHandle;
 use crate::event::{LimitEvent, LimitKind};
 use crate::metrics::Metrics;
 
@@ -24,8 +25,8 @@ use crate::metrics::Metrics;
 /// The state all clones of one layer share.
 pub(crate) struct Shared {
     /// The limit admission reads: a plain atomic, so admitting takes no lock.
-    limit: AtomicUsize,
-    in_flight: AtomicUsize,
+    pub(crate) limit: AtomicUsize,
+    pub(crate) in_flight: AtomicUsize,
     /// The algorithm and its parameters.
     algorithm: Algorithm,
     /// The gradient's windowed minimum round trip (unused by AIMD).
@@ -43,7 +44,7 @@ pub(crate) struct Shared {
     pub(crate) emitter: Emitter<LimitEvent>,
     metrics: Metrics,
     /// The config in effect (the limit moves; the algorithm is fixed).
-    config: RwLock<AdaptiveLimitConfig>,
+    pub(crate) config: RwLock<AdaptiveLimitConfig>,
 }
 
 impl Shared {
@@ -143,7 +144,7 @@ impl Shared {
     /// Apply `config`'s bounds (the limit is clamped into them at once) and, when its
     /// `initial_limit` differs from the one in effect, restart the limit from it. The
     /// algorithm and its parameters are fixed.
-    fn update(&self, config: AdaptiveLimitConfig) -> Result<(), ConfigError> {
+    pub(crate) fn update(&self, config: AdaptiveLimitConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let mut current = self.config.write().unwrap_or_else(PoisonError::into_inner);
         palisade_core::config::ensure_same_name("adaptive_limit", &current.name, &config.name)?;
@@ -249,71 +250,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.shared.metrics.in_flight.add(-1.0);
-    }
-}
-
-/// Reads an adaptive limit's state; from
-/// [`AdaptiveLimitLayer::handle`](super::AdaptiveLimitLayer::handle).
-#[derive(Debug, Clone)]
-pub struct AdaptiveLimitHandle {
-    shared: Arc<Shared>,
-}
-
-impl AdaptiveLimitHandle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-
-    /// The limit's name.
-    pub fn name(&self) -> &Name {
-        self.shared.emitter.name()
-    }
-
-    /// The config in effect: the one the limit was built with, or the last one
-    /// [`update`](Self::update) applied (the limit itself moves between its bounds).
-    pub fn config(&self) -> AdaptiveLimitConfig {
-        self.shared
-            .config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Apply `config` to the running limit: new bounds `min_limit` and `max_limit` take
-    /// effect at once (the current limit is clamped into them, and the algorithm keeps
-    /// moving it from there); a changed `initial_limit` restarts the limit from it (a
-    /// `LimitChanged` event says so). The algorithm and its parameters are fixed when the
-    /// layer is built (its measurements belong to them), as is the name: a config that
-    /// changes them, or an invalid one, is refused naming the field and changes nothing.
-    ///
-    /// ```
-    /// use palisade_rate_limit::{AdaptiveLimitConfig, AdaptiveLimitLayer};
-    ///
-    /// let config = AdaptiveLimitConfig::builder().name("search").initial_limit(50).build().unwrap();
-    /// let handle = AdaptiveLimitLayer::new(config).handle();
-    /// handle.update(handle.config().to_builder().limits(1, 20).initial_limit(20).build().unwrap()).unwrap();
-    /// assert_eq!(handle.limit(), 20);
-    ///
-    /// let renamed = handle.config().to_builder().name("other").build().unwrap();
-    /// assert_eq!(handle.update(renamed).unwrap_err().field(), "name");
-    /// assert_eq!(handle.config().max_limit(), 20, "a refused update changes nothing");
-    /// ```
-    #[allow(
-        clippy::needless_pass_by_value,
-        reason = "one signature for every handle"
-    )]
-    pub fn update(&self, config: AdaptiveLimitConfig) -> Result<(), ConfigError> {
-        self.shared.update(config)
-    }
-
-    /// The current limit.
-    pub fn limit(&self) -> usize {
-        self.shared.limit.load(Ordering::Acquire)
-    }
-
-    /// Slots held now: calls in flight plus services readied but not yet called.
-    pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Acquire)
     }
 }
 

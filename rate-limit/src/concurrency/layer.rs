@@ -6,7 +6,8 @@ use palisade_core::Listeners;
 use tower_layer::Layer;
 
 use super::config::ConcurrencyLimitConfig;
-use super::service::{ConcurrencyLimit, ConcurrencyLimitHandle, Shared};
+use super::handle::ConcurrencyLimitHandle;
+use super::service::{ConcurrencyLimit, Shared};
 use crate::event::LimitEvent;
 
 /// Limits the calls in flight through every service it wraps, together: all clones share

@@ -2,10 +2,12 @@
 
 mod config;
 mod future;
+mod handle;
 mod layer;
 mod service;
 
 pub use config::{ConcurrencyLimitConfig, ConcurrencyLimitConfigBuilder};
 pub use future::ResponseFuture;
+pub use handle::ConcurrencyLimitHandle;
 pub use layer::ConcurrencyLimitLayer;
-pub use service::{ConcurrencyLimit, ConcurrencyLimitHandle};
+pub use service::ConcurrencyLimit;

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::metrics::Gauge;
-use palisade_core::{ConfigError, Emitter, Listeners, Name, Overloaded};
+use palisade_core::{ConfigError, Emitter, Listeners, Overloaded};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
@@ -18,6 +18,7 @@ use tower_service::Service;
 
 use super::config::ConcurrencyLimitConfig;
 use super::future::ResponseFuture;
+use super::handle::ConcurrencyLimitHandle;
 use crate::event::{LimitEvent, LimitKind};
 use crate::metrics::Metrics;
 
@@ -25,18 +26,18 @@ use crate::metrics::Metrics;
 
 /// The state all clones of one layer share.
 pub(crate) struct Shared {
-    semaphore: Arc<Semaphore>,
-    max_in_flight: AtomicUsize,
+    pub(crate) semaphore: Arc<Semaphore>,
+    pub(crate) max_in_flight: AtomicUsize,
     /// Permits still out after the limit was lowered: the next ones acquired are forgotten
     /// instead of used, until the debt is paid.
-    debt: AtomicUsize,
+    pub(crate) debt: AtomicUsize,
     /// Serializes changes of the limit.
     resize: Mutex<()>,
     /// Nanoseconds (saturating).
     max_wait: AtomicU64,
     /// `usize::MAX`: as many as `max_in_flight` (the config's `None`).
     max_queue: AtomicUsize,
-    waiting: AtomicUsize,
+    pub(crate) waiting: AtomicUsize,
     pub(crate) emitter: Emitter<LimitEvent>,
     metrics: Metrics,
 }
@@ -85,7 +86,7 @@ impl Shared {
         }
     }
 
-    fn config(&self) -> ConcurrencyLimitConfig {
+    pub(crate) fn config(&self) -> ConcurrencyLimitConfig {
         let mut config =
             ConcurrencyLimitConfig::with_max(self.max_in_flight.load(Ordering::Relaxed));
         config.name = self.emitter.name().clone();
@@ -97,7 +98,7 @@ impl Shared {
         config
     }
 
-    fn update(&self, config: &ConcurrencyLimitConfig) -> Result<(), ConfigError> {
+    pub(crate) fn update(&self, config: &ConcurrencyLimitConfig) -> Result<(), ConfigError> {
         config.validate()?;
         palisade_core::config::ensure_same_name(
             "concurrency_limit",
@@ -114,7 +115,7 @@ impl Shared {
         Ok(())
     }
 
-    fn set_max_in_flight(&self, max: usize) -> Result<(), ConfigError> {
+    pub(crate) fn set_max_in_flight(&self, max: usize) -> Result<(), ConfigError> {
         let mut config = ConcurrencyLimitConfig::with_max(max);
         config.name = self.emitter.name().clone();
         config.validate()?;
@@ -159,66 +160,6 @@ impl fmt::Debug for Shared {
             .field("available", &self.semaphore.available_permits())
             .field("waiting", &self.waiting.load(Ordering::Relaxed))
             .finish_non_exhaustive()
-    }
-}
-
-/// Reads a concurrency limit's state; from [`ConcurrencyLimitLayer::handle`](super::ConcurrencyLimitLayer::handle).
-#[derive(Debug, Clone)]
-pub struct ConcurrencyLimitHandle {
-    shared: Arc<Shared>,
-}
-
-impl ConcurrencyLimitHandle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-
-    /// The limit's name.
-    pub fn name(&self) -> &Name {
-        self.shared.emitter.name()
-    }
-
-    /// The limit in effect.
-    pub fn max_in_flight(&self) -> usize {
-        self.shared.max_in_flight.load(Ordering::Acquire)
-    }
-
-    /// The config in effect.
-    pub fn config(&self) -> ConcurrencyLimitConfig {
-        self.shared.config()
-    }
-
-    /// Apply `config` from now on: the limit (as
-    /// [`set_max_in_flight`](Self::set_max_in_flight)), the wait and the queue bound. The
-    /// name is fixed when the layer is built; an invalid config or another name changes
-    /// nothing.
-    #[allow(
-        clippy::needless_pass_by_value,
-        reason = "one signature for every handle"
-    )]
-    pub fn update(&self, config: ConcurrencyLimitConfig) -> Result<(), ConfigError> {
-        self.shared.update(&config)
-    }
-
-    /// Change the limit at run time, for all clones. Raising it admits waiting calls at
-    /// once; lowering it takes effect as calls in flight finish (none is cancelled).
-    /// Refuses zero.
-    pub fn set_max_in_flight(&self, max: usize) -> Result<(), ConfigError> {
-        self.shared.set_max_in_flight(max)
-    }
-
-    /// Permits held now: calls in flight plus services readied but not yet called.
-    pub fn in_flight(&self) -> usize {
-        let shared = &self.shared;
-        let issued =
-            shared.max_in_flight.load(Ordering::Acquire) + shared.debt.load(Ordering::Acquire);
-        issued.saturating_sub(shared.semaphore.available_permits())
-    }
-
-    /// Calls waiting for a permit now (services readied in wait mode with every permit
-    /// taken, and calls waiting in their response futures).
-    pub fn waiting(&self) -> usize {
-        self.shared.waiting.load(Ordering::Relaxed)
     }
 }
 
