@@ -11,7 +11,8 @@ use tower_service::Service;
 
 use super::config::{ThrottleConfig, ThrottleMode};
 use super::future::ResponseFuture;
-use super::state::{Admit, Gate, ThrottleEvent, ThrottleHandle};
+use super::handle::ThrottleHandle;
+use super::state::{Admit, Gate, ThrottleEvent};
 
 /// Closes for every caller when an upstream says "slow down"; see the
 /// [module docs](crate::throttle). All clones share one gate.

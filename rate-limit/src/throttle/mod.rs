@@ -58,12 +58,12 @@
 
 mod config;
 mod future;
+mod handle;
 mod layer;
 mod state;
 
 pub use config::{ThrottleConfig, ThrottleConfigBuilder, ThrottleMode};
 pub use future::ResponseFuture;
+pub use handle::{ThrottleHandle, ThrottleSnapshot};
 pub use layer::{ThrottleLayer, Throttled};
-pub use state::{
-    CLOSED, METRICS, REFUSED, RESTRICTED, ThrottleEvent, ThrottleHandle, ThrottleSnapshot,
-};
+pub use state::{CLOSED, METRICS, REFUSED, RESTRICTED, ThrottleEvent};
