@@ -13,9 +13,11 @@ use tower_layer::{Identity, Layer};
 ///    open circuit is not retried; a timed-out attempt is);
 /// 4. **circuit breaker**: counts each attempt, so retries against a dead backend open it
 ///    quickly, and an open breaker stops retries from reaching the backend at all;
-/// 5. **limit** (rate or concurrency): below the breaker, so rejected-by-breaker calls do
-///    not use quota, and above the attempt timeout, so waiting for a permit is not counted
-///    against the backend;
+/// 5. **limit** (rate, concurrency or adaptive): below the breaker, so rejected-by-breaker
+///    calls do not use quota, and above the attempt timeout, so waiting for a permit is not
+///    counted against the backend. The recommended default is an adaptive concurrency limit
+///    (`AdaptiveLimitLayer` with `Aimd` at half the attempt timeout): the incident scorecard
+///    chose it for overload and gradual recovery (README, "Defaults chosen by incidents");
 /// 6. **per-attempt timeout**: innermost, bounds one call to the backend (and is shortened
 ///    to what is left of the overall deadline).
 ///
