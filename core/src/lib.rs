@@ -57,6 +57,7 @@ pub mod config;
 pub mod deadline;
 mod error;
 pub mod event;
+pub mod hash;
 pub mod metrics;
 mod name;
 mod priority;

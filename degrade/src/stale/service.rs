@@ -1,15 +1,15 @@
 //! The stale cache service and its shared state.
 
 use std::any::Any;
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use palisade_core::hash::SeededHasher;
 use palisade_core::metrics::{Counter, Histogram};
 use palisade_core::{AsRejection, Classify, Emitter, Name, RejectionAware, time};
 use tokio::time::Instant;
@@ -52,7 +52,7 @@ pub(crate) struct Core<KF, K, V> {
     /// The entries in shards, each behind its own lock, picked by the key's hash: calls on
     /// different keys rarely meet on a lock, and no lock is store-wide.
     shards: Box<[Mutex<Store<K, V>>]>,
-    hasher: ShardHasher,
+    hasher: SeededHasher,
     pub(crate) emitter: Emitter<DegradeEvent>,
     served: ByTrigger,
     missed: Counter,
@@ -80,7 +80,7 @@ where
             missed: Counter::register("palisade_degrade_stale_missed_total", &name, &[]),
             age: stale_age(&name),
             shards: shards(capacity),
-            hasher: ShardHasher::new(),
+            hasher: SeededHasher::new(),
             name,
             triggers: AtomicTriggers::new(triggers),
             max_staleness: AtomicU64::new(time::nanos(max_staleness)),
@@ -218,71 +218,6 @@ fn shards<K: Hash + Eq + Clone, V>(capacity: usize) -> Box<[Mutex<Store<K, V>>]>
     (0..n)
         .map(|i| Mutex::new(Store::new(capacity / n + usize::from(i < capacity % n))))
         .collect()
-}
-
-/// Picks a key's shard: a cheap keyed hash (SplitMix64's finaliser over 8-byte words) with
-/// a random seed, where SipHash would cost as much as the rest of a lookup (the shard's map
-/// hashes the key again, with the standard hasher).
-struct ShardHasher {
-    seed: u64,
-}
-
-impl ShardHasher {
-    fn new() -> Self {
-        Self {
-            seed: RandomState::new().hash_one(0x5EED_u64),
-        }
-    }
-}
-
-impl BuildHasher for ShardHasher {
-    type Hasher = WordHasher;
-
-    #[inline]
-    fn build_hasher(&self) -> WordHasher {
-        WordHasher(self.seed)
-    }
-}
-
-/// The hasher of [`ShardHasher`].
-struct WordHasher(u64);
-
-impl Hasher for WordHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.0 = time::mix64(self.0 ^ n);
-    }
-
-    #[inline]
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// Lock a shard. A panic elsewhere cannot leave a store inconsistent (every method restores

@@ -2,9 +2,8 @@
 //! on the number of keys.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use std::time::Duration;
 use governor::nanos::Nanos;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
+use palisade_core::hash::SeededHasher;
 use palisade_core::time;
 use tokio::time::Instant;
 
@@ -20,84 +20,6 @@ const SHARDS: usize = 64;
 
 /// One shard: keys and their GCRA state.
 type Shard<K> = HashMap<K, InMemoryState, SeededHasher>;
-
-/// A fast keyed hash (SplitMix64's finaliser over 8-byte words) with a random per-store
-/// seed: one cheap hash picks the shard and the bucket, where SipHash twice cost as much as
-/// the GCRA check itself. The seed keeps bucket collisions unpredictable to a caller who
-/// chooses keys; distinct `u64` keys never collide in full (the mixer is a bijection).
-#[derive(Clone)]
-struct SeededHasher {
-    seed: u64,
-}
-
-impl SeededHasher {
-    fn new() -> Self {
-        Self {
-            seed: RandomState::new().hash_one(0x5EED_u64),
-        }
-    }
-}
-
-impl BuildHasher for SeededHasher {
-    type Hasher = WordHasher;
-
-    #[inline]
-    fn build_hasher(&self) -> WordHasher {
-        WordHasher(self.seed)
-    }
-}
-
-/// The hasher of [`SeededHasher`].
-struct WordHasher(u64);
-
-impl Hasher for WordHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            // The length in the top byte: "a" and "a\0" differ.
-            self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.0 = time::mix64(self.0 ^ n);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 /// Per-key GCRA state in [`SHARDS`] read-write-locked maps: a call for a known key takes
 /// one shard's read lock (shared: calls never wait for each other there) and one atomic
