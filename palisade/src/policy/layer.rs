@@ -128,6 +128,35 @@ pub struct PolicyLayer<
     handles: PolicyHandles,
 }
 
+/// The slot methods of [`PolicyLayer`]: each replaces or maps one slot's layer and moves
+/// every other slot over as it is, so no method copies the fields by hand. The field list
+/// is given where the macro is called, so that a method's slot and the moved fields are
+/// the same bindings.
+macro_rules! slot_hooks {
+    (@rebuild $this:ident, $slot:ident = $new:expr, [$($field:ident),*]) => {{
+        #[allow(unused_variables, reason = "a replaced slot's old layer is dropped")]
+        let PolicyLayer { $($field,)* handles } = $this;
+        let $slot = $new;
+        PolicyLayer { $($field,)* handles }
+    }};
+    (
+        fields $fields:tt;
+        $(#[$set_doc:meta])* set $set:ident<$SetNew:ident> -> ($($SetOut:ident),*);
+        $( $(#[$doc:meta])* fn $slot:ident<$New:ident>($Old:ident) -> ($($Out:ident),*); )*
+    ) => {
+        $(#[$set_doc])*
+        pub fn $set<$SetNew>(self, layer: $SetNew) -> PolicyLayer<$($SetOut),*> {
+            slot_hooks!(@rebuild self, $set = layer, $fields)
+        }
+        $(
+            $(#[$doc])*
+            pub fn $slot<$New>(self, f: impl FnOnce($Old) -> $New) -> PolicyLayer<$($Out),*> {
+                slot_hooks!(@rebuild self, $slot = $slot.map(f), $fields)
+            }
+        )*
+    };
+}
+
 impl<F, T, R, C, RL, CL, AL, A> PolicyLayer<F, T, R, C, RL, CL, AL, A> {
     /// The handles of the policy's layers (taken when it was built).
     pub fn handles(&self) -> &PolicyHandles {
@@ -139,141 +168,29 @@ impl<F, T, R, C, RL, CL, AL, A> PolicyLayer<F, T, R, C, RL, CL, AL, A> {
         &self.handles.name
     }
 
-    /// Set the outermost slot: a fallback, stale cache or load shedder (palisade-degrade),
-    /// or any layer.
-    pub fn fallback<F2>(self, layer: F2) -> PolicyLayer<F2, T, R, C, RL, CL, AL, A> {
-        PolicyLayer {
-            fallback: layer,
-            timeout: self.timeout,
-            retry: self.retry,
-            circuit_breaker: self.circuit_breaker,
-            rate_limit: self.rate_limit,
-            concurrency_limit: self.concurrency_limit,
-            adaptive_limit: self.adaptive_limit,
-            attempt_timeout: self.attempt_timeout,
-            handles: self.handles,
-        }
-    }
-
-    /// Attach hooks to the overall timeout (e.g. `|t| t.on_event(..)`).
-    pub fn timeout<T2>(self, f: impl FnOnce(T) -> T2) -> PolicyLayer<F, T2, R, C, RL, CL, AL, A> {
-        PolicyLayer {
-            fallback: self.fallback,
-            timeout: self.timeout.map(f),
-            retry: self.retry,
-            circuit_breaker: self.circuit_breaker,
-            rate_limit: self.rate_limit,
-            concurrency_limit: self.concurrency_limit,
-            adaptive_limit: self.adaptive_limit,
-            attempt_timeout: self.attempt_timeout,
-            handles: self.handles,
-        }
-    }
-
-    /// Attach hooks to the retry layer (`classifier`, `retry_after`, `clone_request`,
-    /// `share_budget`, `on_event`).
-    pub fn retry<R2>(self, f: impl FnOnce(R) -> R2) -> PolicyLayer<F, T, R2, C, RL, CL, AL, A> {
-        PolicyLayer {
-            fallback: self.fallback,
-            timeout: self.timeout,
-            retry: self.retry.map(f),
-            circuit_breaker: self.circuit_breaker,
-            rate_limit: self.rate_limit,
-            concurrency_limit: self.concurrency_limit,
-            adaptive_limit: self.adaptive_limit,
-            attempt_timeout: self.attempt_timeout,
-            handles: self.handles,
-        }
-    }
-
-    /// Attach hooks to the circuit breaker (`classifier`, `on_event`, `throttle_hint`).
-    pub fn circuit_breaker<C2>(
-        self,
-        f: impl FnOnce(C) -> C2,
-    ) -> PolicyLayer<F, T, R, C2, RL, CL, AL, A> {
-        PolicyLayer {
-            fallback: self.fallback,
-            timeout: self.timeout,
-            retry: self.retry,
-            circuit_breaker: self.circuit_breaker.map(f),
-            rate_limit: self.rate_limit,
-            concurrency_limit: self.concurrency_limit,
-            adaptive_limit: self.adaptive_limit,
-            attempt_timeout: self.attempt_timeout,
-            handles: self.handles,
-        }
-    }
-
-    /// Attach hooks to the rate limit (`key_by`, `cost`, `on_event`).
-    pub fn rate_limit<RL2>(
-        self,
-        f: impl FnOnce(RL) -> RL2,
-    ) -> PolicyLayer<F, T, R, C, RL2, CL, AL, A> {
-        PolicyLayer {
-            fallback: self.fallback,
-            timeout: self.timeout,
-            retry: self.retry,
-            circuit_breaker: self.circuit_breaker,
-            rate_limit: self.rate_limit.map(f),
-            concurrency_limit: self.concurrency_limit,
-            adaptive_limit: self.adaptive_limit,
-            attempt_timeout: self.attempt_timeout,
-            handles: self.handles,
-        }
-    }
-
-    /// Attach hooks to the concurrency limit (`on_event`).
-    pub fn concurrency_limit<CL2>(
-        self,
-        f: impl FnOnce(CL) -> CL2,
-    ) -> PolicyLayer<F, T, R, C, RL, CL2, AL, A> {
-        PolicyLayer {
-            fallback: self.fallback,
-            timeout: self.timeout,
-            retry: self.retry,
-            circuit_breaker: self.circuit_breaker,
-            rate_limit: self.rate_limit,
-            concurrency_limit: self.concurrency_limit.map(f),
-            adaptive_limit: self.adaptive_limit,
-            attempt_timeout: self.attempt_timeout,
-            handles: self.handles,
-        }
-    }
-
-    /// Attach hooks to the adaptive limit (`classifier`, `on_event`).
-    pub fn adaptive_limit<AL2>(
-        self,
-        f: impl FnOnce(AL) -> AL2,
-    ) -> PolicyLayer<F, T, R, C, RL, CL, AL2, A> {
-        PolicyLayer {
-            fallback: self.fallback,
-            timeout: self.timeout,
-            retry: self.retry,
-            circuit_breaker: self.circuit_breaker,
-            rate_limit: self.rate_limit,
-            concurrency_limit: self.concurrency_limit,
-            adaptive_limit: self.adaptive_limit.map(f),
-            attempt_timeout: self.attempt_timeout,
-            handles: self.handles,
-        }
-    }
-
-    /// Attach hooks to the per-attempt timeout (e.g. `|t| t.on_event(..)`).
-    pub fn attempt_timeout<A2>(
-        self,
-        f: impl FnOnce(A) -> A2,
-    ) -> PolicyLayer<F, T, R, C, RL, CL, AL, A2> {
-        PolicyLayer {
-            fallback: self.fallback,
-            timeout: self.timeout,
-            retry: self.retry,
-            circuit_breaker: self.circuit_breaker,
-            rate_limit: self.rate_limit,
-            concurrency_limit: self.concurrency_limit,
-            adaptive_limit: self.adaptive_limit,
-            attempt_timeout: self.attempt_timeout.map(f),
-            handles: self.handles,
-        }
+    slot_hooks! {
+        fields [
+            fallback, timeout, retry, circuit_breaker, rate_limit, concurrency_limit,
+            adaptive_limit, attempt_timeout
+        ];
+        /// Set the outermost slot: a fallback, stale cache or load shedder
+        /// (palisade-degrade), or any layer.
+        set fallback<F2> -> (F2, T, R, C, RL, CL, AL, A);
+        /// Attach hooks to the overall timeout (e.g. `|t| t.on_event(..)`).
+        fn timeout<T2>(T) -> (F, T2, R, C, RL, CL, AL, A);
+        /// Attach hooks to the retry layer (`classifier`, `retry_after`, `clone_request`,
+        /// `share_budget`, `on_event`).
+        fn retry<R2>(R) -> (F, T, R2, C, RL, CL, AL, A);
+        /// Attach hooks to the circuit breaker (`classifier`, `on_event`, `throttle_hint`).
+        fn circuit_breaker<C2>(C) -> (F, T, R, C2, RL, CL, AL, A);
+        /// Attach hooks to the rate limit (`key_by`, `cost`, `on_event`).
+        fn rate_limit<RL2>(RL) -> (F, T, R, C, RL2, CL, AL, A);
+        /// Attach hooks to the concurrency limit (`on_event`).
+        fn concurrency_limit<CL2>(CL) -> (F, T, R, C, RL, CL2, AL, A);
+        /// Attach hooks to the adaptive limit (`classifier`, `on_event`).
+        fn adaptive_limit<AL2>(AL) -> (F, T, R, C, RL, CL, AL2, A);
+        /// Attach hooks to the per-attempt timeout (e.g. `|t| t.on_event(..)`).
+        fn attempt_timeout<A2>(A) -> (F, T, R, C, RL, CL, AL, A2);
     }
 }
 
