@@ -65,6 +65,25 @@ pub fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The inverse of [`nanos`] for a duration kept in an atomic: `u64::MAX` (what [`nanos`]
+/// makes of anything from 584 years up) reads back as `Duration::MAX`, so "forever"
+/// round-trips.
+///
+/// ```
+/// use palisade_core::time::{from_nanos, nanos};
+/// use std::time::Duration;
+/// assert_eq!(from_nanos(nanos(Duration::MAX)), Duration::MAX);
+/// assert_eq!(from_nanos(nanos(Duration::from_millis(3))), Duration::from_millis(3));
+/// ```
+#[inline]
+pub fn from_nanos(nanos: u64) -> Duration {
+    if nanos == u64::MAX {
+        Duration::MAX
+    } else {
+        Duration::from_nanos(nanos)
+    }
+}
+
 /// `duration × factor` for a finite, non-negative factor, saturating at `Duration::MAX`;
 /// NaN or a negative factor gives zero.
 pub fn mul_f64(duration: Duration, factor: f64) -> Duration {

@@ -177,4 +177,14 @@ async fn a_stale_handle_changes_the_staleness_bound_and_refuses_a_new_capacity()
     assert_eq!(handle.snapshot().entries, 1);
     handle.clear();
     assert_eq!(handle.snapshot().entries, 0);
+
+    // "Forever" round-trips through the handle.
+    let forever = handle
+        .config()
+        .to_builder()
+        .max_staleness(Duration::MAX)
+        .build()
+        .unwrap();
+    handle.update(forever).unwrap();
+    assert_eq!(handle.config().max_staleness(), Duration::MAX);
 }

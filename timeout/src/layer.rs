@@ -94,7 +94,7 @@ pub(crate) struct Shared {
 impl Shared {
     #[inline]
     pub(crate) fn timeout(&self) -> Duration {
-        from_nanos(self.timeout_nanos.load(Ordering::Relaxed))
+        time::from_nanos(self.timeout_nanos.load(Ordering::Relaxed))
     }
 
     pub(crate) fn name(&self) -> &Name {
@@ -113,17 +113,6 @@ impl Shared {
     #[inline]
     pub(crate) fn observed(&self) -> bool {
         self.completed.is_enabled() || self.elapsed.is_enabled() || self.observing()
-    }
-}
-
-/// The stored timeout as a duration: `u64::MAX` nanoseconds (what [`time::nanos`] makes of
-/// anything longer than 584 years) reads back as `Duration::MAX`, so "forever" round-trips.
-#[inline]
-fn from_nanos(nanos: u64) -> Duration {
-    if nanos == u64::MAX {
-        Duration::MAX
-    } else {
-        Duration::from_nanos(nanos)
     }
 }
 

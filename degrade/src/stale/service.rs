@@ -108,7 +108,7 @@ where
 
     /// How old an entry may be and still be served.
     pub(crate) fn max_staleness(&self) -> Duration {
-        Duration::from_nanos(self.max_staleness.load(Ordering::Relaxed))
+        time::from_nanos(self.max_staleness.load(Ordering::Relaxed))
     }
 
     pub(crate) fn set_max_staleness(&self, max_staleness: Duration) {
