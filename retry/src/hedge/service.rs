@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::metrics::Counter;
-use palisade_core::{Classify, ConfigError, Emitter, RejectionAware};
+use palisade_core::{Classify, ConfigError, Emitter, RejectionAware, time};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -44,8 +44,8 @@ impl Live {
 
     fn store(&self, config: &HedgeConfig) {
         if let HedgeDelay::Fixed { delay } = config.delay {
-            let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-            self.delay_nanos.store(nanos, Ordering::Release);
+            self.delay_nanos
+                .store(time::nanos(delay), Ordering::Release);
         }
         self.max_hedges.store(config.max_hedges, Ordering::Release);
     }
@@ -58,7 +58,7 @@ impl Live {
     }
 
     fn fixed_delay(&self) -> Duration {
-        Duration::from_nanos(self.delay_nanos.load(Ordering::Acquire))
+        time::from_nanos(self.delay_nanos.load(Ordering::Acquire))
     }
 
     /// Apply `config`: the fixed delay and `max_hedges` change; the kind of delay, a
