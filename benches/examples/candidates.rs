@@ -51,6 +51,18 @@ fn main() {
             with(&|p| p.adaptive_limit = Limit::Gradient),
         ),
         (
+            "limit waits (deadline, queue 1000)",
+            with(&|p| p.limit_wait = Some((Duration::MAX, 1000))),
+        ),
+        (
+            "limit waits (1 s, queue 1000)",
+            with(&|p| p.limit_wait = Some((ms(1000), 1000))),
+        ),
+        (
+            "limit waits (deadline, queue = limit)",
+            with(&|p| p.limit_wait = Some((Duration::MAX, 0))),
+        ),
+        (
             "limit: 100 ms",
             with(&|p| p.adaptive_limit = Limit::AimdSignal(ms(100), Signal::Latency)),
         ),

@@ -118,6 +118,9 @@ pub struct TunedParams {
     pub adaptive_limit: Limit,
     /// AIMD: the factor applied to the limit on a decrease signal.
     pub aimd_backoff: f64,
+    /// The adaptive limit's wait mode: `(max_wait, max_queue)` (a `max_queue` of 0: the
+    /// default bound, the current limit); `None`: reject mode.
+    pub limit_wait: Option<(Duration, usize)>,
 }
 
 impl Default for TunedParams {
@@ -152,6 +155,7 @@ impl Default for TunedParams {
             probes: 5,
             adaptive_limit: Limit::Aimd(Duration::from_millis(150)),
             aimd_backoff: 0.8,
+            limit_wait: None,
         }
     }
 }
@@ -229,17 +233,17 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
                 },
                 Signal::AnyError => |r| Classify::classify(&palisade::retry::RejectionAware, r),
             };
-            Either::Left(
-                AdaptiveLimitLayer::builder()
-                    .name("api")
-                    .algorithm(
-                        Aimd::new()
-                            .latency_threshold(threshold)
-                            .backoff_ratio(p.aimd_backoff),
-                    )
-                    .build()?
-                    .classifier(signal),
-            )
+            let builder = AdaptiveLimitLayer::builder().name("api").algorithm(
+                Aimd::new()
+                    .latency_threshold(threshold)
+                    .backoff_ratio(p.aimd_backoff),
+            );
+            let builder = match p.limit_wait {
+                Some((max_wait, 0)) => builder.max_wait(max_wait),
+                Some((max_wait, max_queue)) => builder.max_wait(max_wait).max_queue(max_queue),
+                None => builder,
+            };
+            Either::Left(builder.build()?.classifier(signal))
         }
         Limit::Gradient => Either::Left(
             AdaptiveLimitLayer::builder()

@@ -1,13 +1,16 @@
-//! The adaptive limit's response future: it measures the call and holds its slot.
+//! The adaptive limit's response future: it measures the call and holds its slot, and in
+//! wait mode waits for the slot.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use palisade_core::{Classify, Overloaded};
 use pin_project_lite::pin_project;
+use tower_service::Service;
 
-use super::service::Slot;
+use super::service::{Slot, Wait};
 
 pin_project! {
     /// The response future of [`AdaptiveLimit`](super::AdaptiveLimit).
@@ -15,29 +18,49 @@ pin_project! {
     /// It holds the call's slot: when the call completes, its round trip and outcome feed
     /// the algorithm and the slot is freed; if the future is dropped first (cancelled, or
     /// unwound by a panic), the slot is freed and no sample is taken.
-    #[derive(Debug)]
-    pub struct ResponseFuture<F, C> {
+    ///
+    /// In wait mode, a call that found every slot taken waits here for one, with the
+    /// readied inner service and the request, then calls the service. The wait is part of
+    /// the call: an outer timeout's future covers it, and it ends at the caller's deadline
+    /// or after `max_wait`, whichever comes first, with [`Overloaded`]. Dropping this
+    /// future while it waits leaves the queue.
+    pub struct ResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
         #[pin]
-        state: State<F, C>,
+        state: State<S, Req, C>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    #[derive(Debug)]
-    enum State<F, C> {
-        Called { #[pin] fut: F, slot: Option<Slot>, classifier: C },
+    enum State<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        Called { #[pin] fut: S::Future, slot: Option<Slot>, classifier: C },
+        Waiting { wait: Pin<Box<Wait<S, Req>>>, classifier: Option<C> },
         Rejected { error: Option<Overloaded> },
     }
 }
 
-impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(fut: F, slot: Slot, classifier: C) -> Self {
+impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
+    pub(crate) fn called(fut: S::Future, slot: Slot, classifier: C) -> Self {
         Self {
             state: State::Called {
                 fut,
                 slot: Some(slot),
                 classifier,
+            },
+        }
+    }
+
+    pub(crate) fn waiting(wait: Wait<S, Req>, classifier: C) -> Self {
+        Self {
+            state: State::Waiting {
+                wait: Box::pin(wait),
+                classifier: Some(classifier),
             },
         }
     }
@@ -49,31 +72,55 @@ impl<F, C> ResponseFuture<F, C> {
     }
 }
 
-impl<F, C, T, E> Future for ResponseFuture<F, C>
+impl<S, Req, C, T, E> Future for ResponseFuture<S, Req, C>
 where
-    F: Future<Output = Result<T, E>>,
+    S: Service<Req, Response = T, Error = E>,
     C: Classify<T, E>,
     E: From<Overloaded>,
 {
     type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Called {
-                fut,
-                slot,
-                classifier,
-            } => {
-                let out = std::task::ready!(fut.poll(cx));
-                if let Some(slot) = slot.take() {
-                    slot.complete(classifier.classify(&out));
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::Called {
+                    fut,
+                    slot,
+                    classifier,
+                } => {
+                    let out = ready!(fut.poll(cx));
+                    if let Some(slot) = slot.take() {
+                        slot.complete(classifier.classify(&out));
+                    }
+                    return Poll::Ready(out);
                 }
-                Poll::Ready(out)
-            }
-            StateProj::Rejected { error } => {
-                let error = error.take().expect("polled after completion");
-                Poll::Ready(Err(error.into()))
+                StateProj::Waiting { wait, classifier } => {
+                    let mut slot = match ready!(wait.as_mut().poll_slot(cx)) {
+                        Ok(slot) => slot,
+                        Err(overloaded) => return Poll::Ready(Err(overloaded.into())),
+                    };
+                    let classifier = classifier.take().expect("polled after completion");
+                    // The round trip starts now, not when the call began to wait.
+                    slot.start();
+                    let fut = wait.as_mut().call();
+                    state.set(State::Called {
+                        fut,
+                        slot: Some(slot),
+                        classifier,
+                    });
+                }
+                StateProj::Rejected { error } => {
+                    let error = error.take().expect("polled after completion");
+                    return Poll::Ready(Err(error.into()));
+                }
             }
         }
+    }
+}
+
+impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }

@@ -38,7 +38,8 @@ impl AdaptiveLimitHandle {
     /// Apply `config` to the running limit: new bounds `min_limit` and `max_limit` take
     /// effect at once (the current limit is clamped into them, and the algorithm keeps
     /// moving it from there); a changed `initial_limit` restarts the limit from it (a
-    /// `LimitChanged` event says so). The algorithm and its parameters are fixed when the
+    /// `LimitChanged` event says so); `max_wait` and `max_queue` apply to the calls that
+    /// start waiting from then on. The algorithm and its parameters are fixed when the
     /// layer is built (its measurements belong to them), as is the name: a config that
     /// changes them, or an invalid one, is refused naming the field and changes nothing.
     ///
@@ -70,5 +71,10 @@ impl AdaptiveLimitHandle {
     /// Slots held now: calls in flight plus services readied but not yet called.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Calls waiting for a slot now (wait mode).
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Acquire)
     }
 }

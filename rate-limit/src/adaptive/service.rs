@@ -1,6 +1,8 @@
 //! The adaptive limit service and its shared state.
 
 use std::fmt;
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -9,7 +11,9 @@ use std::time::Duration;
 use palisade_core::{
     Classify, ConfigError, Emitter, Listeners, Outcome, Overloaded, config::ensure, time,
 };
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
+use tokio::sync::{Notify, futures::OwnedNotified};
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::Sample;
@@ -45,6 +49,15 @@ pub(crate) struct Shared {
     metrics: Metrics,
     /// The config in effect (the limit moves; the algorithm is fixed).
     pub(crate) config: RwLock<AdaptiveLimitConfig>,
+    /// Wait mode: how long a call may wait for a slot, nanoseconds (0: reject mode).
+    max_wait: AtomicU64,
+    /// The most calls waiting at once; `usize::MAX`: as many as the limit (the config's
+    /// `None`).
+    max_queue: AtomicUsize,
+    /// Calls waiting for a slot (wait mode).
+    pub(crate) waiting: AtomicUsize,
+    /// Wakes a waiting call when a slot frees or the limit grows.
+    notify: Arc<Notify>,
 }
 
 impl Shared {
@@ -63,8 +76,38 @@ impl Shared {
             origin: Instant::now(),
             min_limit: AtomicUsize::new(config.min_limit),
             max_limit: AtomicUsize::new(config.max_limit),
+            max_wait: AtomicU64::new(time::nanos(config.max_wait)),
+            max_queue: AtomicUsize::new(config.max_queue.unwrap_or(usize::MAX)),
+            waiting: AtomicUsize::new(0),
+            notify: Arc::new(Notify::new()),
             emitter: Emitter::new(config.name, listeners),
             metrics,
+        }
+    }
+
+    /// How long a call may wait for a slot (zero: reject mode).
+    #[inline]
+    fn max_wait(&self) -> Duration {
+        time::from_nanos(self.max_wait.load(Ordering::Relaxed))
+    }
+
+    /// The queue bound in effect: `max_queue`, or the current limit when unset.
+    fn max_queue(&self) -> usize {
+        match self.max_queue.load(Ordering::Relaxed) {
+            usize::MAX => self.limit.load(Ordering::Relaxed),
+            n => n,
+        }
+    }
+
+    /// A slot was freed or added: wake a waiting call, if any. The waiting count is read
+    /// after the slot was freed (both sequentially consistent), and a waiter counts itself
+    /// before it looks for a slot, so either this sees the waiter or the waiter sees the
+    /// slot: no wake-up is lost.
+    #[inline]
+    fn wake(&self, slots: usize) {
+        let waiting = self.waiting.load(Ordering::SeqCst);
+        for _ in 0..slots.min(waiting) {
+            self.notify.notify_one();
         }
     }
 
@@ -179,22 +222,28 @@ impl Shared {
                 Err(actual) => exact = actual,
             }
         };
+        self.max_wait
+            .store(time::nanos(config.max_wait), Ordering::Relaxed);
+        self.max_queue
+            .store(config.max_queue.unwrap_or(usize::MAX), Ordering::Relaxed);
         self.publish(next as usize);
         *current = config;
         Ok(())
     }
 
     fn publish(&self, to: usize) {
-        let from = self.limit.swap(to, Ordering::AcqRel);
+        let from = self.limit.swap(to, Ordering::SeqCst);
+        if to > from {
+            self.wake(to - from);
+        }
         if from != to {
             self.metrics.limit.set(to as f64);
             self.emitter.emit(|| LimitEvent::LimitChanged { from, to });
         }
     }
 
-    fn rejected(&self) -> Overloaded {
+    fn rejected(&self, limit: &'static str) -> Overloaded {
         self.metrics.rejected.increment(1);
-        let limit = "max in-flight";
         self.emitter.emit(|| LimitEvent::Overloaded {
             kind: LimitKind::Adaptive,
             limit,
@@ -248,8 +297,147 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.shared.metrics.in_flight.add(-1.0);
+        self.shared.wake(1);
+    }
+}
+
+// ===== waiting =====
+
+/// A place in the wait queue (wait mode): counted as waiting while it lives, from
+/// `poll_ready` until the call is admitted, refused or dropped.
+#[derive(Debug)]
+pub(crate) struct QueueSlot {
+    shared: Arc<Shared>,
+}
+
+impl QueueSlot {
+    fn join(shared: &Arc<Shared>) -> Option<Self> {
+        let queued = shared.waiting.fetch_add(1, Ordering::SeqCst);
+        if queued >= shared.max_queue() {
+            // The queue is full: leave again.
+            shared.waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Self {
+            shared: Arc::clone(shared),
+        })
+    }
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pin_project! {
+    /// A call waiting for a slot in its response future (boxed there: only waiting calls
+    /// pay for it), with the readied inner service and the request.
+    pub(crate) struct Wait<S, Req> {
+        queued: Option<QueueSlot>,
+        #[pin]
+        notified: OwnedNotified,
+        started: Instant,
+        // Gives up here: `max_wait` after the call, or the caller's deadline if earlier.
+        #[pin]
+        give_up: Sleep,
+        // The deadline, not `max_wait`, bounds the wait.
+        by_deadline: bool,
+        inner: Option<S>,
+        req: Option<Req>,
+    }
+}
+
+impl<S, Req> Wait<S, Req> {
+    /// Start waiting now; the caller's deadline in effect now bounds the wait.
+    fn new(queued: QueueSlot, inner: S, req: Req) -> Self {
+        let started = Instant::now();
+        let (give_up, by_deadline) = crate::give_up_at(started, queued.shared.max_wait());
+        Self {
+            notified: Arc::clone(&queued.shared.notify).notified_owned(),
+            queued: Some(queued),
+            started,
+            give_up: tokio::time::sleep_until(give_up),
+            by_deadline,
+            inner: Some(inner),
+            req: Some(req),
+        }
+    }
+
+    /// Ready with a slot once one is free, or with the refusal once the wait ends.
+    pub(crate) fn poll_slot(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Slot, Overloaded>> {
+        let mut this = self.project();
+        let shared = match this.queued.as_ref() {
+            Some(queued) => Arc::clone(&queued.shared),
+            None => panic!("ResponseFuture polled after completion"),
+        };
+        loop {
+            // Listen before looking, so that a slot freed in between wakes this call.
+            this.notified.as_mut().enable();
+            if let Some(slot) = shared.try_acquire() {
+                *this.queued = None;
+                shared.admitted(*this.started);
+                shared.metrics.admitted.increment(1);
+                return Poll::Ready(Ok(slot));
+            }
+            if this.notified.as_mut().poll(cx).is_ready() {
+                // Woken, and another call took the slot first: listen again.
+                this.notified
+                    .set(Arc::clone(&shared.notify).notified_owned());
+                continue;
+            }
+            if this.give_up.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *this.queued = None;
+            // A wake-up this call received and cannot use goes to the next waiter.
+            shared.wake(1);
+            let limit = if *this.by_deadline {
+                "deadline"
+            } else {
+                "max wait"
+            };
+            return Poll::Ready(Err(shared.rejected(limit)));
+        }
+    }
+
+    /// Call the readied service with the request; once, after admission.
+    pub(crate) fn call(self: Pin<&mut Self>) -> S::Future
+    where
+        S: Service<Req>,
+    {
+        let this = self.project();
+        let mut inner = this.inner.take().expect("called once");
+        let req = this.req.take().expect("called once");
+        inner.call(req)
+    }
+}
+
+impl<S, Req> fmt::Debug for Wait<S, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait")
+            .field("started", &self.started)
+            .field("by_deadline", &self.by_deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// A waiting call was admitted after waiting since `started`.
+    fn admitted(&self, started: Instant) {
+        if self.emitter.is_active() || self.metrics.wait.is_enabled() {
+            let waited = started.elapsed();
+            self.metrics.wait.record(waited.as_secs_f64());
+            self.emitter.emit(|| LimitEvent::Admitted {
+                kind: LimitKind::Adaptive,
+                waited,
+            });
+        }
     }
 }
 
@@ -258,16 +446,40 @@ impl Drop for Slot {
 /// A service whose calls in flight are limited by an adaptive limit; built by
 /// [`AdaptiveLimitLayer`](super::AdaptiveLimitLayer).
 ///
-/// `poll_ready` takes a slot if one is free, then readies the inner service; if none is,
-/// it returns `Ready(Ok)` without readying the inner service and `call` fails with
-/// [`Overloaded`]. A slot taken in `poll_ready` is freed if the service is dropped before
-/// `call`. The round trip the algorithm sees is measured from `call` to the response, never
-/// including the wait for the inner service's readiness.
+/// `poll_ready` takes a slot if one is free, then readies the inner service. A slot taken
+/// in `poll_ready` is freed if the service is dropped before `call`. The round trip the
+/// algorithm sees is measured from the inner service's `call` to its response, never
+/// including the wait for the inner service's readiness or for a slot.
+///
+/// When every slot is taken:
+///
+/// - **reject mode** (`max_wait` zero, the default), or a full queue: `poll_ready` returns
+///   `Ready(Ok)` without readying the inner service and `call` fails with [`Overloaded`];
+/// - **wait mode**: `poll_ready` takes a place in the queue and readies the inner service;
+///   `call` moves the readied service and the request into the response future, which
+///   waits for a slot (woken in arrival order as slots free or the limit grows), then calls
+///   it. The wait is inside the caller's deadline: an outer timeout's future covers it, and
+///   it gives up at that deadline ([`Deadline::current`](palisade_core::Deadline::current),
+///   set while `call` runs) or after `max_wait`, whichever comes first, with
+///   [`Overloaded`] (`"deadline"` or `"max wait"`). Hence `S: Clone`: the waiting call
+///   takes the readied service and leaves a clone.
 pub struct AdaptiveLimit<S, C> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
-    readiness: Option<Option<Slot>>,
+    readiness: Readiness,
+}
+
+/// What the next call gets.
+enum Readiness {
+    /// Not yet asked for a slot.
+    Idle,
+    /// Holding a slot for the next call.
+    Slot(Slot),
+    /// Wait mode, every slot taken: the next call waits for one in its future.
+    Queued(QueueSlot),
+    /// The next call is refused for this reason.
+    Rejected(&'static str),
 }
 
 impl<S, C> AdaptiveLimit<S, C> {
@@ -276,7 +488,7 @@ impl<S, C> AdaptiveLimit<S, C> {
             inner,
             shared,
             classifier,
-            readiness: None,
+            readiness: Readiness::Idle,
         }
     }
 
@@ -299,43 +511,74 @@ impl<S, C> AdaptiveLimit<S, C> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// What the next call gets: a free slot, a place in the queue, or a refusal.
+    #[inline]
+    fn admit(&self) -> Readiness {
+        if let Some(slot) = self.shared.try_acquire() {
+            return Readiness::Slot(slot);
+        }
+        self.admit_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(&self) -> Readiness {
+        if self.shared.max_wait().is_zero() {
+            return Readiness::Rejected("max in-flight");
+        }
+        match QueueSlot::join(&self.shared) {
+            // A slot freed while this call joined the queue: take it.
+            Some(queued) => match self.shared.try_acquire() {
+                Some(slot) => Readiness::Slot(slot),
+                None => Readiness::Queued(queued),
+            },
+            None => Readiness::Rejected("queue full"),
+        }
+    }
 }
 
 impl<S, C, Req> Service<Req> for AdaptiveLimit<S, C>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: From<Overloaded>,
     C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S, Req, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let slot = self
-            .readiness
-            .get_or_insert_with(|| self.shared.try_acquire());
-        match slot {
+        if let Readiness::Idle = self.readiness {
+            self.readiness = self.admit();
+        }
+        match self.readiness {
             // The call will be refused: do not reserve the inner service for it.
-            None => Poll::Ready(Ok(())),
-            Some(_) => self.inner.poll_ready(cx),
+            Readiness::Rejected(_) => Poll::Ready(Ok(())),
+            Readiness::Slot(_) | Readiness::Queued(_) => self.inner.poll_ready(cx),
+            Readiness::Idle => unreachable!("admitted above"),
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let readiness = self
-            .readiness
-            .take()
-            .expect("AdaptiveLimit::call without poll_ready returning Ready first");
-        match readiness {
-            Some(mut slot) => {
+        match std::mem::replace(&mut self.readiness, Readiness::Idle) {
+            Readiness::Slot(mut slot) => {
                 self.shared.metrics.admitted.increment(1);
                 // The round trip starts now, not when the slot was taken in `poll_ready`.
                 slot.start();
                 let fut = self.inner.call(req);
                 ResponseFuture::called(fut, slot, self.classifier.clone())
             }
-            None => ResponseFuture::rejected(self.shared.rejected()),
+            Readiness::Queued(queued) => {
+                // The readied service goes with the waiting call; a clone stays here.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(Wait::new(queued, inner, req), self.classifier.clone())
+            }
+            Readiness::Rejected(limit) => ResponseFuture::rejected(self.shared.rejected(limit)),
+            Readiness::Idle => {
+                panic!("AdaptiveLimit::call without poll_ready returning Ready first")
+            }
         }
     }
 }
