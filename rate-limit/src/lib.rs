@@ -9,7 +9,7 @@
 //! - [`ConcurrencyLimitLayer`]: a bulkhead of at most N calls in flight, waiting in a
 //!   bounded queue or rejecting.
 //! - [`AdaptiveLimitLayer`]: a concurrency limit that follows the backend's capacity,
-//!   with [`Aimd`] or [`Gradient`].
+//!   with [`Aimd`] or [`Gradient`], rejecting or waiting in a bounded queue.
 //!
 //! Rejections are palisade's shared ones: [`RateLimited`](palisade_core::RateLimited)
 //! (with the exact `retry_after` governor computed) and
@@ -161,7 +161,7 @@
 //!   waiter costs no quota.
 //! - The concurrency and adaptive limits take a free permit in `poll_ready` and release it
 //!   when the response future completes, fails, panics or is dropped, or when a readied
-//!   service is dropped before `call`. When none is free, the concurrency limit's wait mode
+//!   service is dropped before `call`. When none is free, either limit's wait mode
 //!   takes a place in its queue in `poll_ready` and waits for the permit **in the response
 //!   future** (with the readied inner service, hence `S: Clone` there too), so the wait is
 //!   inside the caller's deadline; a call that cannot get one is refused from `call` (or
