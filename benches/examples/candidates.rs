@@ -73,30 +73,40 @@ fn main() {
         ("limit: backoff 0.9", with(&|p| p.aimd_backoff = 0.9)),
         ("limit: backoff 0.95", with(&|p| p.aimd_backoff = 0.95)),
         ("elapsed = slow call", with(&|p| p.elapsed_is_slow = true)),
+        ("failure threshold 50%", with(&|p| p.failure_rate = 50.0)),
+        ("failure threshold 90%", with(&|p| p.failure_rate = 90.0)),
         (
-            "open 100 ms",
+            "open 250 ms, 5 probes, 50% (the previous defaults)",
             with(&|p| {
-                p.open_duration = ms(100);
-                p.max_open = ms(100);
+                p.open_duration = ms(250);
+                p.max_open = ms(250);
+                p.probes = 5;
+                p.failure_rate = 50.0;
             }),
         ),
         (
-            "open 500 ms",
+            "open 250 ms",
             with(&|p| {
-                p.open_duration = ms(500);
-                p.max_open = ms(500);
+                p.open_duration = ms(250);
+                p.max_open = ms(250);
             }),
         ),
         (
-            "open 100 ms, x2 per reopen up to 400 ms",
+            "open 50 ms",
             with(&|p| {
-                p.open_duration = ms(100);
+                p.open_duration = ms(50);
+                p.max_open = ms(50);
+            }),
+        ),
+        (
+            "open 100 ms, x2 per reopen up to 1 s",
+            with(&|p| {
                 p.open_multiplier = 2.0;
-                p.max_open = ms(400);
+                p.max_open = ms(1000);
             }),
         ),
-        ("1 probe", with(&|p| p.probes = 1)),
-        ("20 probes", with(&|p| p.probes = 20)),
+        ("2 probes", with(&|p| p.probes = 2)),
+        ("5 probes", with(&|p| p.probes = 5)),
         ("budget floor 1/s", with(&|p| p.budget_min_per_sec = 1)),
         ("budget 30%", with(&|p| p.budget_ratio = 0.3)),
     ];

@@ -62,12 +62,14 @@ impl Card {
 
     /// The bar every incident shares, with the incident's own goodput tolerances:
     /// - goodput ≥ no resilience − `vs_none` and ≥ the best other stack − `vs_best`;
-    /// - amplification ≤ 1.2 over the run (the budget's 20%) and ≤ 1.25 in the fault's
+    /// - amplification ≤ 1.2 over the run (the budget's 20%) and ≤ 1.3 in the fault's
     ///   first second: the budget (1 s of deposits, 20%, a floor of 3/s) can lend at most
     ///   (100 + 20 + 3) / 100 = 1.23 there, plus Poisson noise between the second that
-    ///   deposits and the second that withdraws;
+    ///   deposits and the second that withdraws (the heavy-errors incident, where the
+    ///   breaker rightly stays closed and the budget alone bounds retries, reports 1.27);
     /// - never metastable, and recovered at most 1 s after no resilience recovered (one
-    ///   250 ms open interval plus a probe, at the report's 1 s resolution).
+    ///   100 ms open interval plus a probe that may hang for the 300 ms attempt timeout, at
+    ///   the report's 1 s resolution).
     fn holds_the_bar(&self, vs_none: f64, vs_best: f64) {
         let c = self.candidate();
         let table = scorecard::markdown(&self.rows);
@@ -81,7 +83,7 @@ impl Card {
         );
         assert!(c.amplification <= 1.2, "amplification:\n{table}");
         assert!(
-            c.first_second_amplification <= 1.25,
+            c.first_second_amplification <= 1.3,
             "first-second amplification:\n{table}"
         );
         assert!(!c.metastable, "metastable:\n{table}");
@@ -110,15 +112,31 @@ fn random_errors() {
 }
 
 #[test]
+fn heavy_errors() {
+    let card = Card::run("heavy-errors");
+    // 60% of calls fail for 15 s: no resilience serves 40% of them, 30 × 100 + 15 × 40 =
+    // 3600 requests, 80 req/s (reported 80.0). The breaker stays closed (60% is under its
+    // 80% threshold: the backend still answers), and the budget lends about 23 retries a
+    // second, each succeeding 40% of the time: about +9 req/s during the fault, +3 over
+    // the run (reported 82.5). Demand +1.5. At the old 50% threshold the breaker opened on
+    // this backend and served 72 (8 below no resilience). Stacks without a budget (tower:
+    // 3 attempts, 1.31 backend calls per request) succeed 1 - 0.6³ = 78% of the time during
+    // the fault against the candidate's ≈ 50%: (78 - 50) × 15 / 45 ≈ 9.5 req/s, the price
+    // of the 20% budget (reported 9.9): tolerance 11.
+    card.holds_the_bar(-1.5, 11.0);
+}
+
+#[test]
 fn outage() {
     let card = Card::run("outage");
     // Nothing can succeed in the 15 s outage: at most 30 s × 100 = 3000 of 4500 requests,
     // 66.7 req/s plus Poisson luck (no resilience reports 67.7). A breaker refuses calls
-    // for up to one open interval after the backend is back: 250 ms × 100 req/s = 25
-    // requests = 0.56 req/s; retrying stacks win back the requests of the outage's last
-    // ~150 ms (tower's 50 + 100 ms backoff), 15 requests = 0.33 req/s (tower reports 68.0).
-    card.holds_the_bar(0.6, 0.6 + 0.33);
-    // The breaker keeps the dead backend's load low: probes only (5 per 250 ms at most),
+    // for up to one open interval after the backend is back, plus a probe's round trip:
+    // about 120 ms × 100 req/s = 12 requests = 0.27 req/s (reported 67.6); retrying stacks
+    // win back the requests of the outage's last ~150 ms (tower's 50 + 100 ms backoff),
+    // 15 requests = 0.33 req/s (tower reports 68.0).
+    card.holds_the_bar(0.3, 0.3 + 0.33);
+    // The breaker keeps the dead backend's load low: probes only (one per 100 ms at most),
     // where naive retry triples the load in the first second (3 attempts, reported 3.00).
     assert!(card.candidate().amplification < 0.8);
     assert!(card.get(StackKind::NaiveRetry).first_second_amplification > 2.9);
@@ -128,9 +146,11 @@ fn outage() {
 fn latency_spike() {
     let card = Card::run("latency-spike");
     // Every call takes 3 s more for 15 s, longer than the client's 2 s deadline: as in the
-    // outage nothing succeeds during it, and the breaker (opened on slow calls) costs at
-    // most one 250 ms open interval after it: the outage's tolerances.
-    card.holds_the_bar(0.6, 0.6 + 0.33);
+    // outage nothing succeeds during it, and the breaker (opened on timed-out attempts)
+    // costs at most one 100 ms open interval after it plus a probe sent during the spike,
+    // which hangs for the 300 ms attempt timeout: 40 requests = 0.9 req/s (reported 0.3
+    // below no resilience).
+    card.holds_the_bar(0.9, 0.9 + 0.33);
     // The incident bites: unbudgeted retries of timed-out attempts (tower-resilience: 3
     // attempts, no budget) keep the queue full after the spike, a metastable failure.
     assert!(card.get(StackKind::TowerResilience).metastable);
@@ -154,11 +174,12 @@ fn brown_out() {
 #[test]
 fn flapping() {
     let card = Card::run("flapping");
-    // Down 2 s, up 3 s, three times. Each return costs the breaker at most one 250 ms open
-    // interval (25 requests); three returns = 75 requests = 1.7 req/s at worst (reported
-    // 0.4 below no resilience's 87.0). Retrying stacks win back the end of each down
-    // phase, 3 × 15 requests = 1 req/s (tower reports 87.9).
-    card.holds_the_bar(1.7, 1.7 + 1.0);
+    // Down 2 s, up 3 s, three times. Each return costs the breaker at most one 100 ms open
+    // interval plus a probe's round trip (failures are fast here): about 12 requests; three
+    // returns = 36 requests = 0.8 req/s at worst (reported 0.4 below no resilience's 87.0;
+    // 1.0 below with the old 250 ms and five probes). Retrying stacks win back the end of
+    // each down phase, 3 × 15 requests = 1 req/s (tower reports 87.9).
+    card.holds_the_bar(0.8, 0.8 + 1.0);
 }
 
 #[test]
@@ -167,11 +188,11 @@ fn gradual_recovery() {
     // Down 10-15 s, then capacity ramps from 0 to 150/s until 35 s; it passes the 100 req/s
     // load at 15 + 20 × 100/150 ≈ 28.3 s. No resilience lets the backend's own queue shed
     // what the ramp cannot serve yet (reported 74.6). The default's breaker costs at most
-    // one 250 ms open interval when the backend starts answering again (0.56 req/s), and
+    // one 100 ms open interval when the backend starts answering again (0.27 req/s), and
     // its adaptive limit (AIMD, decreasing at most once per round trip when answers take
-    // over 150 ms) backs off below what the ramp could just have served: reported 73.1,
-    // 1.5 below (72.8 with a 0.9 backoff step; tuned stacks with HTTP-aware classifiers:
-    // 73.9). Without the adaptive limit the default served 65.0, 9.6 below. Tolerance 2.0.
+    // over 150 ms) backs off below what the ramp could just have served: reported 73.5,
+    // 1.1 below (tuned stack with HTTP-aware classifiers: 74.3). Without the adaptive
+    // limit the default served 65.0, 9.6 below. Tolerance 2.0.
     card.holds_the_bar(2.0, 2.0);
     // The incident bites: unbudgeted retries over the ramp (tower built-ins) keep the
     // recovering backend saturated and never recover.
@@ -201,10 +222,12 @@ fn overload_2x() {
 fn retry_storm() {
     let card = Card::run("retry-storm");
     // A 3 s blackhole (calls take 10 s more): its 300 requests fail for everyone, at most
-    // (4500 - 300) / 45 = 93.3 req/s (reported 93.4 for no resilience and the candidate,
-    // 93.7 for tower, whose 150 ms of backoff outlives the blackhole for its last
-    // requests: 15 requests = 0.33 req/s).
-    card.holds_the_bar(0.3, 0.3 + 0.33);
+    // (4500 - 300) / 45 = 93.3 req/s (reported 93.4 for no resilience, 93.7 for tower,
+    // whose 150 ms of backoff outlives the blackhole for its last requests: 15 requests =
+    // 0.33 req/s). The breaker opened in the blackhole closes after it within one 100 ms
+    // open interval plus a probe sent into the blackhole, which hangs for the 300 ms
+    // attempt timeout: 40 requests = 0.9 req/s (reported 92.8, 0.6 below).
+    card.holds_the_bar(0.9, 0.9 + 0.33);
 }
 
 #[test]
@@ -215,8 +238,8 @@ fn rate_limited() {
     // Retries can only take quota that new requests would also have used, so no stack can
     // beat the quota by much (tower: 88.0). The default stack cannot tell a 429 in a
     // `BoxError` from a failure, so its breaker opens briefly on them and its retries
-    // ignore the Retry-After: reported 87.6, 0.1 below no resilience (5 requests in 45 s):
-    // tolerance 0.2 (and 0.5 below the best). With the HTTP classifiers (`palisade-http`:
+    // ignore the Retry-After: reported 87.7, level with no resilience (0.1 below with the
+    // old 50% threshold): tolerance 0.2 (and 0.5 below the best). With the HTTP classifiers (`palisade-http`:
     // a 429 is not a failure, its Retry-After is honoured) the tuned stack serves 88.2,
     // the best: asserted below.
     card.holds_the_bar(0.2, 0.5);
@@ -263,8 +286,13 @@ fn hangs() {
 /// The default stack's promises are not one seed's luck: on three other seeds (arrivals,
 /// latencies, faults and jitter all redrawn), in every incident it is never metastable,
 /// never amplifies past its budget over a run, and never trails no resilience by more than
-/// 3 req/s. The largest gap measured is 2.5 (2× overload, seed 3: 81.1 against 83.6, the
-/// drained-queue margin explained in `overload_2x`); brown-out, where retries within the
+/// 3.5 req/s. The largest gap is the 2× overload on seed 3 (80.4 against 83.6): the
+/// drained-queue margin explained in `overload_2x` (up to 2.2 req/s) plus a collapse at the
+/// overload's onset, where the backend spends about a second on attempts that already
+/// timed out before the adaptive limit has come down (about 50 requests, 1.1 req/s). The
+/// breaker's 80% threshold lets that collapse last longer than 50% did (81.1 on that seed;
+/// 2 of 12 seeds differ, by 0.7), the price of not opening on a backend that still answers
+/// 40% of calls (`heavy_errors`: 82.5 against 72). Brown-out, where retries within the
 /// budget serve the most, leads by 4.5-5.2.
 #[test]
 fn the_defaults_hold_on_other_seeds() {
@@ -283,7 +311,7 @@ fn the_defaults_hold_on_other_seeds() {
             );
             assert!(!default.metastable, "{what}");
             assert!(default.amplification <= 1.2, "{what}");
-            assert!(default.goodput >= none.goodput - 3.0, "{what}");
+            assert!(default.goodput >= none.goodput - 3.5, "{what}");
         }
     }
 }

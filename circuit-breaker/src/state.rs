@@ -926,6 +926,7 @@ mod tests {
     fn count_window_truly_slides() {
         let (b, t0) = breaker(
             CircuitBreakerConfig::builder()
+                .failure_rate_threshold(50.0)
                 .count_window(10)
                 .minimum_calls(10),
         );
@@ -940,6 +941,7 @@ mod tests {
     fn time_window_forgets_old_failures() {
         let (b, t0) = breaker(
             CircuitBreakerConfig::builder()
+                .failure_rate_threshold(50.0)
                 .time_window(10 * SEC, 10)
                 .minimum_calls(4),
         );
@@ -1007,6 +1009,7 @@ mod tests {
     fn tripped(probes: u32) -> (Breaker, Instant) {
         let (b, t0) = breaker(
             CircuitBreakerConfig::builder()
+                .failure_rate_threshold(50.0)
                 .count_window(2)
                 .minimum_calls(2)
                 .open_duration(10 * SEC)
@@ -1075,6 +1078,7 @@ mod tests {
     fn a_hung_probe_expires_as_a_failure_and_frees_the_half_open_state() {
         let (b, t0) = breaker(
             CircuitBreakerConfig::builder()
+                .failure_rate_threshold(50.0)
                 .count_window(2)
                 .minimum_calls(2)
                 .open_duration(10 * SEC)

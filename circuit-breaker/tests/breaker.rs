@@ -18,6 +18,7 @@ const SEC: Duration = Duration::from_secs(1);
 
 fn base() -> palisade_circuit_breaker::CircuitBreakerConfigBuilder {
     CircuitBreakerConfig::builder()
+        .failure_rate_threshold(50.0)
         .count_window(4)
         .minimum_calls(4)
         .open_duration(10 * SEC)

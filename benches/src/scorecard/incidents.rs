@@ -69,6 +69,11 @@ pub fn incidents() -> Vec<Incident> {
             script: script(Fault::errors(span.clone(), 0.10)),
         },
         Incident {
+            name: "heavy-errors",
+            what: "60% of calls fail",
+            script: script(Fault::errors(span.clone(), 0.60)),
+        },
+        Incident {
             name: "outage",
             what: "full outage 10-25 s",
             script: script(Fault::outage(span.clone())),
