@@ -27,6 +27,7 @@ prop_compose! {
         elapsed in proptest::option::of(duration()),
         cells in proptest::option::of((1u32..10_000, 1u64..60_000)),
         in_flight in proptest::option::of(1usize..10_000),
+        adaptive in proptest::option::of((1usize..1_000, prop_oneof![Just(Duration::ZERO), duration()], proptest::option::of(1usize..10_000))),
         attempt in proptest::option::of(duration()),
     ) -> Policy {
         let mut policy = Policy::new(name.clone());
@@ -49,6 +50,16 @@ prop_compose! {
             policy = policy.with_concurrency_limit(
                 ConcurrencyLimitConfig::builder(n).name(name.clone()).build().unwrap(),
             );
+        }
+        if let Some((initial, max_wait, max_queue)) = adaptive {
+            let mut limit = AdaptiveLimitConfig::builder()
+                .name(name.clone())
+                .initial_limit(initial)
+                .max_wait(max_wait);
+            if let Some(q) = max_queue {
+                limit = limit.max_queue(q);
+            }
+            policy = policy.with_adaptive_limit(limit.build().unwrap());
         }
         if let Some(t) = attempt {
             policy = policy.with_attempt_timeout(

@@ -264,3 +264,38 @@ proptest! {
         });
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_max_queue_of_usize_max_is_unbounded_and_reads_back() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(Aimd::new().latency_threshold(Duration::from_secs(3600)))
+        .initial_limit(1)
+        .limits(1, 1)
+        .max_wait(Duration::MAX)
+        .max_queue(usize::MAX)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    assert_eq!(handle.config().max_queue(), Some(usize::MAX));
+    let svc = layer.layer(backend(Arc::clone(&calls)));
+    // Far more waiting calls than the limit (the default bound would refuse all but one).
+    let tasks: Vec<_> = (0..5u32)
+        .map(|n| tokio::spawn(svc.clone().oneshot(n)))
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(handle.waiting(), 4);
+    for (n, task) in (0..5u32).zip(tasks) {
+        assert_eq!(task.await.unwrap().unwrap(), n, "every call served in turn");
+    }
+    // And back to the default bound (the current limit) through an update.
+    let config = AdaptiveLimitConfig::builder()
+        .algorithm(Aimd::new().latency_threshold(Duration::from_secs(3600)))
+        .initial_limit(1)
+        .limits(1, 1)
+        .max_wait(Duration::MAX)
+        .build()
+        .unwrap();
+    handle.update(config).unwrap();
+    assert_eq!(handle.config().max_queue(), None);
+}

@@ -210,3 +210,17 @@ async fn a_forever_max_wait_waits_for_the_permit() {
     assert_eq!(start.elapsed(), Duration::from_millis(u64::from(hour) + 1));
     first.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_max_queue_of_usize_max_is_unbounded_and_reads_back() {
+    let layer = limit(1, 10_000, usize::MAX);
+    assert_eq!(layer.handle().config().max_queue(), Some(usize::MAX));
+    let svc = layer.layer(backend());
+    // Far more waiting calls than `max_in_flight` (the default bound would refuse all but one).
+    let tasks: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(svc.clone().oneshot(10)))
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), 10);
+    }
+}

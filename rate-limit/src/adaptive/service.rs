@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,9 +51,10 @@ pub(crate) struct Shared {
     pub(crate) config: RwLock<AdaptiveLimitConfig>,
     /// Wait mode: how long a call may wait for a slot, nanoseconds (0: reject mode).
     max_wait: AtomicU64,
-    /// The most calls waiting at once; `usize::MAX`: as many as the limit (the config's
-    /// `None`).
+    /// The most calls waiting at once, when `queue_follows_limit` is unset.
     max_queue: AtomicUsize,
+    /// The config's `max_queue` is `None`: as many waiting calls as the current limit.
+    queue_follows_limit: AtomicBool,
     /// Calls waiting for a slot (wait mode).
     pub(crate) waiting: AtomicUsize,
     /// Wakes a waiting call when a slot frees or the limit grows.
@@ -77,7 +78,8 @@ impl Shared {
             min_limit: AtomicUsize::new(config.min_limit),
             max_limit: AtomicUsize::new(config.max_limit),
             max_wait: AtomicU64::new(time::nanos(config.max_wait)),
-            max_queue: AtomicUsize::new(config.max_queue.unwrap_or(usize::MAX)),
+            max_queue: AtomicUsize::new(config.max_queue.unwrap_or(0)),
+            queue_follows_limit: AtomicBool::new(config.max_queue.is_none()),
             waiting: AtomicUsize::new(0),
             notify: Arc::new(Notify::new()),
             emitter: Emitter::new(config.name, listeners),
@@ -93,9 +95,10 @@ impl Shared {
 
     /// The queue bound in effect: `max_queue`, or the current limit when unset.
     fn max_queue(&self) -> usize {
-        match self.max_queue.load(Ordering::Relaxed) {
-            usize::MAX => self.limit.load(Ordering::Relaxed),
-            n => n,
+        if self.queue_follows_limit.load(Ordering::Relaxed) {
+            self.limit.load(Ordering::Relaxed)
+        } else {
+            self.max_queue.load(Ordering::Relaxed)
         }
     }
 
@@ -225,7 +228,9 @@ impl Shared {
         self.max_wait
             .store(time::nanos(config.max_wait), Ordering::Relaxed);
         self.max_queue
-            .store(config.max_queue.unwrap_or(usize::MAX), Ordering::Relaxed);
+            .store(config.max_queue.unwrap_or(0), Ordering::Relaxed);
+        self.queue_follows_limit
+            .store(config.max_queue.is_none(), Ordering::Relaxed);
         self.publish(next as usize);
         *current = config;
         Ok(())

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,8 +35,10 @@ pub(crate) struct Shared {
     resize: Mutex<()>,
     /// Nanoseconds (saturating).
     max_wait: AtomicU64,
-    /// `usize::MAX`: as many as `max_in_flight` (the config's `None`).
+    /// The most calls waiting at once, when `queue_follows_limit` is unset.
     max_queue: AtomicUsize,
+    /// The config's `max_queue` is `None`: as many waiting calls as `max_in_flight`.
+    queue_follows_limit: AtomicBool,
     pub(crate) waiting: AtomicUsize,
     pub(crate) emitter: Emitter<LimitEvent>,
     metrics: Metrics,
@@ -52,7 +54,8 @@ impl Shared {
             debt: AtomicUsize::new(0),
             resize: Mutex::new(()),
             max_wait: AtomicU64::new(palisade_core::time::nanos(config.max_wait)),
-            max_queue: AtomicUsize::new(config.max_queue.unwrap_or(usize::MAX)),
+            max_queue: AtomicUsize::new(config.max_queue.unwrap_or(0)),
+            queue_follows_limit: AtomicBool::new(config.max_queue.is_none()),
             waiting: AtomicUsize::new(0),
             emitter: Emitter::new(config.name, listeners),
             metrics,
@@ -73,9 +76,10 @@ impl Shared {
     }
 
     fn max_queue(&self) -> usize {
-        match self.max_queue.load(Ordering::Relaxed) {
-            usize::MAX => self.max_in_flight.load(Ordering::Relaxed),
-            n => n,
+        if self.queue_follows_limit.load(Ordering::Relaxed) {
+            self.max_in_flight.load(Ordering::Relaxed)
+        } else {
+            self.max_queue.load(Ordering::Relaxed)
         }
     }
 
@@ -91,10 +95,8 @@ impl Shared {
             ConcurrencyLimitConfig::with_max(self.max_in_flight.load(Ordering::Relaxed));
         config.name = self.emitter.name().clone();
         config.max_wait = self.max_wait();
-        config.max_queue = match self.max_queue.load(Ordering::Relaxed) {
-            usize::MAX => None,
-            n => Some(n),
-        };
+        config.max_queue = (!self.queue_follows_limit.load(Ordering::Relaxed))
+            .then(|| self.max_queue.load(Ordering::Relaxed));
         config
     }
 
@@ -111,7 +113,9 @@ impl Shared {
             Ordering::Relaxed,
         );
         self.max_queue
-            .store(config.max_queue.unwrap_or(usize::MAX), Ordering::Relaxed);
+            .store(config.max_queue.unwrap_or(0), Ordering::Relaxed);
+        self.queue_follows_limit
+            .store(config.max_queue.is_none(), Ordering::Relaxed);
         Ok(())
     }
 
