@@ -443,6 +443,15 @@ impl<T> CircuitBreakerConfigBuilder<T> {
     /// load at 10 calls a second per client, and a lucky success on a still-failing backend
     /// costs little: the window re-opens the breaker once the failures come back. Set more
     /// (resilience4j uses 10) to judge a recovering backend on more than one call.
+    ///
+    /// While every probe is out, one more is admitted each open interval (at most 64 beyond
+    /// this count, and not past the probes' deadline): a probe sent while the backend was
+    /// still slow (it hangs until an attempt timeout) does not hide that the backend is back,
+    /// and the first probes to complete decide. The pace is the open state's, so a dead
+    /// backend sees no more probes than while the breaker is open. Over 16 seeds this took
+    /// the retry storm (a 3 s blackhole) from 0.58 to 0.07 req/s below no resilience and
+    /// the latency spike from 0.33 to 0.14, at 0.19 in the gradual recovery (the extra
+    /// probes queue in a backend that is coming back slowly).
     pub fn half_open_probes(mut self, probes: u32) -> Self {
         self.config.half_open_probes = probes;
         self

@@ -11,11 +11,14 @@
 //! - It **opens** when the window's failure rate or slow-call rate reaches its threshold
 //!   (once the window holds a minimum number of calls), or after N failures in a row.
 //! - **Open**: calls fail fast with [`CircuitOpen`](palisade_core::CircuitOpen), whose
-//!   `retry_after` says when a probe will be admitted. The open duration grows on each
-//!   re-open (up to a cap), so a dead backend is not probed every few seconds forever.
+//!   `retry_after` says when a probe will be admitted. The open duration can grow on each
+//!   re-open (up to a cap; by default it does not), so a large fleet need not probe a
+//!   dead backend every interval forever.
 //! - **Half-open**: once the open duration has passed, the next calls are probes (never
-//!   more than configured, even under concurrency); when all have completed, their rates
-//!   close the breaker or re-open it. No background task: the first call after the open
+//!   more than configured, even under concurrency, except one more each open interval
+//!   while every probe is out, so a probe stuck in a backend that was still slow cannot
+//!   hide its return); when the configured number have completed, their rates close the
+//!   breaker or re-open it. No background task: the first call after the open
 //!   duration is the first probe. A probe that takes longer than
 //!   [`max_probe_duration`](CircuitBreakerConfigBuilder::max_probe_duration) counts as a
 //!   failure and frees the half-open state, so a hung probe cannot keep it half-open

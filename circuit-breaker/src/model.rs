@@ -38,6 +38,8 @@ struct Model {
     open_for: u64,
     /// When the probes out are due: the last probe's admission + `max_probe_duration`.
     probe_deadline: u64,
+    /// When the newest probe was admitted (or half-open began): paces extra probes.
+    last_probe: u64,
     reopens: u32,
     issued: u32,
     done: u32,
@@ -63,6 +65,7 @@ impl Model {
             open_until: 0,
             open_for: 0,
             probe_deadline: 0,
+            last_probe: 0,
             reopens: 0,
             issued: 0,
             done: 0,
@@ -125,6 +128,7 @@ impl Model {
             }
             State::HalfOpen => {
                 self.probe_deadline = t;
+                self.last_probe = t;
                 (self.issued, self.done, self.probe_failures, self.probe_slow) = (0, 0, 0, 0);
             }
             State::Closed => {
@@ -153,10 +157,18 @@ impl Model {
                     return self.reject(Some(self.open_until - t));
                 }
                 State::Open => self.transition(State::HalfOpen, false, t),
-                State::HalfOpen if self.issued < self.c.half_open_probes => {
+                // A probe of the configured count, or (every probe out) one more each open
+                // interval, at most 64 beyond the count.
+                State::HalfOpen
+                    if self.issued < self.c.half_open_probes
+                        || (self.issued < self.c.half_open_probes + 64
+                            && t < self.probe_deadline
+                            && t.saturating_sub(self.last_probe) >= self.open_for) =>
+                {
                     let probe =
                         u64::try_from(self.c.max_probe_duration().as_nanos()).unwrap_or(u64::MAX);
                     self.probe_deadline = self.probe_deadline.max(t.saturating_add(probe));
+                    self.last_probe = self.last_probe.max(t);
                     self.issued += 1;
                     return Ok((self.epoch, Kind::Probe));
                 }

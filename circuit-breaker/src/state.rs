@@ -65,6 +65,10 @@ const FAIL_ONE: u64 = 1 << (2 * PROBE_FIELD);
 const SLOW_ONE: u64 = 1 << (3 * PROBE_FIELD);
 const TAG_SHIFT: u32 = 48;
 
+/// Probes a half-open period may add beyond `half_open_probes`, one per open interval while
+/// every probe is out (`half_open_probes` ≤ 1000, so `issued` stays within its 12 bits).
+pub(crate) const PACED_PROBES: u64 = 64;
+
 fn probe_tag(epoch: u64) -> u64 {
     epoch & 0xFFFF
 }
@@ -249,6 +253,9 @@ pub(crate) struct Breaker {
     /// probe's admission plus the maximum probe duration. Past it, the probes still out
     /// count as failures and the verdict is taken.
     probe_deadline: AtomicU64,
+    /// When the newest probe of the half-open period was admitted (or the period began),
+    /// nanoseconds since `origin`: paces the probes beyond `half_open_probes`.
+    last_probe: AtomicU64,
     consecutive: AtomicU32,
     window: Window,
     settings: Settings,
@@ -276,6 +283,7 @@ impl Breaker {
             open_for: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             probe_deadline: AtomicU64::new(0),
+            last_probe: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             window,
             settings: Settings::new(&config),
@@ -427,9 +435,11 @@ impl Breaker {
             if p >> TAG_SHIFT != tag {
                 return None;
             }
-            if probe_field(p, 0) >= max {
+            let issued = probe_field(p, 0);
+            if issued >= max && !self.may_pace_probe(issued, max, t) {
                 return Some(false);
             }
+            self.last_probe.fetch_max(t(), Ordering::AcqRel);
             let due = t().saturating_add(self.settings.probe_nanos.load(Ordering::Relaxed));
             self.probe_deadline.fetch_max(due, Ordering::AcqRel);
             match self
@@ -440,6 +450,23 @@ impl Breaker {
                 Err(actual) => p = actual,
             }
         }
+    }
+
+    /// Every probe is out (`issued` of `max`): one more may go each open interval, up to
+    /// [`PACED_PROBES`] beyond `max`, so a probe stuck in a backend that was still slow
+    /// when it was sent does not hide that the backend is back. The pace is the open state's
+    /// own: a dead backend sees no more probes than while the breaker is open.
+    fn may_pace_probe(&self, issued: u64, max: u64, t: &impl Fn() -> u64) -> bool {
+        if issued >= max + PACED_PROBES {
+            return false;
+        }
+        // Past the probe deadline the probes out are failures: the verdict comes first.
+        let t = t();
+        if t >= self.probe_deadline.load(Ordering::Acquire) {
+            return false;
+        }
+        let open_for = self.open_for.load(Ordering::Relaxed);
+        t.saturating_sub(self.last_probe.load(Ordering::Acquire)) >= open_for
     }
 
     // ===== recording =====
@@ -756,6 +783,7 @@ impl Breaker {
             }
             State::HalfOpen => {
                 self.probe_deadline.store(now, Ordering::Release);
+                self.last_probe.store(now, Ordering::Release);
                 self.probes
                     .store(probe_tag(epoch) << TAG_SHIFT, Ordering::Release);
             }
@@ -1168,6 +1196,41 @@ mod tests {
     }
 
     #[test]
+    fn paced_probes_go_one_per_open_interval() {
+        // One probe, open 10 s: the probe hangs (a backend still slow when it was sent).
+        let (b, t0) = tripped(1);
+        let t = t0 + 10 * SEC;
+        let hung = b.acquire(|| t).unwrap();
+        // Every probe is out: refused until one open interval after the last probe...
+        assert_eq!(b.acquire(|| t + 9 * SEC).unwrap_err(), Some(SEC));
+        // ...then one more probe goes, and again only one per interval.
+        let paced = b.acquire(|| t + 10 * SEC).unwrap();
+        assert_eq!(paced.kind, PermitKind::Probe);
+        assert!(b.acquire(|| t + 10 * SEC).is_err(), "one per interval");
+        // The backend is back: the paced probe answers first and decides.
+        b.record(paced, Success, None, || t + 10 * SEC);
+        assert_eq!(b.state(), State::Closed);
+        // The hung probe's late outcome belongs to a period that is over.
+        b.record(hung, Failure, None, || t + 11 * SEC);
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn pacing_stops_at_the_cap() {
+        let (b, t0) = tripped(1);
+        let mut t = t0 + 10 * SEC;
+        let mut held = vec![b.acquire(|| t).unwrap()];
+        for _ in 0..PACED_PROBES {
+            t += 10 * SEC;
+            held.push(b.acquire(|| t).expect("paced"));
+        }
+        t += 10 * SEC;
+        assert!(b.acquire(|| t).is_err(), "no probe beyond the cap");
+        assert_eq!(held.len() as u64, 1 + PACED_PROBES);
+        assert_eq!(b.state(), State::HalfOpen);
+    }
+
+    #[test]
     fn probe_rates_decide() {
         let (b, t0) = tripped(4);
         let t = t0 + 10 * SEC;
@@ -1409,9 +1472,13 @@ mod stress {
             "the test exercised half-open ({} periods)",
             map.len()
         );
+        // The configured probes, plus those paced one per open interval while every probe
+        // is out (the exact pace is `paced_probes_go_one_per_open_interval`'s): never more,
+        // whatever the races.
+        let cap = probes + u32::try_from(PACED_PROBES).unwrap();
         for (epoch, (_, most)) in map.iter() {
             assert!(
-                *most <= probes,
+                *most <= cap,
                 "half-open period {epoch} had {most} probes at once"
             );
         }
