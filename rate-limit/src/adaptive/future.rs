@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use palisade_core::{Classify, Overloaded};
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
 use super::service::Slot;
 
@@ -26,17 +27,19 @@ pin_project! {
     #[project = StateProj]
     #[derive(Debug)]
     enum State<F, C> {
-        Called { #[pin] fut: F, slot: Option<Slot>, classifier: C },
+        Called { #[pin] fut: F, slot: Option<Slot>, started: Instant, classifier: C },
         Rejected { error: Option<Overloaded> },
     }
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(fut: F, slot: Slot, classifier: C) -> Self {
+    #[inline]
+    pub(crate) fn called(fut: F, slot: Slot, started: Instant, classifier: C) -> Self {
         Self {
             state: State::Called {
                 fut,
                 slot: Some(slot),
+                started,
                 classifier,
             },
         }
@@ -57,16 +60,18 @@ where
 {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Called {
                 fut,
                 slot,
+                started,
                 classifier,
             } => {
                 let out = std::task::ready!(fut.poll(cx));
                 if let Some(slot) = slot.take() {
-                    slot.complete(classifier.classify(&out));
+                    slot.complete(*started, classifier.classify(&out));
                 }
                 Poll::Ready(out)
             }

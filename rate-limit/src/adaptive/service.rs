@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{
-    Classify, ConfigError, Emitter, Listeners, Outcome, Overloaded, config::ensure, time,
+    Classify, ConfigError, Emitter, Listeners, Outcome, Overloaded, config::ensure, deadline, time,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -80,7 +80,6 @@ impl Shared {
         self.metrics.in_flight.add(1.0);
         Some(Slot {
             shared: Arc::clone(self),
-            started: None,
             in_flight,
         })
     }
@@ -88,7 +87,21 @@ impl Shared {
     /// Feed one sample to the algorithm: lock-free, a compare-and-swap of the exact limit
     /// (and, for a decrease, of the last decrease's time, so that of the calls started
     /// before a decrease only one decreases the limit).
+    #[inline]
     fn on_sample(&self, started: Instant, sample: &Sample) {
+        // The common case first: an AIMD sample that changes nothing (a fast success with
+        // the limit to spare) reads one atomic and returns.
+        if let Algorithm::Aimd(aimd) = &self.algorithm
+            && aimd.steady(f64::from_bits(self.exact.load(Ordering::Acquire)), sample)
+        {
+            return;
+        }
+        self.update_limit(started, sample);
+    }
+
+    /// [`on_sample`](Self::on_sample) for a sample that may move the limit.
+    #[inline(never)]
+    fn update_limit(&self, started: Instant, sample: &Sample) {
         let started = time::nanos_since(self.origin, started);
         let min_rtt = match &self.algorithm {
             Algorithm::Gradient(params) => self.gradient.min_rtt(params, sample.rtt),
@@ -215,30 +228,25 @@ impl fmt::Debug for Shared {
 
 /// One admitted call's place under the limit; dropping it frees the place.
 ///
-/// Taken in `poll_ready`; its round-trip clock starts at `call` ([`Slot::start`]), so time
-/// spent waiting for the inner service's readiness never reads as backend latency.
+/// Taken in `poll_ready`; the call's round trip is measured from `call` (the response
+/// future holds its start), so time spent waiting for the inner service's readiness never
+/// reads as backend latency.
 #[derive(Debug)]
 pub(crate) struct Slot {
     shared: Arc<Shared>,
-    /// When the call started (set at `call`).
-    started: Option<Instant>,
     in_flight: usize,
 }
 
 impl Slot {
-    /// The call starts now: its round trip is measured from here.
+    /// The call that started at `started` finished with `outcome`: feed its sample to the
+    /// algorithm (the clock is read here, once).
     #[inline]
-    pub(crate) fn start(&mut self) {
-        self.started = Some(Instant::now());
-    }
-
-    /// The call finished with `outcome`: feed its sample to the algorithm.
-    pub(crate) fn complete(self, outcome: Outcome) {
-        let (Some(started), false) = (self.started, outcome == Outcome::Ignore) else {
+    pub(crate) fn complete(self, started: Instant, outcome: Outcome) {
+        if outcome == Outcome::Ignore {
             return;
-        };
+        }
         let sample = Sample {
-            rtt: started.elapsed(),
+            rtt: Instant::now().saturating_duration_since(started),
             in_flight: self.in_flight,
             dropped: outcome.is_failure(),
         };
@@ -328,12 +336,13 @@ where
             .take()
             .expect("AdaptiveLimit::call without poll_ready returning Ready first");
         match readiness {
-            Some(mut slot) => {
+            Some(slot) => {
                 self.shared.metrics.admitted.increment(1);
-                // The round trip starts now, not when the slot was taken in `poll_ready`.
-                slot.start();
+                // The round trip starts now, not when the slot was taken in `poll_ready`:
+                // inside a palisade timeout's `call`, its reading of the clock a moment ago.
+                let started = deadline::now();
                 let fut = self.inner.call(req);
-                ResponseFuture::called(fut, slot, self.classifier.clone())
+                ResponseFuture::called(fut, slot, started, self.classifier.clone())
             }
             None => ResponseFuture::rejected(self.shared.rejected()),
         }
