@@ -69,6 +69,7 @@ impl Shared {
     }
 
     /// Take a slot if fewer than `limit` calls are in flight.
+    #[inline]
     fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
         let limit = self.limit.load(Ordering::Acquire);
         let taken = self
@@ -319,6 +320,7 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let slot = self
             .readiness
@@ -330,6 +332,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let readiness = self
             .readiness
