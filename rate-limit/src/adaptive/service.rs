@@ -332,7 +332,6 @@ where
         }
     }
 
-    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let readiness = self
             .readiness
