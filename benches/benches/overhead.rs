@@ -184,6 +184,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("adaptive limit: palisade", |b| {
         b.iter(|| call_once(&mut adaptive, black_box(7)));
     });
+    // The README's choice: AIMD at half the attempt timeout (the default above is the
+    // gradient, which on a backend answering in nanoseconds moves its limit every call).
+    let mut aimd = AdaptiveLimitLayer::builder()
+        .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
+        .build()
+        .expect("config")
+        .layer(backend());
+    g.bench_function("adaptive limit (AIMD): palisade", |b| {
+        b.iter(|| call_once(&mut aimd, black_box(7)));
+    });
 
     // ----- rate limit
     let quota = Quota::per_second(NonZeroU32::new(HUGE).expect("non-zero"));

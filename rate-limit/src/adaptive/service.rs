@@ -104,6 +104,8 @@ impl Shared {
     #[inline(never)]
     fn update_limit(&self, started: Instant, sample: &Sample) {
         let started = time::nanos_since(self.origin, started);
+        // When the call ended: its start plus its round trip (no second clock read).
+        let ended = started.saturating_add(time::nanos(sample.rtt));
         let min_rtt = match &self.algorithm {
             Algorithm::Gradient(params) => self.gradient.min_rtt(params, sample.rtt),
             Algorithm::Aimd(_) => Duration::ZERO,
@@ -129,7 +131,7 @@ impl Shared {
             if next < current && !claimed {
                 // Claim this round trip's decrease; if another call claimed it first, look
                 // again (this sample may no longer decrease the limit).
-                let now = time::nanos_since(self.origin, Instant::now()).saturating_add(1);
+                let now = ended.saturating_add(1);
                 if self
                     .last_decrease
                     .compare_exchange(last_decrease, now, Ordering::AcqRel, Ordering::Acquire)
@@ -199,6 +201,11 @@ impl Shared {
     }
 
     fn publish(&self, to: usize) {
+        // Most samples move the exact limit by a fraction: its floor, what admission reads,
+        // stays, and is not written again (a shared line, read by every admission).
+        if self.limit.load(Ordering::Acquire) == to {
+            return;
+        }
         let from = self.limit.swap(to, Ordering::AcqRel);
         if from != to {
             self.metrics.limit.set(to as f64);
