@@ -184,6 +184,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("adaptive limit: palisade", |b| {
         b.iter(|| call_once(&mut adaptive, black_box(7)));
     });
+    // The README's choice: AIMD at half the attempt timeout (the default above is the
+    // gradient, which on a backend answering in nanoseconds moves its limit every call).
+    let mut aimd = AdaptiveLimitLayer::builder()
+        .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
+        .build()
+        .expect("config")
+        .layer(backend());
+    g.bench_function("adaptive limit (AIMD): palisade", |b| {
+        b.iter(|| call_once(&mut aimd, black_box(7)));
+    });
 
     // ----- rate limit
     let quota = Quota::per_second(NonZeroU32::new(HUGE).expect("non-zero"));
@@ -365,6 +375,48 @@ fn bench(c: &mut Criterion) {
         .layer(backend());
     g.bench_function("full stack: palisade (+ breaker)", |b| {
         b.iter(|| call_once(&mut stack, black_box(7)));
+    });
+    // The README's 30-second example, built exactly as it builds it: the recommended stack
+    // with an adaptive limit (AIMD at half the attempt timeout) in the limit slot.
+    let mut adaptive_stack = Stack::new()
+        .timeout(
+            TimeoutLayer::builder()
+                .name("overall")
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("valid config"),
+        )
+        .retry(
+            RetryLayer::builder()
+                .name("api")
+                .max_attempts(4)
+                .backoff(Backoff::exponential(Duration::from_millis(20)))
+                .build()
+                .expect("config"),
+        )
+        .circuit_breaker(
+            CircuitBreakerLayer::builder()
+                .name("api")
+                .build()
+                .expect("config"),
+        )
+        .limit(
+            AdaptiveLimitLayer::builder()
+                .name("api")
+                .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
+                .build()
+                .expect("config"),
+        )
+        .attempt_timeout(
+            TimeoutLayer::builder()
+                .name("attempt")
+                .timeout(Duration::from_millis(300))
+                .build()
+                .expect("valid config"),
+        )
+        .layer(backend());
+    g.bench_function("full stack: palisade, adaptive limit (README)", |b| {
+        b.iter(|| call_once(&mut adaptive_stack, black_box(7)));
     });
     let mut tr_stack = {
         use tower::ServiceExt;

@@ -219,6 +219,42 @@ fn main() {
             )
             .layer(backend())
     );
+    row!(
+        "full recommended stack, adaptive limit (README)",
+        true,
+        Stack::new()
+            .timeout(
+                TimeoutLayer::builder()
+                    .name("overall")
+                    .timeout(Duration::from_secs(2))
+                    .build()
+                    .unwrap()
+            )
+            .retry(
+                RetryLayer::builder()
+                    .name("api")
+                    .max_attempts(4)
+                    .backoff(Backoff::exponential(Duration::from_millis(20)))
+                    .build()
+                    .unwrap()
+            )
+            .circuit_breaker(CircuitBreakerLayer::builder().name("api").build().unwrap())
+            .limit(
+                AdaptiveLimitLayer::builder()
+                    .name("api")
+                    .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
+                    .build()
+                    .unwrap()
+            )
+            .attempt_timeout(
+                TimeoutLayer::builder()
+                    .name("attempt")
+                    .timeout(Duration::from_millis(300))
+                    .build()
+                    .unwrap()
+            )
+            .layer(backend())
+    );
     // Rows that are not a `Service<u64>` of the same shape.
     let stale = {
         let mut svc =
@@ -251,6 +287,8 @@ fn main() {
     println!("| governor check | {governor:.2} | |");
     println!("| failsafe call | {failsafe_sync:.2} | |");
 
+    sizes();
+
     let offenders: Vec<_> = rows
         .iter()
         .filter(|r| r.palisade && r.allocs > 0.0)
@@ -267,4 +305,72 @@ fn main() {
         "the stale cache allocates only the stored copy of each answer, found {stale:.3} per call"
     );
     println!("allocs: no palisade happy path allocates ... ok");
+}
+
+/// Bytes of each layer's service and response future, innermost first, in the two
+/// recommended stacks and in tower's: what a call builds and moves once per layer.
+fn sizes() {
+    fn size<S: Service<u64>>(layer: &str, svc: &S) {
+        println!(
+            "| {layer} | {} | {} |",
+            size_of_val(svc),
+            size_of::<S::Future>()
+        );
+    }
+    #[derive(Clone)]
+    struct Never;
+    impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Never {
+        type Future = std::future::Ready<()>;
+        fn retry(&mut self, _: &mut Req, _: &mut Result<Res, E>) -> Option<Self::Future> {
+            None
+        }
+        fn clone_request(&mut self, req: &Req) -> Option<Req> {
+            Some(req.clone())
+        }
+    }
+    let timeout = |d| TimeoutLayer::builder().timeout(d).build().unwrap();
+    let (overall, attempt) = (Duration::from_secs(2), Duration::from_millis(300));
+
+    println!("| layer (innermost first) | service bytes | response future bytes |");
+    println!("|---|---:|---:|");
+    size("backend (service_fn)", &backend());
+    let a = timeout(attempt).layer(backend());
+    size("per-attempt timeout", &a);
+    let fixed = ConcurrencyLimitLayer::builder(1024)
+        .build()
+        .unwrap()
+        .layer(a.clone());
+    size("concurrency limit", &fixed);
+    let adaptive = AdaptiveLimitLayer::builder()
+        .algorithm(Aimd::new().latency_threshold(attempt / 2))
+        .build()
+        .unwrap()
+        .layer(a);
+    size("adaptive limit", &adaptive);
+    let breaker = || CircuitBreakerLayer::builder().build().unwrap();
+    let (fixed, adaptive) = (breaker().layer(fixed), breaker().layer(adaptive));
+    size("breaker (over concurrency)", &fixed);
+    size("breaker (over adaptive)", &adaptive);
+    let retry = || RetryLayer::builder().build().unwrap();
+    let (fixed, adaptive) = (retry().layer(fixed), retry().layer(adaptive));
+    size("retry with budget (concurrency)", &fixed);
+    size("retry with budget (adaptive)", &adaptive);
+    size(
+        "overall timeout (concurrency)",
+        &timeout(overall).layer(fixed),
+    );
+    size(
+        "overall timeout (adaptive)",
+        &timeout(overall).layer(adaptive),
+    );
+    let t = tower::timeout::TimeoutLayer::new(attempt).layer(backend());
+    size("tower Timeout", &t);
+    let t = tower::limit::ConcurrencyLimitLayer::new(1024).layer(t);
+    size("tower ConcurrencyLimit", &t);
+    let t = tower::retry::RetryLayer::new(Never).layer(t);
+    size("tower Retry", &t);
+    size(
+        "tower Timeout (overall)",
+        &tower::timeout::TimeoutLayer::new(overall).layer(t),
+    );
 }

@@ -81,7 +81,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    #[inline]
+    // Always inline: in a stack, the layer above then builds this future in place; left
+    // to the inliner, the inner future was built aside and copied in (a `memcpy` per call,
+    // 3% of the recommended stack's time in a profile).
+    #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
         match self.breaker.acquire(Instant::now) {
             Ok(permit) => {

@@ -254,3 +254,33 @@ async fn by_default_latency_alone_moves_the_limit() {
         Outcome::Ignore
     );
 }
+
+/// Inside a palisade timeout's `call`, the round trip starts at the instant that timeout
+/// read the clock at (`palisade_core::deadline::now`), so a stack reads the clock once per
+/// call; outside one, at the clock. Shown with a reading 150 ms old against a 100 ms
+/// threshold: the same fast answer is slow from there, and fast from the clock.
+#[tokio::test(start_paused = true)]
+async fn the_round_trip_starts_at_the_enclosing_calls_reading() {
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(Aimd::new().latency_threshold(Duration::from_millis(100)))
+        .initial_limit(10)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|()| async { Ok::<_, BoxError>(()) }));
+    let earlier = Instant::now();
+    tokio::time::advance(Duration::from_millis(150)).await;
+
+    svc.ready().await.unwrap();
+    svc.call(()).await.unwrap();
+    assert_eq!(handle.limit(), 10, "from the clock: an instant answer");
+
+    svc.ready().await.unwrap();
+    let fut = palisade_core::deadline::call_scope(None, Some(earlier), || svc.call(()));
+    fut.await.unwrap();
+    assert_eq!(
+        handle.limit(),
+        8,
+        "from the enclosing reading: 150 ms, 10 × 0.8"
+    );
+}

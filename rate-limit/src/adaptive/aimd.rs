@@ -56,13 +56,30 @@ impl Aimd {
 
     /// The next limit after `sample`, given the current `limit`; `None` for no change.
     pub(crate) fn update(&self, limit: f64, sample: &Sample, may_decrease: bool) -> Option<f64> {
-        let overloaded = sample.dropped || sample.rtt > self.latency_threshold;
-        if overloaded {
+        if self.overloaded(sample) {
             return may_decrease.then_some(limit * self.backoff_ratio);
         }
-        // Grow only when the limit is what holds calls back, not when the caller is idle.
-        let in_use = (sample.in_flight as f64) * 2.0 >= limit;
-        in_use.then_some(limit + 1.0 / limit)
+        Self::in_use(limit, sample).then_some(limit + 1.0 / limit)
+    }
+
+    /// `true` when `sample` leaves `limit` as it is, whether or not it may decrease it: a
+    /// fast success while the caller uses under half the limit (the common case of a limit
+    /// with room to spare), decided without touching the shared decrease state.
+    #[inline]
+    pub(crate) fn steady(&self, limit: f64, sample: &Sample) -> bool {
+        !self.overloaded(sample) && !Self::in_use(limit, sample)
+    }
+
+    /// A failure, or a call slower than the threshold: a sign of overload.
+    #[inline]
+    fn overloaded(&self, sample: &Sample) -> bool {
+        sample.dropped || sample.rtt > self.latency_threshold
+    }
+
+    /// Grow only when the limit is what holds calls back, not when the caller is idle.
+    #[inline]
+    fn in_use(limit: f64, sample: &Sample) -> bool {
+        (sample.in_flight as f64) * 2.0 >= limit
     }
 }
 
@@ -87,5 +104,20 @@ mod tests {
         // Idle caller: no growth. Already decreased this round trip: no second decrease.
         assert_eq!(aimd.update(10.0, &sample(10, 2, false), true), None);
         assert_eq!(aimd.update(10.0, &sample(10, 10, true), false), None);
+    }
+
+    #[test]
+    fn steady_exactly_when_no_update_would_change_the_limit() {
+        let aimd = Aimd::new().latency_threshold(Duration::from_millis(100));
+        for rtt in [0, 10, 100, 101, 200] {
+            for in_flight in [1, 4, 5, 6, 10, 30] {
+                for dropped in [false, true] {
+                    let s = sample(rtt, in_flight, dropped);
+                    let unchanged = aimd.update(10.0, &s, true).is_none()
+                        && aimd.update(10.0, &s, false).is_none();
+                    assert_eq!(aimd.steady(10.0, &s), unchanged, "{s:?}");
+                }
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use palisade_core::{Classify, Overloaded};
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::service::{Slot, Wait};
@@ -39,18 +40,20 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        Called { #[pin] fut: S::Future, slot: Option<Slot>, classifier: C },
+        Called { #[pin] fut: S::Future, slot: Option<Slot>, started: Instant, classifier: C },
         Waiting { wait: Pin<Box<Wait<S, Req>>>, classifier: Option<C> },
         Rejected { error: Option<Overloaded> },
     }
 }
 
 impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
-    pub(crate) fn called(fut: S::Future, slot: Slot, classifier: C) -> Self {
+    #[inline]
+    pub(crate) fn called(fut: S::Future, slot: Slot, started: Instant, classifier: C) -> Self {
         Self {
             state: State::Called {
                 fut,
                 slot: Some(slot),
+                started,
                 classifier,
             },
         }
@@ -80,6 +83,7 @@ where
 {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
@@ -87,26 +91,28 @@ where
                 StateProj::Called {
                     fut,
                     slot,
+                    started,
                     classifier,
                 } => {
                     let out = ready!(fut.poll(cx));
                     if let Some(slot) = slot.take() {
-                        slot.complete(classifier.classify(&out));
+                        slot.complete(*started, classifier.classify(&out));
                     }
                     return Poll::Ready(out);
                 }
                 StateProj::Waiting { wait, classifier } => {
-                    let mut slot = match ready!(wait.as_mut().poll_slot(cx)) {
+                    let slot = match ready!(wait.as_mut().poll_slot(cx)) {
                         Ok(slot) => slot,
                         Err(overloaded) => return Poll::Ready(Err(overloaded.into())),
                     };
                     let classifier = classifier.take().expect("polled after completion");
                     // The round trip starts now, not when the call began to wait.
-                    slot.start();
+                    let started = Instant::now();
                     let fut = wait.as_mut().call();
                     state.set(State::Called {
                         fut,
                         slot: Some(slot),
+                        started,
                         classifier,
                     });
                 }

@@ -117,7 +117,14 @@ impl GradientState {
             self.previous_min.store(current, Ordering::Release);
         }
         let rtt = time::nanos(rtt).min(NONE - 1);
-        let current = self.current_min.fetch_min(rtt, Ordering::AcqRel).min(rtt);
+        // Written only for a new minimum (rare once the window has samples): a read-only
+        // check spares the shared line a write per call.
+        let seen = self.current_min.load(Ordering::Acquire);
+        let current = if rtt < seen {
+            self.current_min.fetch_min(rtt, Ordering::AcqRel).min(rtt)
+        } else {
+            seen
+        };
         let min = current.min(self.previous_min.load(Ordering::Acquire));
         Duration::from_nanos(min)
     }

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{
-    Classify, ConfigError, Emitter, Listeners, Outcome, Overloaded, config::ensure, time,
+    Classify, ConfigError, Emitter, Listeners, Outcome, Overloaded, config::ensure, deadline, time,
 };
 use pin_project_lite::pin_project;
 use tokio::sync::{Notify, futures::OwnedNotified};
@@ -115,6 +115,7 @@ impl Shared {
     }
 
     /// Take a slot if fewer than `limit` calls are in flight.
+    #[inline]
     fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
         let limit = self.limit.load(Ordering::Acquire);
         let taken = self
@@ -126,7 +127,6 @@ impl Shared {
         self.metrics.in_flight.add(1.0);
         Some(Slot {
             shared: Arc::clone(self),
-            started: None,
             in_flight,
         })
     }
@@ -134,8 +134,24 @@ impl Shared {
     /// Feed one sample to the algorithm: lock-free, a compare-and-swap of the exact limit
     /// (and, for a decrease, of the last decrease's time, so that of the calls started
     /// before a decrease only one decreases the limit).
+    #[inline]
     fn on_sample(&self, started: Instant, sample: &Sample) {
+        // The common case first: an AIMD sample that changes nothing (a fast success with
+        // the limit to spare) reads one atomic and returns.
+        if let Algorithm::Aimd(aimd) = &self.algorithm
+            && aimd.steady(f64::from_bits(self.exact.load(Ordering::Acquire)), sample)
+        {
+            return;
+        }
+        self.update_limit(started, sample);
+    }
+
+    /// [`on_sample`](Self::on_sample) for a sample that may move the limit.
+    #[inline(never)]
+    fn update_limit(&self, started: Instant, sample: &Sample) {
         let started = time::nanos_since(self.origin, started);
+        // When the call ended: its start plus its round trip (no second clock read).
+        let ended = started.saturating_add(time::nanos(sample.rtt));
         let min_rtt = match &self.algorithm {
             Algorithm::Gradient(params) => self.gradient.min_rtt(params, sample.rtt),
             Algorithm::Aimd(_) => Duration::ZERO,
@@ -161,7 +177,7 @@ impl Shared {
             if next < current && !claimed {
                 // Claim this round trip's decrease; if another call claimed it first, look
                 // again (this sample may no longer decrease the limit).
-                let now = time::nanos_since(self.origin, Instant::now()).saturating_add(1);
+                let now = ended.saturating_add(1);
                 if self
                     .last_decrease
                     .compare_exchange(last_decrease, now, Ordering::AcqRel, Ordering::Acquire)
@@ -237,6 +253,11 @@ impl Shared {
     }
 
     fn publish(&self, to: usize) {
+        // Most samples move the exact limit by a fraction: its floor, what admission reads,
+        // stays, and is not written again (a shared line, read by every admission).
+        if self.limit.load(Ordering::Acquire) == to {
+            return;
+        }
         let from = self.limit.swap(to, Ordering::SeqCst);
         if to > from {
             self.wake(to - from);
@@ -269,30 +290,25 @@ impl fmt::Debug for Shared {
 
 /// One admitted call's place under the limit; dropping it frees the place.
 ///
-/// Taken in `poll_ready`; its round-trip clock starts at `call` ([`Slot::start`]), so time
-/// spent waiting for the inner service's readiness never reads as backend latency.
+/// Taken in `poll_ready`; the call's round trip is measured from `call` (the response
+/// future holds its start), so time spent waiting for the inner service's readiness never
+/// reads as backend latency.
 #[derive(Debug)]
 pub(crate) struct Slot {
     shared: Arc<Shared>,
-    /// When the call started (set at `call`).
-    started: Option<Instant>,
     in_flight: usize,
 }
 
 impl Slot {
-    /// The call starts now: its round trip is measured from here.
+    /// The call that started at `started` finished with `outcome`: feed its sample to the
+    /// algorithm (the clock is read here, once).
     #[inline]
-    pub(crate) fn start(&mut self) {
-        self.started = Some(Instant::now());
-    }
-
-    /// The call finished with `outcome`: feed its sample to the algorithm.
-    pub(crate) fn complete(self, outcome: Outcome) {
-        let (Some(started), false) = (self.started, outcome == Outcome::Ignore) else {
+    pub(crate) fn complete(self, started: Instant, outcome: Outcome) {
+        if outcome == Outcome::Ignore {
             return;
-        };
+        }
         let sample = Sample {
-            rtt: started.elapsed(),
+            rtt: Instant::now().saturating_duration_since(started),
             in_flight: self.in_flight,
             dropped: outcome.is_failure(),
         };
@@ -553,6 +569,7 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, Req, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Readiness::Idle = self.readiness {
             self.readiness = self.admit();
@@ -567,12 +584,13 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         match std::mem::replace(&mut self.readiness, Readiness::Idle) {
-            Readiness::Slot(mut slot) => {
+            Readiness::Slot(slot) => {
                 self.shared.metrics.admitted.increment(1);
-                // The round trip starts now, not when the slot was taken in `poll_ready`.
-                slot.start();
+                // The round trip starts now, not when the slot was taken in `poll_ready`:
+                // inside a palisade timeout's `call`, its reading of the clock a moment ago.
+                let started = deadline::now();
                 let fut = self.inner.call(req);
-                ResponseFuture::called(fut, slot, self.classifier.clone())
+                ResponseFuture::called(fut, slot, started, self.classifier.clone())
             }
             Readiness::Queued(queued) => {
                 // The readied service goes with the waiting call; a clone stays here.
