@@ -17,6 +17,7 @@
 //! the ratios between rows of one run, not absolute times (shared machines drift).
 
 #![allow(missing_docs)]
+#![allow(clippy::print_stdout)] // the interleaved mode prints its result
 
 use std::future::Future;
 use std::hint::black_box;
