@@ -5,6 +5,10 @@
 //!
 //! `cargo bench -p palisade-benches --bench overhead`
 //!
+//! Rows run one after the other, so a shared machine's drifting load skews the ratios
+//! between them; `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`
+//! measures the full stacks against tower's interleaved instead (medians over 40 rounds).
+//!
 //! The 2-thread contention rows are in `--bench contention`, the breaker's window sizes in
 //! `--bench window`, allocations per call in `scripts/alloc-check.sh`.
 //!
@@ -13,18 +17,19 @@
 //! the ratios between rows of one run, not absolute times (shared machines drift).
 
 #![allow(missing_docs)]
+#![allow(clippy::print_stdout)] // the interleaved mode prints its result
 
 use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use governor::{Quota, RateLimiter};
 use palisade::prelude::*;
 use palisade::rate_limit::{ConcurrencyLimitLayer, ThrottleConfig, ThrottleLayer};
 use palisade_benches::harness::{backend, call_once, marked_backend};
-use tower::Layer;
+use tower::{Layer, Service};
 
 /// tower's `Retry` with the trivial policy: never retries.
 #[derive(Clone)]
@@ -328,93 +333,18 @@ fn bench(c: &mut Criterion) {
     });
 
     // ----- the full recommended stack
-    let tps = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
-        Duration::from_secs(10),
-        10,
-        0.2,
-    ));
-    let mut tower_stack = tower::ServiceBuilder::new()
-        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(2)))
-        .layer(tower::retry::RetryLayer::new(Budgeted(tps)))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(1024))
-        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
-            300,
-        )))
-        .service(backend());
+    let mut tower_stack = tower_stack();
     g.bench_function(
         "full stack: tower (timeout, retry+budget, limit, timeout)",
         |b| {
             b.iter(|| call_once(&mut tower_stack, black_box(7)));
         },
     );
-    let mut stack = Stack::new()
-        .timeout(
-            TimeoutLayer::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("valid config"),
-        )
-        .retry(RetryLayer::builder().name("bench").build().expect("config"))
-        .circuit_breaker(
-            CircuitBreakerLayer::builder()
-                .name("bench")
-                .build()
-                .expect("config"),
-        )
-        .limit(
-            ConcurrencyLimitLayer::builder(1024)
-                .build()
-                .expect("config"),
-        )
-        .attempt_timeout(
-            TimeoutLayer::builder()
-                .timeout(Duration::from_millis(300))
-                .build()
-                .expect("valid config"),
-        )
-        .layer(backend());
+    let mut stack = fixed_stack();
     g.bench_function("full stack: palisade (+ breaker)", |b| {
         b.iter(|| call_once(&mut stack, black_box(7)));
     });
-    // The README's 30-second example, built exactly as it builds it: the recommended stack
-    // with an adaptive limit (AIMD at half the attempt timeout) in the limit slot.
-    let mut adaptive_stack = Stack::new()
-        .timeout(
-            TimeoutLayer::builder()
-                .name("overall")
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("valid config"),
-        )
-        .retry(
-            RetryLayer::builder()
-                .name("api")
-                .max_attempts(4)
-                .backoff(Backoff::exponential(Duration::from_millis(20)))
-                .build()
-                .expect("config"),
-        )
-        .circuit_breaker(
-            CircuitBreakerLayer::builder()
-                .name("api")
-                .build()
-                .expect("config"),
-        )
-        .limit(
-            AdaptiveLimitLayer::builder()
-                .name("api")
-                .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
-                .build()
-                .expect("config"),
-        )
-        .attempt_timeout(
-            TimeoutLayer::builder()
-                .name("attempt")
-                .timeout(Duration::from_millis(300))
-                .build()
-                .expect("valid config"),
-        )
-        .layer(backend());
+    let mut adaptive_stack = readme_stack();
     g.bench_function("full stack: palisade, adaptive limit (README)", |b| {
         b.iter(|| call_once(&mut adaptive_stack, black_box(7)));
     });
@@ -460,5 +390,164 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// tower's equivalent of the recommended stack: Timeout + Retry(TpsBudget) +
+/// ConcurrencyLimit + Timeout.
+fn tower_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
+    let tps = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(10),
+        10,
+        0.2,
+    ));
+    tower::ServiceBuilder::new()
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(2)))
+        .layer(tower::retry::RetryLayer::new(Budgeted(tps)))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1024))
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+            300,
+        )))
+        .service(backend())
+}
+
+/// The recommended stack with a fixed concurrency limit in the limit slot.
+fn fixed_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
+    Stack::new()
+        .timeout(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("valid config"),
+        )
+        .retry(RetryLayer::builder().name("bench").build().expect("config"))
+        .circuit_breaker(
+            CircuitBreakerLayer::builder()
+                .name("bench")
+                .build()
+                .expect("config"),
+        )
+        .limit(
+            ConcurrencyLimitLayer::builder(1024)
+                .build()
+                .expect("config"),
+        )
+        .attempt_timeout(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_millis(300))
+                .build()
+                .expect("valid config"),
+        )
+        .layer(backend())
+}
+
+/// The README's 30-second example, built exactly as it builds it: the recommended stack
+/// with an adaptive limit (AIMD at half the attempt timeout) in the limit slot.
+fn readme_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
+    Stack::new()
+        .timeout(
+            TimeoutLayer::builder()
+                .name("overall")
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("valid config"),
+        )
+        .retry(
+            RetryLayer::builder()
+                .name("api")
+                .max_attempts(4)
+                .backoff(Backoff::exponential(Duration::from_millis(20)))
+                .build()
+                .expect("config"),
+        )
+        .circuit_breaker(
+            CircuitBreakerLayer::builder()
+                .name("api")
+                .build()
+                .expect("config"),
+        )
+        .limit(
+            AdaptiveLimitLayer::builder()
+                .name("api")
+                .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
+                .build()
+                .expect("config"),
+        )
+        .attempt_timeout(
+            TimeoutLayer::builder()
+                .name("attempt")
+                .timeout(Duration::from_millis(300))
+                .build()
+                .expect("valid config"),
+        )
+        .layer(backend())
+}
+
+/// Nanoseconds per call of `svc` over `n` calls.
+fn per_call<S>(svc: &mut S, n: u64) -> f64
+where
+    S: Service<u64>,
+    S::Error: std::fmt::Debug,
+{
+    let start = tokio::time::Instant::now();
+    for i in 0..n {
+        black_box(call_once(svc, black_box(i)));
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The full-stack ratios measured interleaved: rounds of 50k calls through tower's stack,
+/// each palisade stack, and tower's again, so a shared machine's load, which drifts over
+/// seconds, weighs the same on both sides of each ratio; prints the medians over the
+/// rounds. `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`.
+fn interleaved(rounds: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let (mut tower, mut fixed, mut readme) = (tower_stack(), fixed_stack(), readme_stack());
+    let n = 50_000;
+    for _ in 0..3 {
+        per_call(&mut tower, n);
+        per_call(&mut fixed, n);
+        per_call(&mut readme, n);
+    }
+    let (mut t, mut f, mut a, mut rf, mut ra) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds.max(1) {
+        let before = per_call(&mut tower, n);
+        let fixed = per_call(&mut fixed, n);
+        let readme = per_call(&mut readme, n);
+        let base = (before + per_call(&mut tower, n)) / 2.0;
+        t.push(base);
+        f.push(fixed);
+        a.push(readme);
+        rf.push(fixed / base);
+        ra.push(readme / base);
+    }
+    println!(
+        "full stack, interleaved, medians of {rounds} rounds: tower {:.1} ns; palisade (+ breaker) \
+         {:.1} ns, ratio {:.2}; palisade, adaptive limit (README) {:.1} ns, ratio {:.2}",
+        median(t),
+        median(f),
+        median(rf),
+        median(a),
+        median(ra)
+    );
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(rounds) = std::env::var("PALISADE_INTERLEAVED")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        interleaved(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
