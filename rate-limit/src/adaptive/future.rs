@@ -86,40 +86,69 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Called {
+        // The admitted call, inline; waiting and refusals out of line.
+        if let StateProj::Called {
+            fut,
+            slot,
+            started,
+            classifier,
+        } = state.as_mut().project()
+        {
+            let out = ready!(fut.poll(cx));
+            if let Some(slot) = slot.take() {
+                slot.complete(*started, classifier.classify(&out));
+            }
+            return Poll::Ready(out);
+        }
+        poll_other(state, cx)
+    }
+}
+
+/// [`ResponseFuture::poll`] for a call that waits for a slot or was refused.
+#[cold]
+#[inline(never)]
+fn poll_other<S, Req, C, T, E>(
+    mut state: Pin<&mut State<S, Req, C>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, E>>
+where
+    S: Service<Req, Response = T, Error = E>,
+    C: Classify<T, E>,
+    E: From<Overloaded>,
+{
+    loop {
+        match state.as_mut().project() {
+            StateProj::Called {
+                fut,
+                slot,
+                started,
+                classifier,
+            } => {
+                let out = ready!(fut.poll(cx));
+                if let Some(slot) = slot.take() {
+                    slot.complete(*started, classifier.classify(&out));
+                }
+                return Poll::Ready(out);
+            }
+            StateProj::Waiting { wait, classifier } => {
+                let slot = match ready!(wait.as_mut().poll_slot(cx)) {
+                    Ok(slot) => slot,
+                    Err(overloaded) => return Poll::Ready(Err(overloaded.into())),
+                };
+                let classifier = classifier.take().expect("polled after completion");
+                // The round trip starts now, not when the call began to wait.
+                let started = Instant::now();
+                let fut = wait.as_mut().call();
+                state.set(State::Called {
                     fut,
-                    slot,
+                    slot: Some(slot),
                     started,
                     classifier,
-                } => {
-                    let out = ready!(fut.poll(cx));
-                    if let Some(slot) = slot.take() {
-                        slot.complete(*started, classifier.classify(&out));
-                    }
-                    return Poll::Ready(out);
-                }
-                StateProj::Waiting { wait, classifier } => {
-                    let slot = match ready!(wait.as_mut().poll_slot(cx)) {
-                        Ok(slot) => slot,
-                        Err(overloaded) => return Poll::Ready(Err(overloaded.into())),
-                    };
-                    let classifier = classifier.take().expect("polled after completion");
-                    // The round trip starts now, not when the call began to wait.
-                    let started = Instant::now();
-                    let fut = wait.as_mut().call();
-                    state.set(State::Called {
-                        fut,
-                        slot: Some(slot),
-                        started,
-                        classifier,
-                    });
-                }
-                StateProj::Rejected { error } => {
-                    let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error.into()));
-                }
+                });
+            }
+            StateProj::Rejected { error } => {
+                let error = error.take().expect("polled after completion");
+                return Poll::Ready(Err(error.into()));
             }
         }
     }

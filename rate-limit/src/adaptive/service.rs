@@ -109,7 +109,17 @@ impl Shared {
     #[inline]
     fn wake(&self, slots: usize) {
         let waiting = self.waiting.load(Ordering::SeqCst);
-        for _ in 0..slots.min(waiting) {
+        if waiting != 0 {
+            self.wake_waiting(slots.min(waiting));
+        }
+    }
+
+    /// [`wake`](Self::wake) when calls are waiting: out of line, so a freed slot with
+    /// nobody waiting costs one load.
+    #[cold]
+    #[inline(never)]
+    fn wake_waiting(&self, n: usize) {
+        for _ in 0..n {
             self.notify.notify_one();
         }
     }
@@ -488,19 +498,11 @@ pub struct AdaptiveLimit<S, C> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
-    readiness: Readiness,
-}
-
-/// What the next call gets.
-enum Readiness {
-    /// Not yet asked for a slot.
-    Idle,
-    /// Holding a slot for the next call.
-    Slot(Slot),
-    /// Wait mode, every slot taken: the next call waits for one in its future.
-    Queued(QueueSlot),
-    /// The next call is refused for this reason.
-    Rejected(&'static str),
+    /// `None`: not yet asked; `Some(Some(slot))`: holding a slot for the next call;
+    /// `Some(None)`: none was free (the next call waits if `queued`, else is refused).
+    readiness: Option<Option<Slot>>,
+    /// Wait mode, every slot taken: the next call's place in the queue.
+    queued: Option<QueueSlot>,
 }
 
 impl<S, C> AdaptiveLimit<S, C> {
@@ -509,7 +511,8 @@ impl<S, C> AdaptiveLimit<S, C> {
             inner,
             shared,
             classifier,
-            readiness: Readiness::Idle,
+            readiness: None,
+            queued: None,
         }
     }
 
@@ -533,28 +536,54 @@ impl<S, C> AdaptiveLimit<S, C> {
         self.inner
     }
 
-    /// What the next call gets: a free slot, a place in the queue, or a refusal.
-    #[inline]
-    fn admit(&self) -> Readiness {
-        if let Some(slot) = self.shared.try_acquire() {
-            return Readiness::Slot(slot);
-        }
-        self.admit_slow()
-    }
-
+    /// `poll_ready` when no slot was free: in wait mode, take a place in the queue (once)
+    /// and ready the inner service; otherwise the next call is refused.
     #[cold]
     #[inline(never)]
-    fn admit_slow(&self) -> Readiness {
-        if self.shared.max_wait().is_zero() {
-            return Readiness::Rejected("max in-flight");
+    fn poll_ready_full<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>>
+    where
+        S: Service<Req>,
+    {
+        if self.queued.is_none()
+            && !self.shared.max_wait().is_zero()
+            && let Some(queued) = QueueSlot::join(&self.shared)
+        {
+            match self.shared.try_acquire() {
+                // A slot freed while this call joined the queue: take it.
+                Some(slot) => self.readiness = Some(Some(slot)),
+                None => self.queued = Some(queued),
+            }
         }
-        match QueueSlot::join(&self.shared) {
-            // A slot freed while this call joined the queue: take it.
-            Some(queued) => match self.shared.try_acquire() {
-                Some(slot) => Readiness::Slot(slot),
-                None => Readiness::Queued(queued),
-            },
-            None => Readiness::Rejected("queue full"),
+        match (&self.readiness, &self.queued) {
+            (Some(Some(_)), _) | (_, Some(_)) => self.inner.poll_ready(cx),
+            // The call will be refused: do not reserve the inner service for it.
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// `call` for a call that waits for a slot or is refused.
+    #[cold]
+    #[inline(never)]
+    fn call_other<Req>(&mut self, req: Req) -> ResponseFuture<S, Req, C>
+    where
+        S: Service<Req> + Clone,
+        C: Clone,
+    {
+        match self.queued.take() {
+            Some(queued) => {
+                // The readied service goes with the waiting call; a clone stays here.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(Wait::new(queued, inner, req), self.classifier.clone())
+            }
+            None => {
+                let limit = if self.shared.max_wait().is_zero() {
+                    "max in-flight"
+                } else {
+                    "queue full"
+                };
+                ResponseFuture::rejected(self.shared.rejected(limit))
+            }
         }
     }
 }
@@ -571,24 +600,26 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Readiness::Idle = self.readiness {
-            self.readiness = self.admit();
+        let slot = self
+            .readiness
+            .get_or_insert_with(|| self.shared.try_acquire());
+        if slot.is_some() {
+            return self.inner.poll_ready(cx);
         }
-        match self.readiness {
-            // The call will be refused: do not reserve the inner service for it.
-            Readiness::Rejected(_) => Poll::Ready(Ok(())),
-            Readiness::Slot(_) | Readiness::Queued(_) => self.inner.poll_ready(cx),
-            Readiness::Idle => unreachable!("admitted above"),
-        }
+        self.poll_ready_full(cx)
     }
 
     // Always inline, like the breaker's: measured in the recommended stack (interleaved
     // against tower's), 1.21 → 1.11; left to the inliner, the attempt timeout's future was
-    // built aside and copied in.
+    // built aside and copied in. Waiting and refusals go out of line (`call_other`).
     #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
-        match std::mem::replace(&mut self.readiness, Readiness::Idle) {
-            Readiness::Slot(slot) => {
+        let readiness = self
+            .readiness
+            .take()
+            .expect("AdaptiveLimit::call without poll_ready returning Ready first");
+        match readiness {
+            Some(slot) => {
                 self.shared.metrics.admitted.increment(1);
                 // The round trip starts now, not when the slot was taken in `poll_ready`:
                 // inside a palisade timeout's `call`, its reading of the clock a moment ago.
@@ -596,16 +627,7 @@ where
                 let fut = self.inner.call(req);
                 ResponseFuture::called(fut, slot, started, self.classifier.clone())
             }
-            Readiness::Queued(queued) => {
-                // The readied service goes with the waiting call; a clone stays here.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(Wait::new(queued, inner, req), self.classifier.clone())
-            }
-            Readiness::Rejected(limit) => ResponseFuture::rejected(self.shared.rejected(limit)),
-            Readiness::Idle => {
-                panic!("AdaptiveLimit::call without poll_ready returning Ready first")
-            }
+            None => self.call_other(req),
         }
     }
 }
