@@ -157,12 +157,10 @@ impl RetryBudget {
     #[inline]
     pub(crate) fn enter(&self) -> ScopeGuard {
         let id = self.id();
-        SCOPE.with(|cell| {
-            let mut held = cell.get();
-            match held.iter().position(|&slot| slot == 0) {
+        SCOPE.with(|held| {
+            match held.iter().position(|slot| slot.get() == 0) {
                 Some(index) => {
-                    held[index] = id;
-                    cell.set(held);
+                    held[index].set(id);
                     ScopeGuard { index: Some(index) }
                 }
                 // Nested deeper than the scope holds: inner layers deposit again (looser by
@@ -174,7 +172,7 @@ impl RetryBudget {
 
     fn in_scope(&self) -> bool {
         let id = self.id();
-        SCOPE.with(|cell| cell.get().contains(&id))
+        SCOPE.with(|held| held.iter().any(|slot| slot.get() == id))
     }
 
     fn id(&self) -> usize {
@@ -242,7 +240,9 @@ impl fmt::Debug for RetryBudget {
 
 thread_local! {
     /// The budgets held by the requests being called on this thread (0: a free slot).
-    static SCOPE: Cell<[usize; 4]> = const { Cell::new([0; 4]) };
+    // One cell per slot: entering and leaving write one word, not the whole array (a copy
+    // of the array written back and read again stalled store forwarding on every call).
+    static SCOPE: [Cell<usize>; 4] = const { [const { Cell::new(0) }; 4] };
 }
 
 /// Keeps a budget marked as held while an inner service is called; see
@@ -255,11 +255,7 @@ impl Drop for ScopeGuard {
     #[inline]
     fn drop(&mut self) {
         if let Some(index) = self.index {
-            SCOPE.with(|cell| {
-                let mut held = cell.get();
-                held[index] = 0;
-                cell.set(held);
-            });
+            SCOPE.with(|held| held[index].set(0));
         }
     }
 }
