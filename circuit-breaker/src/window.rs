@@ -260,7 +260,12 @@ impl CountWindow {
         let i = self.len.rem(seq);
         let failures = self.failures.add(set_bit(&self.failed, i, failure));
         let slows = self.slows.add(set_bit(&self.slow, i, slow));
-        let calls = self.calls(seq + 1);
+        // The calls as of now, read after this call's tallies, not as of its own place: of
+        // racing calls, whichever adds its failure last then sees every call that added one
+        // before it (each took its place first), so racing failures that reach the
+        // threshold together always trip it (with its own place, a thread that took its
+        // place first but tallied last saw too few calls, the other too few failures).
+        let calls = self.calls(self.cursor.load(Ordering::Acquire).max(seq + 1));
         Counts {
             calls,
             failures: failures.min(calls),
