@@ -561,20 +561,21 @@ impl<S, C> AdaptiveLimit<S, C> {
         }
     }
 
-    /// `call` for a call that waits for a slot or is refused.
+    /// `call` for a call that waits for a slot (its boxed wait) or is refused. It returns
+    /// only the small part, and `call` builds the response future in place: a future built
+    /// here and returned would be copied whole on every call, waiting or not.
     #[cold]
     #[inline(never)]
-    fn call_other<Req>(&mut self, req: Req) -> ResponseFuture<S, Req, C>
+    fn call_other<Req>(&mut self, req: Req) -> Result<Pin<Box<Wait<S, Req>>>, Overloaded>
     where
         S: Service<Req> + Clone,
-        C: Clone,
     {
         match self.queued.take() {
             Some(queued) => {
                 // The readied service goes with the waiting call; a clone stays here.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(Wait::new(queued, inner, req), self.classifier.clone())
+                Ok(Box::pin(Wait::new(queued, inner, req)))
             }
             None => {
                 let limit = if self.shared.max_wait().is_zero() {
@@ -582,7 +583,7 @@ impl<S, C> AdaptiveLimit<S, C> {
                 } else {
                     "queue full"
                 };
-                ResponseFuture::rejected(self.shared.rejected(limit))
+                Err(self.shared.rejected(limit))
             }
         }
     }
@@ -627,7 +628,10 @@ where
                 let fut = self.inner.call(req);
                 ResponseFuture::called(fut, slot, started, self.classifier.clone())
             }
-            None => self.call_other(req),
+            None => match self.call_other(req) {
+                Ok(wait) => ResponseFuture::waiting(wait, self.classifier.clone()),
+                Err(overloaded) => ResponseFuture::rejected(overloaded),
+            },
         }
     }
 }
