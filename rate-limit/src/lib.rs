@@ -222,6 +222,7 @@ pub mod rate;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 pub mod throttle;
+mod wait_queue;
 
 /// When a call that may wait `max_wait` from `now` must give up: `max_wait` from now
 /// (`Duration::MAX`: never, honoured as "wait forever"), or the request's ambient deadline

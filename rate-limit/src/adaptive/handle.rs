@@ -75,6 +75,6 @@ impl AdaptiveLimitHandle {
 
     /// Calls waiting for a slot now (wait mode).
     pub fn waiting(&self) -> usize {
-        self.shared.waiting.load(Ordering::Acquire)
+        self.shared.queue.waiting()
     }
 }

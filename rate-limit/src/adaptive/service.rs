@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,6 +23,7 @@ use super::gradient::GradientState;
 use super::handle::AdaptiveLimitHandle;
 use crate::event::{LimitEvent, LimitKind};
 use crate::metrics::Metrics;
+use crate::wait_queue::WaitQueue;
 
 // ===== Shared =====
 
@@ -51,12 +52,8 @@ pub(crate) struct Shared {
     pub(crate) config: RwLock<AdaptiveLimitConfig>,
     /// Wait mode: how long a call may wait for a slot, nanoseconds (0: reject mode).
     max_wait: AtomicU64,
-    /// The most calls waiting at once, when `queue_follows_limit` is unset.
-    max_queue: AtomicUsize,
-    /// The config's `max_queue` is `None`: as many waiting calls as the current limit.
-    queue_follows_limit: AtomicBool,
-    /// Calls waiting for a slot (wait mode).
-    pub(crate) waiting: AtomicUsize,
+    /// Calls waiting for a slot (wait mode), at most `max_queue` (or the current limit).
+    pub(crate) queue: WaitQueue,
     /// Wakes a waiting call when a slot frees or the limit grows.
     notify: Arc<Notify>,
 }
@@ -78,9 +75,7 @@ impl Shared {
             min_limit: AtomicUsize::new(config.min_limit),
             max_limit: AtomicUsize::new(config.max_limit),
             max_wait: AtomicU64::new(time::nanos(config.max_wait)),
-            max_queue: AtomicUsize::new(config.max_queue.unwrap_or(0)),
-            queue_follows_limit: AtomicBool::new(config.max_queue.is_none()),
-            waiting: AtomicUsize::new(0),
+            queue: WaitQueue::new(config.max_queue),
             notify: Arc::new(Notify::new()),
             emitter: Emitter::new(config.name, listeners),
             metrics,
@@ -93,22 +88,13 @@ impl Shared {
         time::from_nanos(self.max_wait.load(Ordering::Relaxed))
     }
 
-    /// The queue bound in effect: `max_queue`, or the current limit when unset.
-    fn max_queue(&self) -> usize {
-        if self.queue_follows_limit.load(Ordering::Relaxed) {
-            self.limit.load(Ordering::Relaxed)
-        } else {
-            self.max_queue.load(Ordering::Relaxed)
-        }
-    }
-
     /// A slot was freed or added: wake a waiting call, if any. The waiting count is read
     /// after the slot was freed (both sequentially consistent), and a waiter counts itself
     /// before it looks for a slot, so either this sees the waiter or the waiter sees the
     /// slot: no wake-up is lost.
     #[inline]
     fn wake(&self, slots: usize) {
-        let waiting = self.waiting.load(Ordering::SeqCst);
+        let waiting = self.queue.waiting();
         if waiting != 0 {
             self.wake_waiting(slots.min(waiting));
         }
@@ -253,10 +239,7 @@ impl Shared {
         };
         self.max_wait
             .store(time::nanos(config.max_wait), Ordering::Relaxed);
-        self.max_queue
-            .store(config.max_queue.unwrap_or(0), Ordering::Relaxed);
-        self.queue_follows_limit
-            .store(config.max_queue.is_none(), Ordering::Relaxed);
+        self.queue.set(config.max_queue);
         self.publish(next as usize);
         *current = config;
         Ok(())
@@ -345,10 +328,7 @@ pub(crate) struct QueueSlot {
 
 impl QueueSlot {
     fn join(shared: &Arc<Shared>) -> Option<Self> {
-        let queued = shared.waiting.fetch_add(1, Ordering::SeqCst);
-        if queued >= shared.max_queue() {
-            // The queue is full: leave again.
-            shared.waiting.fetch_sub(1, Ordering::SeqCst);
+        if !shared.queue.try_join(shared.limit.load(Ordering::Relaxed)) {
             return None;
         }
         Some(Self {
@@ -359,7 +339,7 @@ impl QueueSlot {
 
 impl Drop for QueueSlot {
     fn drop(&mut self) {
-        self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.shared.queue.leave();
     }
 }
 

@@ -64,6 +64,6 @@ impl ConcurrencyLimitHandle {
     /// Calls waiting for a permit now (services readied in wait mode with every permit
     /// taken, and calls waiting in their response futures).
     pub fn waiting(&self) -> usize {
-        self.shared.waiting.load(Ordering::Relaxed)
+        self.shared.queue.waiting()
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use super::future::ResponseFuture;
 use super::handle::ConcurrencyLimitHandle;
 use crate::event::{LimitEvent, LimitKind};
 use crate::metrics::Metrics;
+use crate::wait_queue::WaitQueue;
 
 // ===== Shared =====
 
@@ -35,11 +36,8 @@ pub(crate) struct Shared {
     resize: Mutex<()>,
     /// Nanoseconds (saturating).
     max_wait: AtomicU64,
-    /// The most calls waiting at once, when `queue_follows_limit` is unset.
-    max_queue: AtomicUsize,
-    /// The config's `max_queue` is `None`: as many waiting calls as `max_in_flight`.
-    queue_follows_limit: AtomicBool,
-    pub(crate) waiting: AtomicUsize,
+    /// Calls waiting for a permit (wait mode), at most `max_queue` (or `max_in_flight`).
+    pub(crate) queue: WaitQueue,
     pub(crate) emitter: Emitter<LimitEvent>,
     metrics: Metrics,
 }
@@ -54,9 +52,7 @@ impl Shared {
             debt: AtomicUsize::new(0),
             resize: Mutex::new(()),
             max_wait: AtomicU64::new(palisade_core::time::nanos(config.max_wait)),
-            max_queue: AtomicUsize::new(config.max_queue.unwrap_or(0)),
-            queue_follows_limit: AtomicBool::new(config.max_queue.is_none()),
-            waiting: AtomicUsize::new(0),
+            queue: WaitQueue::new(config.max_queue),
             emitter: Emitter::new(config.name, listeners),
             metrics,
         }
@@ -75,14 +71,6 @@ impl Shared {
         Some(permit)
     }
 
-    fn max_queue(&self) -> usize {
-        if self.queue_follows_limit.load(Ordering::Relaxed) {
-            self.max_in_flight.load(Ordering::Relaxed)
-        } else {
-            self.max_queue.load(Ordering::Relaxed)
-        }
-    }
-
     fn max_wait(&self) -> Duration {
         match self.max_wait.load(Ordering::Relaxed) {
             u64::MAX => Duration::MAX,
@@ -95,8 +83,7 @@ impl Shared {
             ConcurrencyLimitConfig::with_max(self.max_in_flight.load(Ordering::Relaxed));
         config.name = self.emitter.name().clone();
         config.max_wait = self.max_wait();
-        config.max_queue = (!self.queue_follows_limit.load(Ordering::Relaxed))
-            .then(|| self.max_queue.load(Ordering::Relaxed));
+        config.max_queue = self.queue.configured();
         config
     }
 
@@ -112,10 +99,7 @@ impl Shared {
             palisade_core::time::nanos(config.max_wait),
             Ordering::Relaxed,
         );
-        self.max_queue
-            .store(config.max_queue.unwrap_or(0), Ordering::Relaxed);
-        self.queue_follows_limit
-            .store(config.max_queue.is_none(), Ordering::Relaxed);
+        self.queue.set(config.max_queue);
         Ok(())
     }
 
@@ -162,7 +146,7 @@ impl fmt::Debug for Shared {
             .field("name", self.emitter.name())
             .field("max_in_flight", &self.max_in_flight.load(Ordering::Relaxed))
             .field("available", &self.semaphore.available_permits())
-            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .field("waiting", &self.queue.waiting())
             .finish_non_exhaustive()
     }
 }
@@ -209,10 +193,8 @@ pub(crate) struct QueueSlot {
 
 impl QueueSlot {
     fn join(shared: &Arc<Shared>) -> Option<Self> {
-        let queued = shared.waiting.fetch_add(1, Ordering::AcqRel);
-        if queued >= shared.max_queue() {
-            // The queue is full: leave again.
-            shared.waiting.fetch_sub(1, Ordering::AcqRel);
+        let limit = shared.max_in_flight.load(Ordering::Relaxed);
+        if !shared.queue.try_join(limit) {
             return None;
         }
         Some(Self {
@@ -223,7 +205,7 @@ impl QueueSlot {
 
 impl Drop for QueueSlot {
     fn drop(&mut self) {
-        self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.shared.queue.leave();
     }
 }
 
