@@ -243,6 +243,9 @@ fn main() {
                 AdaptiveLimitLayer::builder()
                     .name("api")
                     .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
+                    .limits(4, 1000)
+                    .max_wait(Duration::from_secs(1))
+                    .max_queue(1000)
                     .build()
                     .unwrap()
             )
@@ -343,6 +346,9 @@ fn sizes() {
     size("concurrency limit", &fixed);
     let adaptive = AdaptiveLimitLayer::builder()
         .algorithm(Aimd::new().latency_threshold(attempt / 2))
+        .limits(4, 1000)
+        .max_wait(Duration::from_secs(1))
+        .max_queue(1000)
         .build()
         .unwrap()
         .layer(a);

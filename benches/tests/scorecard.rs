@@ -132,10 +132,14 @@ fn outage() {
     // Nothing can succeed in the 15 s outage: at most 30 s × 100 = 3000 of 4500 requests,
     // 66.7 req/s plus Poisson luck (no resilience reports 67.7). A breaker refuses calls
     // for up to one open interval after the backend is back, plus a probe's round trip:
-    // about 120 ms × 100 req/s = 12 requests = 0.27 req/s (reported 67.6); retrying stacks
-    // win back the requests of the outage's last ~150 ms (tower's 50 + 100 ms backoff),
-    // 15 requests = 0.33 req/s (tower reports 68.0).
-    card.holds_the_bar(0.3, 0.3 + 0.33);
+    // about 120 ms × 100 req/s = 12 requests = 0.27 req/s (reported 67.6 when refused
+    // calls failed at once); retrying stacks win back the requests of the outage's last
+    // ~150 ms (tower's 50 + 100 ms backoff), 15 requests = 0.33 req/s (tower reports 68.0).
+    // The default retries a call refused by the open breaker when its next probe may go,
+    // free of the budget (the call never reached the backend), so the refusals of the last
+    // open interval are served once the probe closes it: reported 67.9. Demand no loss
+    // against no resilience, and at most 0.2 (9 requests) below tower.
+    card.holds_the_bar(0.0, 0.2);
     // The breaker keeps the dead backend's load low: probes only (one per 100 ms at most),
     // where naive retry triples the load in the first second (3 attempts, reported 3.00).
     assert!(card.candidate().amplification < 0.8);
@@ -149,9 +153,12 @@ fn latency_spike() {
     // outage nothing succeeds during it, and the breaker (opened on timed-out attempts)
     // costs at most one 100 ms open interval after it, plus a probe's round trip: a probe
     // sent during the spike hangs for the 300 ms attempt timeout, but while it is out
-    // another goes each open interval, and the first to answer decides. Tolerance 0.9
-    // (40 requests; reported 0.1 below no resilience, 0.3 before probes were paced).
-    card.holds_the_bar(0.9, 0.9 + 0.33);
+    // another goes each open interval, and the first to answer decides; callers refused
+    // meanwhile retry when the next probe may go (free of the budget). The adaptive limit
+    // (timed-out attempts with no fast answer around them decrease it) stays at or above
+    // its floor of 4, so a paced probe is not queued behind the hung one. Reported 67.8
+    // against 67.7 (tower 68.0): no loss against no resilience, at most 0.3 below tower.
+    card.holds_the_bar(0.0, 0.3);
     // The incident bites: unbudgeted retries of timed-out attempts (tower-resilience: 3
     // attempts, no budget) keep the queue full after the spike, a metastable failure.
     assert!(card.get(StackKind::TowerResilience).metastable);
@@ -177,10 +184,12 @@ fn flapping() {
     let card = Card::run("flapping");
     // Down 2 s, up 3 s, three times. Each return costs the breaker at most one 100 ms open
     // interval plus a probe's round trip (failures are fast here): about 12 requests; three
-    // returns = 36 requests = 0.8 req/s at worst (reported 0.4 below no resilience's 87.0;
-    // 1.0 below with the old 250 ms and five probes). Retrying stacks win back the end of
-    // each down phase, 3 × 15 requests = 1 req/s (tower reports 87.9).
-    card.holds_the_bar(0.8, 0.8 + 1.0);
+    // returns = 36 requests = 0.8 req/s (0.4 below no resilience's 87.0 when refused calls
+    // failed at once). Retrying stacks win back the end of each down phase, 3 × 15
+    // requests = 1 req/s (tower reports 87.9); the default now retries the breaker's
+    // refusals when the next probe may go, free of the budget: reported 87.5. Demand no
+    // loss against no resilience, at most 0.5 below tower.
+    card.holds_the_bar(0.0, 0.5);
 }
 
 #[test]
@@ -191,11 +200,13 @@ fn gradual_recovery() {
     // what the ramp cannot serve yet (reported 74.6). The default's breaker costs at most
     // one 100 ms open interval when the backend starts answering again (0.27 req/s), and
     // its adaptive limit (AIMD, decreasing at most once per round trip when answers take
-    // over 150 ms) backs off below what the ramp could just have served: reported 73.0,
-    // 1.6 below (tuned stack with HTTP-aware classifiers: 74.3; the paced probes of a
-    // half-open breaker queue in the slowly recovering backend, 0.2 of it on average).
-    // Without the adaptive limit the default served 65.0, 9.6 below. Tolerance 2.0.
-    card.holds_the_bar(2.0, 2.0);
+    // over 150 ms) backs off below what the ramp could just have served: 73.0, 1.6 below,
+    // when calls over the limit were refused. The default's limit now queues them (up to
+    // 1 s, within the deadline) as no resilience's backend does, and a timed-out attempt
+    // with no fast answer around it is a decrease, so the limit follows the ramp without
+    // filling the backend with abandoned attempts: reported 75.0, the best. Demand no loss
+    // against no resilience (the best other stack here).
+    card.holds_the_bar(0.0, 0.0);
     // The incident bites: unbudgeted retries over the ramp (tower built-ins) keep the
     // recovering backend saturated and never recover.
     assert!(card.get(StackKind::Tower).metastable);
@@ -209,13 +220,16 @@ fn overload_2x() {
     // 83.3 req/s. No resilience gets 85.5 because its calls may queue up to 1 s (within
     // the 2 s deadline), so its backend never idles and the calls queued at the fault's
     // end are served at full speed: up to 2 s of the faulted 50/s, 100 requests = 2.2
-    // req/s. The candidate's attempt timeout (300 ms) and adaptive limit refuse that
-    // queue: latency stays low (p99 300 ms against 1015 ms) at the cost of that margin
-    // (reported 84.4, 1.1 below; without the adaptive limit the default served 71.8):
-    // tolerance 2.5, and ≥ 98% of 83.3.
-    card.holds_the_bar(2.5, 2.5);
+    // req/s. When the candidate's adaptive limit refused calls over it, it lost that
+    // margin (84.4, 1.1 below, p99 300 ms) and, on some seeds, a second at the overload's
+    // onset, where every attempt timed out in the backend's queue and the limit, fed by
+    // answers only, stayed up. Now calls over the limit wait (up to 1 s, within the
+    // deadline: a client-side queue in place of the backend's, drained when capacity
+    // returns), and timed-out attempts with no fast answer around them decrease the limit:
+    // reported 86.3 (p99 2 s: the waits the caller's deadline allows). Demand no loss
+    // against no resilience (the best other stack here), and ≥ 98% of 83.3.
+    card.holds_the_bar(0.0, 0.0);
     assert!(card.candidate().goodput >= 0.98 * 83.3);
-    assert!(card.candidate().p99 < card.none().p99 / 2);
     // The incident bites: retries without a budget over an overloaded backend collapse.
     assert!(card.get(StackKind::Tower).metastable);
 }
@@ -229,9 +243,11 @@ fn retry_storm() {
     // 0.33 req/s). The breaker opened in the blackhole closes after it within one 100 ms
     // open interval and a probe's round trip (a probe sent into the blackhole hangs for
     // the 300 ms attempt timeout, but another goes each open interval while it is out);
-    // at worst 40 requests = 0.9 req/s (reported 93.4, level; 0.6 below on this seed
-    // before probes were paced).
-    card.holds_the_bar(0.9, 0.9 + 0.33);
+    // at worst 40 requests = 0.9 req/s (93.4, level, when refused calls failed at once).
+    // Now refusals by the open breaker and the limit retry free of the budget and calls
+    // over the limit wait, so requests of the blackhole's last second are served when it
+    // clears: reported 94.5, the best. Demand no loss against no resilience or tower.
+    card.holds_the_bar(0.0, 0.0);
 }
 
 #[test]
@@ -243,10 +259,10 @@ fn rate_limited() {
     // beat the quota by much (tower: 88.0). The default stack cannot tell a 429 in a
     // `BoxError` from a failure, so its breaker opens briefly on them and its retries
     // ignore the Retry-After: reported 87.7, level with no resilience (0.1 below with the
-    // old 50% threshold): tolerance 0.2 (and 0.5 below the best). With the HTTP classifiers (`palisade-http`:
+    // old 50% threshold): no loss (and 0.5 below the best). With the HTTP classifiers (`palisade-http`:
     // a 429 is not a failure, its Retry-After is honoured) the tuned stack serves 88.2,
     // the best: asserted below.
-    card.holds_the_bar(0.2, 0.5);
+    card.holds_the_bar(0.0, 0.5);
     let tuned = card.get(StackKind::PalisadeTuned);
     assert!(
         tuned.goodput >= card.best_other() && tuned.amplification <= 1.2,
@@ -289,15 +305,14 @@ fn hangs() {
 
 /// The default stack's promises are not one seed's luck: on three other seeds (arrivals,
 /// latencies, faults and jitter all redrawn), in every incident it is never metastable,
-/// never amplifies past its budget over a run, and never trails no resilience by more than
-/// 3.5 req/s. The largest gap is the 2× overload on seed 3 (80.4 against 83.6): the
-/// drained-queue margin explained in `overload_2x` (up to 2.2 req/s) plus a collapse at the
-/// overload's onset, where the backend spends about a second on attempts that already
-/// timed out before the adaptive limit has come down (about 50 requests, 1.1 req/s). The
-/// breaker's 80% threshold lets that collapse last longer than 50% did (81.1 on that seed;
-/// 2 of 12 seeds differ, by 0.7), the price of not opening on a backend that still answers
-/// 40% of calls (`heavy_errors`: 82.5 against 72). Brown-out, where retries within the
-/// budget serve the most, leads by 4.5-5.2.
+/// never amplifies past its budget over a run, and never trails no resilience. Reported:
+/// level in the rate-limited incident (a 429 in a `BoxError` is a failure to the default
+/// classifiers), ahead by 0.02 to 0.8 in the breaker-bound and capacity incidents (outage,
+/// latency spike, flapping, gradual recovery, overload, retry storm) and by 1.6 to 5.4
+/// where retries win (random and heavy errors, brown-out, hangs). Tolerance 0.1 (5
+/// requests in 45 s). Before calls over the adaptive limit waited and timed-out attempts
+/// could decrease it, the 2× overload on seed 3 trailed by 3.2 (an onset collapse: a
+/// second of attempts timing out in the backend's queue while the limit stayed up).
 #[test]
 fn the_defaults_hold_on_other_seeds() {
     for incident in scorecard::incidents() {
@@ -315,7 +330,7 @@ fn the_defaults_hold_on_other_seeds() {
             );
             assert!(!default.metastable, "{what}");
             assert!(default.amplification <= 1.2, "{what}");
-            assert!(default.goodput >= none.goodput - 3.5, "{what}");
+            assert!(default.goodput >= none.goodput - 0.1, "{what}");
         }
     }
 }

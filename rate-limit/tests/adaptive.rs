@@ -219,7 +219,7 @@ async fn concurrent_failures_decrease_once_per_round_trip() {
 /// attempts leave the limit where it was, while slow answers past the latency threshold
 /// shrink it.
 #[tokio::test(start_paused = true)]
-async fn by_default_latency_alone_moves_the_limit() {
+async fn by_default_latency_alone_moves_the_limit_and_a_slow_error_only_when_nothing_is_fast() {
     let layer = AdaptiveLimitLayer::builder()
         .algorithm(Aimd::new().latency_threshold(Duration::from_millis(100)))
         .initial_limit(10)
@@ -236,12 +236,21 @@ async fn by_default_latency_alone_moves_the_limit() {
     }));
     for _ in 0..5 {
         assert!(svc.clone().oneshot((true, 1)).await.is_err());
-        assert!(svc.clone().oneshot((true, 500)).await.is_err());
+    }
+    assert_eq!(handle.limit(), 10, "fast errors say nothing about load");
+    // A slow error (a timed-out attempt, say) while fast answers keep coming: a few slow
+    // calls (a brown-out), not a slow backend.
+    for _ in 0..5 {
+        let slow = tokio::spawn(svc.clone().oneshot((true, 500)));
+        for _ in 0..10 {
+            assert!(svc.clone().oneshot((false, 20)).await.is_ok());
+        }
+        assert!(slow.await.unwrap().is_err());
     }
     assert_eq!(
         handle.limit(),
         10,
-        "errors, fast or slow, say nothing about load"
+        "slow errors beside fast answers say nothing"
     );
     assert!(svc.clone().oneshot((false, 500)).await.is_ok());
     assert_eq!(
@@ -249,6 +258,16 @@ async fn by_default_latency_alone_moves_the_limit() {
         8,
         "a slow answer is a decrease signal: 10 × 0.8"
     );
+    // A slow error with no fast answer while it ran: the whole backend is slow (an
+    // overload's queue, where every attempt times out and no answer gives a sample).
+    sleep(Duration::from_millis(1)).await;
+    assert!(svc.clone().oneshot((true, 500)).await.is_err());
+    assert_eq!(handle.limit(), 6, "8 × 0.8, floored");
+    // The same after a fast answer that ended before it started.
+    assert!(svc.clone().oneshot((false, 1)).await.is_ok());
+    sleep(Duration::from_millis(5)).await;
+    assert!(svc.clone().oneshot((true, 500)).await.is_err());
+    assert_eq!(handle.limit(), 5, "6.4 × 0.8, floored");
     assert_eq!(
         LatencyOnly.classify(&Err::<(), BoxError>("x".into())),
         Outcome::Ignore

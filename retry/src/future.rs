@@ -230,13 +230,16 @@ impl Progress {
         }
         match outcome {
             Outcome::Success => Next::Return,
-            Outcome::Failure => self.plan_retry(shared, retrying, result, has_copy, |r| {
+            Outcome::Failure => self.plan_retry(shared, retrying, result, has_copy, true, |r| {
                 config.retry_after.retry_after(r)
             }),
             // Not the backend's failure: retried only when it says "later" (a rate limit's
             // retry_after, an overload), never when it says "no" (an open circuit).
             Outcome::Ignore => match config.retry_after.retry_after(result) {
-                Some(hint) => self.plan_retry(shared, retrying, result, has_copy, |_| Some(hint)),
+                Some(hint) => {
+                    let paid = !config.retry_after.never_sent(result);
+                    self.plan_retry(shared, retrying, result, has_copy, paid, |_| Some(hint))
+                }
                 None => Next::Return,
             },
         }
@@ -251,6 +254,7 @@ impl Progress {
         retrying: &mut Option<Pin<Box<Retrying<Res, E>>>>,
         result: &Result<Res, E>,
         has_copy: bool,
+        paid: bool,
         hint: impl FnOnce(&Result<Res, E>) -> Option<Duration>,
     ) -> Next {
         let config = &shared.config;
@@ -282,7 +286,8 @@ impl Progress {
         if let Some(reason) = self.past_limits(config.max_elapsed, delay) {
             return Next::Stop(reason);
         }
-        if let Some(budget) = shared.budget()
+        if paid
+            && let Some(budget) = shared.budget()
             && !budget.withdraw()
         {
             return Next::OverBudget;

@@ -465,8 +465,18 @@ async fn local_rejections_are_retried_only_when_they_mean_later() {
     );
     assert_eq!(overloaded.call_times(), [0, 100]);
 
-    // "No" is returned at once: a request the limiter can never admit, an open circuit, an
-    // inner retry that gave up.
+    // An open circuit: retried when its next probe may go, not before the backoff.
+    for (open_for, at) in [(50, 100), (250, 250)] {
+        let open = Scripted::new(
+            [rejected(CircuitOpen::new(api(), Some(ms(open_for))))],
+            |_| Ok(1),
+        );
+        assert_eq!(layer.layer(open.clone()).oneshot(()).await.unwrap(), 1);
+        assert_eq!(open.call_times(), [0, at]);
+    }
+
+    // "No" is returned at once: a request the limiter can never admit, a breaker forced
+    // open, an inner retry that gave up.
     let never: [fn() -> Typed; 3] = [
         || {
             rejected(RateLimited::insufficient_capacity(
@@ -475,7 +485,7 @@ async fn local_rejections_are_retried_only_when_they_mean_later() {
                 1_000,
             ))
         },
-        || rejected(CircuitOpen::new(Name::new("db"), Some(ms(50)))),
+        || rejected(CircuitOpen::new(Name::new("db"), None)),
         || rejected(RetriesExhausted::new(Name::new("inner"), 3)),
     ];
     for answer in never {
@@ -483,6 +493,42 @@ async fn local_rejections_are_retried_only_when_they_mean_later() {
         let err = layer.layer(backend.clone()).oneshot(()).await.unwrap_err();
         assert!(err.is_rejection());
         assert_eq!(backend.count(), 1, "{err}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_that_never_sent_the_call_are_retried_free_of_the_budget() {
+    // An empty budget: no retry of a backend failure is allowed.
+    let budget = RetryBudget::token_bucket(10, 0.1).unwrap();
+    for _ in 0..5 {
+        budget.record(Outcome::Failure);
+    }
+    assert!(!budget.withdraw(), "half the tokens left: no retry");
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(exact(10))
+        .share_budget(budget.clone())
+        .build()
+        .unwrap();
+    let api = || Name::new("api");
+    // An open circuit and a full limit never sent the call: retried all the same.
+    let refused = Scripted::new(
+        [
+            rejected(CircuitOpen::new(api(), Some(ms(5)))),
+            rejected(Overloaded::new(api(), "max in-flight")),
+        ],
+        |_| Ok(1),
+    );
+    assert_eq!(layer.layer(refused.clone()).oneshot(()).await.unwrap(), 1);
+    assert_eq!(refused.count(), 3);
+    // A backend failure and a rate limit (possibly the upstream's) are paid: not retried.
+    for answer in [
+        rejected(Error::inner(CallFailed(1))),
+        rejected(RateLimited::new(api(), ms(5))),
+    ] {
+        let backend = Scripted::new([answer], |_| Ok(1));
+        assert!(layer.layer(backend.clone()).oneshot(()).await.is_err());
+        assert_eq!(backend.count(), 1, "over budget: not retried");
     }
 }
 

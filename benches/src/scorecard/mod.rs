@@ -121,6 +121,8 @@ pub struct TunedParams {
     /// The adaptive limit's wait mode: `(max_wait, max_queue)` (a `max_queue` of 0: the
     /// default bound, the current limit); `None`: reject mode.
     pub limit_wait: Option<(Duration, usize)>,
+    /// The adaptive limit's initial limit.
+    pub initial_limit: usize,
 }
 
 impl Default for TunedParams {
@@ -156,6 +158,7 @@ impl Default for TunedParams {
             adaptive_limit: Limit::Aimd(Duration::from_millis(150)),
             aimd_backoff: 0.8,
             limit_wait: None,
+            initial_limit: 20,
         }
     }
 }
@@ -233,11 +236,14 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
                 },
                 Signal::AnyError => |r| Classify::classify(&palisade::retry::RejectionAware, r),
             };
-            let builder = AdaptiveLimitLayer::builder().name("api").algorithm(
-                Aimd::new()
-                    .latency_threshold(threshold)
-                    .backoff_ratio(p.aimd_backoff),
-            );
+            let builder = AdaptiveLimitLayer::builder()
+                .name("api")
+                .algorithm(
+                    Aimd::new()
+                        .latency_threshold(threshold)
+                        .backoff_ratio(p.aimd_backoff),
+                )
+                .initial_limit(p.initial_limit);
             let builder = match p.limit_wait {
                 Some((max_wait, 0)) => builder.max_wait(max_wait),
                 Some((max_wait, max_queue)) => builder.max_wait(max_wait).max_queue(max_queue),
@@ -403,15 +409,21 @@ pub fn run_incident_seeded(incident: &Incident, stack: StackKind, seed: u64) -> 
 /// "palisade tuned" with the knobs of `params` through `incident` (to compare candidate
 /// defaults; the row is labelled as the tuned stack).
 pub fn run_tuned(incident: &Incident, params: &TunedParams) -> Row {
+    run_tuned_seeded(incident, params, SEED)
+}
+
+/// [`run_tuned`] with another seed for the arrivals and the backend (a candidate is judged
+/// on many seeds, as the defaults are).
+pub fn run_tuned_seeded(incident: &Incident, params: &TunedParams, seed: u64) -> Row {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("a current-thread runtime");
     let report = runtime.block_on(async {
-        let backend = backend(incident);
+        let backend = backend_seeded(incident, seed);
         let stack = tuned_with(params).expect("valid tuned params");
-        load()
+        load_seeded(seed)
             .run(tower::Layer::layer(&stack, backend.clone()), |_id: u64| ())
             .await
             .report(&backend)

@@ -188,6 +188,9 @@ pub fn palisade_default() -> Result<
             AdaptiveLimitLayer::builder()
                 .name("api")
                 .algorithm(Aimd::new().latency_threshold(ATTEMPT_TIMEOUT / 2))
+                .limits(4, 1000)
+                .max_wait(Duration::from_secs(1))
+                .max_queue(1000)
                 .build()?,
         )
         .attempt_timeout(

@@ -27,6 +27,9 @@ use crate::wait_queue::WaitQueue;
 
 // ===== Shared =====
 
+/// How finely [`Shared::last_fast`] tracks the latest fast answer, nanoseconds.
+const FAST_GRAIN: u64 = 1_000_000;
+
 /// The state all clones of one layer share.
 pub(crate) struct Shared {
     /// The limit admission reads: a plain atomic, so admitting takes no lock.
@@ -42,6 +45,11 @@ pub(crate) struct Shared {
     /// calls started before it do not decrease the limit again (one decrease per round
     /// trip).
     last_decrease: AtomicU64,
+    /// When the latest fast answer (AIMD: within the latency threshold) ended, nanoseconds
+    /// since `origin` plus one (0: never), kept to within [`FAST_GRAIN`]: a slow call that
+    /// gave no sample (a timed-out attempt) decreases the limit only if no fast answer
+    /// ended while it ran.
+    last_fast: AtomicU64,
     origin: Instant,
     /// The bounds, changed at run time by [`AdaptiveLimitHandle::update`].
     min_limit: AtomicUsize,
@@ -71,6 +79,7 @@ impl Shared {
             gradient: GradientState::default(),
             exact: AtomicU64::new((config.initial_limit as f64).to_bits()),
             last_decrease: AtomicU64::new(0),
+            last_fast: AtomicU64::new(0),
             origin: Instant::now(),
             min_limit: AtomicUsize::new(config.min_limit),
             max_limit: AtomicUsize::new(config.max_limit),
@@ -140,6 +149,59 @@ impl Shared {
             return;
         }
         self.update_limit(started, sample);
+    }
+
+    /// Remember when a fast answer ended (AIMD), to within [`FAST_GRAIN`]: one load, and
+    /// a store at most once per grain.
+    #[inline]
+    fn note_fast(&self, started: Instant, sample: &Sample) {
+        if let Algorithm::Aimd(aimd) = &self.algorithm
+            && !sample.dropped
+            && sample.rtt <= aimd.latency_threshold
+        {
+            let ended = time::nanos_since(self.origin, started)
+                .saturating_add(time::nanos(sample.rtt))
+                .saturating_add(1);
+            if ended
+                > self
+                    .last_fast
+                    .load(Ordering::Relaxed)
+                    .saturating_add(FAST_GRAIN)
+            {
+                self.last_fast.store(ended, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A call whose outcome gives no sample (by the classifier: a timed-out attempt, an
+    /// error): if it ran longer than the AIMD latency threshold and no fast answer ended
+    /// while it ran, the backend as a whole is slow (an overload's queue, not a few slow
+    /// calls): a decrease, at most one per round trip as any.
+    #[cold]
+    #[inline(never)]
+    fn on_ignored(&self, started: Instant, in_flight: usize) {
+        let Algorithm::Aimd(aimd) = &self.algorithm else {
+            return;
+        };
+        let rtt = Instant::now().saturating_duration_since(started);
+        if rtt <= aimd.latency_threshold {
+            return;
+        }
+        let start = time::nanos_since(self.origin, started).saturating_add(1);
+        if self
+            .last_fast
+            .load(Ordering::Relaxed)
+            .saturating_add(FAST_GRAIN)
+            >= start
+        {
+            return;
+        }
+        let sample = Sample {
+            rtt,
+            in_flight,
+            dropped: false,
+        };
+        self.update_limit(started, &sample);
     }
 
     /// [`on_sample`](Self::on_sample) for a sample that may move the limit.
@@ -298,6 +360,7 @@ impl Slot {
     #[inline]
     pub(crate) fn complete(self, started: Instant, outcome: Outcome) {
         if outcome == Outcome::Ignore {
+            self.shared.on_ignored(started, self.in_flight);
             return;
         }
         let sample = Sample {
@@ -305,6 +368,7 @@ impl Slot {
             in_flight: self.in_flight,
             dropped: outcome.is_failure(),
         };
+        self.shared.note_fast(started, &sample);
         self.shared.on_sample(started, &sample);
     }
 }

@@ -10,7 +10,7 @@ use palisade_core::{Classify, Outcome};
 /// |---|---|---|
 /// | `Ok(_)` | `Success` | a latency sample |
 /// | a backend error | `Ignore` | a fast error says nothing about load (a bad request, a missing row) |
-/// | [`Elapsed`](palisade_core::Elapsed) (an attempt timed out) | `Ignore` | ambiguous: in a brown-out some calls are slow while the backend has room; shrinking the limit then turns away calls that would have been served |
+/// | [`Elapsed`](palisade_core::Elapsed) (an attempt timed out) | `Ignore` | ambiguous: in a brown-out some calls are slow while the backend has room; shrinking the limit then turns away calls that would have been served (but see [`Aimd`](super::Aimd): with no fast answer while it ran, it is a decrease) |
 /// | a local rejection ([`RateLimited`](palisade_core::RateLimited), [`Overloaded`](palisade_core::Overloaded), ...) | `Ignore` | our own layers' decision, not the backend's load |
 ///
 /// Chosen by the incident scorecard (`cargo run --release -p palisade-benches --bin
