@@ -51,17 +51,20 @@ fn main() {
             with(&|p| p.adaptive_limit = Limit::Gradient),
         ),
         (
-            "limit waits (deadline, queue 1000)",
+            "limit refuses calls over it (no wait: the previous default)",
+            with(&|p| p.limit_wait = None),
+        ),
+        (
+            "limit waits to the deadline (queue 1000)",
             with(&|p| p.limit_wait = Some((Duration::MAX, 1000))),
         ),
         (
-            "limit waits (1 s, queue 1000)",
-            with(&|p| p.limit_wait = Some((ms(1000), 1000))),
+            "limit waits 1 s, queue = limit",
+            with(&|p| p.limit_wait = Some((ms(1000), 0))),
         ),
-        (
-            "limit waits (deadline, queue = limit)",
-            with(&|p| p.limit_wait = Some((Duration::MAX, 0))),
-        ),
+        ("limit floor 1", with(&|p| p.min_limit = 1)),
+        ("limit floor 8", with(&|p| p.min_limit = 8)),
+        ("initial limit 10", with(&|p| p.initial_limit = 10)),
         (
             "limit: 100 ms",
             with(&|p| p.adaptive_limit = Limit::AimdSignal(ms(100), Signal::Latency)),

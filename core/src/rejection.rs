@@ -348,6 +348,13 @@ impl Rejection<'_> {
         }
     }
 
+    /// `true` for a refusal made before the call was sent, by a layer that never sends
+    /// refused calls (an open circuit, a full concurrency limit): retrying it adds no load
+    /// to the backend. A rate limit is not one: it may be the upstream's own `429`, mapped.
+    pub fn never_sent(&self) -> bool {
+        matches!(self, Rejection::CircuitOpen(_) | Rejection::Overloaded(_))
+    }
+
     /// `true` when waiting cannot help (a request costing more than a limiter's burst): retry
     /// layers do not retry it.
     pub fn is_permanent(&self) -> bool {

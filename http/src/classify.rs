@@ -271,7 +271,11 @@ impl<B, E> Classify<Response<B>, E> for GrpcLoadSignal {
 /// - else the `RateLimit` headers, when they say the quota is used up
 ///   ([`headers::rate_limit_reset`]),
 /// - else gRPC's `grpc-retry-pushback-ms`,
-/// - for an error, a [`RateLimited`](palisade_core::RateLimited)'s `retry_after`.
+/// - for an error, a [`RateLimited`](palisade_core::RateLimited)'s `retry_after` (not a
+///   permanent one), a [`CircuitOpen`](palisade_core::CircuitOpen)'s (when its next probe
+///   may go), zero for an [`Overloaded`](palisade_core::Overloaded): the retry layer's
+///   default hook's hints. Being a function, its retries are all paid from the retry
+///   budget, refusals that never sent the call included (the default hook's are free).
 ///
 /// The retry layer waits at least the hint (capped by its backoff's `max_delay`, so raise
 /// that to honour long hints) and never past the caller's deadline: a hint that would
@@ -294,9 +298,11 @@ pub fn retry_after<B, E: AsRejection>(result: &Result<Response<B>, E>) -> Option
                 .or_else(|| headers::rate_limit_reset(h))
                 .or_else(|| grpc_pushback(h))
         }
+        // As the retry layer's default hook (`RejectionAware`): a rate limit's, an open
+        // circuit's hint (when its next probe may go), an overload's "now".
         Err(err) => match err.as_rejection()? {
-            Rejection::RateLimited(r) => Some(r.retry_after()),
-            _ => None,
+            Rejection::Overloaded(_) => Some(Duration::ZERO),
+            r => r.retry_after(),
         },
     }
 }
@@ -510,6 +516,30 @@ mod tests {
         );
         assert_eq!(retry_after(&with("grpc-retry-pushback-ms", "-1")), None);
         assert_eq!(retry_after(&status(503)), None);
+        let refused = |e: palisade_core::BoxError| retry_after::<(), _>(&Err(e));
+        let n = palisade_core::Name::new("api");
+        let s = Duration::from_secs(1);
+        assert_eq!(
+            refused(palisade_core::CircuitOpen::new(n.clone(), Some(s)).into()),
+            Some(s)
+        );
+        assert_eq!(
+            refused(palisade_core::CircuitOpen::new(n.clone(), None).into()),
+            None
+        );
+        assert_eq!(
+            refused(palisade_core::Overloaded::new(n.clone(), "q").into()),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            refused(palisade_core::RateLimited::new(n.clone(), s).into()),
+            Some(s)
+        );
+        assert_eq!(
+            refused(palisade_core::RateLimited::insufficient_capacity(n, 10, 5).into()),
+            None
+        );
+        assert_eq!(refused("boom".into()), None);
     }
 
     #[test]

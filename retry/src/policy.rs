@@ -37,7 +37,10 @@ pub trait RetryAfter<Res, E> {
 
     /// `true` when `result` is a refusal by a layer of this process that never sent the call
     /// (an open circuit, a full concurrency limit): retrying it adds no load to the backend,
-    /// so the retry is not paid from the retry budget. Default `false`.
+    /// so the retry is not paid from the retry budget. Default `false`: a closure hook's
+    /// retries are all paid; a hook type of your own can answer with
+    /// [`Rejection::never_sent`](palisade_core::Rejection::never_sent), as
+    /// [`RejectionAware`] (the default hook) does.
     fn never_sent(&self, result: &Result<Res, E>) -> bool {
         let _ = result;
         false
@@ -103,10 +106,11 @@ impl<Res, E: AsRejection> RetryAfter<Res, E> for RejectionAware {
     }
 
     fn never_sent(&self, result: &Result<Res, E>) -> bool {
-        matches!(
-            result.as_ref().err().and_then(AsRejection::as_rejection),
-            Some(Rejection::CircuitOpen(_) | Rejection::Overloaded(_))
-        )
+        result
+            .as_ref()
+            .err()
+            .and_then(AsRejection::as_rejection)
+            .is_some_and(|r| r.never_sent())
     }
 }
 

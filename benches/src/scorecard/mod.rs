@@ -28,6 +28,7 @@ use palisade::chaos::sim::{LoadGen, Report, SimBackend, SimResponse};
 use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::core::ConfigError;
 use palisade::prelude::*;
+use palisade::rate_limit::AdaptiveLimitConfigBuilder;
 use palisade::rate_limit::{Aimd, ThrottleConfig, ThrottleLayer};
 use tower::layer::util::Identity;
 use tower::util::Either;
@@ -123,6 +124,8 @@ pub struct TunedParams {
     pub limit_wait: Option<(Duration, usize)>,
     /// The adaptive limit's initial limit.
     pub initial_limit: usize,
+    /// The adaptive limit's floor.
+    pub min_limit: usize,
 }
 
 impl Default for TunedParams {
@@ -139,7 +142,9 @@ impl Default for TunedParams {
     /// - the adaptive limit decreases on the backend shedding a call (a `503`) besides
     ///   latency over 150 ms;
     /// - a budget floor of 1 retry per second, not 3 (3 serves 95.1 in `brown-out`, 1
-    ///   serves 94.6, and adds 2% to the first second of an outage).
+    ///   serves 94.6, and adds 2% to the first second of an outage);
+    /// - as the README's stack: calls over the adaptive limit wait up to 1 s (1000 at most),
+    ///   and the limit's floor is 4.
     fn default() -> Self {
         Self {
             max_attempts: 4,
@@ -157,8 +162,9 @@ impl Default for TunedParams {
             probes: 1,
             adaptive_limit: Limit::Aimd(Duration::from_millis(150)),
             aimd_backoff: 0.8,
-            limit_wait: None,
+            limit_wait: Some((Duration::from_secs(1), 1000)),
             initial_limit: 20,
+            min_limit: 4,
         }
     }
 }
@@ -207,15 +213,20 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
     let signal: BreakerClassifier = overload_signal;
     let limit = match p.adaptive_limit {
         Limit::Aimd(threshold) => Either::Left(
-            AdaptiveLimitLayer::builder()
-                .name("api")
-                .algorithm(
-                    Aimd::new()
-                        .latency_threshold(threshold)
-                        .backoff_ratio(p.aimd_backoff),
-                )
-                .build()?
-                .classifier(signal),
+            wait_mode(
+                AdaptiveLimitLayer::builder()
+                    .name("api")
+                    .algorithm(
+                        Aimd::new()
+                            .latency_threshold(threshold)
+                            .backoff_ratio(p.aimd_backoff),
+                    )
+                    .limits(p.min_limit, 1000)
+                    .initial_limit(p.initial_limit),
+                p,
+            )
+            .build()?
+            .classifier(signal),
         ),
         Limit::AimdSignal(threshold, sig) => {
             let signal: BreakerClassifier = match sig {
@@ -243,13 +254,9 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
                         .latency_threshold(threshold)
                         .backoff_ratio(p.aimd_backoff),
                 )
+                .limits(p.min_limit, 1000)
                 .initial_limit(p.initial_limit);
-            let builder = match p.limit_wait {
-                Some((max_wait, 0)) => builder.max_wait(max_wait),
-                Some((max_wait, max_queue)) => builder.max_wait(max_wait).max_queue(max_queue),
-                None => builder,
-            };
-            Either::Left(builder.build()?.classifier(signal))
+            Either::Left(wait_mode(builder, p).build()?.classifier(signal))
         }
         Limit::Gradient => Either::Left(
             AdaptiveLimitLayer::builder()
@@ -275,6 +282,18 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
                 .timeout(ATTEMPT_TIMEOUT)
                 .build()?,
         ))
+}
+
+/// The adaptive limit's wait mode of `p` on `builder`.
+fn wait_mode(
+    builder: AdaptiveLimitConfigBuilder<AdaptiveLimitLayer>,
+    p: &TunedParams,
+) -> AdaptiveLimitConfigBuilder<AdaptiveLimitLayer> {
+    match p.limit_wait {
+        Some((max_wait, 0)) => builder.max_wait(max_wait),
+        Some((max_wait, max_queue)) => builder.max_wait(max_wait).max_queue(max_queue),
+        None => builder,
+    }
 }
 
 /// The throttle hint reader of the gate.
