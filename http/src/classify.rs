@@ -423,7 +423,7 @@ pub fn clone_any_request<B: Clone>(req: &Request<B>) -> Option<Request<B>> {
 mod tests {
     use super::*;
     use palisade_core::{
-        BoxError, CircuitOpen, Elapsed, Error, Name, Overloaded, RetriesExhausted,
+        BoxError, CircuitOpen, Elapsed, Error, Name, Overloaded, RateLimited, RetriesExhausted,
     };
 
     type Res = Result<Response<()>, BoxError>;
@@ -516,27 +516,21 @@ mod tests {
         );
         assert_eq!(retry_after(&with("grpc-retry-pushback-ms", "-1")), None);
         assert_eq!(retry_after(&status(503)), None);
-        let refused = |e: palisade_core::BoxError| retry_after::<(), _>(&Err(e));
-        let n = palisade_core::Name::new("api");
+        let refused = |e: BoxError| retry_after::<(), _>(&Err(e));
+        let n = Name::new("api");
         let s = Duration::from_secs(1);
         assert_eq!(
-            refused(palisade_core::CircuitOpen::new(n.clone(), Some(s)).into()),
+            refused(CircuitOpen::new(n.clone(), Some(s)).into()),
             Some(s)
         );
+        assert_eq!(refused(CircuitOpen::new(n.clone(), None).into()), None);
         assert_eq!(
-            refused(palisade_core::CircuitOpen::new(n.clone(), None).into()),
-            None
-        );
-        assert_eq!(
-            refused(palisade_core::Overloaded::new(n.clone(), "q").into()),
+            refused(Overloaded::new(n.clone(), "q").into()),
             Some(Duration::ZERO)
         );
+        assert_eq!(refused(RateLimited::new(n.clone(), s).into()), Some(s));
         assert_eq!(
-            refused(palisade_core::RateLimited::new(n.clone(), s).into()),
-            Some(s)
-        );
-        assert_eq!(
-            refused(palisade_core::RateLimited::insufficient_capacity(n, 10, 5).into()),
+            refused(RateLimited::insufficient_capacity(n, 10, 5).into()),
             None
         );
         assert_eq!(refused("boom".into()), None);

@@ -16,8 +16,9 @@ use tower_layer::{Identity, Layer};
 /// 5. **limit** (rate, concurrency or adaptive): below the breaker, so rejected-by-breaker
 ///    calls do not use quota, and above the attempt timeout, so waiting for a permit is not
 ///    counted against the backend. The recommended default is an adaptive concurrency limit
-///    (`AdaptiveLimitLayer` with `Aimd` at half the attempt timeout): the incident scorecard
-///    chose it for overload and gradual recovery (README, "Defaults chosen by incidents");
+///    (`AdaptiveLimitLayer` with `Aimd` at half the attempt timeout, a floor of 4, and
+///    calls over it waiting up to 1 s, 1000 at most): the incident scorecard chose it for
+///    overload and gradual recovery (README, "Defaults chosen by incidents");
 /// 6. **per-attempt timeout**: innermost, bounds one call to the backend (and is shortened
 ///    to what is left of the overall deadline).
 ///

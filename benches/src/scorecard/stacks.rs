@@ -34,8 +34,8 @@ pub enum StackKind {
     /// 300 ms attempt timeout.
     PalisadeDefault,
     /// The same `Stack` with what an HTTP client's classifiers add ([`tuned`](super::tuned)):
-    /// an upstream's `429` is not a failure and its Retry-After is honoured, a timed-out
-    /// attempt is a slow call for the breaker.
+    /// an upstream's `429` is not a failure and its Retry-After is honoured, a backend's
+    /// shedding (a `503`) shrinks the adaptive limit, a budget floor of 1 retry per second.
     PalisadeTuned,
     /// "palisade tuned" with the throttle gate around the backend
     /// ([`throttle_gate`](super::throttle_gate)): an upstream's `429` + Retry-After holds

@@ -302,7 +302,10 @@ impl<T> AdaptiveLimitConfigBuilder<T> {
         self
     }
 
-    /// The range the limit moves in (default 1 to 1000).
+    /// The range the limit moves in (default 1 to 1000). Under a circuit breaker, as in the
+    /// README's stack, a floor of 4 leaves room for the breaker's probe beside calls that
+    /// hang for the attempt timeout (the incident scorecard's latency spike: 0.17 req/s
+    /// below no resilience at a floor of 1, 0.09 above at 4, averaged over 16 seeds).
     #[must_use]
     pub fn limits(mut self, min: usize, max: usize) -> Self {
         self.config.min_limit = min;
@@ -312,7 +315,10 @@ impl<T> AdaptiveLimitConfigBuilder<T> {
 
     /// Wait mode: a call finding every slot taken waits up to `max_wait` for one, within
     /// the caller's deadline (default zero: reject mode; `Duration::MAX`: as long as the
-    /// deadline allows).
+    /// deadline allows). The README's stack waits up to 1 s with a queue of 1000: in the
+    /// incident scorecard's 2× overload and gradual recovery it then serves more than no
+    /// resilience (whose backend queues calls for up to 1 s), where refusing served 2.0 and
+    /// 1.7 req/s less than it, at the price of latency (p99 at the caller's deadline).
     #[must_use]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.config.max_wait = max_wait;
@@ -320,7 +326,8 @@ impl<T> AdaptiveLimitConfigBuilder<T> {
     }
 
     /// The most calls waiting at once in wait mode (default: as many as the current
-    /// limit; 1 or more).
+    /// limit; 1 or more). Size it to the arrivals of `max_wait` (a queue as long as the
+    /// limit served the scorecard's 2× overload 1.4 req/s less than one of 1000).
     #[must_use]
     pub fn max_queue(mut self, max_queue: usize) -> Self {
         self.config.max_queue = Some(max_queue);
