@@ -84,3 +84,85 @@ async fn one_budget_handle_caps_several_layers_together() {
     let calls = backend_a.count() + backend_b.count();
     assert!(calls <= REQUESTS + REQUESTS / 10, "{calls}");
 }
+
+/// What one attempt meets in [`refusals_never_make_the_budget_overspend`].
+#[derive(Debug, Clone, Copy)]
+enum Meets {
+    /// The backend answers.
+    Answer,
+    /// The backend fails.
+    Fails,
+    /// An open breaker refuses it, unsent.
+    Open,
+    /// A full concurrency limit refuses it, unsent.
+    Full,
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Refusals that never sent the call are retried free of the budget; the budget's
+    /// promise holds all the same: backend calls ≤ requests + the retries the budget
+    /// allowed, whatever mix of answers, failures and refusals the attempts meet. With a
+    /// floor of `floor` retries per second over a 10 s window and no ratio, the run
+    /// within one window: at most `10 × floor` paid retries.
+    #[test]
+    fn refusals_never_make_the_budget_overspend(
+        script in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(Meets::Answer),
+                proptest::strategy::Just(Meets::Fails),
+                proptest::strategy::Just(Meets::Open),
+                proptest::strategy::Just(Meets::Full),
+            ],
+            1..200,
+        ),
+        requests in 1usize..40,
+        floor in 0u32..10,
+    ) {
+        use palisade_core::{BoxError, CircuitOpen, Name, Overloaded};
+        use std::sync::{Arc, Mutex};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        let (sent, refused) = rt.block_on(async {
+            let script = Arc::new(Mutex::new(script.into_iter()));
+            let sent = Arc::new(AtomicUsize::new(0));
+            let refused = Arc::new(AtomicUsize::new(0));
+            let (s, r) = (Arc::clone(&sent), Arc::clone(&refused));
+            let backend = tower::service_fn(move |()| {
+                let meets = script.lock().expect("lock").next().unwrap_or(Meets::Answer);
+                let out: Result<(), BoxError> = match meets {
+                    Meets::Answer => { s.fetch_add(1, Ordering::SeqCst); Ok(()) }
+                    Meets::Fails => { s.fetch_add(1, Ordering::SeqCst); Err("boom".into()) }
+                    Meets::Open => {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        Err(CircuitOpen::new(Name::new("b"), Some(ms(1))).into())
+                    }
+                    Meets::Full => {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        Err(Overloaded::new(Name::new("l"), "max in-flight").into())
+                    }
+                };
+                std::future::ready(out)
+            });
+            let budget = RetryBudget::tps(Duration::from_secs(10), floor, 0.0).expect("budget");
+            let layer = RetryLayer::new(config().build().expect("config")).share_budget(budget);
+            let svc = layer.layer(backend);
+            for _ in 0..requests {
+                let _ = svc.clone().oneshot(()).await;
+            }
+            (sent.load(Ordering::SeqCst), refused.load(Ordering::SeqCst))
+        });
+        // Every backend call after a request's first follows a paid retry; a request's
+        // first backend call may come after refusals, which cost nothing.
+        proptest::prop_assert!(
+            sent <= requests + 10 * floor as usize,
+            "{sent} backend calls for {requests} requests, floor {floor} ({refused} refusals)"
+        );
+    }
+}
