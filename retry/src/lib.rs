@@ -162,7 +162,8 @@
 //!
 //! Outside the circuit breaker and the per-attempt timeout, inside the overall timeout:
 //! the overall timeout's deadline bounds all attempts, each attempt gets its own timeout,
-//! and an open breaker answers at once (and is not retried). A [`hedge::HedgeLayer`] goes
+//! and an open breaker answers at once (retried, with the default hook, when its next
+//! probe may go, free of the budget: the call was never sent). A [`hedge::HedgeLayer`] goes
 //! next to the retry layer, inside or outside it; give both the same [`RetryBudget`] handle
 //! so retries and hedges together stay within one ratio of extra load (extra calls ≤
 //! `ratio` × requests + the floor, tested in both orders).
