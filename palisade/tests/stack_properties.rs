@@ -66,10 +66,14 @@ enum Limit {
         burst: u32,
     },
     Concurrency(usize),
-    /// AIMD at this latency threshold (ms), from this initial limit.
+    /// AIMD at this latency threshold (ms), from this initial limit; calls over it wait up
+    /// to `wait_ms` (0: refused, the reject mode) with at most `queue` waiting (the
+    /// README's stack waits).
     Adaptive {
         threshold_ms: u64,
         initial: usize,
+        wait_ms: u64,
+        queue: usize,
     },
 }
 
@@ -81,10 +85,18 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![
             (1u32..=100, 1u32..=20).prop_map(|(per_sec, burst)| Limit::Rate { per_sec, burst }),
             (1usize..=10).prop_map(Limit::Concurrency),
-            (1u64..1_000, 1usize..=20).prop_map(|(threshold_ms, initial)| Limit::Adaptive {
-                threshold_ms,
-                initial
-            }),
+            (
+                1u64..1_000,
+                1usize..=20,
+                prop_oneof![Just(0u64), 1u64..3_000, Just(u64::MAX)],
+                1usize..=1_000,
+            )
+                .prop_map(|(threshold_ms, initial, wait_ms, queue)| Limit::Adaptive {
+                    threshold_ms,
+                    initial,
+                    wait_ms,
+                    queue
+                }),
         ],
         prop::collection::vec((0u64..100, prop::collection::vec(fault(), 5)), 1..60),
     )
@@ -225,6 +237,8 @@ async fn run(case: &Case, healthy: bool) -> Run {
         Limit::Adaptive {
             threshold_ms,
             initial,
+            wait_ms,
+            queue,
         } => BoxCloneService::new(
             stack
                 .limit(
@@ -235,6 +249,8 @@ async fn run(case: &Case, healthy: bool) -> Run {
                         )
                         .initial_limit(initial)
                         .limits(1, 20)
+                        .max_wait(Duration::from_millis(wait_ms))
+                        .max_queue(queue)
                         .build()
                         .unwrap(),
                 )
