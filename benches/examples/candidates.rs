@@ -51,6 +51,10 @@ fn main() {
             with(&|p| p.adaptive_limit = Limit::Gradient),
         ),
         (
+            "retry: 4 attempts, not until the deadline (the previous default)",
+            with(&|p| p.until_deadline = false),
+        ),
+        (
             "limit refuses calls over it (no wait: the previous default)",
             with(&|p| p.limit_wait = None),
         ),

@@ -233,7 +233,7 @@ fn main() {
             .retry(
                 RetryLayer::builder()
                     .name("api")
-                    .max_attempts(4)
+                    .until_deadline()
                     .backoff(Backoff::exponential(Duration::from_millis(20)))
                     .build()
                     .unwrap()

@@ -42,6 +42,10 @@ where
     C: Classify<Res, E>,
     H: ThrottleHint<Res, E>,
 {
+    fn never_sent(&self, result: &Result<Res, E>) -> bool {
+        self.classifier.never_sent(result)
+    }
+
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
         match self.hint.throttle(result) {
             Some(throttle) => {

@@ -50,6 +50,18 @@ impl Outcome {
 pub trait Classify<Res, E> {
     /// Classify one result.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
+
+    /// `true` when `result` is a refusal by a layer of this process that never sent the
+    /// call (an open circuit, a full concurrency limit:
+    /// [`Rejection::never_sent`](crate::Rejection::never_sent)): the retry layer retries it
+    /// without paying from its retry budget, since it adds no backend load. Default
+    /// `false` (a closure classifier's retries are all paid); [`RejectionAware`] and the
+    /// HTTP classifiers of `palisade-http` answer from the rejection.
+    #[inline]
+    fn never_sent(&self, result: &Result<Res, E>) -> bool {
+        let _ = result;
+        false
+    }
 }
 
 impl<Res, E, F> Classify<Res, E> for F
@@ -127,6 +139,14 @@ impl<Res, E: crate::AsRejection> Classify<Res, E> for RejectionAware {
             None | Some(crate::Rejection::Elapsed(_)) => Outcome::Failure,
             Some(_) => Outcome::Ignore,
         }
+    }
+
+    fn never_sent(&self, result: &Result<Res, E>) -> bool {
+        result
+            .as_ref()
+            .err()
+            .and_then(crate::AsRejection::as_rejection)
+            .is_some_and(|r| r.never_sent())
     }
 }
 

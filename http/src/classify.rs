@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
 use palisade_core::throttle::Throttle;
-use palisade_core::{AsRejection, Classify, Outcome, Rejection};
+use palisade_core::{AsRejection, Classify, Outcome, Rejection, RejectionAware};
 
 use crate::headers;
 
@@ -53,6 +53,10 @@ impl<B, E: AsRejection> Classify<Response<B>, E> for HttpClassifier {
             Ok(response) => status_outcome(response.status()),
             Err(err) => error_outcome(err),
         }
+    }
+
+    fn never_sent(&self, result: &Result<Response<B>, E>) -> bool {
+        RejectionAware.never_sent(result)
     }
 }
 
@@ -139,6 +143,10 @@ impl<B, E: AsRejection> Classify<Response<B>, E> for GrpcClassifier {
             Ok(response) => grpc_outcome(grpc_status(response)),
             Err(err) => error_outcome(err),
         }
+    }
+
+    fn never_sent(&self, result: &Result<Response<B>, E>) -> bool {
+        RejectionAware.never_sent(result)
     }
 }
 
@@ -274,8 +282,8 @@ impl<B, E> Classify<Response<B>, E> for GrpcLoadSignal {
 /// - for an error, a [`RateLimited`](palisade_core::RateLimited)'s `retry_after` (not a
 ///   permanent one), a [`CircuitOpen`](palisade_core::CircuitOpen)'s (when its next probe
 ///   may go), zero for an [`Overloaded`](palisade_core::Overloaded): the retry layer's
-///   default hook's hints. Being a function, its retries are all paid from the retry
-///   budget, refusals that never sent the call included (the default hook's are free).
+///   default hook's hints. (Which refusals are retried free of the budget is the
+///   classifier's to say: [`HttpClassifier`] and [`GrpcClassifier`] know them.)
 ///
 /// The retry layer waits at least the hint (capped by its backoff's `max_delay`, so raise
 /// that to honour long hints) and never past the caller's deadline: a hint that would

@@ -237,7 +237,7 @@ impl Progress {
             // retry_after, an overload), never when it says "no" (an open circuit).
             Outcome::Ignore => match config.retry_after.retry_after(result) {
                 Some(hint) => {
-                    let paid = !config.retry_after.never_sent(result);
+                    let paid = !config.classify.never_sent(result);
                     self.plan_retry(shared, retrying, result, has_copy, paid, |_| Some(hint))
                 }
                 None => Next::Return,

@@ -34,17 +34,6 @@ use palisade_core::{AsRejection, Rejection, RejectionAware};
 pub trait RetryAfter<Res, E> {
     /// The hinted delay before the next attempt, if the result carries one.
     fn retry_after(&self, result: &Result<Res, E>) -> Option<Duration>;
-
-    /// `true` when `result` is a refusal by a layer of this process that never sent the call
-    /// (an open circuit, a full concurrency limit): retrying it adds no load to the backend,
-    /// so the retry is not paid from the retry budget. Default `false`: a closure hook's
-    /// retries are all paid; a hook type of your own can answer with
-    /// [`Rejection::never_sent`](palisade_core::Rejection::never_sent), as
-    /// [`RejectionAware`] (the default hook) does.
-    fn never_sent(&self, result: &Result<Res, E>) -> bool {
-        let _ = result;
-        false
-    }
 }
 
 impl<Res, E, F> RetryAfter<Res, E> for F
@@ -87,7 +76,8 @@ impl<Res, E> RetryAfter<Res, E> for NoRetryAfter {
 /// token-bucket budget neither pays nor refills for it, as a breaker does not count it), and
 /// yet a rate limit, an overload or an open circuit says "later", so it is retried after
 /// its hint. A refusal that never sent the call (an open circuit, a full concurrency limit:
-/// [`never_sent`](RetryAfter::never_sent)) adds no backend load when retried, so its retry
+/// the classifier's [`never_sent`](palisade_core::Classify::never_sent), which
+/// `RejectionAware` answers) adds no backend load when retried, so its retry
 /// is not paid from the retry budget: the budget bounds backend calls per request, and every
 /// backend call after a request's first still follows a paid retry of a backend failure.
 /// Chosen by the incident scorecard: with open circuits retried after their hint, free,
@@ -103,14 +93,6 @@ impl<Res, E: AsRejection> RetryAfter<Res, E> for RejectionAware {
             Rejection::CircuitOpen(c) => c.retry_after(),
             _ => None,
         }
-    }
-
-    fn never_sent(&self, result: &Result<Res, E>) -> bool {
-        result
-            .as_ref()
-            .err()
-            .and_then(AsRejection::as_rejection)
-            .is_some_and(|r| r.never_sent())
     }
 }
 
@@ -186,16 +168,17 @@ mod tests {
     fn only_refusals_that_never_sent_the_call_are_free() {
         let n = Name::new("x");
         let s = Duration::from_secs(1);
-        let sent = |err: BoxError| !RejectionAware.never_sent(&Err::<(), _>(err));
+        let sent = |err: BoxError| !Classify::<(), _>::never_sent(&RejectionAware, &Err(err));
         assert!(!sent(CircuitOpen::new(n.clone(), Some(s)).into()));
         assert!(!sent(Overloaded::new(n.clone(), "q").into()));
         // A rate limit may be the upstream's own (a 429 mapped to it): paid.
         assert!(sent(RateLimited::new(n.clone(), s).into()));
         assert!(sent(Elapsed::new(n.clone(), s).into()));
         assert!(sent("boom".into()));
-        assert!(sent(RetriesExhausted::new(n, 3).into()));
+        assert!(sent(RetriesExhausted::new(n.clone(), 3).into()));
         assert!(!RejectionAware.never_sent(&Ok::<_, BoxError>(())));
-        assert!(!NoRetryAfter.never_sent(&Err::<(), _>(BoxError::from("x"))));
+        let closure = |_: &Result<(), BoxError>| Outcome::Ignore;
+        assert!(!closure.never_sent(&Err(BoxError::from(Overloaded::new(n, "q")))));
     }
 
     #[test]

@@ -89,8 +89,10 @@ pub enum Signal {
 /// The knobs of the tuned stack ([`TunedParams::default`] is what the scorecard runs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TunedParams {
-    /// Retry: attempts per request.
+    /// Retry: attempts per request (unless `until_deadline`).
     pub max_attempts: u32,
+    /// Retry: bounded by the caller's deadline and the budget, not by attempts.
+    pub until_deadline: bool,
     /// Retry budget (TPS): how long deposits count.
     pub budget_ttl: Duration,
     /// Retry budget (TPS): retries per second allowed whatever the traffic.
@@ -144,11 +146,12 @@ impl Default for TunedParams {
     ///   latency over 150 ms;
     /// - a budget floor of 1 retry per second, not 3 (3 serves 95.1 in `brown-out`, 1
     ///   serves 94.6, and adds 2% to the first second of an outage);
-    /// - as the README's stack: calls over the adaptive limit wait up to 1 s (1000 at most),
-    ///   and the limit's floor is 4.
+    /// - as the README's stack: retries until the caller's deadline, calls over the
+    ///   adaptive limit wait up to 1 s (1000 at most), and the limit's floor is 4.
     fn default() -> Self {
         Self {
             max_attempts: 4,
+            until_deadline: true,
             budget_ttl: Duration::from_secs(1),
             budget_min_per_sec: 1,
             budget_ratio: 0.2,
@@ -179,9 +182,14 @@ pub fn tuned() -> Result<Tuned, ConfigError> {
 /// The README's stack with the knobs of `p`.
 pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
     let hint: RetryAfterHint = sim_retry_after;
-    let retry = RetryLayer::builder()
+    let retry = RetryLayer::builder().max_attempts(p.max_attempts);
+    let retry = if p.until_deadline {
+        retry.until_deadline()
+    } else {
+        retry
+    };
+    let retry = retry
         .name("api")
-        .max_attempts(p.max_attempts)
         .backoff(Backoff::exponential(Duration::from_millis(20)))
         .share_budget(RetryBudget::tps(
             p.budget_ttl,

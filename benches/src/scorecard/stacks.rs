@@ -29,7 +29,7 @@ pub enum StackKind {
     /// simulation on tokio's paused clock cannot advance.
     TowerResilience,
     /// palisade exactly as the README recommends, with default configs: `Stack` of a 2 s
-    /// overall timeout, retry (4 attempts, exponential from 20 ms, the default budget), a
+    /// overall timeout, retry (until that deadline, exponential from 20 ms, the default budget), a
     /// default circuit breaker, an AIMD adaptive limit at half the attempt timeout and a
     /// 300 ms attempt timeout.
     PalisadeDefault,
@@ -154,7 +154,7 @@ fn tower_backoff(retry: u32) -> Duration {
 }
 
 /// The README's recommended stack, with every config at its default but the values the
-/// README sets: a 2 s overall timeout, 4 attempts with exponential backoff from 20 ms, a
+/// README sets: a 2 s overall timeout, retries until it with exponential backoff from 20 ms, a
 /// default breaker, an AIMD adaptive concurrency limit at a latency threshold of half the
 /// attempt timeout, and a 300 ms attempt timeout.
 pub fn palisade_default() -> Result<
@@ -178,7 +178,7 @@ pub fn palisade_default() -> Result<
         .retry(
             RetryLayer::builder()
                 .name("api")
-                .max_attempts(4)
+                .until_deadline()
                 .backoff(Backoff::exponential(Duration::from_millis(20)))
                 .seed(SEED)
                 .build()?,
