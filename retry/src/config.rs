@@ -241,7 +241,11 @@ macro_rules! data_setters {
         /// ```
         ///
         /// With neither a deadline nor `max_elapsed`, retrying goes on as long as the budget
-        /// allows (forever with [`no_budget`](Self::no_budget)).
+        /// allows (forever with [`no_budget`](Self::no_budget)), and a refusal that never
+        /// sent the call (an open circuit, a full limit: free of the budget) is retried
+        /// until it is admitted: give the stack an overall timeout, as the README's does
+        /// (the incident scorecard chose this mode for it: a caller refused by an open
+        /// breaker waits for the backend within its deadline, like gRPC's wait-for-ready).
         pub fn until_deadline(mut self) -> Self {
             self.$($field).+.until_deadline = true;
             self
