@@ -27,10 +27,10 @@ use crate::policy::{CloneRequest, Cloned, RetryAfter};
 /// the budget says stop; then the last attempt's result is returned unchanged.
 ///
 /// A request's later attempts go to a clone of the service this layer wrapped (made when
-/// the first retry is planned, then driven ready), so a request answered at its first
-/// attempt costs no clone of the services below. A service changed through
-/// [`get_mut`](Retry::get_mut) is cloned for retries once the layer's config is next
-/// updated.
+/// the first retry is planned, then driven ready before each attempt), so a request
+/// answered at its first attempt costs no clone of the services below. That clone is of
+/// the service as it was wrapped (or as it was at the last config update): a change made
+/// since through [`get_mut`](Retry::get_mut) reaches first attempts only.
 pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
     inner: S,
     shared: Arc<Shared<S, C, A, K>>,

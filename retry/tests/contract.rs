@@ -244,3 +244,68 @@ fn services_and_futures_are_send() {
     let _guard = rt.enter();
     assert_send(&hedge.call(1));
 }
+
+/// Counts its clones; answers from a shared script of outcomes (`true`: success).
+struct Counted {
+    clones: Arc<AtomicU32>,
+    fail_next: Arc<AtomicU32>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            clones: Arc::clone(&self.clones),
+            fail_next: Arc::clone(&self.fail_next),
+        }
+    }
+}
+
+impl Service<u32> for Counted {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        std::future::ready(if failing {
+            Err("failed".into())
+        } else {
+            Ok(req)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_answered_at_once_clones_no_service_and_a_retried_one_clones_once() {
+    let clones = Arc::new(AtomicU32::new(0));
+    let fail_next = Arc::new(AtomicU32::new(0));
+    let backend = Counted {
+        clones: Arc::clone(&clones),
+        fail_next: Arc::clone(&fail_next),
+    };
+    let config = RetryConfig::builder()
+        .max_attempts(4)
+        .no_budget()
+        .backoff(Backoff::constant(Duration::from_millis(1)).jitter(Jitter::None))
+        .build()
+        .unwrap();
+    let mut svc = RetryLayer::new(config).layer(backend);
+    let made = clones.load(Ordering::SeqCst);
+    for i in 0..100 {
+        assert_eq!(svc.ready().await.unwrap().call(i).await.unwrap(), i);
+    }
+    assert_eq!(clones.load(Ordering::SeqCst), made, "no clone per call");
+    // Two failures, then the answer: one clone serves both later attempts.
+    fail_next.store(2, Ordering::SeqCst);
+    assert_eq!(svc.ready().await.unwrap().call(7).await.unwrap(), 7);
+    assert_eq!(clones.load(Ordering::SeqCst), made + 1);
+    assert_eq!(fail_next.load(Ordering::SeqCst), 0);
+}
