@@ -61,6 +61,9 @@ pin_project! {
     }
 }
 
+/// Where a request that failed keeps its [`Retrying`] state (`None` until it first fails).
+type RetryingSlot<S, Res, E> = Option<Pin<Box<Retrying<S, Res, E>>>>;
+
 /// Bookkeeping of one request's attempts.
 struct Progress {
     attempts: u32,
@@ -213,7 +216,7 @@ impl Progress {
     fn after_attempt<S: Clone, Res, E, C, A, K>(
         &mut self,
         shared: &Shared<S, C, A, K>,
-        retrying: &mut Option<Pin<Box<Retrying<S, Res, E>>>>,
+        retrying: &mut RetryingSlot<S, Res, E>,
         result: &Result<Res, E>,
         has_copy: bool,
     ) -> Next
@@ -250,7 +253,7 @@ impl Progress {
     fn plan_retry<S: Clone, Res, E, C, A, K>(
         &mut self,
         shared: &Shared<S, C, A, K>,
-        retrying: &mut Option<Pin<Box<Retrying<S, Res, E>>>>,
+        retrying: &mut RetryingSlot<S, Res, E>,
         result: &Result<Res, E>,
         has_copy: bool,
         hint: impl FnOnce(&Result<Res, E>) -> Option<Duration>,
