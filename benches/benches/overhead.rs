@@ -9,7 +9,7 @@
 //! between them; `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`
 //! measures the full stacks against tower's interleaved instead (medians over 40 rounds).
 //!
-//! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `retry`, `breaker`, `rate`) runs one full stack
+//! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `retry`, `breaker`, `rate`) runs one full stack
 //! or layer alone, for a profiler.
 //!
 //! The 2-thread contention rows are in `--bench contention`, the breaker's window sizes in
@@ -542,7 +542,7 @@ fn interleaved(rounds: usize) {
 }
 
 /// One stack alone for a profiler: `PALISADE_PROFILE=readme` (or `fixed`, `tower`, or a
-/// layer alone: `retry` without budget, `breaker`, `rate`) runs 20M calls through it and nothing
+/// layer alone: `timeout`, `retry` without budget, `breaker`, `rate`) runs 20M calls through it and nothing
 /// else, e.g. under `perf record`.
 fn profile(which: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -572,6 +572,14 @@ fn profile(which: &str) {
                 .layer(backend()),
             n,
         ),
+        "timeout" => per_call(
+            &mut TimeoutLayer::builder()
+                .timeout(Duration::from_secs(1))
+                .build()
+                .expect("valid config")
+                .layer(backend()),
+            n,
+        ),
         "rate" => per_call(
             &mut RateLimitLayer::builder(HUGE, Duration::from_secs(1))
                 .build()
@@ -580,7 +588,7 @@ fn profile(which: &str) {
             n,
         ),
         other => panic!(
-            "PALISADE_PROFILE={other}: expected tower, fixed, readme, retry, breaker or rate"
+            "PALISADE_PROFILE={other}: expected tower, fixed, readme, timeout, retry, breaker or rate"
         ),
     };
     println!("{which}: {ns:.1} ns per call over {n} calls");
