@@ -34,7 +34,7 @@ pin_project! {
         progress: Progress,
         // What only a retried request needs (with the service its later attempts go to),
         // boxed so the happy path stays small to move.
-        retrying: Option<Pin<Box<Retrying<S, S::Response, S::Error>>>>,
+        retrying: RetryingSlot<S, S::Response, S::Error>,
     }
 }
 
@@ -62,7 +62,41 @@ pin_project! {
 }
 
 /// Where a request that failed keeps its [`Retrying`] state (`None` until it first fails).
-type RetryingSlot<S, Res, E> = Option<Pin<Box<Retrying<S, Res, E>>>>;
+/// Dropped with a check inline and the state out of line, so that dropping the future of a
+/// request that never failed costs no call.
+struct RetryingSlot<S, Res, E>(Option<Pin<Box<Retrying<S, Res, E>>>>);
+
+impl<S, Res, E> std::ops::Deref for RetryingSlot<S, Res, E> {
+    type Target = Option<Pin<Box<Retrying<S, Res, E>>>>;
+
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<S, Res, E> std::ops::DerefMut for RetryingSlot<S, Res, E> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<S, Res, E> Drop for RetryingSlot<S, Res, E> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(retrying) = self.0.take() {
+            drop_cold(retrying);
+        }
+    }
+}
+
+/// Drop a retried request's state (out of line: the common request has none).
+#[cold]
+#[inline(never)]
+fn drop_cold<T>(value: T) {
+    drop(value);
+}
 
 /// Bookkeeping of one request's attempts.
 struct Progress {
@@ -112,7 +146,7 @@ where
                 started,
                 owns_budget,
             },
-            retrying: None,
+            retrying: RetryingSlot(None),
         }
     }
 }
