@@ -309,3 +309,67 @@ async fn a_request_answered_at_once_clones_no_service_and_a_retried_one_clones_o
     assert_eq!(clones.load(Ordering::SeqCst), made + 1);
     assert_eq!(fail_next.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn a_retry_over_a_send_but_not_sync_service_is_send_and_so_is_its_future() {
+    // tower's `BoxCloneService` is `Send` but not `Sync`: the spare service a retry clones
+    // is shared behind a mutex, not a read-write lock, so this still holds.
+    fn assert_send<T: Send>(_: &T) {}
+    let backend = tower::util::BoxCloneService::new(tower::service_fn(|x: u32| async move {
+        Ok::<_, BoxError>(x)
+    }));
+    let mut retry = RetryLayer::new(RetryConfig::default()).layer(backend);
+    assert_send(&retry);
+    assert_send(&retry.call(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_config_update_retries_clone_the_service_as_it_was_then() {
+    /// Answers with its tag, after failing as many calls as `fail_next` says.
+    #[derive(Clone)]
+    struct Tagged {
+        tag: u32,
+        fail_next: Arc<AtomicU32>,
+    }
+    impl Service<u32> for Tagged {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<u32, BoxError>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: u32) -> Self::Future {
+            let failing = self
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            std::future::ready(if failing {
+                Err("failed".into())
+            } else {
+                Ok(self.tag)
+            })
+        }
+    }
+    let fail_next = Arc::new(AtomicU32::new(0));
+    let config = RetryConfig::builder()
+        .max_attempts(3)
+        .no_budget()
+        .backoff(Backoff::constant(Duration::from_millis(1)).jitter(Jitter::None))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::new(config.clone());
+    let mut svc = layer.layer(Tagged {
+        tag: 1,
+        fail_next: Arc::clone(&fail_next),
+    });
+    // Changed after wrapping: first attempts see it, retries clone the service as wrapped.
+    svc.get_mut().tag = 2;
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 2);
+    fail_next.store(1, Ordering::SeqCst);
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 1);
+    // After an update, the service as it was then.
+    layer.handle().update(config).unwrap();
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 2);
+    fail_next.store(1, Ordering::SeqCst);
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 2);
+}
