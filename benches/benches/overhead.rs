@@ -9,6 +9,9 @@
 //! between them; `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`
 //! measures the full stacks against tower's interleaved instead (medians over 40 rounds).
 //!
+//! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `retry`, `breaker`, `rate`) runs one full stack
+//! or layer alone, for a profiler.
+//!
 //! The 2-thread contention rows are in `--bench contention`, the breaker's window sizes in
 //! `--bench window`, allocations per call in `scripts/alloc-check.sh`.
 //!
@@ -538,9 +541,66 @@ fn interleaved(rounds: usize) {
     );
 }
 
+/// One stack alone for a profiler: `PALISADE_PROFILE=readme` (or `fixed`, `tower`, or a
+/// layer alone: `timeout`, `retry` without budget, `breaker`, `rate`) runs 20M calls through it and nothing
+/// else, e.g. under `perf record`.
+fn profile(which: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let n = 20_000_000;
+    let ns = match which {
+        "tower" => per_call(&mut tower_stack(), n),
+        "fixed" => per_call(&mut fixed_stack(), n),
+        "readme" => per_call(&mut readme_stack(), n),
+        "retry" => per_call(
+            &mut RetryLayer::builder()
+                .name("bench")
+                .no_budget()
+                .build()
+                .expect("config")
+                .layer(backend()),
+            n,
+        ),
+        "breaker" => per_call(
+            &mut CircuitBreakerLayer::builder()
+                .name("bench")
+                .build()
+                .expect("config")
+                .layer(backend()),
+            n,
+        ),
+        "timeout" => per_call(
+            &mut TimeoutLayer::builder()
+                .timeout(Duration::from_secs(1))
+                .build()
+                .expect("valid config")
+                .layer(backend()),
+            n,
+        ),
+        "rate" => per_call(
+            &mut RateLimitLayer::builder(HUGE, Duration::from_secs(1))
+                .build()
+                .expect("config")
+                .layer(backend()),
+            n,
+        ),
+        other => panic!(
+            "PALISADE_PROFILE={other}: expected tower, fixed, readme, timeout, retry, breaker or rate"
+        ),
+    };
+    println!("{which}: {ns:.1} ns per call over {n} calls");
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
+    if let Ok(which) = std::env::var("PALISADE_PROFILE") {
+        profile(&which);
+        return;
+    }
     if let Some(rounds) = std::env::var("PALISADE_INTERLEAVED")
         .ok()
         .and_then(|r| r.parse().ok())

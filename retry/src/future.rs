@@ -28,13 +28,13 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        inner: S,
         // The copy the next attempt sends.
         request: Option<Req>,
-        shared: Arc<Shared<C, A, K>>,
+        shared: Arc<Shared<S, C, A, K>>,
         progress: Progress,
-        // What only a retried request needs, boxed so the happy path stays small to move.
-        retrying: Option<Pin<Box<Retrying<S::Response, S::Error>>>>,
+        // What only a retried request needs (with the service its later attempts go to),
+        // boxed so the happy path stays small to move.
+        retrying: RetryingSlot<S, S::Response, S::Error>,
     }
 }
 
@@ -50,13 +50,52 @@ pin_project! {
 
 pin_project! {
     /// The state of a request that failed at least once.
-    struct Retrying<Res, E> {
+    struct Retrying<S, Res, E> {
         #[pin]
         sleep: Sleep,
+        // A clone of the layer's service, driven ready before each later attempt.
+        inner: S,
         schedule: Schedule,
         // The failed result, returned if no further attempt is made.
         last: Option<Result<Res, E>>,
     }
+}
+
+/// Where a request that failed keeps its [`Retrying`] state (`None` until it first fails).
+/// Dropped with a check inline and the state out of line, so that dropping the future of a
+/// request that never failed costs no call.
+struct RetryingSlot<S, Res, E>(Option<Pin<Box<Retrying<S, Res, E>>>>);
+
+impl<S, Res, E> std::ops::Deref for RetryingSlot<S, Res, E> {
+    type Target = Option<Pin<Box<Retrying<S, Res, E>>>>;
+
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<S, Res, E> std::ops::DerefMut for RetryingSlot<S, Res, E> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<S, Res, E> Drop for RetryingSlot<S, Res, E> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(retrying) = self.0.take() {
+            drop_cold(retrying);
+        }
+    }
+}
+
+/// Drop a retried request's state (out of line: the common request has none).
+#[cold]
+#[inline(never)]
+fn drop_cold<T>(value: T) {
+    drop(value);
 }
 
 /// Bookkeeping of one request's attempts.
@@ -91,16 +130,14 @@ where
     #[inline]
     pub(crate) fn new(
         future: S::Future,
-        inner: S,
         request: Option<Req>,
-        shared: Arc<Shared<C, A, K>>,
+        shared: Arc<Shared<S, C, A, K>>,
         deadline: Option<Deadline>,
         started: Option<Instant>,
         owns_budget: bool,
     ) -> Self {
         Self {
             state: State::Calling { future },
-            inner,
             request,
             shared,
             progress: Progress {
@@ -109,14 +146,14 @@ where
                 started,
                 owns_budget,
             },
-            retrying: None,
+            retrying: RetryingSlot(None),
         }
     }
 }
 
 impl<S, Req, C, A, K> Future for ResponseFuture<S, Req, C, A, K>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     C: Classify<S::Response, S::Error>,
     A: RetryAfter<S::Response, S::Error>,
     K: CloneRequest<Req>,
@@ -163,8 +200,10 @@ where
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
+                    let retrying = this.retrying.as_mut().expect("readying after a failure");
+                    let inner = retrying.as_mut().project().inner;
                     // tower's contract: the service must be ready before every call.
-                    if let Err(err) = ready!(this.inner.poll_ready(cx)) {
+                    if let Err(err) = ready!(inner.poll_ready(cx)) {
                         this.state.set(State::Done);
                         this.progress.record_total(this.shared);
                         return Poll::Ready(Err(err));
@@ -180,7 +219,7 @@ where
                     this.shared.metrics.retries.increment(1);
                     let future = {
                         let _held = this.shared.budget().map(RetryBudget::enter);
-                        this.inner.call(request)
+                        inner.call(request)
                     };
                     this.state.set(State::Calling { future });
                 }
@@ -208,10 +247,10 @@ where
 
 impl Progress {
     #[inline]
-    fn after_attempt<Res, E, C, A, K>(
+    fn after_attempt<S: Clone, Res, E, C, A, K>(
         &mut self,
-        shared: &Shared<C, A, K>,
-        retrying: &mut Option<Pin<Box<Retrying<Res, E>>>>,
+        shared: &Shared<S, C, A, K>,
+        retrying: &mut RetryingSlot<S, Res, E>,
         result: &Result<Res, E>,
         has_copy: bool,
     ) -> Next
@@ -248,10 +287,10 @@ impl Progress {
     /// The failure path, kept out of line so the happy path stays small.
     #[cold]
     #[inline(never)]
-    fn plan_retry<Res, E, C, A, K>(
+    fn plan_retry<S: Clone, Res, E, C, A, K>(
         &mut self,
-        shared: &Shared<C, A, K>,
-        retrying: &mut Option<Pin<Box<Retrying<Res, E>>>>,
+        shared: &Shared<S, C, A, K>,
+        retrying: &mut RetryingSlot<S, Res, E>,
         result: &Result<Res, E>,
         has_copy: bool,
         paid: bool,
@@ -267,6 +306,7 @@ impl Progress {
         let retrying = retrying.get_or_insert_with(|| {
             Box::pin(Retrying {
                 sleep: tokio::time::sleep(Duration::ZERO),
+                inner: shared.spare(),
                 schedule: config.backoff.schedule(shared.rng()),
                 last: None,
             })
@@ -319,7 +359,7 @@ impl Progress {
     }
 
     #[inline]
-    fn finish<C, A, K>(&self, shared: &Shared<C, A, K>, next: &Next) {
+    fn finish<S, C, A, K>(&self, shared: &Shared<S, C, A, K>, next: &Next) {
         self.record_total(shared);
         if !matches!(next, Next::Return) {
             self.report_stop(shared, next);
@@ -328,7 +368,7 @@ impl Progress {
 
     #[cold]
     #[inline(never)]
-    fn report_stop<C, A, K>(&self, shared: &Shared<C, A, K>, next: &Next) {
+    fn report_stop<S, C, A, K>(&self, shared: &Shared<S, C, A, K>, next: &Next) {
         let attempts = self.attempts;
         match *next {
             Next::Stop(reason) => {
@@ -348,7 +388,7 @@ impl Progress {
     }
 
     #[inline]
-    fn record_total<C, A, K>(&self, shared: &Shared<C, A, K>) {
+    fn record_total<S, C, A, K>(&self, shared: &Shared<S, C, A, K>) {
         let histogram = &shared.metrics.attempts_per_request;
         if histogram.is_enabled() {
             histogram.record(f64::from(self.attempts));

@@ -243,12 +243,13 @@ impl<C, A, K> fmt::Debug for RetryLayer<C, A, K> {
     }
 }
 
-impl<S, C: Clone, A: Clone, K: Clone> Layer<S> for RetryLayer<C, A, K> {
+impl<S: Clone, C: Clone, A: Clone, K: Clone> Layer<S> for RetryLayer<C, A, K> {
     type Service = Retry<S, C, A, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let shared = Shared::build(
             &self.core,
+            inner.clone(),
             self.classify.clone(),
             self.retry_after.clone(),
             self.clone_request.clone(),

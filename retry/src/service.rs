@@ -1,8 +1,8 @@
 //! The retry service.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use palisade_core::metrics::{Counter, Histogram};
@@ -25,14 +25,24 @@ use crate::policy::{CloneRequest, Cloned, RetryAfter};
 /// carries a hint ("not now": a rate limit, an overload), is retried after the backoff's next
 /// delay (and not before the hint), unless the attempt limit, the deadline, `max_elapsed` or
 /// the budget says stop; then the last attempt's result is returned unchanged.
+///
+/// A request's later attempts go to a clone of the service this layer wrapped (made when
+/// the first retry is planned, then driven ready before each attempt), so a request
+/// answered at its first attempt costs no clone of the services below. That clone is of
+/// the service as it was wrapped (or as it was at the last config update): a change made
+/// since through [`get_mut`](Retry::get_mut) reaches first attempts only.
 pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
     inner: S,
-    shared: Arc<Shared<C, A, K>>,
+    shared: Arc<Shared<S, C, A, K>>,
 }
 
 /// State shared by every clone of one service.
-pub(crate) struct Shared<C, A, K> {
+pub(crate) struct Shared<S, C, A, K> {
     pub(crate) config: Settings<C, A, K>,
+    /// The service a retried request clones for its later attempts (a mutex, not a
+    /// read-write lock, so that a service that is `Send` but not `Sync` still makes a
+    /// `Send` future; locked only to plan a retry).
+    spare: Mutex<S>,
     /// The layer's core, and the version of its config these settings copy.
     core: Arc<Core>,
     version: u64,
@@ -66,8 +76,14 @@ impl Metrics {
     }
 }
 
-impl<C, A, K> Shared<C, A, K> {
-    pub(crate) fn build(core: &Arc<Core>, classify: C, retry_after: A, clone_request: K) -> Self {
+impl<S, C, A, K> Shared<S, C, A, K> {
+    pub(crate) fn build(
+        core: &Arc<Core>,
+        spare: S,
+        classify: C,
+        retry_after: A,
+        clone_request: K,
+    ) -> Self {
         let (current, version) = core.current();
         let hooks = Hooks {
             classify,
@@ -78,6 +94,7 @@ impl<C, A, K> Shared<C, A, K> {
         };
         Self {
             config: Settings::new(current.config, hooks),
+            spare: Mutex::new(spare),
             core: Arc::clone(core),
             version,
             emitter: core.emitter.clone(),
@@ -106,12 +123,24 @@ impl<C, A, K> Shared<C, A, K> {
     pub(crate) fn budget(&self) -> Option<&RetryBudget> {
         self.config.budget.as_ref()
     }
+
+    /// A clone of the wrapped service for a retried request's later attempts (not ready:
+    /// the retry drives it ready before each call).
+    pub(crate) fn spare(&self) -> S
+    where
+        S: Clone,
+    {
+        self.spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 // ===== impl Retry =====
 
 impl<S, C, A, K> Retry<S, C, A, K> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, A, K>>) -> Self {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<S, C, A, K>>) -> Self {
         Self { inner, shared }
     }
 
@@ -142,15 +171,16 @@ impl<S, C, A, K> Retry<S, C, A, K> {
     }
 }
 
-impl<S, C: Clone, A: Clone, K: Clone> Retry<S, C, A, K> {
+impl<S: Clone, C: Clone, A: Clone, K: Clone> Retry<S, C, A, K> {
     /// Copy the layer's config again after an update (out of line: it happens once per
-    /// update, not per call).
+    /// update, not per call); retries then clone this service as it is now.
     #[cold]
     #[inline(never)]
     fn refresh(&mut self) {
         let c = &self.shared.config;
         self.shared = Arc::new(Shared::build(
             &self.shared.core,
+            self.inner.clone(),
             c.classify.clone(),
             c.retry_after.clone(),
             c.clone_request.clone(),
@@ -208,17 +238,15 @@ where
         // One deposit per request, in the outermost layer holding the budget.
         let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
         let started = config.max_elapsed.map(|_| palisade_core::deadline::now());
-        // Call the service that was driven ready; keep it for the retries, which drive it
-        // ready again before each call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Call the service that was driven ready. A retry clones the layer's spare service
+        // (through the shared state the future holds anyway), so the common request,
+        // answered at its first attempt, neither clones nor carries the services below.
         let future = {
             let _held = shared.budget().map(RetryBudget::enter);
-            inner.call(req)
+            self.inner.call(req)
         };
         ResponseFuture::new(
             future,
-            inner,
             copy,
             Arc::clone(shared),
             Deadline::current(),

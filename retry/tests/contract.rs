@@ -244,3 +244,132 @@ fn services_and_futures_are_send() {
     let _guard = rt.enter();
     assert_send(&hedge.call(1));
 }
+
+/// Counts its clones; answers from a shared script of outcomes (`true`: success).
+struct Counted {
+    clones: Arc<AtomicU32>,
+    fail_next: Arc<AtomicU32>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            clones: Arc::clone(&self.clones),
+            fail_next: Arc::clone(&self.fail_next),
+        }
+    }
+}
+
+impl Service<u32> for Counted {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        std::future::ready(if failing {
+            Err("failed".into())
+        } else {
+            Ok(req)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_answered_at_once_clones_no_service_and_a_retried_one_clones_once() {
+    let clones = Arc::new(AtomicU32::new(0));
+    let fail_next = Arc::new(AtomicU32::new(0));
+    let backend = Counted {
+        clones: Arc::clone(&clones),
+        fail_next: Arc::clone(&fail_next),
+    };
+    let config = RetryConfig::builder()
+        .max_attempts(4)
+        .no_budget()
+        .backoff(Backoff::constant(Duration::from_millis(1)).jitter(Jitter::None))
+        .build()
+        .unwrap();
+    let mut svc = RetryLayer::new(config).layer(backend);
+    let made = clones.load(Ordering::SeqCst);
+    for i in 0..100 {
+        assert_eq!(svc.ready().await.unwrap().call(i).await.unwrap(), i);
+    }
+    assert_eq!(clones.load(Ordering::SeqCst), made, "no clone per call");
+    // Two failures, then the answer: one clone serves both later attempts.
+    fail_next.store(2, Ordering::SeqCst);
+    assert_eq!(svc.ready().await.unwrap().call(7).await.unwrap(), 7);
+    assert_eq!(clones.load(Ordering::SeqCst), made + 1);
+    assert_eq!(fail_next.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_retry_over_a_send_but_not_sync_service_is_send_and_so_is_its_future() {
+    // tower's `BoxCloneService` is `Send` but not `Sync`: the spare service a retry clones
+    // is shared behind a mutex, not a read-write lock, so this still holds.
+    fn assert_send<T: Send>(_: &T) {}
+    let backend = tower::util::BoxCloneService::new(tower::service_fn(|x: u32| async move {
+        Ok::<_, BoxError>(x)
+    }));
+    let mut retry = RetryLayer::new(RetryConfig::default()).layer(backend);
+    assert_send(&retry);
+    assert_send(&retry.call(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_config_update_retries_clone_the_service_as_it_was_then() {
+    /// Answers with its tag, after failing as many calls as `fail_next` says.
+    #[derive(Clone)]
+    struct Tagged {
+        tag: u32,
+        fail_next: Arc<AtomicU32>,
+    }
+    impl Service<u32> for Tagged {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<u32, BoxError>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: u32) -> Self::Future {
+            let failing = self
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            std::future::ready(if failing {
+                Err("failed".into())
+            } else {
+                Ok(self.tag)
+            })
+        }
+    }
+    let fail_next = Arc::new(AtomicU32::new(0));
+    let config = RetryConfig::builder()
+        .max_attempts(3)
+        .no_budget()
+        .backoff(Backoff::constant(Duration::from_millis(1)).jitter(Jitter::None))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::new(config.clone());
+    let mut svc = layer.layer(Tagged {
+        tag: 1,
+        fail_next: Arc::clone(&fail_next),
+    });
+    // Changed after wrapping: first attempts see it, retries clone the service as wrapped.
+    svc.get_mut().tag = 2;
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 2);
+    fail_next.store(1, Ordering::SeqCst);
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 1);
+    // After an update, the service as it was then.
+    layer.handle().update(config).unwrap();
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 2);
+    fail_next.store(1, Ordering::SeqCst);
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 2);
+}

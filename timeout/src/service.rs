@@ -76,7 +76,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    #[inline]
+    // Always inline, like the breaker's and the adaptive limit's: left to the inliner, the
+    // per-attempt timeout's `call` stayed out of line and the limit above copied its
+    // future in (a `memcpy` per call); measured in the README's stack, interleaved against
+    // tower's: 1.13 -> 1.01 (medians of 6 runs alternating both builds).
+    #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
         let own = self.policy.timeout_for(&req, self.shared.timeout());
         let outer = Deadline::current();
