@@ -455,7 +455,7 @@ fn readme_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
         .retry(
             RetryLayer::builder()
                 .name("api")
-                .max_attempts(4)
+                .until_deadline()
                 .backoff(Backoff::exponential(Duration::from_millis(20)))
                 .build()
                 .expect("config"),
@@ -470,6 +470,9 @@ fn readme_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
             AdaptiveLimitLayer::builder()
                 .name("api")
                 .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
+                .limits(4, 1000)
+                .max_wait(Duration::from_secs(1))
+                .max_queue(1000)
                 .build()
                 .expect("config"),
         )
