@@ -221,22 +221,9 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
     };
     let signal: BreakerClassifier = overload_signal;
     let limit = match p.adaptive_limit {
-        Limit::Aimd(threshold) => Either::Left(
-            wait_mode(
-                AdaptiveLimitLayer::builder()
-                    .name("api")
-                    .algorithm(
-                        Aimd::new()
-                            .latency_threshold(threshold)
-                            .backoff_ratio(p.aimd_backoff),
-                    )
-                    .limits(p.min_limit, 1000)
-                    .initial_limit(p.initial_limit),
-                p,
-            )
-            .build()?
-            .classifier(signal),
-        ),
+        Limit::Aimd(threshold) => {
+            Either::Left(aimd_limit(threshold, p).build()?.classifier(signal))
+        }
         Limit::AimdSignal(threshold, sig) => {
             let signal: BreakerClassifier = match sig {
                 Signal::Shed => overload_signal,
@@ -256,16 +243,7 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
                 },
                 Signal::AnyError => |r| Classify::classify(&palisade::retry::RejectionAware, r),
             };
-            let builder = AdaptiveLimitLayer::builder()
-                .name("api")
-                .algorithm(
-                    Aimd::new()
-                        .latency_threshold(threshold)
-                        .backoff_ratio(p.aimd_backoff),
-                )
-                .limits(p.min_limit, 1000)
-                .initial_limit(p.initial_limit);
-            Either::Left(wait_mode(builder, p).build()?.classifier(signal))
+            Either::Left(aimd_limit(threshold, p).build()?.classifier(signal))
         }
         Limit::Gradient => Either::Left(
             AdaptiveLimitLayer::builder()
@@ -293,11 +271,20 @@ pub fn tuned_with(p: &TunedParams) -> Result<Tuned, ConfigError> {
         ))
 }
 
-/// The adaptive limit's wait mode of `p` on `builder`.
-fn wait_mode(
-    builder: AdaptiveLimitConfigBuilder<AdaptiveLimitLayer>,
+/// The AIMD adaptive limit of `p` at `threshold`, with its bounds and wait mode.
+fn aimd_limit(
+    threshold: Duration,
     p: &TunedParams,
 ) -> AdaptiveLimitConfigBuilder<AdaptiveLimitLayer> {
+    let builder = AdaptiveLimitLayer::builder()
+        .name("api")
+        .algorithm(
+            Aimd::new()
+                .latency_threshold(threshold)
+                .backoff_ratio(p.aimd_backoff),
+        )
+        .limits(p.min_limit, 1000)
+        .initial_limit(p.initial_limit);
     match p.limit_wait {
         Some((max_wait, 0)) => builder.max_wait(max_wait),
         Some((max_wait, max_queue)) => builder.max_wait(max_wait).max_queue(max_queue),
