@@ -393,7 +393,8 @@ impl fmt::Debug for Direct {
 /// A key whose state equals a fresh key's (it has been idle for the time its burst takes to
 /// replenish) is dropped by a sweep that runs at most once per
 /// [`cleanup_interval`](super::RateLimitConfig::cleanup_interval), piggybacked on
-/// calls (no background task; a due sweep runs within 64 calls);
+/// calls (no background task; a due sweep runs within 64 calls, give or take a few when
+/// callers race);
 /// [`retain_recent`](Keyed::retain_recent) runs one by hand.
 pub struct Keyed<K: Hash + Eq + Clone, F> {
     state: Arc<KeyedState<K>>,
@@ -465,11 +466,13 @@ impl<K: Hash + Eq + Clone, F> Keyed<K, F> {
     fn maybe_cleanup(&self) {
         let state = &self.state;
         // Reading the clock costs as much as the check itself: look only every 64 calls.
-        if !state
-            .calls
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(CLEANUP_CHECK_EVERY)
-        {
+        // The count is a plain load and store, not an atomic read-modify-write (a locked
+        // instruction per call, as much again as governor's compare-and-swap): callers
+        // racing on it may lose an increment, which only delays a look at the clock by
+        // a few calls; a single caller counts exactly.
+        let calls = state.calls.load(Ordering::Relaxed);
+        state.calls.store(calls.wrapping_add(1), Ordering::Relaxed);
+        if !calls.is_multiple_of(CLEANUP_CHECK_EVERY) {
             return;
         }
         let now = time::nanos_since(state.epoch, Instant::now());
