@@ -442,47 +442,11 @@ fn fixed_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
 }
 
 /// The README's 30-second example, built exactly as it builds it: the recommended stack
-/// with an adaptive limit (AIMD at half the attempt timeout) in the limit slot.
+/// with an adaptive limit in the limit slot (the scorecard's "palisade default", one
+/// definition for the scorecard, this bench and the allocation check).
 fn readme_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
-    Stack::new()
-        .timeout(
-            TimeoutLayer::builder()
-                .name("overall")
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("valid config"),
-        )
-        .retry(
-            RetryLayer::builder()
-                .name("api")
-                .until_deadline()
-                .backoff(Backoff::exponential(Duration::from_millis(20)))
-                .build()
-                .expect("config"),
-        )
-        .circuit_breaker(
-            CircuitBreakerLayer::builder()
-                .name("api")
-                .build()
-                .expect("config"),
-        )
-        .limit(
-            AdaptiveLimitLayer::builder()
-                .name("api")
-                .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
-                .limits(4, 1000)
-                .max_wait(Duration::from_secs(1))
-                .max_queue(1000)
-                .build()
-                .expect("config"),
-        )
-        .attempt_timeout(
-            TimeoutLayer::builder()
-                .name("attempt")
-                .timeout(Duration::from_millis(300))
-                .build()
-                .expect("valid config"),
-        )
+    palisade_benches::scorecard::palisade_default()
+        .expect("the README's stack is valid")
         .layer(backend())
 }
 

@@ -222,40 +222,8 @@ fn main() {
     row!(
         "full recommended stack, adaptive limit (README)",
         true,
-        Stack::new()
-            .timeout(
-                TimeoutLayer::builder()
-                    .name("overall")
-                    .timeout(Duration::from_secs(2))
-                    .build()
-                    .unwrap()
-            )
-            .retry(
-                RetryLayer::builder()
-                    .name("api")
-                    .until_deadline()
-                    .backoff(Backoff::exponential(Duration::from_millis(20)))
-                    .build()
-                    .unwrap()
-            )
-            .circuit_breaker(CircuitBreakerLayer::builder().name("api").build().unwrap())
-            .limit(
-                AdaptiveLimitLayer::builder()
-                    .name("api")
-                    .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
-                    .limits(4, 1000)
-                    .max_wait(Duration::from_secs(1))
-                    .max_queue(1000)
-                    .build()
-                    .unwrap()
-            )
-            .attempt_timeout(
-                TimeoutLayer::builder()
-                    .name("attempt")
-                    .timeout(Duration::from_millis(300))
-                    .build()
-                    .unwrap()
-            )
+        palisade_benches::scorecard::palisade_default()
+            .unwrap()
             .layer(backend())
     );
     // Rows that are not a `Service<u64>` of the same shape.
