@@ -66,6 +66,34 @@ pub mod harness {
         service_fn(|x: u64| std::future::ready(Ok::<_, BoxError>(x)))
     }
 
+    /// The same backend, answering when its future is polled rather than inside `call`,
+    /// as a real client's future does (its answer is written by `poll`, not read back from
+    /// memory that `call` wrote a moment ago).
+    ///
+    /// ```
+    /// use palisade_benches::harness::{call_once, polled_backend};
+    ///
+    /// let mut svc = polled_backend();
+    /// assert_eq!(call_once(&mut svc, 7), 7);
+    /// ```
+    pub fn polled_backend()
+    -> impl Service<u64, Response = u64, Error = BoxError, Future = Answer> + Clone {
+        service_fn(Answer)
+    }
+
+    /// [`polled_backend`]'s response future: answers with its request when polled.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Answer(pub u64);
+
+    impl Future for Answer {
+        type Output = Result<u64, BoxError>;
+
+        #[inline]
+        fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            Poll::Ready(Ok(self.0))
+        }
+    }
+
     /// [`backend`] for the degrade layers, whose responses carry a degraded mark.
     pub fn marked_backend() -> impl Service<
         u64,

@@ -5,19 +5,28 @@
 //!
 //! `cargo bench -p palisade-benches --bench overhead`
 //!
-//! Rows run one after the other, so a shared machine's drifting load skews the ratios
-//! between them; `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`
-//! measures the full stacks against tower's interleaved instead (medians over 40 rounds).
+//! Every row runs twice, over two backends that answer at once: one that answers inside
+//! `call` (`std::future::ready`, the group `overhead`) and one whose future answers when
+//! polled, as a real client's future does (`overhead, answer when polled`). The first
+//! writes its answer to memory that the layers' futures read back a moment later, and how
+//! each future copies it decides whether that read stalls (a store-forwarding stall, up to
+//! ten nanoseconds a call on the project's machine), for baselines and palisade alike.
 //!
-//! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `retry`, `breaker`, `rate`) runs one full stack
-//! or layer alone, for a profiler.
+//! Criterion's rows run one after the other, so a shared machine's drifting load skews the
+//! ratios between them; `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench
+//! overhead` measures every palisade row against its baseline interleaved instead (40
+//! rounds of baseline, palisade, baseline; medians) and prints the README's table, for
+//! both backends (`PALISADE_BACKEND=ready` or `polled` for one).
+//!
+//! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `retry`, `breaker`, `rate`)
+//! runs one full stack or layer alone, for a profiler (`PALISADE_BACKEND` as above).
 //!
 //! The 2-thread contention rows are in `--bench contention`, the breaker's window sizes in
 //! `--bench window`, allocations per call in `scripts/alloc-check.sh`.
 //!
-//! Every service answers at once with the same `BoxError` backend on a current-thread
-//! runtime; one iteration is `poll_ready`, `call` and one poll of the response future. Read
-//! the ratios between rows of one run, not absolute times (shared machines drift).
+//! One iteration is `poll_ready`, `call` and one poll of the response future, on a
+//! current-thread runtime, every service over the same `BoxError` backend. Read the ratios
+//! between rows of one run, not absolute times (shared machines drift).
 
 #![allow(missing_docs)]
 #![allow(clippy::print_stdout)] // the interleaved mode prints its result
@@ -31,7 +40,7 @@ use criterion::{Criterion, criterion_group};
 use governor::{Quota, RateLimiter};
 use palisade::prelude::*;
 use palisade::rate_limit::{ConcurrencyLimitLayer, ThrottleConfig, ThrottleLayer};
-use palisade_benches::harness::{backend, call_once, marked_backend};
+use palisade_benches::harness::{self, call_once, marked_backend};
 use tower::{Layer, Service};
 
 /// tower's `Retry` with the trivial policy: never retries.
@@ -71,259 +80,371 @@ impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Budgeted {
 
 const HUGE: u32 = 1_000_000_000;
 
+/// What every row's backend is: [`harness::backend`] (answers inside `call`) or
+/// [`harness::polled_backend`] (answers when polled).
+trait Backend:
+    Service<u64, Response = u64, Error = BoxError, Future: Send + Sync + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Backend for T where
+    T: Service<u64, Response = u64, Error = BoxError, Future: Send + Sync + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     let _guard = rt.enter();
-    let mut g = c.benchmark_group("overhead");
+    for (group, polled) in [("overhead", false), ("overhead, answer when polled", true)] {
+        let mut timed = Timed {
+            group: c.benchmark_group(group),
+            seen: std::collections::HashSet::new(),
+        };
+        // The same rows against a backend whose future answers when polled, as a real
+        // client's does: a backend answering inside `call` writes its answer to memory
+        // that the layers' futures read back at once, and how each future copies it
+        // decides whether the read stalls (a store-forwarding stall, up to ten nanoseconds
+        // a call on the project's machine), for baselines and palisade alike.
+        if polled {
+            rows(&mut timed, harness::polled_backend, false);
+        } else {
+            rows(&mut timed, harness::backend, true);
+        }
+        timed.group.finish();
+    }
+}
+
+/// Where the rows go: criterion's group ([`Criterion`]'s timed rows) or interleaved rounds
+/// ([`Interleaved`]: the ratios alone, each palisade row against its baseline).
+trait Rows {
+    /// A palisade row (`ours`) and its baseline (`base`), side by side. Each closure makes
+    /// one call; it gets the call's number (a request, or a key).
+    fn pair(
+        &mut self,
+        base_row: &str,
+        ours_row: &str,
+        base: impl FnMut(u64),
+        ours: impl FnMut(u64),
+    );
+    /// A row without a baseline here (tower-resilience's, the degrade layers', the
+    /// adaptive limit and throttle gate alone): criterion's rows only.
+    fn single(&mut self, row: &str, f: impl FnMut(u64));
+}
+
+/// Criterion's rows, each row once (the breaker's row is paired with two baselines).
+struct Timed<'a> {
+    group: criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Rows for Timed<'_> {
+    fn pair(
+        &mut self,
+        base_row: &str,
+        ours_row: &str,
+        base: impl FnMut(u64),
+        ours: impl FnMut(u64),
+    ) {
+        self.single(base_row, base);
+        self.single(ours_row, ours);
+    }
+
+    fn single(&mut self, row: &str, mut f: impl FnMut(u64)) {
+        if self.seen.insert(row.to_owned()) {
+            self.group
+                .bench_function(row, |b| b.iter(|| f(black_box(7))));
+        }
+    }
+}
+
+/// Every row, each service over `backend`; `all` adds the rows without a baseline that
+/// depends on the backend.
+fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
     let second = Duration::from_secs(1);
+    let timeout = || {
+        TimeoutLayer::builder()
+            .timeout(second)
+            .build()
+            .expect("valid config")
+    };
 
     let mut floor = backend();
-    g.bench_function("floor: service_fn", |b| {
-        b.iter(|| call_once(&mut floor, black_box(7)));
+    out.single("floor: service_fn", |i| {
+        call_once(&mut floor, i);
     });
 
     // ----- timeout
     let mut tower_timeout = tower::timeout::TimeoutLayer::new(second).layer(backend());
-    g.bench_function("timeout: tower Timeout", |b| {
-        b.iter(|| call_once(&mut tower_timeout, black_box(7)));
-    });
-    let mut timeout = TimeoutLayer::builder()
-        .timeout(second)
-        .build()
-        .expect("valid config")
-        .layer(backend());
-    g.bench_function("timeout: palisade", |b| {
-        b.iter(|| call_once(&mut timeout, black_box(7)));
-    });
-    let mut tr_timeout = tower_resilience::timelimiter::TimeLimiterLayer::builder()
-        .timeout_duration(second)
-        .build()
-        .layer(backend());
-    g.bench_function("timeout: tower-resilience TimeLimiter", |b| {
-        b.iter(|| call_once(&mut tr_timeout, black_box(7)));
-    });
+    let mut ours = timeout().layer(backend());
+    out.pair(
+        "timeout: tower Timeout",
+        "timeout: palisade",
+        |i| {
+            call_once(&mut tower_timeout, i);
+        },
+        |i| {
+            call_once(&mut ours, i);
+        },
+    );
+    if all {
+        let mut tr_timeout = tower_resilience::timelimiter::TimeLimiterLayer::builder()
+            .timeout_duration(second)
+            .build()
+            .layer(backend());
+        out.single("timeout: tower-resilience TimeLimiter", |i| {
+            call_once(&mut tr_timeout, i);
+        });
+    }
     let mut tower_nested = tower::timeout::TimeoutLayer::new(second)
         .layer(tower::timeout::TimeoutLayer::new(second).layer(backend()));
-    g.bench_function("timeout x2: tower", |b| {
-        b.iter(|| call_once(&mut tower_nested, black_box(7)));
-    });
-    let mut nested = TimeoutLayer::builder()
-        .timeout(second)
-        .build()
-        .expect("valid config")
-        .layer(
-            TimeoutLayer::builder()
-                .timeout(second)
-                .build()
-                .expect("valid config")
-                .layer(backend()),
-        );
-    g.bench_function("timeout x2: palisade", |b| {
-        b.iter(|| call_once(&mut nested, black_box(7)));
-    });
+    let mut nested = timeout().layer(timeout().layer(backend()));
+    out.pair(
+        "timeout x2: tower",
+        "timeout x2: palisade",
+        |i| {
+            call_once(&mut tower_nested, i);
+        },
+        |i| {
+            call_once(&mut nested, i);
+        },
+    );
 
     // ----- retry
     let mut tower_retry = tower::retry::RetryLayer::new(Never).layer(backend());
-    g.bench_function("retry, no budget: tower (trivial policy)", |b| {
-        b.iter(|| call_once(&mut tower_retry, black_box(7)));
-    });
     let mut retry = RetryLayer::builder()
         .name("bench")
         .no_budget()
         .build()
         .expect("config")
         .layer(backend());
-    g.bench_function("retry, no budget: palisade", |b| {
-        b.iter(|| call_once(&mut retry, black_box(7)));
-    });
-    let mut tr_retry = tower_resilience::retry::RetryLayer::<u64, u64, BoxError>::builder()
-        .max_attempts(3)
-        .build()
-        .layer(backend());
-    g.bench_function("retry, no budget: tower-resilience Retry", |b| {
-        b.iter(|| call_once(&mut tr_retry, black_box(7)));
-    });
+    out.pair(
+        "retry, no budget: tower (trivial policy)",
+        "retry, no budget: palisade",
+        |i| {
+            call_once(&mut tower_retry, i);
+        },
+        |i| {
+            call_once(&mut retry, i);
+        },
+    );
+    if all {
+        let mut tr_retry = tower_resilience::retry::RetryLayer::<u64, u64, BoxError>::builder()
+            .max_attempts(3)
+            .build()
+            .layer(backend());
+        out.single("retry, no budget: tower-resilience Retry", |i| {
+            call_once(&mut tr_retry, i);
+        });
+    }
     let tps = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
         Duration::from_secs(10),
         10,
         0.2,
     ));
     let mut tower_budget = tower::retry::RetryLayer::new(Budgeted(tps)).layer(backend());
-    g.bench_function("retry, budget: tower (TpsBudget)", |b| {
-        b.iter(|| call_once(&mut tower_budget, black_box(7)));
-    });
     let mut retry_budget = RetryLayer::builder()
         .name("bench")
         .build()
         .expect("config")
         .layer(backend());
-    g.bench_function("retry, budget: palisade", |b| {
-        b.iter(|| call_once(&mut retry_budget, black_box(7)));
-    });
+    out.pair(
+        "retry, budget: tower (TpsBudget)",
+        "retry, budget: palisade",
+        |i| {
+            call_once(&mut tower_budget, i);
+        },
+        |i| {
+            call_once(&mut retry_budget, i);
+        },
+    );
 
     // ----- concurrency limit
     let mut tower_limit = tower::limit::ConcurrencyLimitLayer::new(1024).layer(backend());
-    g.bench_function("concurrency: tower ConcurrencyLimit", |b| {
-        b.iter(|| call_once(&mut tower_limit, black_box(7)));
-    });
     let mut limit = ConcurrencyLimitLayer::builder(1024)
         .build()
         .expect("config")
         .layer(backend());
-    g.bench_function("concurrency: palisade", |b| {
-        b.iter(|| call_once(&mut limit, black_box(7)));
-    });
-    let mut tr_bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
-        .max_concurrent_calls(1024)
-        .reject_when_full()
-        .build()
-        .expect("a valid bulkhead")
-        .layer(backend());
-    g.bench_function("concurrency: tower-resilience Bulkhead", |b| {
-        b.iter(|| call_once(&mut tr_bulkhead, black_box(7)));
-    });
-    let mut adaptive = AdaptiveLimitLayer::builder()
-        .build()
-        .expect("config")
-        .layer(backend());
-    g.bench_function("adaptive limit: palisade", |b| {
-        b.iter(|| call_once(&mut adaptive, black_box(7)));
-    });
-    // The README's choice: AIMD at half the attempt timeout (the default above is the
-    // gradient, which on a backend answering in nanoseconds moves its limit every call).
-    let mut aimd = AdaptiveLimitLayer::builder()
-        .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
-        .build()
-        .expect("config")
-        .layer(backend());
-    g.bench_function("adaptive limit (AIMD): palisade", |b| {
-        b.iter(|| call_once(&mut aimd, black_box(7)));
-    });
+    out.pair(
+        "concurrency: tower ConcurrencyLimit",
+        "concurrency: palisade",
+        |i| {
+            call_once(&mut tower_limit, i);
+        },
+        |i| {
+            call_once(&mut limit, i);
+        },
+    );
+    if all {
+        let mut tr_bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
+            .max_concurrent_calls(1024)
+            .reject_when_full()
+            .build()
+            .expect("a valid bulkhead")
+            .layer(backend());
+        out.single("concurrency: tower-resilience Bulkhead", |i| {
+            call_once(&mut tr_bulkhead, i);
+        });
+        let mut adaptive = AdaptiveLimitLayer::builder()
+            .build()
+            .expect("config")
+            .layer(backend());
+        out.single("adaptive limit: palisade", |i| {
+            call_once(&mut adaptive, i);
+        });
+        // The README's choice: AIMD at half the attempt timeout (the default above is the
+        // gradient, which on a backend answering in nanoseconds moves its limit every call).
+        let mut aimd = AdaptiveLimitLayer::builder()
+            .algorithm(Aimd::new().latency_threshold(Duration::from_millis(150)))
+            .build()
+            .expect("config")
+            .layer(backend());
+        out.single("adaptive limit (AIMD): palisade", |i| {
+            call_once(&mut aimd, i);
+        });
+    }
 
     // ----- rate limit
     let quota = Quota::per_second(NonZeroU32::new(HUGE).expect("non-zero"));
     let governor = RateLimiter::direct(quota);
-    g.bench_function("rate, direct: governor check", |b| {
-        b.iter(|| black_box(governor.check()).expect("admitted"));
-    });
     let mut rate = RateLimitLayer::builder(HUGE, second)
         .build()
         .expect("config")
         .layer(backend());
-    g.bench_function("rate, direct: palisade", |b| {
-        b.iter(|| call_once(&mut rate, black_box(7)));
-    });
-    let mut tr_rate = tower_resilience::ratelimiter::RateLimiterLayer::builder()
-        .limit_for_period(HUGE as usize)
-        .refresh_period(second)
-        .timeout_duration(Duration::ZERO)
-        .build()
-        .expect("a valid rate limiter")
-        .layer(backend());
-    g.bench_function("rate, direct: tower-resilience RateLimiter", |b| {
-        b.iter(|| call_once(&mut tr_rate, black_box(7)));
-    });
-    let keyed_governor = RateLimiter::hashmap(quota);
-    let mut key = 0u64;
-    g.bench_function("rate, keyed 1000: governor check_key", |b| {
-        b.iter(|| {
-            key = (key + 1) % 1000;
-            black_box(keyed_governor.check_key(&key)).expect("admitted");
+    out.pair(
+        "rate, direct: governor check",
+        "rate, direct: palisade",
+        |_| black_box(governor.check()).expect("admitted"),
+        |i| {
+            call_once(&mut rate, i);
+        },
+    );
+    if all {
+        let mut tr_rate = tower_resilience::ratelimiter::RateLimiterLayer::builder()
+            .limit_for_period(HUGE as usize)
+            .refresh_period(second)
+            .timeout_duration(Duration::ZERO)
+            .build()
+            .expect("a valid rate limiter")
+            .layer(backend());
+        out.single("rate, direct: tower-resilience RateLimiter", |i| {
+            call_once(&mut tr_rate, i);
         });
-    });
+    }
+    let keyed_governor = RateLimiter::hashmap(quota);
     let mut keyed = RateLimitLayer::builder(HUGE, second)
         .build()
         .expect("config")
         .key_by(|req: &u64| *req)
         .layer(backend());
-    g.bench_function("rate, keyed 1000: palisade", |b| {
-        b.iter(|| {
+    let (mut base_key, mut key) = (0u64, 0u64);
+    out.pair(
+        "rate, keyed 1000: governor check_key",
+        "rate, keyed 1000: palisade",
+        |_| {
+            base_key = (base_key + 1) % 1000;
+            black_box(keyed_governor.check_key(&base_key)).expect("admitted");
+        },
+        |_| {
             key = (key + 1) % 1000;
             call_once(&mut keyed, key);
-        });
-    });
+        },
+    );
 
     // ----- circuit breaker
-    let failsafe_breaker = {
+    let consecutive = || {
         use failsafe::{Config, backoff, failure_policy};
         let policy =
             failure_policy::consecutive_failures(5, backoff::constant(Duration::from_secs(30)));
         Config::new().failure_policy(policy).build()
     };
-    g.bench_function("breaker: failsafe (consecutive)", |b| {
-        use failsafe::CircuitBreaker;
-        b.iter(|| {
-            black_box(failsafe_breaker.call(|| Ok::<u64, ()>(black_box(7)))).expect("closed")
-        });
-    });
+    let failsafe_breaker = consecutive();
     let mut breaker = CircuitBreakerLayer::builder()
         .name("bench")
         .build()
         .expect("config")
         .layer(backend());
-    g.bench_function("breaker: palisade (count window)", |b| {
-        b.iter(|| call_once(&mut breaker, black_box(7)));
-    });
-    // failsafe's future wrapper: what a breaker around an async call costs there (it clones
-    // its state machine's `Arc` into every future, as a tower layer must).
-    let failsafe_async = {
-        use failsafe::{Config, backoff, failure_policy};
-        let policy =
-            failure_policy::consecutive_failures(5, backoff::constant(Duration::from_secs(30)));
-        Config::new().failure_policy(policy).build()
-    };
-    g.bench_function("breaker: failsafe futures (consecutive)", |b| {
-        use failsafe::futures::CircuitBreaker;
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        b.iter(|| {
-            let fut = failsafe_async.call(std::future::ready(Ok::<u64, ()>(black_box(7))));
+    out.pair(
+        "breaker: failsafe (consecutive)",
+        "breaker: palisade (count window)",
+        |i| {
+            use failsafe::CircuitBreaker;
+            black_box(failsafe_breaker.call(|| Ok::<u64, ()>(black_box(i)))).expect("closed");
+        },
+        |i| {
+            call_once(&mut breaker, i);
+        },
+    );
+    // failsafe's future wrapper around the same backend's call: what a breaker around an
+    // async call costs there (it clones its state machine's `Arc` into every future, as a
+    // tower layer must).
+    let failsafe_async = consecutive();
+    let mut wrapped = backend();
+    out.pair(
+        "breaker: failsafe futures (consecutive)",
+        "breaker: palisade (count window)",
+        |i| {
+            use failsafe::futures::CircuitBreaker;
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let fut = failsafe_async.call(wrapped.call(i));
             match std::pin::pin!(fut).poll(&mut cx) {
-                std::task::Poll::Ready(r) => black_box(r).expect("closed"),
+                std::task::Poll::Ready(r) => {
+                    black_box(r).expect("closed");
+                }
                 std::task::Poll::Pending => panic!("ready at once"),
             }
+        },
+        |i| {
+            call_once(&mut breaker, i);
+        },
+    );
+    if all {
+        let mut tr_breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+            .failure_rate_threshold(0.5)
+            .sliding_window_size(100)
+            .build()
+            .expect("a valid breaker")
+            .layer(backend());
+        out.single("breaker: tower-resilience (count window)", |i| {
+            call_once(&mut tr_breaker, i);
         });
-    });
-    let mut tr_breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .failure_rate_threshold(0.5)
-        .sliding_window_size(100)
-        .build()
-        .expect("a valid breaker")
-        .layer(backend());
-    g.bench_function("breaker: tower-resilience (count window)", |b| {
-        b.iter(|| call_once(&mut tr_breaker, black_box(7)));
-    });
 
-    // ----- throttle gate, open
-    let mut throttle =
-        ThrottleLayer::new(ThrottleConfig::builder().build().expect("config")).layer(backend());
-    g.bench_function("throttle gate (open): palisade", |b| {
-        b.iter(|| call_once(&mut throttle, black_box(7)));
-    });
+        // ----- throttle gate, open
+        let mut throttle =
+            ThrottleLayer::new(ThrottleConfig::builder().build().expect("config")).layer(backend());
+        out.single("throttle gate (open): palisade", |i| {
+            call_once(&mut throttle, i);
+        });
 
-    // ----- degrade (no peer in tower; tower's LoadShed+ConcurrencyLimit for shedding)
-    let mut fallback = FallbackLayer::new(
-        FallbackConfig::default(),
-        palisade::degrade::fallback::Value::new(Marked::new(0)),
-    )
-    .layer(marked_backend());
-    g.bench_function("fallback: palisade", |b| {
-        b.iter(|| call_once(&mut fallback, black_box(7)));
-    });
-    let mut stale =
-        StaleCacheLayer::new(StaleConfig::default(), |k: &u64| *k % 64).layer(marked_backend());
-    g.bench_function("stale cache: palisade", |b| {
-        b.iter(|| call_once(&mut stale, black_box(7)));
-    });
+        // ----- degrade (no peer in tower; tower's LoadShed+ConcurrencyLimit for shedding)
+        let mut fallback = FallbackLayer::new(
+            FallbackConfig::default(),
+            palisade::degrade::fallback::Value::new(Marked::new(0)),
+        )
+        .layer(marked_backend());
+        out.single("fallback: palisade", |i| {
+            call_once(&mut fallback, i);
+        });
+        let mut stale =
+            StaleCacheLayer::new(StaleConfig::default(), |k: &u64| *k % 64).layer(marked_backend());
+        out.single("stale cache: palisade", |i| {
+            call_once(&mut stale, i);
+        });
+    }
     let mut tower_shed = tower::ServiceBuilder::new()
         .load_shed()
         .concurrency_limit(1024)
         .service(backend());
-    g.bench_function("shed: tower LoadShed+ConcurrencyLimit", |b| {
-        b.iter(|| call_once(&mut tower_shed, black_box(7)));
-    });
     let mut shed = ShedLayer::new(
         ShedConfig::builder()
             .max_in_flight(1024)
@@ -331,71 +452,92 @@ fn bench(c: &mut Criterion) {
             .expect("config"),
     )
     .layer(backend());
-    g.bench_function("shed: palisade", |b| {
-        b.iter(|| call_once(&mut shed, black_box(7)));
-    });
-
-    // ----- the full recommended stack
-    let mut tower_stack = tower_stack();
-    g.bench_function(
-        "full stack: tower (timeout, retry+budget, limit, timeout)",
-        |b| {
-            b.iter(|| call_once(&mut tower_stack, black_box(7)));
+    out.pair(
+        "shed: tower LoadShed+ConcurrencyLimit",
+        "shed: palisade",
+        |i| {
+            call_once(&mut tower_shed, i);
+        },
+        |i| {
+            call_once(&mut shed, i);
         },
     );
-    let mut stack = fixed_stack();
-    g.bench_function("full stack: palisade (+ breaker)", |b| {
-        b.iter(|| call_once(&mut stack, black_box(7)));
-    });
-    let mut adaptive_stack = readme_stack();
-    g.bench_function("full stack: palisade, adaptive limit (README)", |b| {
-        b.iter(|| call_once(&mut adaptive_stack, black_box(7)));
-    });
-    let mut tr_stack = {
-        use tower::ServiceExt;
-        use tower_resilience::bulkhead::BulkheadLayer;
-        use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreaker;
-        use tower_resilience::retry::RetryLayer as TrRetry;
-        use tower_resilience::timelimiter::TimeLimiterLayer;
-        let attempt = TimeLimiterLayer::builder()
-            .timeout_duration(Duration::from_millis(300))
-            .build()
-            .layer(backend());
-        let attempt = ServiceExt::<u64>::map_err(attempt, BoxError::from);
-        let limited = BulkheadLayer::builder()
-            .max_concurrent_calls(1024)
-            .reject_when_full()
-            .build()
-            .expect("a valid bulkhead")
-            .layer(attempt);
-        let limited = ServiceExt::<u64>::map_err(limited, BoxError::from);
-        let guarded = TrBreaker::builder()
-            .failure_rate_threshold(0.5)
-            .sliding_window_size(100)
-            .build()
-            .expect("a valid breaker")
-            .layer(limited);
-        let guarded = ServiceExt::<u64>::map_err(guarded, BoxError::from);
-        let retried = TrRetry::<u64, u64, BoxError>::builder()
-            .max_attempts(3)
-            .build()
-            .layer(guarded);
-        let overall = TimeLimiterLayer::builder()
-            .timeout_duration(Duration::from_secs(2))
-            .build()
-            .layer(retried);
-        ServiceExt::<u64>::map_err(overall, BoxError::from)
-    };
-    g.bench_function("full stack: tower-resilience (+ breaker)", |b| {
-        b.iter(|| call_once(&mut tr_stack, black_box(7)));
-    });
 
-    g.finish();
+    // ----- the full recommended stack
+    const TOWER_STACK: &str = "full stack: tower (timeout, retry+budget, limit, timeout)";
+    let mut tower_stack = tower_stack(backend());
+    let mut stack = fixed_stack(backend());
+    out.pair(
+        TOWER_STACK,
+        "full stack: palisade (+ breaker)",
+        |i| {
+            call_once(&mut tower_stack, i);
+        },
+        |i| {
+            call_once(&mut stack, i);
+        },
+    );
+    let mut adaptive_stack = readme_stack(backend());
+    out.pair(
+        TOWER_STACK,
+        "full stack: palisade, adaptive limit (README)",
+        |i| {
+            call_once(&mut tower_stack, i);
+        },
+        |i| {
+            call_once(&mut adaptive_stack, i);
+        },
+    );
+    if all {
+        let mut tr_stack = tower_resilience_stack(backend());
+        out.single("full stack: tower-resilience (+ breaker)", |i| {
+            call_once(&mut tr_stack, i);
+        });
+    }
+}
+
+/// tower-resilience's equivalent of the recommended stack (with its breaker).
+fn tower_resilience_stack<B: Backend>(
+    backend: B,
+) -> impl Service<u64, Response = u64, Error = BoxError> {
+    use tower::ServiceExt;
+    use tower_resilience::bulkhead::BulkheadLayer;
+    use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreaker;
+    use tower_resilience::retry::RetryLayer as TrRetry;
+    use tower_resilience::timelimiter::TimeLimiterLayer;
+    let attempt = TimeLimiterLayer::builder()
+        .timeout_duration(Duration::from_millis(300))
+        .build()
+        .layer(backend);
+    let attempt = ServiceExt::<u64>::map_err(attempt, BoxError::from);
+    let limited = BulkheadLayer::builder()
+        .max_concurrent_calls(1024)
+        .reject_when_full()
+        .build()
+        .expect("a valid bulkhead")
+        .layer(attempt);
+    let limited = ServiceExt::<u64>::map_err(limited, BoxError::from);
+    let guarded = TrBreaker::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .expect("a valid breaker")
+        .layer(limited);
+    let guarded = ServiceExt::<u64>::map_err(guarded, BoxError::from);
+    let retried = TrRetry::<u64, u64, BoxError>::builder()
+        .max_attempts(3)
+        .build()
+        .layer(guarded);
+    let overall = TimeLimiterLayer::builder()
+        .timeout_duration(Duration::from_secs(2))
+        .build()
+        .layer(retried);
+    ServiceExt::<u64>::map_err(overall, BoxError::from)
 }
 
 /// tower's equivalent of the recommended stack: Timeout + Retry(TpsBudget) +
 /// ConcurrencyLimit + Timeout.
-fn tower_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
+fn tower_stack<B: Backend>(backend: B) -> impl Service<u64, Response = u64, Error = BoxError> {
     let tps = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
         Duration::from_secs(10),
         10,
@@ -408,11 +550,11 @@ fn tower_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
         .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
             300,
         )))
-        .service(backend())
+        .service(backend)
 }
 
 /// The recommended stack with a fixed concurrency limit in the limit slot.
-fn fixed_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
+fn fixed_stack<B: Backend>(backend: B) -> impl Service<u64, Response = u64, Error = BoxError> {
     Stack::new()
         .timeout(
             TimeoutLayer::builder()
@@ -438,16 +580,25 @@ fn fixed_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
                 .build()
                 .expect("valid config"),
         )
-        .layer(backend())
+        .layer(backend)
 }
 
 /// The README's 30-second example, built exactly as it builds it: the recommended stack
 /// with an adaptive limit in the limit slot (the scorecard's "palisade default", one
 /// definition for the scorecard, this bench and the allocation check).
-fn readme_stack() -> impl Service<u64, Response = u64, Error = BoxError> {
+fn readme_stack<B: Backend>(backend: B) -> impl Service<u64, Response = u64, Error = BoxError> {
     palisade_benches::scorecard::palisade_default()
         .expect("the README's stack is valid")
-        .layer(backend())
+        .layer(backend)
+}
+
+/// Nanoseconds per call of `f` over `n` calls.
+fn per_iter(n: u64, mut f: impl FnMut(u64)) -> f64 {
+    let start = tokio::time::Instant::now();
+    for i in 0..n {
+        f(black_box(i));
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
 }
 
 /// Nanoseconds per call of `svc` over `n` calls.
@@ -456,11 +607,9 @@ where
     S: Service<u64>,
     S::Error: std::fmt::Debug,
 {
-    let start = tokio::time::Instant::now();
-    for i in 0..n {
-        black_box(call_once(svc, black_box(i)));
-    }
-    start.elapsed().as_nanos() as f64 / n as f64
+    per_iter(n, |i| {
+        black_box(call_once(svc, i));
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -468,50 +617,91 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The full-stack ratios measured interleaved: rounds of 50k calls through tower's stack,
-/// each palisade stack, and tower's again, so a shared machine's load, which drifts over
-/// seconds, weighs the same on both sides of each ratio; prints the medians over the
-/// rounds. `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`.
-fn interleaved(rounds: usize) {
+/// Each row's ratio to its baseline measured interleaved: `rounds` rounds of the baseline,
+/// the palisade row and the baseline again (`calls` calls each), so a shared machine's
+/// load, which drifts over seconds, weighs the same on both sides of each ratio; prints a
+/// Markdown row per pair with the medians over the rounds.
+struct Interleaved {
+    rounds: usize,
+    calls: u64,
+}
+
+impl Rows for Interleaved {
+    fn pair(
+        &mut self,
+        base_row: &str,
+        ours_row: &str,
+        mut base: impl FnMut(u64),
+        mut ours: impl FnMut(u64),
+    ) {
+        let n = self.calls;
+        for _ in 0..3 {
+            per_iter(n, &mut base);
+            per_iter(n, &mut ours);
+        }
+        let (mut b, mut o, mut r) = (vec![], vec![], vec![]);
+        for _ in 0..self.rounds.max(1) {
+            let before = per_iter(n, &mut base);
+            let palisade = per_iter(n, &mut ours);
+            let baseline = (before + per_iter(n, &mut base)) / 2.0;
+            b.push(baseline);
+            o.push(palisade);
+            r.push(palisade / baseline);
+        }
+        r.sort_by(f64::total_cmp);
+        let quartiles = (r[r.len() / 4], r[r.len() * 3 / 4]);
+        println!(
+            "| {ours_row} | {base_row} | {:.1} | {:.1} | {:.2} | {:.2}-{:.2} |",
+            median(b),
+            median(o),
+            median(r),
+            quartiles.0,
+            quartiles.1
+        );
+    }
+
+    fn single(&mut self, _: &str, _: impl FnMut(u64)) {}
+}
+
+/// Every row's ratio measured interleaved ([`Interleaved`]), over both backends:
+/// `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`.
+/// `PALISADE_BACKEND=ready` or `polled` runs one backend's rows only.
+fn interleaved(rounds: usize, backends: &[bool]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     let _guard = rt.enter();
-    let (mut tower, mut fixed, mut readme) = (tower_stack(), fixed_stack(), readme_stack());
-    let n = 50_000;
-    for _ in 0..3 {
-        per_call(&mut tower, n);
-        per_call(&mut fixed, n);
-        per_call(&mut readme, n);
+    let mut out = Interleaved {
+        rounds,
+        calls: 100_000,
+    };
+    for &polled in backends {
+        println!(
+            "\nthe backend answers {}, medians of {rounds} rounds of {} calls:\n",
+            if polled {
+                "when polled"
+            } else {
+                "inside `call`"
+            },
+            out.calls
+        );
+        println!(
+            "| row | baseline | baseline ns | palisade ns | ratio | middle half of the ratios |"
+        );
+        println!("|---|---|---:|---:|---:|---|");
+        if polled {
+            rows(&mut out, harness::polled_backend, false);
+        } else {
+            rows(&mut out, harness::backend, false);
+        }
     }
-    let (mut t, mut f, mut a, mut rf, mut ra) = (vec![], vec![], vec![], vec![], vec![]);
-    for _ in 0..rounds.max(1) {
-        let before = per_call(&mut tower, n);
-        let fixed = per_call(&mut fixed, n);
-        let readme = per_call(&mut readme, n);
-        let base = (before + per_call(&mut tower, n)) / 2.0;
-        t.push(base);
-        f.push(fixed);
-        a.push(readme);
-        rf.push(fixed / base);
-        ra.push(readme / base);
-    }
-    println!(
-        "full stack, interleaved, medians of {rounds} rounds: tower {:.1} ns; palisade (+ breaker) \
-         {:.1} ns, ratio {:.2}; palisade, adaptive limit (README) {:.1} ns, ratio {:.2}",
-        median(t),
-        median(f),
-        median(rf),
-        median(a),
-        median(ra)
-    );
 }
 
 /// One stack alone for a profiler: `PALISADE_PROFILE=readme` (or `fixed`, `tower`, or a
 /// layer alone: `timeout`, `retry` without budget, `breaker`, `rate`) runs 20M calls through it and nothing
-/// else, e.g. under `perf record`.
-fn profile(which: &str) {
+/// else, e.g. under `perf record`; `PALISADE_BACKEND=polled` as in [`interleaved`].
+fn profile<B: Backend>(which: &str, backend: fn() -> B) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -519,9 +709,9 @@ fn profile(which: &str) {
     let _guard = rt.enter();
     let n = 20_000_000;
     let ns = match which {
-        "tower" => per_call(&mut tower_stack(), n),
-        "fixed" => per_call(&mut fixed_stack(), n),
-        "readme" => per_call(&mut readme_stack(), n),
+        "tower" => per_call(&mut tower_stack(backend()), n),
+        "fixed" => per_call(&mut fixed_stack(backend()), n),
+        "readme" => per_call(&mut readme_stack(backend()), n),
         "retry" => per_call(
             &mut RetryLayer::builder()
                 .name("bench")
@@ -564,15 +754,25 @@ fn profile(which: &str) {
 criterion_group!(benches, bench);
 
 fn main() {
+    let backends: &[bool] = match std::env::var("PALISADE_BACKEND").as_deref() {
+        Err(_) => &[false, true],
+        Ok("ready") => &[false],
+        Ok("polled") => &[true],
+        Ok(other) => panic!("PALISADE_BACKEND={other}: expected ready or polled"),
+    };
     if let Ok(which) = std::env::var("PALISADE_PROFILE") {
-        profile(&which);
+        if backends == [true] {
+            profile(&which, harness::polled_backend);
+        } else {
+            profile(&which, harness::backend);
+        }
         return;
     }
     if let Some(rounds) = std::env::var("PALISADE_INTERLEAVED")
         .ok()
         .and_then(|r| r.parse().ok())
     {
-        interleaved(rounds);
+        interleaved(rounds, backends);
         return;
     }
     benches();

@@ -56,6 +56,7 @@ impl TokioInstant {
 impl Add<Nanos> for TokioInstant {
     type Output = Self;
 
+    #[inline]
     fn add(self, other: Nanos) -> Self {
         // Saturating at "never": no reading of governor's state can overflow the clock.
         Self(palisade_core::time::add(self.0, Duration::from(other)))
@@ -63,10 +64,12 @@ impl Add<Nanos> for TokioInstant {
 }
 
 impl Reference for TokioInstant {
+    #[inline]
     fn duration_since(&self, earlier: Self) -> Nanos {
         self.0.saturating_duration_since(earlier.0).into()
     }
 
+    #[inline]
     fn saturating_sub(&self, duration: Nanos) -> Self {
         Self(self.0.checked_sub(duration.into()).unwrap_or(self.0))
     }
