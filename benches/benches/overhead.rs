@@ -18,8 +18,8 @@
 //! rounds of baseline, palisade, baseline; medians) and prints the README's table, for
 //! both backends (`PALISADE_BACKEND=ready` or `polled` for one).
 //!
-//! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `retry`, `breaker`, `rate`)
-//! runs one full stack or layer alone, for a profiler (`PALISADE_BACKEND` as above).
+//! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `tower-timeout`, `retry`, `breaker`,
+//! `rate`) runs one full stack or layer alone, for a profiler (`PALISADE_BACKEND` as above).
 //!
 //! The 2-thread contention rows are in `--bench contention`, the breaker's window sizes in
 //! `--bench window`, allocations per call in `scripts/alloc-check.sh`.
@@ -729,6 +729,10 @@ fn profile<B: Backend>(which: &str, backend: fn() -> B) {
                 .layer(backend()),
             n,
         ),
+        "tower-timeout" => per_call(
+            &mut tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(backend()),
+            n,
+        ),
         "timeout" => per_call(
             &mut TimeoutLayer::builder()
                 .timeout(Duration::from_secs(1))
@@ -745,7 +749,7 @@ fn profile<B: Backend>(which: &str, backend: fn() -> B) {
             n,
         ),
         other => panic!(
-            "PALISADE_PROFILE={other}: expected tower, fixed, readme, timeout, retry, breaker or rate"
+            "PALISADE_PROFILE={other}: expected tower, fixed, readme, timeout, tower-timeout, retry, breaker or rate"
         ),
     };
     println!("{which}: {ns:.1} ns per call over {n} calls");
