@@ -140,6 +140,37 @@ trait Rows {
     /// A row without a baseline here (tower-resilience's, the degrade layers', the
     /// adaptive limit and throttle gate alone): criterion's rows only.
     fn single(&mut self, row: &str, f: impl FnMut(u64));
+
+    /// [`pair`](Self::pair) of two services, one call each.
+    fn services<A, P>(&mut self, base_row: &str, ours_row: &str, base: &mut A, ours: &mut P)
+    where
+        A: Service<u64>,
+        A::Error: std::fmt::Debug,
+        P: Service<u64>,
+        P::Error: std::fmt::Debug,
+    {
+        self.pair(
+            base_row,
+            ours_row,
+            |i| {
+                call_once(base, i);
+            },
+            |i| {
+                call_once(ours, i);
+            },
+        );
+    }
+
+    /// [`single`](Self::single) of a service, one call each.
+    fn service<S>(&mut self, row: &str, svc: &mut S)
+    where
+        S: Service<u64>,
+        S::Error: std::fmt::Debug,
+    {
+        self.single(row, |i| {
+            call_once(svc, i);
+        });
+    }
 }
 
 /// Criterion's rows, each row once (the breaker's row is paired with two baselines).
@@ -180,44 +211,32 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
     };
 
     let mut floor = backend();
-    out.single("floor: service_fn", |i| {
-        call_once(&mut floor, i);
-    });
+    out.service("floor: service_fn", &mut floor);
 
     // ----- timeout
     let mut tower_timeout = tower::timeout::TimeoutLayer::new(second).layer(backend());
     let mut ours = timeout().layer(backend());
-    out.pair(
+    out.services(
         "timeout: tower Timeout",
         "timeout: palisade",
-        |i| {
-            call_once(&mut tower_timeout, i);
-        },
-        |i| {
-            call_once(&mut ours, i);
-        },
+        &mut tower_timeout,
+        &mut ours,
     );
     if all {
         let mut tr_timeout = tower_resilience::timelimiter::TimeLimiterLayer::builder()
             .timeout_duration(second)
             .build()
             .layer(backend());
-        out.single("timeout: tower-resilience TimeLimiter", |i| {
-            call_once(&mut tr_timeout, i);
-        });
+        out.service("timeout: tower-resilience TimeLimiter", &mut tr_timeout);
     }
     let mut tower_nested = tower::timeout::TimeoutLayer::new(second)
         .layer(tower::timeout::TimeoutLayer::new(second).layer(backend()));
     let mut nested = timeout().layer(timeout().layer(backend()));
-    out.pair(
+    out.services(
         "timeout x2: tower",
         "timeout x2: palisade",
-        |i| {
-            call_once(&mut tower_nested, i);
-        },
-        |i| {
-            call_once(&mut nested, i);
-        },
+        &mut tower_nested,
+        &mut nested,
     );
 
     // ----- retry
@@ -228,24 +247,18 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
         .build()
         .expect("config")
         .layer(backend());
-    out.pair(
+    out.services(
         "retry, no budget: tower (trivial policy)",
         "retry, no budget: palisade",
-        |i| {
-            call_once(&mut tower_retry, i);
-        },
-        |i| {
-            call_once(&mut retry, i);
-        },
+        &mut tower_retry,
+        &mut retry,
     );
     if all {
         let mut tr_retry = tower_resilience::retry::RetryLayer::<u64, u64, BoxError>::builder()
             .max_attempts(3)
             .build()
             .layer(backend());
-        out.single("retry, no budget: tower-resilience Retry", |i| {
-            call_once(&mut tr_retry, i);
-        });
+        out.service("retry, no budget: tower-resilience Retry", &mut tr_retry);
     }
     let tps = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
         Duration::from_secs(10),
@@ -258,15 +271,11 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
         .build()
         .expect("config")
         .layer(backend());
-    out.pair(
+    out.services(
         "retry, budget: tower (TpsBudget)",
         "retry, budget: palisade",
-        |i| {
-            call_once(&mut tower_budget, i);
-        },
-        |i| {
-            call_once(&mut retry_budget, i);
-        },
+        &mut tower_budget,
+        &mut retry_budget,
     );
 
     // ----- concurrency limit
@@ -275,15 +284,11 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
         .build()
         .expect("config")
         .layer(backend());
-    out.pair(
+    out.services(
         "concurrency: tower ConcurrencyLimit",
         "concurrency: palisade",
-        |i| {
-            call_once(&mut tower_limit, i);
-        },
-        |i| {
-            call_once(&mut limit, i);
-        },
+        &mut tower_limit,
+        &mut limit,
     );
     if all {
         let mut tr_bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
@@ -292,16 +297,12 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
             .build()
             .expect("a valid bulkhead")
             .layer(backend());
-        out.single("concurrency: tower-resilience Bulkhead", |i| {
-            call_once(&mut tr_bulkhead, i);
-        });
+        out.service("concurrency: tower-resilience Bulkhead", &mut tr_bulkhead);
         let mut adaptive = AdaptiveLimitLayer::builder()
             .build()
             .expect("config")
             .layer(backend());
-        out.single("adaptive limit: palisade", |i| {
-            call_once(&mut adaptive, i);
-        });
+        out.service("adaptive limit: palisade", &mut adaptive);
         // The README's choice: AIMD at half the attempt timeout (the default above is the
         // gradient, which on a backend answering in nanoseconds moves its limit every call).
         let mut aimd = AdaptiveLimitLayer::builder()
@@ -309,9 +310,7 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
             .build()
             .expect("config")
             .layer(backend());
-        out.single("adaptive limit (AIMD): palisade", |i| {
-            call_once(&mut aimd, i);
-        });
+        out.service("adaptive limit (AIMD): palisade", &mut aimd);
     }
 
     // ----- rate limit
@@ -337,9 +336,7 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
             .build()
             .expect("a valid rate limiter")
             .layer(backend());
-        out.single("rate, direct: tower-resilience RateLimiter", |i| {
-            call_once(&mut tr_rate, i);
-        });
+        out.service("rate, direct: tower-resilience RateLimiter", &mut tr_rate);
     }
     let keyed_governor = RateLimiter::hashmap(quota);
     let mut keyed = RateLimitLayer::builder(HUGE, second)
@@ -415,16 +412,12 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
             .build()
             .expect("a valid breaker")
             .layer(backend());
-        out.single("breaker: tower-resilience (count window)", |i| {
-            call_once(&mut tr_breaker, i);
-        });
+        out.service("breaker: tower-resilience (count window)", &mut tr_breaker);
 
         // ----- throttle gate, open
         let mut throttle =
             ThrottleLayer::new(ThrottleConfig::builder().build().expect("config")).layer(backend());
-        out.single("throttle gate (open): palisade", |i| {
-            call_once(&mut throttle, i);
-        });
+        out.service("throttle gate (open): palisade", &mut throttle);
 
         // ----- degrade (no peer in tower; tower's LoadShed+ConcurrencyLimit for shedding)
         let mut fallback = FallbackLayer::new(
@@ -432,14 +425,10 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
             palisade::degrade::fallback::Value::new(Marked::new(0)),
         )
         .layer(marked_backend());
-        out.single("fallback: palisade", |i| {
-            call_once(&mut fallback, i);
-        });
+        out.service("fallback: palisade", &mut fallback);
         let mut stale =
             StaleCacheLayer::new(StaleConfig::default(), |k: &u64| *k % 64).layer(marked_backend());
-        out.single("stale cache: palisade", |i| {
-            call_once(&mut stale, i);
-        });
+        out.service("stale cache: palisade", &mut stale);
     }
     let mut tower_shed = tower::ServiceBuilder::new()
         .load_shed()
@@ -452,47 +441,33 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
             .expect("config"),
     )
     .layer(backend());
-    out.pair(
+    out.services(
         "shed: tower LoadShed+ConcurrencyLimit",
         "shed: palisade",
-        |i| {
-            call_once(&mut tower_shed, i);
-        },
-        |i| {
-            call_once(&mut shed, i);
-        },
+        &mut tower_shed,
+        &mut shed,
     );
 
     // ----- the full recommended stack
     const TOWER_STACK: &str = "full stack: tower (timeout, retry+budget, limit, timeout)";
     let mut tower_stack = tower_stack(backend());
     let mut stack = fixed_stack(backend());
-    out.pair(
+    out.services(
         TOWER_STACK,
         "full stack: palisade (+ breaker)",
-        |i| {
-            call_once(&mut tower_stack, i);
-        },
-        |i| {
-            call_once(&mut stack, i);
-        },
+        &mut tower_stack,
+        &mut stack,
     );
     let mut adaptive_stack = readme_stack(backend());
-    out.pair(
+    out.services(
         TOWER_STACK,
         "full stack: palisade, adaptive limit (README)",
-        |i| {
-            call_once(&mut tower_stack, i);
-        },
-        |i| {
-            call_once(&mut adaptive_stack, i);
-        },
+        &mut tower_stack,
+        &mut adaptive_stack,
     );
     if all {
         let mut tr_stack = tower_resilience_stack(backend());
-        out.single("full stack: tower-resilience (+ breaker)", |i| {
-            call_once(&mut tr_stack, i);
-        });
+        out.service("full stack: tower-resilience (+ breaker)", &mut tr_stack);
     }
 }
 
