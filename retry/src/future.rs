@@ -53,9 +53,11 @@ pin_project! {
     struct Retrying<S, Res, E> {
         #[pin]
         sleep: Sleep,
-        // A clone of the layer's service, driven ready before each later attempt.
+        // The service later attempts go to, driven ready before each: a clone of the
+        // layer's, or the one the first attempt was made on.
         inner: S,
-        schedule: Schedule,
+        // Made when the first retry is planned.
+        schedule: Option<Schedule>,
         // The failed result, returned if no further attempt is made.
         last: Option<Result<Res, E>>,
     }
@@ -148,6 +150,17 @@ where
             },
             retrying: RetryingSlot(None),
         }
+    }
+
+    /// Later attempts go to `inner` (the service the first attempt was made on).
+    #[cold]
+    pub(crate) fn retry_on(&mut self, inner: S) {
+        self.retrying.0 = Some(Box::pin(Retrying {
+            sleep: tokio::time::sleep(Duration::ZERO),
+            inner,
+            schedule: None,
+            last: None,
+        }));
     }
 }
 
@@ -268,7 +281,10 @@ impl Progress {
             budget.record(outcome);
         }
         match outcome {
-            Outcome::Success => Next::Return,
+            Outcome::Success => {
+                shared.succeeded();
+                Next::Return
+            }
             Outcome::Failure => self.plan_retry(shared, retrying, result, has_copy, true, |r| {
                 config.retry_after.retry_after(r)
             }),
@@ -277,7 +293,13 @@ impl Progress {
             Outcome::Ignore => match config.retry_after.retry_after(result) {
                 Some(hint) => {
                     let paid = !config.classify.never_sent(result);
-                    self.plan_retry(shared, retrying, result, has_copy, paid, |_| Some(hint))
+                    let next =
+                        self.plan_retry(shared, retrying, result, has_copy, paid, |_| Some(hint));
+                    if matches!(next, Next::Retry(_)) {
+                        // A refusal by a layer below, retried: see `Retry`'s docs.
+                        shared.refused();
+                    }
+                    next
                 }
                 None => Next::Return,
             },
@@ -307,11 +329,16 @@ impl Progress {
             Box::pin(Retrying {
                 sleep: tokio::time::sleep(Duration::ZERO),
                 inner: shared.spare(),
-                schedule: config.backoff.schedule(shared.rng()),
+                schedule: None,
                 last: None,
             })
         });
-        let Some(mut delay) = retrying.as_mut().project().schedule.next() else {
+        let schedule = retrying
+            .as_mut()
+            .project()
+            .schedule
+            .get_or_insert_with(|| config.backoff.schedule(shared.rng()));
+        let Some(mut delay) = schedule.next() else {
             return Next::Stop(StopReason::ScheduleEnded);
         };
         if let Some(hint) = hint(result) {

@@ -1,7 +1,7 @@
 //! The retry service.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -31,6 +31,14 @@ use crate::policy::{CloneRequest, Cloned, RetryAfter};
 /// answered at its first attempt costs no clone of the services below. That clone is of
 /// the service as it was wrapped (or as it was at the last config update): a change made
 /// since through [`get_mut`](Retry::get_mut) reaches first attempts only.
+///
+/// While the layers below refuse calls (a retry was planned for a refusal, an `Ignore`d
+/// result with a hint, such as an open circuit's, since the last success), a call hands
+/// the service it was made on to its request and keeps a clone, as before every call: a
+/// layer that refuses a call after its `poll_ready` readied the layers below it (a circuit
+/// breaker over a concurrency limit) leaves their readiness (a limit's slot or queue place)
+/// in that service. The request's retries reuse it; a caller that keeps its clone of the
+/// service until the answer (`ready().await?.call(req).await`) holds nothing meanwhile.
 pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
     inner: S,
     shared: Arc<Shared<S, C, A, K>>,
@@ -51,7 +59,17 @@ pub(crate) struct Shared<S, C, A, K> {
     /// How many retried requests drew a jitter seed: the index into the seed sequence
     /// (shared by every service of the layer).
     seeds: Arc<AtomicU64>,
+    /// A retry was planned for a refusal by a layer below since the last success: calls
+    /// hand their readied service to their request ([`Retry`]'s docs say why).
+    refusing: Refusing,
 }
+
+/// The "layers below refuse" flag, on a cache line of its own: it changes only when
+/// refusals start or end, and must not make the config every call reads bounce between
+/// cores when it does.
+#[repr(align(64))]
+#[derive(Default)]
+pub(crate) struct Refusing(AtomicBool);
 
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -100,6 +118,29 @@ impl<S, C, A, K> Shared<S, C, A, K> {
             emitter: core.emitter.clone(),
             metrics: core.metrics.clone(),
             seeds: Arc::clone(&core.seeds),
+            refusing: Refusing::default(),
+        }
+    }
+
+    /// `true` while the layers below refuse calls (read once per call).
+    #[inline]
+    fn is_refusing(&self) -> bool {
+        self.refusing.0.load(Ordering::Relaxed)
+    }
+
+    /// A retry was planned for a refusal by a layer below.
+    pub(crate) fn refused(&self) {
+        if !self.is_refusing() {
+            self.refusing.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// An attempt succeeded: the layers below admit calls again (one read when nothing
+    /// was refused).
+    #[inline]
+    pub(crate) fn succeeded(&self) {
+        if self.is_refusing() {
+            self.refusing.0.store(false, Ordering::Relaxed);
         }
     }
 
@@ -227,6 +268,9 @@ where
         if self.shared.is_stale() {
             self.refresh();
         }
+        if self.shared.is_refusing() {
+            return self.call_handing_over(req);
+        }
         let shared = &self.shared;
         let config = &shared.config;
         // The copy for a second attempt is made before the first consumes the request.
@@ -253,5 +297,44 @@ where
             started,
             owns_budget,
         )
+    }
+}
+
+impl<S, C, A, K> Retry<S, C, A, K> {
+    /// `call` while the layers below refuse calls: the readied service goes with the
+    /// request (its retries reuse what it holds), a clone stays here (out of line: only
+    /// while refusals last).
+    #[cold]
+    #[inline(never)]
+    fn call_handing_over<Req>(&mut self, req: Req) -> ResponseFuture<S, Req, C, A, K>
+    where
+        S: Service<Req> + Clone,
+        K: CloneRequest<Req>,
+    {
+        let shared = &self.shared;
+        let config = &shared.config;
+        let copy = if config.max_attempts > 1 {
+            config.clone_request.clone_request(&req)
+        } else {
+            None
+        };
+        let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
+        let started = config.max_elapsed.map(|_| palisade_core::deadline::now());
+        let clone = self.inner.clone();
+        let mut readied = std::mem::replace(&mut self.inner, clone);
+        let future = {
+            let _held = shared.budget().map(RetryBudget::enter);
+            readied.call(req)
+        };
+        let mut response = ResponseFuture::new(
+            future,
+            copy,
+            Arc::clone(shared),
+            Deadline::current(),
+            started,
+            owns_budget,
+        );
+        response.retry_on(readied);
+        response
     }
 }
