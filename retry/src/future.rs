@@ -53,9 +53,10 @@ pin_project! {
     struct Retrying<S, Res, E> {
         #[pin]
         sleep: Sleep,
-        // The service later attempts go to, driven ready before each: a clone of the
-        // layer's, or the one the first attempt was made on.
-        inner: S,
+        // The service later attempts go to, driven ready before each: the one the first
+        // attempt was made on, or a clone of the layer's (made when needed); none while
+        // waiting after a refusal, so that nothing below stays reserved meanwhile.
+        inner: Option<S>,
         // Made when the first retry is planned.
         schedule: Option<Schedule>,
         // The failed result, returned if no further attempt is made.
@@ -157,7 +158,7 @@ where
     pub(crate) fn retry_on(&mut self, inner: S) {
         self.retrying.0 = Some(Box::pin(Retrying {
             sleep: tokio::time::sleep(Duration::ZERO),
-            inner,
+            inner: Some(inner),
             schedule: None,
             last: None,
         }));
@@ -214,7 +215,12 @@ where
                 }
                 StateProj::Readying => {
                     let retrying = this.retrying.as_mut().expect("readying after a failure");
-                    let inner = retrying.as_mut().project().inner;
+                    let shared = &**this.shared;
+                    let inner = retrying
+                        .as_mut()
+                        .project()
+                        .inner
+                        .get_or_insert_with(|| shared.spare());
                     // tower's contract: the service must be ready before every call.
                     if let Err(err) = ready!(inner.poll_ready(cx)) {
                         this.state.set(State::Done);
@@ -253,6 +259,23 @@ where
             .as_mut()
             .and_then(|r| r.as_mut().project().last.take())
             .expect("a retry is only scheduled with the failed result kept")
+    }
+}
+
+/// A refusal by a layer below (an `Ignore`d result with a hint) is retried: drop the
+/// service it was made on, which may still hold what that layer's `poll_ready` reserved
+/// below it (a limit's slot or queue place), so that nothing is held while the request
+/// waits; the next attempt clones the layer's service. Later calls of the layer hand their
+/// readied service to their request until an attempt succeeds (see `Retry`'s docs).
+#[cold]
+#[inline(never)]
+fn release<S, Res, E, C, A, K>(
+    shared: &Shared<S, C, A, K>,
+    retrying: &mut RetryingSlot<S, Res, E>,
+) {
+    shared.refused();
+    if let Some(retrying) = retrying.as_mut() {
+        drop(retrying.as_mut().project().inner.take());
     }
 }
 
@@ -296,8 +319,7 @@ impl Progress {
                     let next =
                         self.plan_retry(shared, retrying, result, has_copy, paid, |_| Some(hint));
                     if matches!(next, Next::Retry(_)) {
-                        // A refusal by a layer below, retried: see `Retry`'s docs.
-                        shared.refused();
+                        release(shared, retrying);
                     }
                     next
                 }
@@ -328,7 +350,7 @@ impl Progress {
         let retrying = retrying.get_or_insert_with(|| {
             Box::pin(Retrying {
                 sleep: tokio::time::sleep(Duration::ZERO),
-                inner: shared.spare(),
+                inner: None,
                 schedule: None,
                 last: None,
             })
