@@ -32,13 +32,21 @@ use crate::policy::{CloneRequest, Cloned, RetryAfter};
 /// the service as it was wrapped (or as it was at the last config update): a change made
 /// since through [`get_mut`](Retry::get_mut) reaches first attempts only.
 ///
-/// While the layers below refuse calls (a retry was planned for a refusal, an `Ignore`d
-/// result with a hint, such as an open circuit's, since the last success), a call hands
-/// the service it was made on to its request and keeps a clone, as before every call: a
-/// layer that refuses a call after its `poll_ready` readied the layers below it (a circuit
-/// breaker over a concurrency limit) leaves their readiness (a limit's slot or queue place)
-/// in that service. The request's retries reuse it; a caller that keeps its clone of the
-/// service until the answer (`ready().await?.call(req).await`) holds nothing meanwhile.
+/// # Refusals hold nothing below
+///
+/// A layer that refuses a call after its `poll_ready` readied the layers below it (a
+/// circuit breaker over a concurrency limit, open) leaves their readiness (a limit's slot
+/// or queue place) in the service the call was made on. So a retried refusal (an `Ignore`d
+/// result with a hint, such as an open circuit's) drops the service it was made on before
+/// the request waits, and the next attempt clones the layer's service again: a request
+/// waiting to retry holds no slot. And while refusals are being retried (from the first
+/// such retry until an attempt succeeds), a call hands the service it was made on to its
+/// request and keeps a clone, so that a caller that keeps its clone of the service until
+/// the answer (`svc.ready().await?.call(req).await`) does not keep a slot with it
+/// either. Only the requests whose first attempt is refused before any refusal was
+/// retried (the first ones after a breaker opens) leave that slot with the caller's
+/// service until the caller drops it; a service used once per request and dropped after
+/// `call` (tower's `oneshot`) never does.
 pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
     inner: S,
     shared: Arc<Shared<S, C, A, K>>,
@@ -302,7 +310,7 @@ where
 
 impl<S, C, A, K> Retry<S, C, A, K> {
     /// `call` while the layers below refuse calls: the readied service goes with the
-    /// request (its retries reuse what it holds), a clone stays here (out of line: only
+    /// request (which drops it if the call is refused), a clone stays here (out of line: only
     /// while refusals last).
     #[cold]
     #[inline(never)]
