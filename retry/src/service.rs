@@ -279,33 +279,46 @@ where
         if self.shared.is_refusing() {
             return self.call_handing_over(req);
         }
-        let shared = &self.shared;
-        let config = &shared.config;
-        // The copy for a second attempt is made before the first consumes the request.
-        let copy = if config.max_attempts > 1 {
-            config.clone_request.clone_request(&req)
-        } else {
-            None
-        };
-        // One deposit per request, in the outermost layer holding the budget.
-        let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
-        let started = config.max_elapsed.map(|_| palisade_core::deadline::now());
         // Call the service that was driven ready. A retry clones the layer's spare service
         // (through the shared state the future holds anyway), so the common request,
         // answered at its first attempt, neither clones nor carries the services below.
-        let future = {
-            let _held = shared.budget().map(RetryBudget::enter);
-            self.inner.call(req)
-        };
-        ResponseFuture::new(
-            future,
-            copy,
-            Arc::clone(shared),
-            Deadline::current(),
-            started,
-            owns_budget,
-        )
+        start(&self.shared, &mut self.inner, req)
     }
+}
+
+/// Make the first attempt of `req` on `inner` (driven ready) and the request's future.
+#[inline(always)]
+fn start<S, Req, C, A, K>(
+    shared: &Arc<Shared<S, C, A, K>>,
+    inner: &mut S,
+    req: Req,
+) -> ResponseFuture<S, Req, C, A, K>
+where
+    S: Service<Req>,
+    K: CloneRequest<Req>,
+{
+    let config = &shared.config;
+    // The copy for a second attempt is made before the first consumes the request.
+    let copy = if config.max_attempts > 1 {
+        config.clone_request.clone_request(&req)
+    } else {
+        None
+    };
+    // One deposit per request, in the outermost layer holding the budget.
+    let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
+    let started = config.max_elapsed.map(|_| palisade_core::deadline::now());
+    let future = {
+        let _held = shared.budget().map(RetryBudget::enter);
+        inner.call(req)
+    };
+    ResponseFuture::new(
+        future,
+        copy,
+        Arc::clone(shared),
+        Deadline::current(),
+        started,
+        owns_budget,
+    )
 }
 
 impl<S, C, A, K> Retry<S, C, A, K> {
@@ -319,29 +332,9 @@ impl<S, C, A, K> Retry<S, C, A, K> {
         S: Service<Req> + Clone,
         K: CloneRequest<Req>,
     {
-        let shared = &self.shared;
-        let config = &shared.config;
-        let copy = if config.max_attempts > 1 {
-            config.clone_request.clone_request(&req)
-        } else {
-            None
-        };
-        let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
-        let started = config.max_elapsed.map(|_| palisade_core::deadline::now());
         let clone = self.inner.clone();
         let mut readied = std::mem::replace(&mut self.inner, clone);
-        let future = {
-            let _held = shared.budget().map(RetryBudget::enter);
-            readied.call(req)
-        };
-        let mut response = ResponseFuture::new(
-            future,
-            copy,
-            Arc::clone(shared),
-            Deadline::current(),
-            started,
-            owns_budget,
-        );
+        let mut response = start(&self.shared, &mut readied, req);
         response.retry_on(readied);
         response
     }
