@@ -53,9 +53,12 @@ pin_project! {
     struct Retrying<S, Res, E> {
         #[pin]
         sleep: Sleep,
-        // A clone of the layer's service, driven ready before each later attempt.
-        inner: S,
-        schedule: Schedule,
+        // The service later attempts go to, driven ready before each: the one the first
+        // attempt was made on, or a clone of the layer's (made when needed); none while
+        // waiting after a refusal, so that nothing below stays reserved meanwhile.
+        inner: Option<S>,
+        // Made when the first retry is planned.
+        schedule: Option<Schedule>,
         // The failed result, returned if no further attempt is made.
         last: Option<Result<Res, E>>,
     }
@@ -149,6 +152,17 @@ where
             retrying: RetryingSlot(None),
         }
     }
+
+    /// Later attempts go to `inner` (the service the first attempt was made on).
+    #[cold]
+    pub(crate) fn retry_on(&mut self, inner: S) {
+        self.retrying.0 = Some(Box::pin(Retrying {
+            sleep: tokio::time::sleep(Duration::ZERO),
+            inner: Some(inner),
+            schedule: None,
+            last: None,
+        }));
+    }
 }
 
 impl<S, Req, C, A, K> Future for ResponseFuture<S, Req, C, A, K>
@@ -201,7 +215,12 @@ where
                 }
                 StateProj::Readying => {
                     let retrying = this.retrying.as_mut().expect("readying after a failure");
-                    let inner = retrying.as_mut().project().inner;
+                    let shared = &**this.shared;
+                    let inner = retrying
+                        .as_mut()
+                        .project()
+                        .inner
+                        .get_or_insert_with(|| shared.spare());
                     // tower's contract: the service must be ready before every call.
                     if let Err(err) = ready!(inner.poll_ready(cx)) {
                         this.state.set(State::Done);
@@ -243,6 +262,23 @@ where
     }
 }
 
+/// A refusal by a layer below (an `Ignore`d result with a hint) is retried: drop the
+/// service it was made on, which may still hold what that layer's `poll_ready` reserved
+/// below it (a limit's slot or queue place), so that nothing is held while the request
+/// waits; the next attempt clones the layer's service. Later calls of the layer hand their
+/// readied service to their request until an attempt succeeds (see `Retry`'s docs).
+#[cold]
+#[inline(never)]
+fn release<S, Res, E, C, A, K>(
+    shared: &Shared<S, C, A, K>,
+    retrying: &mut RetryingSlot<S, Res, E>,
+) {
+    shared.refused();
+    if let Some(retrying) = retrying.as_mut() {
+        drop(retrying.as_mut().project().inner.take());
+    }
+}
+
 // ===== impl Progress =====
 
 impl Progress {
@@ -268,7 +304,10 @@ impl Progress {
             budget.record(outcome);
         }
         match outcome {
-            Outcome::Success => Next::Return,
+            Outcome::Success => {
+                shared.succeeded();
+                Next::Return
+            }
             Outcome::Failure => self.plan_retry(shared, retrying, result, has_copy, true, |r| {
                 config.retry_after.retry_after(r)
             }),
@@ -277,7 +316,12 @@ impl Progress {
             Outcome::Ignore => match config.retry_after.retry_after(result) {
                 Some(hint) => {
                     let paid = !config.classify.never_sent(result);
-                    self.plan_retry(shared, retrying, result, has_copy, paid, |_| Some(hint))
+                    let next =
+                        self.plan_retry(shared, retrying, result, has_copy, paid, |_| Some(hint));
+                    if matches!(next, Next::Retry(_)) {
+                        release(shared, retrying);
+                    }
+                    next
                 }
                 None => Next::Return,
             },
@@ -306,12 +350,17 @@ impl Progress {
         let retrying = retrying.get_or_insert_with(|| {
             Box::pin(Retrying {
                 sleep: tokio::time::sleep(Duration::ZERO),
-                inner: shared.spare(),
-                schedule: config.backoff.schedule(shared.rng()),
+                inner: None,
+                schedule: None,
                 last: None,
             })
         });
-        let Some(mut delay) = retrying.as_mut().project().schedule.next() else {
+        let schedule = retrying
+            .as_mut()
+            .project()
+            .schedule
+            .get_or_insert_with(|| config.backoff.schedule(shared.rng()));
+        let Some(mut delay) = schedule.next() else {
             return Next::Stop(StopReason::ScheduleEnded);
         };
         if let Some(hint) = hint(result) {

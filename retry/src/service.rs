@@ -1,7 +1,7 @@
 //! The retry service.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -31,6 +31,22 @@ use crate::policy::{CloneRequest, Cloned, RetryAfter};
 /// answered at its first attempt costs no clone of the services below. That clone is of
 /// the service as it was wrapped (or as it was at the last config update): a change made
 /// since through [`get_mut`](Retry::get_mut) reaches first attempts only.
+///
+/// # Refusals hold nothing below
+///
+/// A layer that refuses a call after its `poll_ready` readied the layers below it (a
+/// circuit breaker over a concurrency limit, open) leaves their readiness (a limit's slot
+/// or queue place) in the service the call was made on. So a retried refusal (an `Ignore`d
+/// result with a hint, such as an open circuit's) drops the service it was made on before
+/// the request waits, and the next attempt clones the layer's service again: a request
+/// waiting to retry holds no slot. And while refusals are being retried (from the first
+/// such retry until an attempt succeeds), a call hands the service it was made on to its
+/// request and keeps a clone, so that a caller that keeps its clone of the service until
+/// the answer (`svc.ready().await?.call(req).await`) does not keep a slot with it
+/// either. Only the requests whose first attempt is refused before any refusal was
+/// retried (the first ones after a breaker opens) leave that slot with the caller's
+/// service until the caller drops it; a service used once per request and dropped after
+/// `call` (tower's `oneshot`) never does.
 pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
     inner: S,
     shared: Arc<Shared<S, C, A, K>>,
@@ -51,7 +67,17 @@ pub(crate) struct Shared<S, C, A, K> {
     /// How many retried requests drew a jitter seed: the index into the seed sequence
     /// (shared by every service of the layer).
     seeds: Arc<AtomicU64>,
+    /// A retry was planned for a refusal by a layer below since the last success: calls
+    /// hand their readied service to their request ([`Retry`]'s docs say why).
+    refusing: Refusing,
 }
+
+/// The "layers below refuse" flag, on a cache line of its own: it changes only when
+/// refusals start or end, and must not make the config every call reads bounce between
+/// cores when it does.
+#[repr(align(64))]
+#[derive(Default)]
+pub(crate) struct Refusing(AtomicBool);
 
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -100,6 +126,29 @@ impl<S, C, A, K> Shared<S, C, A, K> {
             emitter: core.emitter.clone(),
             metrics: core.metrics.clone(),
             seeds: Arc::clone(&core.seeds),
+            refusing: Refusing::default(),
+        }
+    }
+
+    /// `true` while the layers below refuse calls (read once per call).
+    #[inline]
+    fn is_refusing(&self) -> bool {
+        self.refusing.0.load(Ordering::Relaxed)
+    }
+
+    /// A retry was planned for a refusal by a layer below.
+    pub(crate) fn refused(&self) {
+        if !self.is_refusing() {
+            self.refusing.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// An attempt succeeded: the layers below admit calls again (one read when nothing
+    /// was refused).
+    #[inline]
+    pub(crate) fn succeeded(&self) {
+        if self.is_refusing() {
+            self.refusing.0.store(false, Ordering::Relaxed);
         }
     }
 
@@ -227,31 +276,66 @@ where
         if self.shared.is_stale() {
             self.refresh();
         }
-        let shared = &self.shared;
-        let config = &shared.config;
-        // The copy for a second attempt is made before the first consumes the request.
-        let copy = if config.max_attempts > 1 {
-            config.clone_request.clone_request(&req)
-        } else {
-            None
-        };
-        // One deposit per request, in the outermost layer holding the budget.
-        let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
-        let started = config.max_elapsed.map(|_| palisade_core::deadline::now());
+        if self.shared.is_refusing() {
+            return self.call_handing_over(req);
+        }
         // Call the service that was driven ready. A retry clones the layer's spare service
         // (through the shared state the future holds anyway), so the common request,
         // answered at its first attempt, neither clones nor carries the services below.
-        let future = {
-            let _held = shared.budget().map(RetryBudget::enter);
-            self.inner.call(req)
-        };
-        ResponseFuture::new(
-            future,
-            copy,
-            Arc::clone(shared),
-            Deadline::current(),
-            started,
-            owns_budget,
-        )
+        start(&self.shared, &mut self.inner, req)
+    }
+}
+
+/// Make the first attempt of `req` on `inner` (driven ready) and the request's future.
+#[inline(always)]
+fn start<S, Req, C, A, K>(
+    shared: &Arc<Shared<S, C, A, K>>,
+    inner: &mut S,
+    req: Req,
+) -> ResponseFuture<S, Req, C, A, K>
+where
+    S: Service<Req>,
+    K: CloneRequest<Req>,
+{
+    let config = &shared.config;
+    // The copy for a second attempt is made before the first consumes the request.
+    let copy = if config.max_attempts > 1 {
+        config.clone_request.clone_request(&req)
+    } else {
+        None
+    };
+    // One deposit per request, in the outermost layer holding the budget.
+    let owns_budget = shared.budget().is_some_and(|b| b.begin_request());
+    let started = config.max_elapsed.map(|_| palisade_core::deadline::now());
+    let future = {
+        let _held = shared.budget().map(RetryBudget::enter);
+        inner.call(req)
+    };
+    ResponseFuture::new(
+        future,
+        copy,
+        Arc::clone(shared),
+        Deadline::current(),
+        started,
+        owns_budget,
+    )
+}
+
+impl<S, C, A, K> Retry<S, C, A, K> {
+    /// `call` while the layers below refuse calls: the readied service goes with the
+    /// request (which drops it if the call is refused), a clone stays here (out of line: only
+    /// while refusals last).
+    #[cold]
+    #[inline(never)]
+    fn call_handing_over<Req>(&mut self, req: Req) -> ResponseFuture<S, Req, C, A, K>
+    where
+        S: Service<Req> + Clone,
+        K: CloneRequest<Req>,
+    {
+        let clone = self.inner.clone();
+        let mut readied = std::mem::replace(&mut self.inner, clone);
+        let mut response = start(&self.shared, &mut readied, req);
+        response.retry_on(readied);
+        response
     }
 }
