@@ -252,11 +252,12 @@ fn retry_storm() {
     // at worst 40 requests = 0.9 req/s (93.4, level, when refused calls failed at once).
     // Now refusals by the open breaker and the limit retry free of the budget until the
     // caller's deadline and calls over the limit wait, so requests of the blackhole's last
-    // seconds are served when it clears: reported 94.6, the best (96.1 before the retry
-    // layer stopped carrying the services below in every future: the order of backend
-    // calls changed, on 16 seeds +1.65 against no resilience instead of +1.98). Demand
-    // 1 above no resilience and no loss against the best other stack.
-    card.holds_the_bar(-1.0, 0.0);
+    // seconds are served when it clears: reported 96.0, the best (16 seeds: +2.65 against
+    // no resilience). It was 94.6 (+1.65) while a refused request left the limit's slot,
+    // readied under the open breaker, in its caller's service as its retries took another;
+    // `retry/tests/refusals.rs` holds that fix. Demand 2 above no resilience and no loss
+    // against the best other stack.
+    card.holds_the_bar(-2.0, 0.0);
 }
 
 #[test]
