@@ -177,6 +177,51 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // The first attempt, inline: most requests end with it. Retries, out of line.
+        if let StateProj::Calling { future } = this.state.as_mut().project()
+            && this.retrying.is_none()
+        {
+            let result = ready!(future.poll(cx));
+            let has_copy = this.request.is_some();
+            match this
+                .progress
+                .after_attempt(this.shared, this.retrying, &result, has_copy)
+            {
+                Next::Retry(delay) => this.schedule(result, delay),
+                other => {
+                    this.state.set(State::Done);
+                    this.progress.finish(this.shared, &other);
+                    return Poll::Ready(result);
+                }
+            }
+        }
+        this.poll_retrying(cx)
+    }
+}
+
+impl<S, Req, C, A, K> ResponseFutureProj<'_, S, Req, C, A, K>
+where
+    S: Service<Req> + Clone,
+    C: Classify<S::Response, S::Error>,
+    A: RetryAfter<S::Response, S::Error>,
+    K: CloneRequest<Req>,
+{
+    /// Wait `delay` before the next attempt, keeping the failed `result`.
+    #[cold]
+    fn schedule(&mut self, result: Result<S::Response, S::Error>, delay: Duration) {
+        let retrying = self.retrying.as_mut().expect("made by after_attempt");
+        let retrying = retrying.as_mut().project();
+        *retrying.last = Some(result);
+        retrying.sleep.reset(time::add(Instant::now(), delay));
+        self.state.set(State::Waiting);
+    }
+
+    /// [`ResponseFuture::poll`] once a retry is planned (or a service was handed over):
+    /// the wait, the readying of the service and the later attempts.
+    #[cold]
+    #[inline(never)]
+    fn poll_retrying(&mut self, cx: &mut Context<'_>) -> Poll<Result<S::Response, S::Error>> {
+        let this = self;
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
@@ -187,13 +232,7 @@ where
                         this.progress
                             .after_attempt(this.shared, this.retrying, &result, has_copy);
                     match next {
-                        Next::Retry(delay) => {
-                            let retrying = this.retrying.as_mut().expect("made by after_attempt");
-                            let retrying = retrying.as_mut().project();
-                            *retrying.last = Some(result);
-                            retrying.sleep.reset(time::add(Instant::now(), delay));
-                            this.state.set(State::Waiting);
-                        }
+                        Next::Retry(delay) => this.schedule(result, delay),
                         other => {
                             this.state.set(State::Done);
                             this.progress.finish(this.shared, &other);
@@ -305,7 +344,13 @@ impl Progress {
         }
         match outcome {
             Outcome::Success => {
-                shared.succeeded();
+                // Refusals have ended. Only requests that retried or were handed a service
+                // (called while refusals lasted) say so: a request answered at its first
+                // attempt that was called before reads nothing more; the handed-over
+                // calls, all of them while the flag is up, end it at their first success.
+                if retrying.is_some() {
+                    shared.succeeded();
+                }
                 Next::Return
             }
             Outcome::Failure => self.plan_retry(shared, retrying, result, has_copy, true, |r| {
