@@ -3,7 +3,10 @@
 //! make.
 //!
 //! `cargo run --release -p palisade-benches --example candidates` prints the table and
-//! writes it to `benches/scorecard/candidates.md`.
+//! writes it to `benches/scorecard/candidates.md`; `... --example candidates -- --seeds
+//! [FILTER…]` prints the candidates whose names contain a filter, beside the defaults, as
+//! their mean goodput over 16 seeds minus no resilience's (a default is judged on means:
+//! one seed's luck moves an incident by ±0.5 req/s).
 //!
 //! Each candidate is the tuned stack ([`TunedParams`]) moved to the defaults (a latency-only
 //! AIMD limit at 150 ms, a budget floor of 3/s, timed-out attempts as failures) with one
@@ -117,6 +120,11 @@ fn main() {
         ("budget floor 1/s", with(&|p| p.budget_min_per_sec = 1)),
         ("budget 30%", with(&|p| p.budget_ratio = 0.3)),
     ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--seeds") {
+        seeds(&candidates, &args[1..]);
+        return;
+    }
     use std::fmt::Write as _;
     let incidents = scorecard::incidents();
     let mut out = String::from(
@@ -146,5 +154,42 @@ fn main() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scorecard/candidates.md");
     if let Err(e) = std::fs::write(&path, &out) {
         eprintln!("cannot write {}: {e}", path.display());
+    }
+}
+
+/// `--seeds [FILTER…]`: each candidate whose name contains a filter (all without one),
+/// beside the defaults, as its mean goodput over seeds 10 to 25 minus no resilience's, per
+/// incident: the numbers the README quotes "over 16 seeds".
+fn seeds(candidates: &[(&str, TunedParams)], filters: &[String]) {
+    const SEEDS: std::ops::RangeInclusive<u64> = 10..=25;
+    let n = SEEDS.clone().count() as f64;
+    let incidents = scorecard::incidents();
+    let none: Vec<f64> = incidents
+        .iter()
+        .map(|i| {
+            SEEDS
+                .map(|seed| scorecard::run_incident_seeded(i, StackKind::None, seed).goodput)
+                .sum::<f64>()
+                / n
+        })
+        .collect();
+    print!("| over no resilience, mean of seeds 10-25 |");
+    for i in &incidents {
+        print!(" {} |", i.name);
+    }
+    println!("\n|---|{}", "---:|".repeat(incidents.len()));
+    let chosen = candidates.iter().enumerate().filter(|(k, (name, _))| {
+        *k == 0 || filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+    });
+    for (_, (name, params)) in chosen {
+        print!("| {name} |");
+        for (i, none) in incidents.iter().zip(&none) {
+            let mean = SEEDS
+                .map(|seed| scorecard::run_tuned_seeded(i, params, seed).goodput)
+                .sum::<f64>()
+                / n;
+            print!(" {:+.2} |", mean - none);
+        }
+        println!();
     }
 }
