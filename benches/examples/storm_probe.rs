@@ -39,7 +39,7 @@ use std::time::Duration;
 use palisade::chaos::sim::RequestOutcome;
 use palisade::circuit_breaker::State;
 use palisade::prelude::*;
-use palisade_benches::scorecard::{self, ATTEMPT_TIMEOUT, OVERALL_TIMEOUT};
+use palisade_benches::scorecard;
 use tower::Layer;
 use tower::Service;
 
@@ -168,46 +168,17 @@ fn probe(seed: u64, drop_mode: bool, verbose: bool) -> (f64, f64) {
         .expect("runtime");
     runtime.block_on(async move {
         let backend = scorecard::backend_seeded(&incident, seed);
-        let limit = AdaptiveLimitLayer::builder()
-            .name("api")
-            .algorithm(Aimd::new().latency_threshold(ATTEMPT_TIMEOUT / 2))
-            .limits(4, 1000)
-            .max_wait(Duration::from_secs(1))
-            .max_queue(1000)
-            .build()
-            .expect("valid");
-        let breaker = CircuitBreakerLayer::builder()
-            .name("api")
-            .build()
-            .expect("valid");
-        let limit_handle = limit.handle();
-        let breaker_handle = breaker.handle();
+        let layers = scorecard::DefaultLayers::new().expect("the README's stack is valid");
+        let limit_handle = layers.limit.handle();
+        let breaker_handle = layers.breaker.handle();
         let running = Running::default();
         let stack = Stack::new()
-            .timeout(
-                TimeoutLayer::builder()
-                    .name("overall")
-                    .timeout(OVERALL_TIMEOUT)
-                    .build()
-                    .expect("valid"),
-            )
-            .retry(
-                RetryLayer::builder()
-                    .name("api")
-                    .until_deadline()
-                    .backoff(Backoff::exponential(Duration::from_millis(20)))
-                    .seed(scorecard::SEED)
-                    .build()
-                    .expect("valid"),
-            )
-            .circuit_breaker(breaker)
-            .limit(limit)
+            .timeout(layers.overall)
+            .retry(layers.retry)
+            .circuit_breaker(layers.breaker)
+            .limit(layers.limit)
             .attempt_timeout(tower::layer::util::Stack::new(
-                TimeoutLayer::builder()
-                    .name("attempt")
-                    .timeout(ATTEMPT_TIMEOUT)
-                    .build()
-                    .expect("valid"),
+                layers.attempt,
                 ProbeLayer(running.clone()),
             ));
         let svc = stack.layer(backend.clone());

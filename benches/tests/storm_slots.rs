@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use palisade::prelude::*;
-use palisade_benches::scorecard::{ATTEMPT_TIMEOUT, OVERALL_TIMEOUT, SEED};
+use palisade_benches::scorecard::DefaultLayers;
 use tower::{Layer, Service, ServiceExt};
 
 fn ms(n: u64) -> Duration {
@@ -31,51 +31,15 @@ async fn keep_until_answered<S: Service<u32>>(
 
 #[tokio::test(start_paused = true)]
 async fn requests_waiting_for_an_open_breaker_hold_no_slot_of_the_limit_below() {
-    let limit = AdaptiveLimitLayer::builder()
-        .name("api")
-        .algorithm(Aimd::new().latency_threshold(ATTEMPT_TIMEOUT / 2))
-        .limits(4, 1000)
-        .max_wait(Duration::from_secs(1))
-        .max_queue(1000)
-        .build()
-        .expect("valid");
-    let breaker = CircuitBreakerLayer::builder()
-        .name("api")
-        .build()
-        .expect("valid");
-    let (slots, circuit) = (limit.handle(), breaker.handle());
+    let layers = DefaultLayers::new().expect("the README's stack is valid");
+    let (slots, circuit) = (layers.limit.handle(), layers.breaker.handle());
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let backend = tower::service_fn(move |i: u32| {
         counter.fetch_add(1, Ordering::SeqCst);
         async move { Ok::<u32, BoxError>(i) }
     });
-    let stack = Stack::new()
-        .timeout(
-            TimeoutLayer::builder()
-                .name("overall")
-                .timeout(OVERALL_TIMEOUT)
-                .build()
-                .expect("valid"),
-        )
-        .retry(
-            RetryLayer::builder()
-                .name("api")
-                .until_deadline()
-                .backoff(Backoff::exponential(ms(20)))
-                .seed(SEED)
-                .build()
-                .expect("valid"),
-        )
-        .circuit_breaker(breaker)
-        .limit(limit)
-        .attempt_timeout(
-            TimeoutLayer::builder()
-                .name("attempt")
-                .timeout(ATTEMPT_TIMEOUT)
-                .build()
-                .expect("valid"),
-        );
+    let stack = layers.stack();
     let svc = stack.layer(backend);
     circuit.open_for(ms(300));
     // Twenty requests, one every 5 ms, each on a clone its caller keeps until the answer.

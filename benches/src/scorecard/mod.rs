@@ -39,8 +39,9 @@ pub use incidents::{
     SETTLE, incident, incidents,
 };
 pub use stacks::{
-    ATTEMPT_TIMEOUT, CONCURRENCY, OVERALL_TIMEOUT, StackKind, elapsed_is_slow, overload_signal,
-    palisade_default, quota_is_not_failure, run_stack, sim_retry_after, sim_throttle_hint,
+    ATTEMPT_TIMEOUT, CONCURRENCY, DefaultLayers, DefaultStack, OVERALL_TIMEOUT, StackKind,
+    elapsed_is_slow, overload_signal, palisade_default, quota_is_not_failure, run_stack,
+    sim_retry_after, sim_throttle_hint,
 };
 
 /// The classifier type of the tuned breaker.

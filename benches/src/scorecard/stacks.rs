@@ -159,48 +159,75 @@ fn tower_backoff(retry: u32) -> Duration {
 /// attempt timeout (floor 4, calls over it waiting up to 1 s, 1000 at most), and a 300 ms
 /// attempt timeout. The one definition of the README's stack in this crate: the overhead
 /// bench and the allocation check build it from here too.
-pub fn palisade_default() -> Result<
-    Stack<
-        tower::layer::util::Identity,
-        TimeoutLayer,
-        RetryLayer,
-        CircuitBreakerLayer,
-        AdaptiveLimitLayer,
-        TimeoutLayer,
-    >,
-    palisade::core::ConfigError,
-> {
-    Ok(Stack::new()
-        .timeout(
-            TimeoutLayer::builder()
+pub fn palisade_default() -> Result<DefaultStack, palisade::core::ConfigError> {
+    Ok(DefaultLayers::new()?.stack())
+}
+
+/// The README's stack's type: its five layers in a [`Stack`].
+pub type DefaultStack = Stack<
+    tower::layer::util::Identity,
+    TimeoutLayer,
+    RetryLayer,
+    CircuitBreakerLayer,
+    AdaptiveLimitLayer,
+    TimeoutLayer,
+>;
+
+/// The README's stack as its five layers, before they are put in a [`Stack`]: for a test or
+/// a probe that needs a layer's handle (`limit.handle()`, `breaker.handle()`) or wraps one
+/// of them. [`palisade_default`] is `DefaultLayers::new()?.stack()`.
+pub struct DefaultLayers {
+    /// The overall timeout, 2 s.
+    pub overall: TimeoutLayer,
+    /// Retries until the overall deadline, exponential backoff from 20 ms.
+    pub retry: RetryLayer,
+    /// The default breaker.
+    pub breaker: CircuitBreakerLayer,
+    /// AIMD at half the attempt timeout, floor 4, calls over it waiting up to 1 s (1000 at
+    /// most).
+    pub limit: AdaptiveLimitLayer,
+    /// The per-attempt timeout, 300 ms.
+    pub attempt: TimeoutLayer,
+}
+
+impl DefaultLayers {
+    /// The README's layers, configured as the README configures them.
+    pub fn new() -> Result<Self, palisade::core::ConfigError> {
+        Ok(Self {
+            overall: TimeoutLayer::builder()
                 .name("overall")
                 .timeout(OVERALL_TIMEOUT)
                 .build()?,
-        )
-        .retry(
-            RetryLayer::builder()
+            retry: RetryLayer::builder()
                 .name("api")
                 .until_deadline()
                 .backoff(Backoff::exponential(Duration::from_millis(20)))
                 .seed(SEED)
                 .build()?,
-        )
-        .circuit_breaker(CircuitBreakerLayer::builder().name("api").build()?)
-        .limit(
-            AdaptiveLimitLayer::builder()
+            breaker: CircuitBreakerLayer::builder().name("api").build()?,
+            limit: AdaptiveLimitLayer::builder()
                 .name("api")
                 .algorithm(Aimd::new().latency_threshold(ATTEMPT_TIMEOUT / 2))
                 .limits(4, 1000)
                 .max_wait(Duration::from_secs(1))
                 .max_queue(1000)
                 .build()?,
-        )
-        .attempt_timeout(
-            TimeoutLayer::builder()
+            attempt: TimeoutLayer::builder()
                 .name("attempt")
                 .timeout(ATTEMPT_TIMEOUT)
                 .build()?,
-        ))
+        })
+    }
+
+    /// The layers in the README's order.
+    pub fn stack(self) -> DefaultStack {
+        Stack::new()
+            .timeout(self.overall)
+            .retry(self.retry)
+            .circuit_breaker(self.breaker)
+            .limit(self.limit)
+            .attempt_timeout(self.attempt)
+    }
 }
 
 /// The breaker classifier of the tuned stack: a timed-out attempt is neither a success nor
