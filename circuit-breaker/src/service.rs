@@ -16,15 +16,21 @@ use crate::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 /// rejected with [`CircuitOpen`] (converted into `S::Error`) while it is open, and sampled
 /// as probes while it is half-open. Clones share the breaker.
 ///
-/// `poll_ready` only asks the inner service: an open breaker rejects from `call`, so a
-/// caller gets the rejection (with its `retry_after`) instead of a service that never
-/// becomes ready. `retry_after` is the time left in the open period; while half-open with
+/// `poll_ready` only asks the inner service, and not even that while the breaker is open:
+/// an open breaker rejects from `call`, so a caller gets the rejection (with its
+/// `retry_after`) at once, instead of a service that never becomes ready or a wait for the
+/// layers below (a concurrency limit's slot) only to be refused, and nothing below stays
+/// reserved for a call that will not be made. If the open period ends between `poll_ready`
+/// and `call`, that call is still refused (with a `retry_after` of zero): its inner service
+/// was not driven ready. `retry_after` is the time left in the open period; while half-open with
 /// every probe out, the time until the probes' verdict is due, at most a tenth of the open
 /// duration just served and never zero; `None` when forced open.
 pub struct CircuitBreaker<S, C = RejectionAware> {
     inner: S,
     breaker: Arc<Breaker>,
     classifier: C,
+    /// `poll_ready` found the breaker open and left the inner service alone: `call` refuses.
+    refusing: bool,
 }
 
 // ===== impl CircuitBreaker =====
@@ -42,6 +48,7 @@ impl<S, C> CircuitBreaker<S, C> {
             inner,
             breaker,
             classifier,
+            refusing: false,
         }
     }
 
@@ -78,6 +85,12 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.breaker.refuses(Instant::now) {
+            // `call` will refuse: reserve nothing below and wait for nothing.
+            self.refusing = true;
+            return Poll::Ready(Ok(()));
+        }
+        self.refusing = false;
         self.inner.poll_ready(cx)
     }
 
@@ -86,6 +99,10 @@ where
     // 3% of the recommended stack's time in a profile).
     #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
+        if self.refusing {
+            self.refusing = false;
+            return refused_at_readiness(&self.breaker);
+        }
         match self.breaker.acquire(Instant::now) {
             Ok(permit) => {
                 let start = self.breaker.needs_start().then(Instant::now);
@@ -108,13 +125,29 @@ fn rejected<F, C>(
     ResponseFuture::rejected(CircuitOpen::new(name, retry_after))
 }
 
-impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            breaker: Arc::clone(&self.breaker),
-            classifier: self.classifier.clone(),
+/// `call` after a `poll_ready` that found the breaker open: refused as an open breaker
+/// refuses (its hint, event and metric), or, if the breaker has admitted calls since, with
+/// a hint of zero (the inner service was not driven ready, so this call cannot go).
+#[cold]
+#[inline(never)]
+fn refused_at_readiness<F, C>(breaker: &Breaker) -> ResponseFuture<F, C> {
+    match breaker.acquire(Instant::now) {
+        Err(retry_after) => rejected(breaker, retry_after),
+        Ok(permit) => {
+            breaker.cancel(permit);
+            rejected(breaker, Some(std::time::Duration::ZERO))
         }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    /// A clone shares the breaker but not readiness: it must be polled ready itself.
+    fn clone(&self) -> Self {
+        Self::from_parts(
+            self.inner.clone(),
+            Arc::clone(&self.breaker),
+            self.classifier.clone(),
+        )
     }
 }
 

@@ -336,6 +336,30 @@ impl Breaker {
 
     // ===== admission =====
 
+    /// Whether a call now would be refused for sure: forced open, or open (not in
+    /// metrics-only mode) with time left in the open period. One load while closed; the
+    /// clock is read only while open.
+    #[inline]
+    pub(crate) fn refuses(&self, now: impl Fn() -> Instant) -> bool {
+        let w = self.load();
+        match w.state() {
+            State::Closed | State::Disabled | State::HalfOpen => false,
+            State::ForcedOpen | State::Open => self.refuses_slow(w, now),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn refuses_slow(&self, w: Word, now: impl Fn() -> Instant) -> bool {
+        match w.state() {
+            State::ForcedOpen => true,
+            State::Open => {
+                !w.metrics_only() && self.nanos(now()) < self.open_until.load(Ordering::Acquire)
+            }
+            _ => false,
+        }
+    }
+
     /// Admit a call at `now`, or say how long until a probe will be admitted (`None`:
     /// forced open). The clock is read (once) only in the open and half-open states.
     #[inline]

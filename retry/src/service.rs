@@ -44,9 +44,10 @@ use crate::policy::{CloneRequest, Cloned, RetryAfter};
 /// request and keeps a clone, so that a caller that keeps its clone of the service until
 /// the answer (`svc.ready().await?.call(req).await`) does not keep a slot with it
 /// either. Only the requests whose first attempt is refused before any refusal was
-/// retried (the first ones after a breaker opens) leave that slot with the caller's
-/// service until the caller drops it; a service used once per request and dropped after
-/// `call` (tower's `oneshot`) never does.
+/// retried (the first ones after a layer below starts refusing) could leave that slot with
+/// the caller's service until the caller drops it; a service used once per request and
+/// dropped after `call` (tower's `oneshot`) never does, and palisade's circuit breaker,
+/// open, does not drive the layers below it ready at all.
 pub struct Retry<S, C = RejectionAware, A = RejectionAware, K = Cloned> {
     inner: S,
     shared: Arc<Shared<S, C, A, K>>,
