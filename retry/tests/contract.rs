@@ -245,7 +245,20 @@ fn services_and_futures_are_send() {
     assert_send(&hedge.call(1));
 }
 
-/// Counts its clones; answers from a shared script of outcomes (`true`: success).
+/// A failure while `fail_next` is above zero (taking one from it), else `value`.
+fn answer(fail_next: &AtomicU32, value: u32) -> Result<u32, BoxError> {
+    let failing = fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if failing {
+        Err("failed".into())
+    } else {
+        Ok(value)
+    }
+}
+
+/// Counts its clones; fails as many calls as `fail_next` says ([`answer`]), then answers
+/// with the request.
 struct Counted {
     clones: Arc<AtomicU32>,
     fail_next: Arc<AtomicU32>,
@@ -271,15 +284,7 @@ impl Service<u32> for Counted {
     }
 
     fn call(&mut self, req: u32) -> Self::Future {
-        let failing = self
-            .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        std::future::ready(if failing {
-            Err("failed".into())
-        } else {
-            Ok(req)
-        })
+        std::future::ready(answer(&self.fail_next, req))
     }
 }
 
@@ -339,15 +344,7 @@ async fn after_a_config_update_retries_clone_the_service_as_it_was_then() {
             Poll::Ready(Ok(()))
         }
         fn call(&mut self, _: u32) -> Self::Future {
-            let failing = self
-                .fail_next
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            std::future::ready(if failing {
-                Err("failed".into())
-            } else {
-                Ok(self.tag)
-            })
+            std::future::ready(answer(&self.fail_next, self.tag))
         }
     }
     let fail_next = Arc::new(AtomicU32::new(0));
