@@ -199,7 +199,8 @@ impl FastMod {
 ///
 /// The call count comes from the ring's cursor, and a slot's bit is written (with an
 /// atomic read-modify-write that also adjusts the running total) only when it changes, so a
-/// steady state costs one atomic read-modify-write per call: the cursor.
+/// steady state with failures in the window costs one atomic read-modify-write per call,
+/// the cursor, and a full window of fast successes none (a success then changes nothing).
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     failed: Box<[AtomicU64]>,
@@ -256,6 +257,21 @@ impl CountWindow {
 
     #[inline]
     fn record(&self, failure: bool, slow: bool) -> Counts {
+        if !failure && !slow {
+            // A healthy steady state: the window is full and every slot holds a fast
+            // success. One more leaves the last N outcomes as they were, so nothing is
+            // written, not even the cursor (while the slots are all alike, which one the next
+            // outcome overwrites does not matter): a read-only call, and under contention no
+            // cache line moves between cores.
+            let calls = self.calls(self.cursor.load(Ordering::Acquire));
+            if calls == self.len.d && self.failures.add(0) == 0 && self.slows.add(0) == 0 {
+                return Counts {
+                    calls,
+                    failures: 0,
+                    slow: 0,
+                };
+            }
+        }
         let seq = self.cursor.fetch_add(1, Ordering::AcqRel);
         let i = self.len.rem(seq);
         let failures = self.failures.add(set_bit(&self.failed, i, failure));
@@ -536,6 +552,103 @@ mod tests {
         assert_eq!((c.calls, c.failures, c.slow), (4, 3, 1));
         w.clear();
         assert_eq!(w.counts(|| 0), Counts::default());
+    }
+
+    /// A full window of fast successes is left as it is by one more: not even the cursor
+    /// moves. A failure in the window, a slow call or a window not yet full and every call
+    /// writes again.
+    #[test]
+    fn a_full_window_of_successes_writes_nothing() {
+        let w = CountWindow::new(3);
+        let cursor = || w.cursor.load(Ordering::Acquire);
+        for expected in 1..=3 {
+            assert_eq!(w.record(false, false).calls, expected);
+            assert_eq!(cursor(), expected, "not full yet: every call counts");
+        }
+        for _ in 0..5 {
+            assert_eq!(
+                w.record(false, false),
+                Counts {
+                    calls: 3,
+                    failures: 0,
+                    slow: 0
+                }
+            );
+        }
+        assert_eq!(cursor(), 3, "full of successes: nothing written");
+        assert_eq!(w.record(false, true).slow, 1);
+        assert_eq!(w.record(true, false).failures, 1);
+        assert_eq!(cursor(), 5);
+        // The failure and the slow call stay in the window for exactly N - 1 more calls.
+        assert_eq!(
+            w.record(false, false),
+            Counts {
+                calls: 3,
+                failures: 1,
+                slow: 1
+            }
+        );
+        assert_eq!(
+            w.record(false, false),
+            Counts {
+                calls: 3,
+                failures: 1,
+                slow: 0
+            }
+        );
+        assert_eq!(
+            w.record(false, false),
+            Counts {
+                calls: 3,
+                failures: 0,
+                slow: 0
+            }
+        );
+        assert_eq!(cursor(), 8);
+        w.record(false, false);
+        assert_eq!(cursor(), 8, "clean again");
+        w.clear();
+        w.record(false, false);
+        assert_eq!(cursor(), 9, "cleared: the window fills again");
+    }
+
+    proptest::proptest! {
+        /// The count window's totals are those of the last N outcomes, over runs of equal
+        /// outcomes long enough to fill it with successes (where it writes nothing) and to
+        /// slide failures and slow calls through it, with clears in between.
+        #[test]
+        fn count_window_is_the_last_n_outcomes(
+            size in 1u32..70,
+            runs in proptest::collection::vec(
+                (0u8..5, 1usize..150),
+                0..30,
+            ),
+        ) {
+            let w = CountWindow::new(size);
+            let mut last = std::collections::VecDeque::new();
+            for (kind, len) in runs {
+                if kind == 4 {
+                    w.clear();
+                    last.clear();
+                    continue;
+                }
+                let (failure, slow) = (kind & 1 != 0, kind & 2 != 0);
+                for _ in 0..len {
+                    let got = w.record(failure, slow);
+                    last.push_back((failure, slow));
+                    if last.len() > size as usize {
+                        last.pop_front();
+                    }
+                    let want = Counts {
+                        calls: last.len() as u64,
+                        failures: last.iter().filter(|o| o.0).count() as u64,
+                        slow: last.iter().filter(|o| o.1).count() as u64,
+                    };
+                    proptest::prop_assert_eq!(got, want);
+                    proptest::prop_assert_eq!(w.counts(), want);
+                }
+            }
+        }
     }
 
     #[test]
