@@ -94,6 +94,58 @@ pub mod harness {
         }
     }
 
+    /// A client as the ones palisade wraps in production are: reqwest's `Client`,
+    /// hyper-util's `Client` and tonic's `Channel` share their connection pool through an
+    /// `Arc` (tonic's through a channel sender), so cloning one is an atomic reference
+    /// count, not nothing as for a bare `service_fn`. Its future answers when polled, as
+    /// [`polled_backend`]'s does. A layer that clones its service on every call (tower's
+    /// `Retry` clones itself and everything below it) pays for that clone over this
+    /// backend and not over the others.
+    ///
+    /// ```
+    /// use palisade_benches::harness::{call_once, client};
+    ///
+    /// let mut svc = client();
+    /// let clone = svc.clone();
+    /// assert_eq!(call_once(&mut svc, 7), 7);
+    /// assert_eq!(svc.pool_users(), 2, "the clone shares the pool");
+    /// # drop(clone);
+    /// ```
+    pub fn client() -> Client {
+        Client(std::sync::Arc::new(Pool))
+    }
+
+    /// [`client`]'s service.
+    #[derive(Debug, Clone)]
+    pub struct Client(std::sync::Arc<Pool>);
+
+    /// What a real client shares between its clones (here: nothing but the count).
+    #[derive(Debug)]
+    pub struct Pool;
+
+    impl Client {
+        /// How many clones share this client's pool.
+        pub fn pool_users(&self) -> usize {
+            std::sync::Arc::strong_count(&self.0)
+        }
+    }
+
+    impl Service<u64> for Client {
+        type Response = u64;
+        type Error = BoxError;
+        type Future = Answer;
+
+        #[inline]
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        #[inline]
+        fn call(&mut self, x: u64) -> Answer {
+            Answer(x)
+        }
+    }
+
     /// [`backend`] for the degrade layers, whose responses carry a degraded mark.
     pub fn marked_backend() -> impl Service<
         u64,

@@ -5,18 +5,23 @@
 //!
 //! `cargo bench -p palisade-benches --bench overhead`
 //!
-//! Every row runs twice, over two backends that answer at once: one that answers inside
-//! `call` (`std::future::ready`, the group `overhead`) and one whose future answers when
-//! polled, as a real client's future does (`overhead, answer when polled`). The first
+//! Every row runs three times, over three backends that answer at once: one that answers
+//! inside `call` (`std::future::ready`, the group `overhead`), one whose future answers
+//! when polled, as a real client's future does (`overhead, answer when polled`), and one
+//! that also clones as a real client does, an `Arc`'s reference count (`overhead, over a
+//! client`: tower's `Retry` clones its service on every call). The first
 //! writes its answer to memory that the layers' futures read back a moment later, and how
 //! each future copies it decides whether that read stalls (a store-forwarding stall, up to
 //! ten nanoseconds a call on the project's machine), for baselines and palisade alike.
 //!
 //! Criterion's rows run one after the other, so a shared machine's drifting load skews the
-//! ratios between them; `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench
-//! overhead` measures every palisade row against its baseline interleaved instead (40
-//! rounds of baseline, palisade, baseline; medians) and prints the README's table, for
-//! both backends (`PALISADE_BACKEND=ready` or `polled` for one).
+//! ratios between them, and one process draws one placement of its stack, which moves a
+//! row by up to 40% (see [`PROCESSES`]); `PALISADE_INTERLEAVED=10 cargo bench -p
+//! palisade-benches --bench overhead` measures every palisade row against its baseline
+//! interleaved instead (10 rounds of baseline, palisade, baseline in each of 8 processes
+//! whose stacks are shifted across a page; medians over all rounds) and prints the
+//! README's table, for every backend (`PALISADE_BACKEND=ready`, `polled` or `client`, or a
+//! list, for some; `PALISADE_PROCESSES=1` for one process).
 //!
 //! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `tower-timeout`, `retry`, `breaker`,
 //! `rate`) runs one full stack or layer alone, for a profiler (`PALISADE_BACKEND` as above).
@@ -80,8 +85,88 @@ impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Budgeted {
 
 const HUGE: u32 = 1_000_000_000;
 
-/// What every row's backend is: [`harness::backend`] (answers inside `call`) or
-/// [`harness::polled_backend`] (answers when polled).
+/// The backends every row runs over, in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    /// [`harness::backend`]: answers inside `call`.
+    Ready,
+    /// [`harness::polled_backend`]: answers when polled.
+    Polled,
+    /// [`harness::client`]: answers when polled, and a clone of it is an `Arc`'s, as a
+    /// real client's is.
+    Client,
+}
+
+impl Which {
+    /// `PALISADE_BACKEND=ready`, `polled` or `client` (a comma-separated list); all three
+    /// when unset.
+    fn from_env() -> Vec<Self> {
+        let Ok(list) = std::env::var("PALISADE_BACKEND") else {
+            return vec![Self::Ready, Self::Polled, Self::Client];
+        };
+        list.split(',')
+            .map(|name| {
+                Self::named(name.trim()).unwrap_or_else(|| {
+                    panic!("PALISADE_BACKEND={name}: expected ready, polled or client")
+                })
+            })
+            .collect()
+    }
+
+    /// The name `PALISADE_BACKEND` knows it by.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Polled => "polled",
+            Self::Client => "client",
+        }
+    }
+
+    /// The backend of that [`name`](Self::name).
+    fn named(name: &str) -> Option<Self> {
+        [Self::Ready, Self::Polled, Self::Client]
+            .into_iter()
+            .find(|w| w.name() == name)
+    }
+
+    /// Criterion's group for the rows over this backend.
+    fn group(self) -> &'static str {
+        match self {
+            Self::Ready => "overhead",
+            Self::Polled => "overhead, answer when polled",
+            Self::Client => "overhead, over a client (its clone is an Arc)",
+        }
+    }
+
+    /// What the backend is, for the interleaved table's heading.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Ready => "answers inside `call`",
+            Self::Polled => "answers when polled",
+            Self::Client => "answers when polled and is cloned as a real client is (an `Arc`)",
+        }
+    }
+
+    /// Every row over this backend into `out`; `all` adds the rows without a baseline.
+    fn rows(self, out: &mut impl Rows, all: bool) {
+        match self {
+            Self::Ready => rows(out, harness::backend, all),
+            Self::Polled => rows(out, harness::polled_backend, all),
+            Self::Client => rows(out, harness::client, all),
+        }
+    }
+
+    /// [`profile`] over this backend.
+    fn profile(self, which: &str) {
+        match self {
+            Self::Ready => profile(which, harness::backend),
+            Self::Polled => profile(which, harness::polled_backend),
+            Self::Client => profile(which, harness::client),
+        }
+    }
+}
+
+/// What every row's backend is (see [`Which`]).
 trait Backend:
     Service<u64, Response = u64, Error = BoxError, Future: Send + Sync + 'static>
     + Clone
@@ -106,21 +191,18 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let _guard = rt.enter();
-    for (group, polled) in [("overhead", false), ("overhead, answer when polled", true)] {
+    for which in Which::from_env() {
         let mut timed = Timed {
-            group: c.benchmark_group(group),
+            group: c.benchmark_group(which.group()),
             seen: std::collections::HashSet::new(),
         };
         // The same rows against a backend whose future answers when polled, as a real
         // client's does: a backend answering inside `call` writes its answer to memory
         // that the layers' futures read back at once, and how each future copies it
         // decides whether the read stalls (a store-forwarding stall, up to ten nanoseconds
-        // a call on the project's machine), for baselines and palisade alike.
-        if polled {
-            rows(&mut timed, harness::polled_backend, false);
-        } else {
-            rows(&mut timed, harness::backend, true);
-        }
+        // a call on the project's machine), for baselines and palisade alike. And against
+        // one cloned as a real client is, for the layers that clone their service per call.
+        which.rows(&mut timed, which == Which::Ready);
         timed.group.finish();
     }
 }
@@ -594,12 +676,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Each row's ratio to its baseline measured interleaved: `rounds` rounds of the baseline,
 /// the palisade row and the baseline again (`calls` calls each), so a shared machine's
-/// load, which drifts over seconds, weighs the same on both sides of each ratio; prints a
-/// Markdown row per pair with the medians over the rounds.
+/// load, which drifts over seconds, weighs the same on both sides of each ratio. Each
+/// round's times go to `samples`, under the backend being measured.
 struct Interleaved {
     rounds: usize,
     calls: u64,
+    backend: Which,
+    samples: Samples,
 }
+
+/// Per row (in order of measurement): its backend, its palisade row and baseline row,
+/// and each round's (baseline ns, palisade ns).
+type Samples = Vec<((Which, String, String), Vec<(f64, f64)>)>;
+
+/// [`Samples`] of several processes: per row, each process's rounds.
+type Pooled = Vec<((Which, String, String), Vec<Vec<(f64, f64)>>)>;
 
 impl Rows for Interleaved {
     fn pair(
@@ -614,34 +705,84 @@ impl Rows for Interleaved {
             per_iter(n, &mut base);
             per_iter(n, &mut ours);
         }
-        let (mut b, mut o, mut r) = (vec![], vec![], vec![]);
+        let mut rounds = Vec::with_capacity(self.rounds);
         for _ in 0..self.rounds.max(1) {
             let before = per_iter(n, &mut base);
             let palisade = per_iter(n, &mut ours);
             let baseline = (before + per_iter(n, &mut base)) / 2.0;
-            b.push(baseline);
-            o.push(palisade);
-            r.push(palisade / baseline);
+            rounds.push((baseline, palisade));
         }
-        r.sort_by(f64::total_cmp);
-        let quartiles = (r[r.len() / 4], r[r.len() * 3 / 4]);
-        println!(
-            "| {ours_row} | {base_row} | {:.1} | {:.1} | {:.2} | {:.2}-{:.2} |",
-            median(b),
-            median(o),
-            median(r),
-            quartiles.0,
-            quartiles.1
-        );
+        let key = (self.backend, ours_row.to_owned(), base_row.to_owned());
+        self.samples.push((key, rounds));
     }
 
     fn single(&mut self, _: &str, _: impl FnMut(u64)) {}
 }
 
-/// Every row's ratio measured interleaved ([`Interleaved`]), over both backends:
-/// `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`.
-/// `PALISADE_BACKEND=ready` or `polled` runs one backend's rows only.
-fn interleaved(rounds: usize, backends: &[bool]) {
+/// How many processes the interleaved table is measured in (`PALISADE_PROCESSES`, 8 by
+/// default), each with its stack shifted by another amount.
+///
+/// Where the stack lands in its page decides how fast a row runs, for as long as the
+/// process lives: the services and their response futures live on the stack, the layers'
+/// shared state on the heap and the current deadline in thread-local storage, and a load
+/// whose address agrees with a pending store's in the low 12 bits waits for it (4K
+/// aliasing). On the project's machine the same binary ran palisade's timeout at 39 or
+/// 54 ns and its breaker at 13 or 26 ns depending only on the size of the environment,
+/// which shifts the stack (tower's timeout: 42 ns either way). One process gives one
+/// draw of that lottery; the table pools rounds from processes whose stacks are shifted
+/// across a page, so that every position weighs alike for the baseline and palisade both.
+const PROCESSES: usize = 8;
+
+/// The environment variable whose size shifts a child process's stack.
+const SHIFT_VAR: &str = "PALISADE_STACK_SHIFT";
+
+/// Every row's ratio measured interleaved ([`Interleaved`]), over every backend, pooled
+/// over processes with shifted stacks ([`PROCESSES`]):
+/// `PALISADE_INTERLEAVED=10 cargo bench -p palisade-benches --bench overhead` (10 rounds
+/// in each process). `PALISADE_BACKEND=ready`, `polled` or `client` (or a list) runs those
+/// backends' rows.
+fn interleaved(rounds: usize, backends: &[Which]) {
+    let processes = std::env::var("PALISADE_PROCESSES")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(PROCESSES)
+        .max(1);
+    let calls = 100_000;
+    if std::env::var_os(SHIFT_VAR).is_some() || processes == 1 {
+        // A child (or the only process): measure here.
+        let samples = measure(rounds, calls, backends);
+        if processes == 1 {
+            let mut pooled = Pooled::new();
+            merge(&mut pooled, samples);
+            print_table(&pooled, rounds, calls);
+        } else {
+            print_samples(&samples);
+        }
+        return;
+    }
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let mut pooled = Pooled::new();
+    for p in 0..processes {
+        // Shifts spread over a 4 KiB page, each also by a multiple of 16 bytes (the
+        // stack's alignment), so that positions within a cache line vary too.
+        let shift = (p * (4096 / processes + 16)) % 4096;
+        let output = std::process::Command::new(&exe)
+            .arg("--bench")
+            .env(SHIFT_VAR, "x".repeat(shift.max(1)))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("the bench runs itself");
+        assert!(output.status.success(), "a measuring process failed");
+        merge(
+            &mut pooled,
+            parse_samples(&String::from_utf8_lossy(&output.stdout)),
+        );
+    }
+    print_table(&pooled, rounds, calls);
+}
+
+/// Every row over `backends`, `rounds` rounds of `calls` calls each.
+fn measure(rounds: usize, calls: u64, backends: &[Which]) -> Samples {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -649,33 +790,96 @@ fn interleaved(rounds: usize, backends: &[bool]) {
     let _guard = rt.enter();
     let mut out = Interleaved {
         rounds,
-        calls: 100_000,
+        calls,
+        backend: Which::Ready,
+        samples: Vec::new(),
     };
-    for &polled in backends {
-        println!(
-            "\nthe backend answers {}, medians of {rounds} rounds of {} calls:\n",
-            if polled {
-                "when polled"
-            } else {
-                "inside `call`"
-            },
-            out.calls
-        );
-        println!(
-            "| row | baseline | baseline ns | palisade ns | ratio | middle half of the ratios |"
-        );
-        println!("|---|---|---:|---:|---:|---|");
-        if polled {
-            rows(&mut out, harness::polled_backend, false);
-        } else {
-            rows(&mut out, harness::backend, false);
+    for &which in backends {
+        out.backend = which;
+        which.rows(&mut out, false);
+    }
+    out.samples
+}
+
+/// A child's samples, a line per round: backend, palisade row, baseline row, times.
+fn print_samples(samples: &Samples) {
+    for ((which, ours, base), rounds) in samples {
+        for (b, o) in rounds {
+            println!("{}\t{ours}\t{base}\t{b}\t{o}", which.name());
         }
+    }
+}
+
+/// [`print_samples`]'s lines back.
+fn parse_samples(text: &str) -> Samples {
+    let mut samples: Samples = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [which, ours, base, b, o] = fields[..] else {
+            continue;
+        };
+        let (Some(which), Ok(b), Ok(o)) = (Which::named(which), b.parse(), o.parse()) else {
+            continue;
+        };
+        let key = (which, ours.to_owned(), base.to_owned());
+        match samples.last_mut() {
+            Some((k, rounds)) if *k == key => rounds.push((b, o)),
+            _ => samples.push((key, vec![(b, o)])),
+        }
+    }
+    samples
+}
+
+/// Add one process's samples to the pool, row by row; a row seen first is appended.
+fn merge(pooled: &mut Pooled, samples: Samples) {
+    for (key, rounds) in samples {
+        match pooled.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, processes)) => processes.push(rounds),
+            None => pooled.push((key, vec![rounds])),
+        }
+    }
+}
+
+/// The README's table: per backend, each row's median times over every round of every
+/// process, its ratio (the mean over processes of each process's median ratio: where the
+/// stack landed splits the processes into a fast and a slow group, and a median over them
+/// would jump from one group to the other between runs) and the range of the processes'
+/// median ratios.
+fn print_table(pooled: &Pooled, rounds: usize, calls: u64) {
+    let mut shown = None;
+    for ((which, ours, base), processes) in pooled {
+        if shown != Some(*which) {
+            shown = Some(*which);
+            println!(
+                "\nthe backend {}, {rounds} rounds of {calls} calls in each of {} processes:\n",
+                which.describe(),
+                processes.len(),
+            );
+            println!(
+                "| row | baseline | baseline ns | palisade ns | ratio | range over processes |"
+            );
+            println!("|---|---|---:|---:|---:|---|");
+        }
+        let all: Vec<(f64, f64)> = processes.iter().flatten().copied().collect();
+        let ratios: Vec<f64> = processes
+            .iter()
+            .map(|rounds| median(rounds.iter().map(|(b, o)| o / b).collect()))
+            .collect();
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        let (low, high) = ratios
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
+        println!(
+            "| {ours} | {base} | {:.1} | {:.1} | {mean:.2} | {low:.2}-{high:.2} |",
+            median(all.iter().map(|x| x.0).collect()),
+            median(all.iter().map(|x| x.1).collect()),
+        );
     }
 }
 
 /// One stack alone for a profiler: `PALISADE_PROFILE=readme` (or `fixed`, `tower`, or a
 /// layer alone: `timeout`, `retry` without budget, `breaker`, `rate`) runs 20M calls through it and nothing
-/// else, e.g. under `perf record`; `PALISADE_BACKEND=polled` as in [`interleaved`].
+/// else, e.g. under `perf record`, over the first of `PALISADE_BACKEND`'s backends.
 fn profile<B: Backend>(which: &str, backend: fn() -> B) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -733,25 +937,16 @@ fn profile<B: Backend>(which: &str, backend: fn() -> B) {
 criterion_group!(benches, bench);
 
 fn main() {
-    let backends: &[bool] = match std::env::var("PALISADE_BACKEND").as_deref() {
-        Err(_) => &[false, true],
-        Ok("ready") => &[false],
-        Ok("polled") => &[true],
-        Ok(other) => panic!("PALISADE_BACKEND={other}: expected ready or polled"),
-    };
+    let backends = Which::from_env();
     if let Ok(which) = std::env::var("PALISADE_PROFILE") {
-        if backends == [true] {
-            profile(&which, harness::polled_backend);
-        } else {
-            profile(&which, harness::backend);
-        }
+        backends[0].profile(&which);
         return;
     }
     if let Some(rounds) = std::env::var("PALISADE_INTERLEAVED")
         .ok()
         .and_then(|r| r.parse().ok())
     {
-        interleaved(rounds, backends);
+        interleaved(rounds, &backends);
         return;
     }
     benches();
