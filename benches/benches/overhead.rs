@@ -15,13 +15,11 @@
 //! ten nanoseconds a call on the project's machine), for baselines and palisade alike.
 //!
 //! Criterion's rows run one after the other, so a shared machine's drifting load skews the
-//! ratios between them, and one process draws one placement of its stack, which moves a
-//! row by up to 40% (see [`PROCESSES`]); `PALISADE_INTERLEAVED=10 cargo bench -p
-//! palisade-benches --bench overhead` measures every palisade row against its baseline
-//! interleaved instead (10 rounds of baseline, palisade, baseline in each of 8 processes
-//! whose stacks are shifted across a page; medians over all rounds) and prints the
-//! README's table, for every backend (`PALISADE_BACKEND=ready`, `polled` or `client`, or a
-//! list, for some; `PALISADE_PROCESSES=1` for one process).
+//! ratios between them; `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench
+//! overhead` measures every palisade row against its baseline interleaved instead (40
+//! rounds of baseline, palisade, baseline; medians, and the ratio of the quiet rounds, see
+//! `print_table`) and prints the README's table, for every backend
+//! (`PALISADE_BACKEND=ready`, `polled` or `client`, or a list, for some).
 //!
 //! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `tower-timeout`, `retry`, `breaker`,
 //! `rate`) runs one full stack or layer alone, for a profiler (`PALISADE_BACKEND` as above).
@@ -689,9 +687,6 @@ struct Interleaved {
 /// and each round's (baseline ns, palisade ns).
 type Samples = Vec<((Which, String, String), Vec<(f64, f64)>)>;
 
-/// [`Samples`] of several processes: per row, each process's rounds.
-type Pooled = Vec<((Which, String, String), Vec<Vec<(f64, f64)>>)>;
-
 impl Rows for Interleaved {
     fn pair(
         &mut self,
@@ -719,75 +714,16 @@ impl Rows for Interleaved {
     fn single(&mut self, _: &str, _: impl FnMut(u64)) {}
 }
 
-/// How many processes the interleaved table is measured in (`PALISADE_PROCESSES`, 8 by
-/// default), each with its stack shifted by another amount.
-///
-/// Where the stack lands in its page decides how fast a row runs, for as long as the
-/// process lives: the services and their response futures live on the stack, the layers'
-/// shared state on the heap and the current deadline in thread-local storage, and a load
-/// whose address agrees with a pending store's in the low 12 bits waits for it (4K
-/// aliasing). On the project's machine the same binary ran palisade's timeout at 39 or
-/// 54 ns and its breaker at 13 or 26 ns depending only on the size of the environment,
-/// which shifts the stack (tower's timeout: 42 ns either way). One process gives one
-/// draw of that lottery; the table pools rounds from processes whose stacks are shifted
-/// across a page, so that every position weighs alike for the baseline and palisade both.
-const PROCESSES: usize = 8;
-
-/// The environment variable whose size shifts a child process's stack.
-const SHIFT_VAR: &str = "PALISADE_STACK_SHIFT";
-
-/// Every row's ratio measured interleaved ([`Interleaved`]), over every backend, pooled
-/// over processes with shifted stacks ([`PROCESSES`]):
-/// `PALISADE_INTERLEAVED=10 cargo bench -p palisade-benches --bench overhead` (10 rounds
-/// in each process). `PALISADE_BACKEND=ready`, `polled` or `client` (or a list) runs those
-/// backends' rows.
+/// Every row's ratio measured interleaved ([`Interleaved`]), over every backend:
+/// `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`.
+/// `PALISADE_BACKEND=ready`, `polled` or `client` (or a list) runs those backends' rows.
 fn interleaved(rounds: usize, backends: &[Which]) {
-    let processes = std::env::var("PALISADE_PROCESSES")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(PROCESSES)
-        .max(1);
-    let calls = 100_000;
-    if std::env::var_os(SHIFT_VAR).is_some() || processes == 1 {
-        // A child (or the only process): measure here.
-        let samples = measure(rounds, calls, backends);
-        if processes == 1 {
-            let mut pooled = Pooled::new();
-            merge(&mut pooled, samples);
-            print_table(&pooled, rounds, calls);
-        } else {
-            print_samples(&samples);
-        }
-        return;
-    }
-    let exe = std::env::current_exe().expect("the bench's own path");
-    let mut pooled = Pooled::new();
-    for p in 0..processes {
-        // Shifts spread over a 4 KiB page, each also by a multiple of 16 bytes (the
-        // stack's alignment), so that positions within a cache line vary too.
-        let shift = (p * (4096 / processes + 16)) % 4096;
-        let output = std::process::Command::new(&exe)
-            .arg("--bench")
-            .env(SHIFT_VAR, "x".repeat(shift.max(1)))
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("the bench runs itself");
-        assert!(output.status.success(), "a measuring process failed");
-        merge(
-            &mut pooled,
-            parse_samples(&String::from_utf8_lossy(&output.stdout)),
-        );
-    }
-    print_table(&pooled, rounds, calls);
-}
-
-/// Every row over `backends`, `rounds` rounds of `calls` calls each.
-fn measure(rounds: usize, calls: u64, backends: &[Which]) -> Samples {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     let _guard = rt.enter();
+    let calls = 100_000;
     let mut out = Interleaved {
         rounds,
         calls,
@@ -798,83 +734,52 @@ fn measure(rounds: usize, calls: u64, backends: &[Which]) -> Samples {
         out.backend = which;
         which.rows(&mut out, false);
     }
-    out.samples
+    print_table(&out.samples, rounds, calls);
 }
 
-/// A child's samples, a line per round: backend, palisade row, baseline row, times.
-fn print_samples(samples: &Samples) {
-    for ((which, ours, base), rounds) in samples {
-        for (b, o) in rounds {
-            println!("{}\t{ours}\t{base}\t{b}\t{o}", which.name());
-        }
-    }
-}
-
-/// [`print_samples`]'s lines back.
-fn parse_samples(text: &str) -> Samples {
-    let mut samples: Samples = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        let [which, ours, base, b, o] = fields[..] else {
-            continue;
-        };
-        let (Some(which), Ok(b), Ok(o)) = (Which::named(which), b.parse(), o.parse()) else {
-            continue;
-        };
-        let key = (which, ours.to_owned(), base.to_owned());
-        match samples.last_mut() {
-            Some((k, rounds)) if *k == key => rounds.push((b, o)),
-            _ => samples.push((key, vec![(b, o)])),
-        }
-    }
-    samples
-}
-
-/// Add one process's samples to the pool, row by row; a row seen first is appended.
-fn merge(pooled: &mut Pooled, samples: Samples) {
-    for (key, rounds) in samples {
-        match pooled.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, processes)) => processes.push(rounds),
-            None => pooled.push((key, vec![rounds])),
-        }
-    }
-}
-
-/// The README's table: per backend, each row's median times over every round of every
-/// process, its ratio (the mean over processes of each process's median ratio: where the
-/// stack landed splits the processes into a fast and a slow group, and a median over them
-/// would jump from one group to the other between runs) and the range of the processes'
-/// median ratios.
-fn print_table(pooled: &Pooled, rounds: usize, calls: u64) {
+/// The README's table: per backend, each row's median times, the median of the rounds'
+/// ratios and the ratio of the quiet rounds' times.
+///
+/// The project's machine is a VM whose host is busy by spells (a neighbour on the sibling
+/// hyperthread, presumably): a spell slows every row for a second or so, palisade's more
+/// than tower's (its timeout at 50 ns against tower's 42, where in quiet spells both take
+/// 36), so the median ratio moves with how much of a run was busy. The quiet ratio
+/// compares each side's tenth-percentile round (noise only ever adds time): the cost of
+/// the code itself, on an idle core.
+fn print_table(samples: &Samples, rounds: usize, calls: u64) {
     let mut shown = None;
-    for ((which, ours, base), processes) in pooled {
+    for ((which, ours, base), r) in samples {
         if shown != Some(*which) {
             shown = Some(*which);
             println!(
-                "\nthe backend {}, {rounds} rounds of {calls} calls in each of {} processes:\n",
+                "\nthe backend {}, {rounds} rounds of {calls} calls:\n",
                 which.describe(),
-                processes.len(),
             );
             println!(
-                "| row | baseline | baseline ns | palisade ns | ratio | range over processes |"
+                "| row | baseline | baseline ns | palisade ns | ratio | middle half of the ratios | quiet ratio |"
             );
-            println!("|---|---|---:|---:|---:|---|");
+            println!("|---|---|---:|---:|---:|---|---:|");
         }
-        let all: Vec<(f64, f64)> = processes.iter().flatten().copied().collect();
-        let ratios: Vec<f64> = processes
-            .iter()
-            .map(|rounds| median(rounds.iter().map(|(b, o)| o / b).collect()))
-            .collect();
-        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
-        let (low, high) = ratios
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
+        let mut ratios: Vec<f64> = r.iter().map(|(b, o)| o / b).collect();
+        ratios.sort_by(f64::total_cmp);
+        let quartiles = (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]);
+        let quiet =
+            decile(r.iter().map(|x| x.1).collect()) / decile(r.iter().map(|x| x.0).collect());
         println!(
-            "| {ours} | {base} | {:.1} | {:.1} | {mean:.2} | {low:.2}-{high:.2} |",
-            median(all.iter().map(|x| x.0).collect()),
-            median(all.iter().map(|x| x.1).collect()),
+            "| {ours} | {base} | {:.1} | {:.1} | {:.2} | {:.2}-{:.2} | {quiet:.2} |",
+            median(r.iter().map(|x| x.0).collect()),
+            median(r.iter().map(|x| x.1).collect()),
+            median(ratios),
+            quartiles.0,
+            quartiles.1
         );
     }
+}
+
+/// The tenth percentile.
+fn decile(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 10]
 }
 
 /// One stack alone for a profiler: `PALISADE_PROFILE=readme` (or `fixed`, `tower`, or a
