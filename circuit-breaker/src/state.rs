@@ -569,7 +569,11 @@ impl Breaker {
         let counts = self.window.record(|| self.nanos(now.get()), failure, slow);
         let consecutive = self.count_consecutive(failure);
         self.metrics.rates(counts);
-        if w.state() != State::Closed {
+        // No failure and no slow call in the window and none in a row: no threshold can be
+        // reached (every rate threshold is above zero), whatever the call count.
+        if w.state() != State::Closed
+            || (counts.failures == 0 && counts.slow == 0 && consecutive == 0)
+        {
             return;
         }
         if let Some(reason) = self.trip_reason(counts, consecutive) {
@@ -972,6 +976,32 @@ mod tests {
         assert_eq!(b.state(), State::Closed);
         calls(&b, t0, Failure, 1);
         assert_eq!(b.state(), State::Open);
+    }
+
+    /// A success can trip the breaker: the one that brings the window to its minimum
+    /// calls with the failures already over the threshold. While the window holds no
+    /// failure, none does.
+    #[test]
+    fn a_success_reaching_the_minimum_calls_trips() {
+        let (b, t0) = breaker(
+            CircuitBreakerConfig::builder()
+                .count_window(10)
+                .minimum_calls(6)
+                .failure_rate_threshold(50.0),
+        );
+        calls(&b, t0, Failure, 3);
+        calls(&b, t0, Success, 2);
+        assert_eq!(b.state(), State::Closed, "5 calls: below the minimum");
+        calls(&b, t0, Success, 1);
+        assert_eq!(b.state(), State::Open, "6 calls, 3 failed: 50%");
+
+        let (b, t0) = breaker(
+            CircuitBreakerConfig::builder()
+                .count_window(4)
+                .minimum_calls(1),
+        );
+        calls(&b, t0, Success, 20);
+        assert_eq!(b.state(), State::Closed);
     }
 
     #[test]
