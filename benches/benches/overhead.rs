@@ -696,10 +696,9 @@ impl Rows for Interleaved {
         mut ours: impl FnMut(u64),
     ) {
         let n = self.calls;
-        for _ in 0..3 {
-            per_iter(n, &mut base);
-            per_iter(n, &mut ours);
-        }
+        // Warm up (caches, branch predictors, the services' first calls).
+        per_iter(n, &mut base);
+        per_iter(n, &mut ours);
         let mut rounds = Vec::with_capacity(self.rounds);
         for _ in 0..self.rounds.max(1) {
             let before = per_iter(n, &mut base);
@@ -708,14 +707,25 @@ impl Rows for Interleaved {
             rounds.push((baseline, palisade));
         }
         let key = (self.backend, ours_row.to_owned(), base_row.to_owned());
-        self.samples.push((key, rounds));
+        // A later pass adds its rounds to the row's.
+        match self.samples.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, all)) => all.append(&mut rounds),
+            None => self.samples.push((key, rounds)),
+        }
     }
 
     fn single(&mut self, _: &str, _: impl FnMut(u64)) {}
 }
 
+/// How many passes over every row the interleaved table's rounds are spread over: a row's
+/// rounds then sample the whole run, not the half second it takes to measure them at
+/// once, and a busy spell of the host (see [`print_table`]) that covers a row's every
+/// round in one pass covers a few in eight.
+const PASSES: usize = 8;
+
 /// Every row's ratio measured interleaved ([`Interleaved`]), over every backend:
-/// `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead`.
+/// `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench overhead` (40 rounds
+/// a row, over [`PASSES`] passes).
 /// `PALISADE_BACKEND=ready`, `polled` or `client` (or a list) runs those backends' rows.
 fn interleaved(rounds: usize, backends: &[Which]) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -725,16 +735,18 @@ fn interleaved(rounds: usize, backends: &[Which]) {
     let _guard = rt.enter();
     let calls = 100_000;
     let mut out = Interleaved {
-        rounds,
+        rounds: rounds.div_ceil(PASSES),
         calls,
         backend: Which::Ready,
         samples: Vec::new(),
     };
-    for &which in backends {
-        out.backend = which;
-        which.rows(&mut out, false);
+    for _ in 0..PASSES {
+        for &which in backends {
+            out.backend = which;
+            which.rows(&mut out, false);
+        }
     }
-    print_table(&out.samples, rounds, calls);
+    print_table(&out.samples, out.rounds * PASSES, calls);
 }
 
 /// The README's table: per backend, each row's median times, the median of the rounds'
