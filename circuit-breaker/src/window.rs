@@ -561,49 +561,26 @@ mod tests {
     fn a_full_window_of_successes_writes_nothing() {
         let w = CountWindow::new(3);
         let cursor = || w.cursor.load(Ordering::Acquire);
+        let counts = |calls, failures, slow| Counts {
+            calls,
+            failures,
+            slow,
+        };
         for expected in 1..=3 {
             assert_eq!(w.record(false, false).calls, expected);
             assert_eq!(cursor(), expected, "not full yet: every call counts");
         }
         for _ in 0..5 {
-            assert_eq!(
-                w.record(false, false),
-                Counts {
-                    calls: 3,
-                    failures: 0,
-                    slow: 0
-                }
-            );
+            assert_eq!(w.record(false, false), counts(3, 0, 0));
         }
         assert_eq!(cursor(), 3, "full of successes: nothing written");
         assert_eq!(w.record(false, true).slow, 1);
         assert_eq!(w.record(true, false).failures, 1);
         assert_eq!(cursor(), 5);
         // The failure and the slow call stay in the window for exactly N - 1 more calls.
-        assert_eq!(
-            w.record(false, false),
-            Counts {
-                calls: 3,
-                failures: 1,
-                slow: 1
-            }
-        );
-        assert_eq!(
-            w.record(false, false),
-            Counts {
-                calls: 3,
-                failures: 1,
-                slow: 0
-            }
-        );
-        assert_eq!(
-            w.record(false, false),
-            Counts {
-                calls: 3,
-                failures: 0,
-                slow: 0
-            }
-        );
+        assert_eq!(w.record(false, false), counts(3, 1, 1));
+        assert_eq!(w.record(false, false), counts(3, 1, 0));
+        assert_eq!(w.record(false, false), counts(3, 0, 0));
         assert_eq!(cursor(), 8);
         w.record(false, false);
         assert_eq!(cursor(), 8, "clean again");
