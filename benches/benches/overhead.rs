@@ -17,8 +17,9 @@
 //! Criterion's rows run one after the other, so a shared machine's drifting load skews the
 //! ratios between them; `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench
 //! overhead` measures every palisade row against its baseline interleaved instead (40
-//! rounds of baseline, palisade, baseline; medians, and the ratio of the quiet rounds, see
-//! `print_table`) and prints the README's table, for every backend
+//! rounds of baseline, palisade, baseline, spread over 8 passes through the table; medians,
+//! and the ratio of the quiet rounds, see `print_table`) and prints the README's table,
+//! for every backend
 //! (`PALISADE_BACKEND=ready`, `polled` or `client`, or a list, for some).
 //!
 //! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `tower-timeout`, `retry`, `breaker`,
