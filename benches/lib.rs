@@ -146,6 +146,63 @@ pub mod harness {
         }
     }
 
+    /// A backend whose future is pending at its first poll (waking its task at once) and
+    /// answers at the second, as a network call's is: the layers' futures see a pending
+    /// call, so timeouts arm their timers (tokio's timer wheel: an insert, then a removal
+    /// when the call's future is dropped). Driven by [`call_until_ready`].
+    ///
+    /// ```
+    /// use palisade_benches::harness::{call_until_ready, pending_backend};
+    ///
+    /// let mut svc = pending_backend();
+    /// assert_eq!(call_until_ready(&mut svc, 7), 7);
+    /// ```
+    pub fn pending_backend()
+    -> impl Service<u64, Response = u64, Error = BoxError, Future = PendingOnce> + Clone {
+        service_fn(|x| PendingOnce(x, false))
+    }
+
+    /// [`pending_backend`]'s response future: pending at its first poll, then its request.
+    #[derive(Debug, Clone, Copy)]
+    pub struct PendingOnce(pub u64, pub bool);
+
+    impl Future for PendingOnce {
+        type Output = Result<u64, BoxError>;
+
+        #[inline]
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            if self.1 {
+                return Poll::Ready(Ok(self.0));
+            }
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    /// [`call_once`] for a backend whose future may be pending: `poll_ready`, `call`, and
+    /// polls of the response future until it answers.
+    #[inline]
+    pub fn call_until_ready<S>(svc: &mut S, x: u64) -> S::Response
+    where
+        S: Service<u64>,
+        S::Error: std::fmt::Debug,
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            _ => panic!("the benched service is always ready"),
+        }
+        let mut fut = pin!(svc.call(x));
+        loop {
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok(v)) => return v,
+                Poll::Ready(Err(e)) => panic!("the benched backend answers with Ok: {e:?}"),
+                Poll::Pending => {}
+            }
+        }
+    }
+
     /// [`backend`] for the degrade layers, whose responses carry a degraded mark.
     pub fn marked_backend() -> impl Service<
         u64,

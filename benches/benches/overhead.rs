@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p palisade-benches --bench overhead`
 //!
-//! Every row runs three times, over three backends that answer at once: one that answers
+//! Every row runs three times, over three backends that answer at the first poll: one that answers
 //! inside `call` (`std::future::ready`, the group `overhead`), one whose future answers
 //! when polled, as a real client's future does (`overhead, answer when polled`), and one
 //! that also clones as a real client does, an `Arc`'s reference count (`overhead, over a
@@ -13,6 +13,9 @@
 //! writes its answer to memory that the layers' futures read back a moment later, and how
 //! each future copies it decides whether that read stalls (a store-forwarding stall, up to
 //! ten nanoseconds a call on the project's machine), for baselines and palisade alike.
+//! A fourth backend is pending at the first poll and answers at the second, as a network
+//! call is (`overhead, pending once`): the timeouts arm their timers then (tokio's timer
+//! wheel), so its rows are the timeouts and the stacks.
 //!
 //! Criterion's rows run one after the other, so a shared machine's drifting load skews the
 //! ratios between them; `PALISADE_INTERLEAVED=40 cargo bench -p palisade-benches --bench
@@ -20,15 +23,17 @@
 //! rounds of baseline, palisade, baseline, spread over 8 passes through the table; medians,
 //! and the ratio of the quiet rounds, see `print_table`) and prints the README's table,
 //! for every backend
-//! (`PALISADE_BACKEND=ready`, `polled` or `client`, or a list, for some).
+//! (`PALISADE_BACKEND=ready`, `polled`, `client` or `pending`, or a list, for some).
 //!
-//! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `tower-timeout`, `retry`, `breaker`,
-//! `rate`) runs one full stack or layer alone, for a profiler (`PALISADE_BACKEND` as above).
+//! `PALISADE_PROFILE=readme` (or `fixed`, `tower`, `timeout`, `tower-timeout`, `retry`,
+//! `breaker`, `rate`, `adaptive`, `concurrency`) runs one full stack or layer alone, for a
+//! profiler (over the first of `PALISADE_BACKEND`'s backends).
 //!
 //! The 2-thread contention rows are in `--bench contention`, the breaker's window sizes in
 //! `--bench window`, allocations per call in `scripts/alloc-check.sh`.
 //!
-//! One iteration is `poll_ready`, `call` and one poll of the response future, on a
+//! One iteration is `poll_ready`, `call` and one poll of the response future (two over the
+//! pending backend), on a
 //! current-thread runtime, every service over the same `BoxError` backend. Read the ratios
 //! between rows of one run, not absolute times (shared machines drift).
 
@@ -44,7 +49,7 @@ use criterion::{Criterion, criterion_group};
 use governor::{Quota, RateLimiter};
 use palisade::prelude::*;
 use palisade::rate_limit::{ConcurrencyLimitLayer, ThrottleConfig, ThrottleLayer};
-use palisade_benches::harness::{self, call_once, marked_backend};
+use palisade_benches::harness::{self, call_once, call_until_ready, marked_backend};
 use tower::{Layer, Service};
 
 /// tower's `Retry` with the trivial policy: never retries.
@@ -94,19 +99,24 @@ enum Which {
     /// [`harness::client`]: answers when polled, and a clone of it is an `Arc`'s, as a
     /// real client's is.
     Client,
+    /// [`harness::pending_backend`]: pending at the first poll, as a network call is, so
+    /// the timeouts arm their timers; the rows where that matters (timeouts and stacks).
+    Pending,
 }
 
 impl Which {
-    /// `PALISADE_BACKEND=ready`, `polled` or `client` (a comma-separated list); all three
-    /// when unset.
+    const ALL: [Self; 4] = [Self::Ready, Self::Polled, Self::Client, Self::Pending];
+
+    /// `PALISADE_BACKEND=ready`, `polled`, `client` or `pending` (a comma-separated list);
+    /// all four when unset.
     fn from_env() -> Vec<Self> {
         let Ok(list) = std::env::var("PALISADE_BACKEND") else {
-            return vec![Self::Ready, Self::Polled, Self::Client];
+            return Self::ALL.to_vec();
         };
         list.split(',')
             .map(|name| {
                 Self::named(name.trim()).unwrap_or_else(|| {
-                    panic!("PALISADE_BACKEND={name}: expected ready, polled or client")
+                    panic!("PALISADE_BACKEND={name}: expected ready, polled, client or pending")
                 })
             })
             .collect()
@@ -118,14 +128,13 @@ impl Which {
             Self::Ready => "ready",
             Self::Polled => "polled",
             Self::Client => "client",
+            Self::Pending => "pending",
         }
     }
 
     /// The backend of that [`name`](Self::name).
     fn named(name: &str) -> Option<Self> {
-        [Self::Ready, Self::Polled, Self::Client]
-            .into_iter()
-            .find(|w| w.name() == name)
+        Self::ALL.into_iter().find(|w| w.name() == name)
     }
 
     /// Criterion's group for the rows over this backend.
@@ -134,6 +143,7 @@ impl Which {
             Self::Ready => "overhead",
             Self::Polled => "overhead, answer when polled",
             Self::Client => "overhead, over a client (its clone is an Arc)",
+            Self::Pending => "overhead, pending once (timers armed)",
         }
     }
 
@@ -143,6 +153,10 @@ impl Which {
             Self::Ready => "answers inside `call`",
             Self::Polled => "answers when polled",
             Self::Client => "answers when polled and is cloned as a real client is (an `Arc`)",
+            Self::Pending => {
+                "is pending at the first poll and answers at the second, as a network call \
+                 (the timeouts arm their timers)"
+            }
         }
     }
 
@@ -152,15 +166,17 @@ impl Which {
             Self::Ready => rows(out, harness::backend, all),
             Self::Polled => rows(out, harness::polled_backend, all),
             Self::Client => rows(out, harness::client, all),
+            Self::Pending => pending_rows(out),
         }
     }
 
     /// [`profile`] over this backend.
     fn profile(self, which: &str) {
         match self {
-            Self::Ready => profile(which, harness::backend),
-            Self::Polled => profile(which, harness::polled_backend),
-            Self::Client => profile(which, harness::client),
+            Self::Ready => profile(which, harness::backend, false),
+            Self::Polled => profile(which, harness::polled_backend, false),
+            Self::Client => profile(which, harness::client, false),
+            Self::Pending => profile(which, harness::pending_backend, true),
         }
     }
 }
@@ -552,6 +568,84 @@ fn rows<B: Backend>(out: &mut impl Rows, backend: fn() -> B, all: bool) {
     }
 }
 
+/// The rows over [`harness::pending_backend`]: those where a pending call costs more than a
+/// second poll, the timeouts (which arm their timers then) and the stacks. Same names as
+/// the other backends' rows.
+fn pending_rows(out: &mut impl Rows) {
+    let backend = harness::pending_backend;
+    let second = Duration::from_secs(1);
+    let timeout = |d| {
+        TimeoutLayer::builder()
+            .timeout(d)
+            .build()
+            .expect("valid config")
+    };
+    let mut tower_timeout = tower::timeout::TimeoutLayer::new(second).layer(backend());
+    let mut ours = timeout(second).layer(backend());
+    pending_pair(
+        out,
+        "timeout: tower Timeout",
+        "timeout: palisade",
+        &mut tower_timeout,
+        &mut ours,
+    );
+    // The recommended stack's two: an overall deadline over a shorter attempt timeout.
+    let mut tower_nested = tower::timeout::TimeoutLayer::new(2 * second)
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(300)).layer(backend()));
+    let mut nested =
+        timeout(2 * second).layer(timeout(Duration::from_millis(300)).layer(backend()));
+    pending_pair(
+        out,
+        "timeout x2: tower",
+        "timeout x2: palisade",
+        &mut tower_nested,
+        &mut nested,
+    );
+    const TOWER_STACK: &str = "full stack: tower (timeout, retry+budget, limit, timeout)";
+    let mut tower_stack = tower_stack(backend());
+    let mut stack = fixed_stack(backend());
+    pending_pair(
+        out,
+        TOWER_STACK,
+        "full stack: palisade (+ breaker)",
+        &mut tower_stack,
+        &mut stack,
+    );
+    let mut adaptive_stack = readme_stack(backend());
+    pending_pair(
+        out,
+        TOWER_STACK,
+        "full stack: palisade, adaptive limit (README)",
+        &mut tower_stack,
+        &mut adaptive_stack,
+    );
+}
+
+/// [`Rows::services`] over a backend whose future may be pending.
+fn pending_pair<A, P>(
+    out: &mut impl Rows,
+    base_row: &str,
+    ours_row: &str,
+    base: &mut A,
+    ours: &mut P,
+) where
+    A: Service<u64>,
+    A::Error: std::fmt::Debug,
+    P: Service<u64>,
+    P::Error: std::fmt::Debug,
+{
+    out.pair(
+        base_row,
+        ours_row,
+        |i| {
+            call_until_ready(base, i);
+        },
+        |i| {
+            call_until_ready(ours, i);
+        },
+    );
+}
+
 /// tower-resilience's equivalent of the recommended stack (with its breaker).
 fn tower_resilience_stack<B: Backend>(
     backend: B,
@@ -658,11 +752,16 @@ fn per_iter(n: u64, mut f: impl FnMut(u64)) -> f64 {
 }
 
 /// Nanoseconds per call of `svc` over `n` calls.
-fn per_call<S>(svc: &mut S, n: u64) -> f64
+fn per_call<S>(pending: bool, svc: &mut S, n: u64) -> f64
 where
     S: Service<u64>,
     S::Error: std::fmt::Debug,
 {
+    if pending {
+        return per_iter(n, |i| {
+            black_box(call_until_ready(svc, i));
+        });
+    }
     per_iter(n, |i| {
         black_box(call_once(svc, i));
     })
@@ -796,9 +895,10 @@ fn decile(mut v: Vec<f64>) -> f64 {
 }
 
 /// One stack alone for a profiler: `PALISADE_PROFILE=readme` (or `fixed`, `tower`, or a
-/// layer alone: `timeout`, `retry` without budget, `breaker`, `rate`) runs 20M calls through it and nothing
+/// layer alone: `timeout`, `retry` without budget, `breaker`, `rate`, the README's
+/// `adaptive` limit, a fixed `concurrency` limit) runs 20M calls through it and nothing
 /// else, e.g. under `perf record`, over the first of `PALISADE_BACKEND`'s backends.
-fn profile<B: Backend>(which: &str, backend: fn() -> B) {
+fn profile<B: Backend>(which: &str, backend: fn() -> B, pending: bool) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -806,10 +906,11 @@ fn profile<B: Backend>(which: &str, backend: fn() -> B) {
     let _guard = rt.enter();
     let n = 20_000_000;
     let ns = match which {
-        "tower" => per_call(&mut tower_stack(backend()), n),
-        "fixed" => per_call(&mut fixed_stack(backend()), n),
-        "readme" => per_call(&mut readme_stack(backend()), n),
+        "tower" => per_call(pending, &mut tower_stack(backend()), n),
+        "fixed" => per_call(pending, &mut fixed_stack(backend()), n),
+        "readme" => per_call(pending, &mut readme_stack(backend()), n),
         "retry" => per_call(
+            pending,
             &mut RetryLayer::builder()
                 .name("bench")
                 .no_budget()
@@ -819,6 +920,7 @@ fn profile<B: Backend>(which: &str, backend: fn() -> B) {
             n,
         ),
         "breaker" => per_call(
+            pending,
             &mut CircuitBreakerLayer::builder()
                 .name("bench")
                 .build()
@@ -827,10 +929,12 @@ fn profile<B: Backend>(which: &str, backend: fn() -> B) {
             n,
         ),
         "tower-timeout" => per_call(
+            pending,
             &mut tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(backend()),
             n,
         ),
         "timeout" => per_call(
+            pending,
             &mut TimeoutLayer::builder()
                 .timeout(Duration::from_secs(1))
                 .build()
@@ -838,7 +942,24 @@ fn profile<B: Backend>(which: &str, backend: fn() -> B) {
                 .layer(backend()),
             n,
         ),
+        "adaptive" => per_call(
+            pending,
+            &mut palisade_benches::scorecard::DefaultLayers::new()
+                .expect("the README's layers are valid")
+                .limit
+                .layer(backend()),
+            n,
+        ),
+        "concurrency" => per_call(
+            pending,
+            &mut ConcurrencyLimitLayer::builder(1024)
+                .build()
+                .expect("config")
+                .layer(backend()),
+            n,
+        ),
         "rate" => per_call(
+            pending,
             &mut RateLimitLayer::builder(HUGE, Duration::from_secs(1))
                 .build()
                 .expect("config")
@@ -846,7 +967,7 @@ fn profile<B: Backend>(which: &str, backend: fn() -> B) {
             n,
         ),
         other => panic!(
-            "PALISADE_PROFILE={other}: expected tower, fixed, readme, timeout, tower-timeout, retry, breaker or rate"
+            "PALISADE_PROFILE={other}: expected tower, fixed, readme, timeout, tower-timeout, retry, breaker, rate, adaptive or concurrency"
         ),
     };
     println!("{which}: {ns:.1} ns per call over {n} calls");

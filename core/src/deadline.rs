@@ -17,6 +17,7 @@
 //! inner scope can only shorten it.
 
 use std::cell::Cell;
+use std::task::Waker;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -176,6 +177,149 @@ impl Drop for RestoreNow {
     fn drop(&mut self) {
         CALL_NOW.with(|c| c.set(self.0));
     }
+}
+
+// ===== timers armed inside a poll =====
+
+thread_local! {
+    /// The timer last reported armed by a future polled inside the current poll (see
+    /// [`watch_timers`]): when it fires and which waker it wakes.
+    static ARMED: Cell<Option<Armed>> = const { Cell::new(None) };
+}
+
+/// A timer reported armed: when it fires, and the identity of the waker it wakes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Armed {
+    at: Instant,
+    data: usize,
+    vtable: usize,
+}
+
+impl Armed {
+    #[inline]
+    fn wakes(&self, waker: &Waker) -> bool {
+        self.data == waker.data() as usize
+            && self.vtable == std::ptr::from_ref(waker.vtable()) as usize
+    }
+}
+
+/// Start watching for timers armed by the futures about to be polled: call it right
+/// before polling the inner future, and [`armed_timer`] after that poll returned
+/// `Pending`.
+///
+/// This lets a timeout skip a timer of its own when one armed inside it already wakes the
+/// task by its deadline: in a stack of timeouts (an overall deadline over a per-attempt
+/// timeout) a pending call then registers one timer, not one per layer. The contract, for
+/// a future that reports its timer:
+///
+/// - report it with [`timer_armed`] after polling it returned `Pending`, with the waker of
+///   that poll's context and the instant it fires at;
+/// - call [`timer_dropped`] when the future is dropped, if it ever reported one.
+///
+/// A [`TimerReport`] held in the future does both. A future that relies on a timer armed
+/// inside it (as [`armed_timer`] gave it) reports nothing more: the record already holds
+/// that timer for the watchers further out.
+///
+/// A watcher can rely on what it reads: the timer belongs to a future inside the one it
+/// polled (the record is cleared here, before that poll), so that timer stays armed until
+/// the watcher polls again or drops its inner future, and it wakes the same task (the same
+/// waker, by identity: a combinator that gives its children wakers of their own, such as
+/// `FuturesUnordered`, hides their timers). Reading nothing only costs the watcher a
+/// timer of its own.
+///
+/// ```
+/// use palisade_core::deadline::{armed_timer, timer_armed, timer_dropped, watch_timers};
+/// use std::task::Waker;
+/// use tokio::time::{Duration, Instant};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let waker = Waker::noop();
+/// let at = Instant::now() + Duration::from_millis(300);
+/// watch_timers();
+/// // ... an inner future is polled; it arms a timer at `at`, returns `Pending`, and says so:
+/// timer_armed(waker, at);
+/// // The watcher, whose own deadline is 2 s away, needs no timer of its own.
+/// assert_eq!(armed_timer(waker), Some(at));
+/// // Dropped, the inner future takes its report back.
+/// timer_dropped();
+/// assert_eq!(armed_timer(waker), None);
+/// # }
+/// ```
+#[inline]
+pub fn watch_timers() {
+    ARMED.with(|a| a.set(None));
+}
+
+/// Report a timer armed by the future just polled: it fires at `at` and wakes `waker`
+/// (see [`watch_timers`]).
+#[inline]
+pub fn timer_armed(waker: &Waker, at: Instant) {
+    let armed = Armed {
+        at,
+        data: waker.data() as usize,
+        vtable: std::ptr::from_ref(waker.vtable()) as usize,
+    };
+    ARMED.with(|a| a.set(Some(armed)));
+}
+
+/// The timer reported armed since [`watch_timers`], if it wakes `waker`: when it fires.
+#[inline]
+pub fn armed_timer(waker: &Waker) -> Option<Instant> {
+    ARMED
+        .with(Cell::get)
+        .filter(|armed| armed.wakes(waker))
+        .map(|armed| armed.at)
+}
+
+/// What a future that reports its timer holds: [`armed`](Self::armed) reports the timer
+/// ([`timer_armed`]), and dropping it takes any report back ([`timer_dropped`]), as the
+/// contract in [`watch_timers`] asks. Keep it next to the timer, in the future.
+///
+/// ```
+/// use palisade_core::deadline::{TimerReport, armed_timer, watch_timers};
+/// use std::task::Waker;
+/// use tokio::time::{Duration, Instant};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let at = Instant::now() + Duration::from_millis(300);
+/// let mut report = TimerReport::default();
+/// watch_timers();
+/// report.armed(Waker::noop(), at);
+/// assert_eq!(armed_timer(Waker::noop()), Some(at));
+/// drop(report);
+/// assert_eq!(armed_timer(Waker::noop()), None);
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct TimerReport(bool);
+
+impl TimerReport {
+    /// Report the timer: it fires at `at` and wakes `waker` (the waker of the poll that
+    /// just found it pending).
+    #[inline]
+    pub fn armed(&mut self, waker: &Waker, at: Instant) {
+        timer_armed(waker, at);
+        self.0 = true;
+    }
+}
+
+impl Drop for TimerReport {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0 {
+            timer_dropped();
+        }
+    }
+}
+
+/// A future that reported a timer with [`timer_armed`] is dropped, its timer with it:
+/// forget the report (whichever timer it was: forgetting another only costs its watcher a
+/// timer of its own).
+#[inline]
+pub fn timer_dropped() {
+    ARMED.with(|a| a.set(None));
 }
 
 /// Request types that carry their deadline with them (across a task or process boundary).

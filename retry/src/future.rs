@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use palisade_core::deadline::TimerReport;
 use palisade_core::{Classify, Deadline, Outcome, time};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -61,6 +62,9 @@ pin_project! {
         schedule: Option<Schedule>,
         // The failed result, returned if no further attempt is made.
         last: Option<Result<Res, E>>,
+        // Reports the backoff's timer to the enclosing timeouts (it ends before their
+        // deadline, so they need none of their own meanwhile); dropped, takes it back.
+        report: TimerReport,
     }
 }
 
@@ -161,6 +165,7 @@ where
             inner: Some(inner),
             schedule: None,
             last: None,
+            report: TimerReport::default(),
         }));
     }
 }
@@ -242,14 +247,17 @@ where
                 }
                 StateProj::Waiting => {
                     let retrying = this.retrying.as_mut().expect("waiting after a failure");
-                    let sleep = retrying.as_mut().project().sleep;
+                    let retrying = retrying.as_mut().project();
                     // An outer timeout may have set an earlier deadline since the retry was
                     // scheduled: waking up after it would be pointless.
-                    let wake = sleep.deadline();
+                    let wake = retrying.sleep.deadline();
                     if Deadline::current().is_some_and(|d| d.instant() <= wake) {
                         return Poll::Ready(this.give_up(StopReason::Deadline));
                     }
-                    ready!(sleep.poll(cx));
+                    if retrying.sleep.poll(cx).is_pending() {
+                        retrying.report.armed(cx.waker(), wake);
+                        return Poll::Pending;
+                    }
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
@@ -398,6 +406,7 @@ impl Progress {
                 inner: None,
                 schedule: None,
                 last: None,
+                report: TimerReport::default(),
             })
         });
         let schedule = retrying

@@ -841,3 +841,29 @@ async fn the_handle_updates_a_running_layer() {
     assert_eq!(snapshot.config.max_attempts(), 4);
     assert_eq!(snapshot.budget_available, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_backoff_timer_is_reported_to_enclosing_timeouts() {
+    use palisade_core::deadline::{armed_timer, watch_timers};
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    // While a request waits to retry, its backoff timer wakes the task before any
+    // enclosing deadline: an enclosing timeout relies on it instead of arming its own, and
+    // a watcher sees nothing once the request is gone.
+    let backend = Scripted::new([Err("a".into())], |_| Ok::<_, BoxError>(7u32));
+    let mut svc = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(exact(100))
+        .build()
+        .unwrap()
+        .layer(backend);
+    let start = tokio::time::Instant::now();
+    let mut fut = Box::pin(ServiceExt::<()>::ready(&mut svc).await.unwrap().call(()));
+    let mut cx = Context::from_waker(Waker::noop());
+    watch_timers();
+    assert!(fut.as_mut().poll(&mut cx).is_pending(), "waiting to retry");
+    assert_eq!(armed_timer(Waker::noop()), Some(start + ms(100)));
+    drop(fut);
+    assert_eq!(armed_timer(Waker::noop()), None, "taken back when dropped");
+}

@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{Deadline, Elapsed, Name, deadline};
+use palisade_core::deadline::{self, TimerReport};
+use palisade_core::{Deadline, Elapsed, Name};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 
@@ -19,8 +20,9 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Option<F>,
-        // Made on the first poll that finds the inner future pending: a call answered at
-        // once never registers (or builds) a timer.
+        // Made on the first poll that finds the inner future pending and no timer armed
+        // inside it that fires by our deadline: a call answered at once never registers
+        // (or builds) a timer, nor does an overall timeout over a per-attempt one.
         #[pin]
         sleep: Option<Sleep>,
         deadline: Option<Deadline>,
@@ -31,6 +33,9 @@ pin_project! {
         // listeners, tracing), else just the name, sparing the happy path an atomic
         // reference count (one field, not both: a smaller future to move).
         reporter: Reporter,
+        // Reports our timer to the enclosing timeouts, and takes the report back when
+        // dropped.
+        report: TimerReport,
     }
 }
 
@@ -81,6 +86,7 @@ impl<F> ResponseFuture<F> {
             } else {
                 Reporter::Quiet(shared.name().clone())
             },
+            report: TimerReport::default(),
         }
     }
 }
@@ -96,10 +102,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
 
-        // First, poll the inner future, with the deadline in effect for everything inside.
+        // First, poll the inner future, with the deadline in effect for everything inside,
+        // watching for a timer armed inside it.
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             panic!("ResponseFuture polled after completion");
         };
+        deadline::watch_timers();
         if let Poll::Ready(result) = deadline::scope(*this.deadline, || inner.poll(cx)) {
             // An error once our own deadline has passed is our expiry, whoever inside gave
             // up at it first (an inner timeout shortened to it, a limit that stopped
@@ -120,11 +128,18 @@ where
         let Some(deadline) = *this.deadline else {
             return Poll::Pending;
         };
+        // A timer armed inside (a per-attempt timeout's) wakes this task by our deadline:
+        // no timer of our own, and the enclosing timeouts see that one in turn. When it
+        // fires, the call inside gives up and we see the error, or is answered in time.
+        if deadline::armed_timer(cx.waker()).is_some_and(|at| at <= deadline.instant()) {
+            return Poll::Pending;
+        }
         if this.sleep.is_none() {
             this.sleep.set(Some(sleep_until(deadline.instant())));
         }
         let sleep = this.sleep.as_pin_mut().expect("set above");
         if sleep.poll(cx).is_pending() {
+            this.report.armed(cx.waker(), deadline.instant());
             return Poll::Pending;
         }
 

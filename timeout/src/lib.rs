@@ -14,6 +14,14 @@
 //! The [`Elapsed`] names the layer whose deadline ran out: an overall 1 s timeout around a
 //! 5 s attempt timeout fails with the overall layer's name and its 1 s.
 //!
+//! Timers are armed only for calls that are pending, and once per call where timeouts
+//! nest: a timeout arms its timer on the first poll that finds the call pending (a call
+//! answered at once registers none), and not at all while a timer armed inside it (a
+//! per-attempt timeout's, a retry's back-off) wakes the task by its deadline
+//! ([`palisade_core::deadline::watch_timers`]). The recommended stack's overall deadline
+//! over a per-attempt timeout therefore registers one timer in tokio's timer wheel per
+//! pending call, where tower's two `Timeout`s register two.
+//!
 //! # Deadlines across tasks (`Buffer`, `spawn`)
 //!
 //! The ambient deadline lives in a thread-local that a layer sets only while its own
