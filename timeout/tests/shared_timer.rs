@@ -30,6 +30,22 @@ fn silent() -> impl Service<(), Response = (), Error = BoxError, Future: Send> +
     })
 }
 
+/// `inner` behind an overall timeout of `overall`: the call fails with the overall
+/// timeout's `Elapsed` at its deadline exactly. Bounded: a deadline that no timer enforces
+/// fails the test instead of hanging it.
+async fn expires_at_the_overall_deadline<S>(inner: S, overall: Duration)
+where
+    S: Service<(), Response = (), Error = BoxError>,
+{
+    let svc = layer("overall", overall).layer(inner);
+    let start = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(60), svc.oneshot(()))
+        .await
+        .expect("the overall deadline holds");
+    assert_eq!(elapsed_name(&result.unwrap_err()), "overall");
+    assert_eq!(start.elapsed(), overall);
+}
+
 fn elapsed_name(err: &BoxError) -> String {
     err.downcast_ref::<Elapsed>()
         .unwrap_or_else(|| panic!("an Elapsed, got {err}"))
@@ -76,12 +92,8 @@ async fn a_single_timeout_reports_its_own_timer() {
 async fn the_outer_deadline_fires_through_the_relayed_timer_under_its_own_name() {
     // The attempt timeout is the longer: inside the overall deadline it fires at 1 s, and
     // the expiry is the overall one's.
-    let mut svc = layer("overall", Duration::from_secs(1))
-        .layer(layer("attempt", Duration::from_secs(5)).layer(silent()));
-    let start = Instant::now();
-    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
-    assert_eq!(elapsed_name(&err), "overall");
-    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    let inner = layer("attempt", Duration::from_secs(5)).layer(silent());
+    expires_at_the_overall_deadline(inner, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -103,13 +115,7 @@ async fn the_overall_deadline_holds_after_an_inner_timer_is_dropped_in_the_same_
             Ok::<(), BoxError>(())
         }
     });
-    let mut svc = layer("overall", Duration::from_secs(2)).layer(inner);
-    let start = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(60), svc.ready().await.unwrap().call(()))
-        .await
-        .expect("the overall deadline holds");
-    assert_eq!(elapsed_name(&result.unwrap_err()), "overall");
-    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    expires_at_the_overall_deadline(inner, Duration::from_secs(2)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -135,13 +141,7 @@ async fn the_overall_deadline_holds_when_the_inner_timer_wakes_another_waker() {
             Ok::<(), BoxError>(())
         }
     });
-    let mut svc = layer("overall", Duration::from_secs(2)).layer(inner);
-    let start = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(60), svc.ready().await.unwrap().call(()))
-        .await
-        .expect("the overall deadline holds");
-    assert_eq!(elapsed_name(&result.unwrap_err()), "overall");
-    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    expires_at_the_overall_deadline(inner, Duration::from_secs(2)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -162,11 +162,7 @@ async fn attempts_one_after_another_inside_one_deadline() {
             }
         }
     });
-    let mut svc = layer("overall", Duration::from_secs(1)).layer(inner);
-    let start = Instant::now();
-    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
-    assert_eq!(elapsed_name(&err), "overall");
-    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    expires_at_the_overall_deadline(inner, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -177,11 +173,7 @@ async fn an_inner_timer_that_fires_after_the_outer_deadline_is_not_relied_on() {
     let early = attempt.ready().await.unwrap().call(());
     let early = std::sync::Mutex::new(Some(early));
     let inner = service_fn(move |()| early.lock().unwrap().take().expect("called once"));
-    let svc = layer("overall", Duration::from_secs(1)).layer(inner);
-    let start = Instant::now();
-    let err = svc.oneshot(()).await.unwrap_err();
-    assert_eq!(elapsed_name(&err), "overall");
-    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    expires_at_the_overall_deadline(inner, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
