@@ -109,14 +109,44 @@ impl<F, C> fmt::Debug for ResponseFuture<F, C> {
 /// on the call), it hands the permit back so a probe slot is not lost.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    breaker: Arc<Breaker>,
+    breaker: Held,
     permit: Option<Permit>,
     start: Option<Instant>,
 }
 
+/// The breaker as a call's future holds it, through one of two reference counts.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// The breaker's own, shared by every service of the layer (and by every call of a
+    /// keyed breaker's key).
+    Shared(Arc<Breaker>),
+    /// One service's own ([`CircuitBreaker`](crate::CircuitBreaker) makes it once the
+    /// service has been called a few times): a service called from one thread does not
+    /// write the count other threads' calls write, so threads calling their own clones
+    /// share no written line while the breaker is healthy.
+    Own(Arc<OwnCount>),
+}
+
+/// A reference to the breaker behind a count of one service's own (the point of the
+/// second allocation: see [`Held::Own`]).
+#[derive(Debug)]
+pub(crate) struct OwnCount(pub(crate) Arc<Breaker>);
+
+impl std::ops::Deref for Held {
+    type Target = Breaker;
+
+    #[inline]
+    fn deref(&self) -> &Breaker {
+        match self {
+            Self::Shared(breaker) => breaker,
+            Self::Own(own) => &own.0,
+        }
+    }
+}
+
 impl Recorder {
     #[inline]
-    pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit, start: Option<Instant>) -> Self {
+    pub(crate) fn new(breaker: Held, permit: Permit, start: Option<Instant>) -> Self {
         Self {
             breaker,
             permit: Some(permit),

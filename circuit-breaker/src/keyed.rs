@@ -15,7 +15,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::event::Metrics;
-use crate::future::{Recorder, ResponseFuture};
+use crate::future::{Held, Recorder, ResponseFuture};
 use crate::state::Breaker;
 use crate::{CircuitBreakerConfig, CircuitBreakerHandle, State};
 
@@ -534,7 +534,7 @@ where
         match breaker.acquire(|| now) {
             Ok(permit) => {
                 let start = breaker.needs_start().then_some(now);
-                let recorder = Recorder::new(breaker, permit, start);
+                let recorder = Recorder::new(Held::Shared(breaker), permit, start);
                 ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
             }
             Err(retry_after) => {

@@ -8,7 +8,7 @@ use palisade_core::{CircuitOpen, Classify, RejectionAware};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::future::{Recorder, ResponseFuture};
+use crate::future::{Held, OwnCount, Recorder, ResponseFuture};
 use crate::state::Breaker;
 use crate::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 
@@ -31,7 +31,17 @@ pub struct CircuitBreaker<S, C = RejectionAware> {
     classifier: C,
     /// `poll_ready` found the breaker open and left the inner service alone: `call` refuses.
     refusing: bool,
+    /// This service's own reference count on the breaker, for its calls' futures: made
+    /// once it has been called [`OWN_AFTER`] times, so that a service used for one call
+    /// (cloned per request, as axum does) allocates nothing, and one used for many (a
+    /// worker's clone) writes no line that other threads' calls write.
+    own: Option<Arc<OwnCount>>,
+    /// Calls made before `own` exists (saturating at [`OWN_AFTER`]).
+    calls: u8,
 }
+
+/// How many calls a service makes through the shared count before making its own.
+const OWN_AFTER: u8 = 8;
 
 // ===== impl CircuitBreaker =====
 
@@ -49,7 +59,32 @@ impl<S, C> CircuitBreaker<S, C> {
             breaker,
             classifier,
             refusing: false,
+            own: None,
+            calls: 0,
         }
+    }
+
+    /// The breaker for a call's future: this service's own count once it has one.
+    #[inline]
+    fn held(&mut self) -> Held {
+        match &self.own {
+            Some(own) => Held::Own(Arc::clone(own)),
+            None => self.held_shared(),
+        }
+    }
+
+    /// [`held`](Self::held) before the service has its own count (out of line: a
+    /// service called more than a few times makes one).
+    #[cold]
+    #[inline(never)]
+    fn held_shared(&mut self) -> Held {
+        self.calls += 1;
+        if self.calls < OWN_AFTER {
+            return Held::Shared(Arc::clone(&self.breaker));
+        }
+        let own = Arc::new(OwnCount(Arc::clone(&self.breaker)));
+        self.own = Some(Arc::clone(&own));
+        Held::Own(own)
     }
 
     /// The handle of this service's breaker.
@@ -106,7 +141,7 @@ where
         match self.breaker.acquire(Instant::now) {
             Ok(permit) => {
                 let start = self.breaker.needs_start().then(Instant::now);
-                let recorder = Recorder::new(Arc::clone(&self.breaker), permit, start);
+                let recorder = Recorder::new(self.held(), permit, start);
                 ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
             }
             Err(retry_after) => rejected(&self.breaker, retry_after),
@@ -158,5 +193,40 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
             .field("breaker", &self.breaker.emitter().name())
             .field("state", &self.breaker.state())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CircuitBreakerLayer;
+    use palisade_core::BoxError;
+    use tower::{Layer, ServiceExt, service_fn};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_called_often_holds_its_own_count_and_a_clone_starts_without() {
+        let layer = CircuitBreakerLayer::builder().build().unwrap();
+        let mut svc = layer.layer(service_fn(|x: u64| async move { Ok::<_, BoxError>(x) }));
+        for x in 0..u64::from(OWN_AFTER) - 1 {
+            assert_eq!(svc.ready().await.unwrap().call(x).await.unwrap(), x);
+        }
+        assert!(svc.own.is_none(), "not after fewer than OWN_AFTER calls");
+        svc.ready().await.unwrap().call(7).await.unwrap();
+        let own = svc.own.clone().expect("made at the OWN_AFTER-th call");
+        // Its calls' futures hold it, not the breaker's shared count.
+        let fut = svc.ready().await.unwrap().call(8);
+        assert_eq!(
+            Arc::strong_count(&own),
+            3,
+            "the service, this test, the future"
+        );
+        assert_eq!(fut.await.unwrap(), 8);
+        assert_eq!(Arc::strong_count(&own), 2);
+        let clone = svc.clone();
+        assert!(
+            clone.own.is_none(),
+            "a clone makes its own when it is called often"
+        );
+        assert_eq!(clone.calls, 0);
     }
 }

@@ -96,6 +96,21 @@ fn closed_path_allocates_nothing_per_call() {
             }
             let after = dhat::HeapStats::get();
             dhat::assert_eq!(after.total_blocks - before.total_blocks, 0);
+            // A clone per request, used for one call and dropped (axum's way): nothing
+            // either (a service makes its own reference count only after a few calls).
+            let before = dhat::HeapStats::get();
+            for x in 0..10_000u64 {
+                let mut clone = svc.clone();
+                let fut = clone
+                    .ready()
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap()
+                    .call(x * 3 + 1);
+                let _ = fut.now_or_never().expect("ready at once");
+            }
+            let after = dhat::HeapStats::get();
+            dhat::assert_eq!(after.total_blocks - before.total_blocks, 0);
         }
     });
 }
