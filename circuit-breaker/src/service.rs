@@ -25,6 +25,12 @@ use crate::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 /// was not driven ready. `retry_after` is the time left in the open period; while half-open with
 /// every probe out, the time until the probes' verdict is due, at most a tenth of the open
 /// duration just served and never zero; `None` when forced open.
+///
+/// Clones share the breaker. Each call's future holds a reference count on it until the
+/// call's outcome is recorded; once a service has been called a few times, that count is
+/// one of its own (allocated once), so threads calling their own clones write no shared
+/// memory while the breaker is healthy, and a clone used for a single call allocates
+/// nothing.
 pub struct CircuitBreaker<S, C = RejectionAware> {
     inner: S,
     breaker: Arc<Breaker>,
