@@ -15,6 +15,10 @@
 //! The ambient deadline is set for the duration of each synchronous `call` and `poll`, not
 //! for the task, so it is correct when futures move between threads and nests cleanly: an
 //! inner scope can only shorten it.
+//!
+//! The same per-poll discipline lets timers be shared: a future that arms a timer reports
+//! it while it is polled ([`TimerReport`]), and an enclosing timeout that sees one firing
+//! by its own deadline arms none of its own ([`watch_timers`]).
 
 use std::cell::Cell;
 use std::task::Waker;
