@@ -109,44 +109,32 @@ impl<F, C> fmt::Debug for ResponseFuture<F, C> {
 /// on the call), it hands the permit back so a probe slot is not lost.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    breaker: Held,
+    breaker: Arc<OwnCount>,
     permit: Option<Permit>,
     start: Option<Instant>,
 }
 
-/// The breaker as a call's future holds it, through one of two reference counts.
-#[derive(Debug)]
-pub(crate) enum Held {
-    /// The breaker's own, shared by every service of the layer (and by every call of a
-    /// keyed breaker's key).
-    Shared(Arc<Breaker>),
-    /// One service's own ([`CircuitBreaker`](crate::CircuitBreaker) makes it once the
-    /// service has been called a few times): a service called from one thread does not
-    /// write the count other threads' calls write, so threads calling their own clones
-    /// share no written line while the breaker is healthy.
-    Own(Arc<OwnCount>),
-}
-
-/// A reference to the breaker behind a count of one service's own (the point of the
-/// second allocation: see [`Held::Own`]).
+/// The breaker as a call's future holds it: through a reference count that is either
+/// shared by every service of the layer (and by every call of a keyed breaker's key) or
+/// one service's own ([`CircuitBreaker`](crate::CircuitBreaker) makes one once it has been
+/// called a few times). On its own count, a service called from one thread does not write
+/// the count other threads' calls write, so threads calling their own clones share no
+/// written line while the breaker is healthy.
 #[derive(Debug)]
 pub(crate) struct OwnCount(pub(crate) Arc<Breaker>);
 
-impl std::ops::Deref for Held {
+impl std::ops::Deref for OwnCount {
     type Target = Breaker;
 
     #[inline]
     fn deref(&self) -> &Breaker {
-        match self {
-            Self::Shared(breaker) => breaker,
-            Self::Own(own) => &own.0,
-        }
+        &self.0
     }
 }
 
 impl Recorder {
     #[inline]
-    pub(crate) fn new(breaker: Held, permit: Permit, start: Option<Instant>) -> Self {
+    pub(crate) fn new(breaker: Arc<OwnCount>, permit: Permit, start: Option<Instant>) -> Self {
         Self {
             breaker,
             permit: Some(permit),

@@ -15,7 +15,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::event::Metrics;
-use crate::future::{Held, Recorder, ResponseFuture};
+use crate::future::{OwnCount, Recorder, ResponseFuture};
 use crate::state::Breaker;
 use crate::{CircuitBreakerConfig, CircuitBreakerHandle, State};
 
@@ -123,7 +123,8 @@ impl Default for KeyedLimits {
 // ===== registry =====
 
 struct Slot {
-    breaker: Arc<Breaker>,
+    /// The key's breaker, behind the reference count its calls share.
+    breaker: Arc<OwnCount>,
     /// Last use, in nanoseconds since the registry's origin (coarse: see `touch`).
     last_used: AtomicU64,
 }
@@ -164,7 +165,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     }
 
     /// The breaker of `key`, created on first use.
-    fn breaker(&self, key: K, now: Instant) -> Arc<Breaker> {
+    fn breaker(&self, key: K, now: Instant) -> Arc<OwnCount> {
         let t = self.nanos(now);
         {
             let map = self
@@ -188,7 +189,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         }
     }
 
-    fn insert(&self, key: K, now: Instant, t: u64) -> Arc<Breaker> {
+    fn insert(&self, key: K, now: Instant, t: u64) -> Arc<OwnCount> {
         let sweep_due =
             t.saturating_sub(self.last_sweep.load(Ordering::Relaxed)) >= self.idle_nanos();
         if sweep_due || self.len.load(Ordering::Relaxed) >= self.evict_at.load(Ordering::Relaxed) {
@@ -209,7 +210,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         // Per-key breakers count into the layer's counters; per-key gauges would leave a
         // series behind for every evicted key.
         let metrics = Metrics::register(&self.name, false);
-        let breaker = Arc::new(Breaker::new(config, now, metrics));
+        let breaker = Arc::new(OwnCount(Arc::new(Breaker::new(config, now, metrics))));
         let slot = Slot {
             breaker: Arc::clone(&breaker),
             last_used: AtomicU64::new(t),
@@ -313,14 +314,16 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             .shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        map.get(key).map(|slot| Arc::clone(&slot.breaker))
+        map.get(key).map(|slot| Arc::clone(&slot.breaker.0))
     }
 }
 
 /// A slot that eviction must leave: calls in flight or a handle held (someone else holds
 /// its breaker), or forced open by an operator.
 fn pinned(slot: &Slot) -> bool {
-    Arc::strong_count(&slot.breaker) > 1 || slot.breaker.state() == State::ForcedOpen
+    Arc::strong_count(&slot.breaker) > 1
+        || Arc::strong_count(&slot.breaker.0) > 1
+        || slot.breaker.state() == State::ForcedOpen
 }
 
 // ===== KeyedCircuitBreakerLayer =====
@@ -534,7 +537,7 @@ where
         match breaker.acquire(|| now) {
             Ok(permit) => {
                 let start = breaker.needs_start().then_some(now);
-                let recorder = Recorder::new(Held::Shared(breaker), permit, start);
+                let recorder = Recorder::new(breaker, permit, start);
                 ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
             }
             Err(retry_after) => {

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 
 use crate::event::Metrics;
+use crate::future::OwnCount;
 use crate::hint::HintedClassifier;
 use crate::state::Breaker;
 use crate::{
@@ -24,7 +25,9 @@ use crate::{
 /// ignored, so a caller's own limit never opens its breaker.
 #[derive(Clone)]
 pub struct CircuitBreakerLayer<C = RejectionAware> {
-    breaker: Arc<Breaker>,
+    /// The breaker, behind the reference count its services' calls share (see
+    /// [`CircuitBreaker`]).
+    breaker: Arc<OwnCount>,
     classifier: C,
 }
 
@@ -33,7 +36,11 @@ impl CircuitBreakerLayer {
     pub fn new(config: CircuitBreakerConfig) -> Self {
         let metrics = Metrics::register(config.name(), true);
         Self {
-            breaker: Arc::new(Breaker::new(config, Instant::now(), metrics)),
+            breaker: Arc::new(OwnCount(Arc::new(Breaker::new(
+                config,
+                Instant::now(),
+                metrics,
+            )))),
             classifier: RejectionAware,
         }
     }
@@ -112,7 +119,7 @@ impl<C> CircuitBreakerLayer<C> {
     /// # }
     /// ```
     pub fn throttle_hint<H>(self, hint: H) -> CircuitBreakerLayer<HintedClassifier<C, H>> {
-        let classifier = HintedClassifier::new(self.classifier, hint, Arc::clone(&self.breaker));
+        let classifier = HintedClassifier::new(self.classifier, hint, Arc::clone(&self.breaker.0));
         CircuitBreakerLayer {
             breaker: self.breaker,
             classifier,
@@ -121,7 +128,7 @@ impl<C> CircuitBreakerLayer<C> {
 
     /// The handle of this layer's breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(Arc::clone(&self.breaker))
+        CircuitBreakerHandle::new(Arc::clone(&self.breaker.0))
     }
 }
 

@@ -8,7 +8,7 @@ use palisade_core::{CircuitOpen, Classify, RejectionAware};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::future::{Held, OwnCount, Recorder, ResponseFuture};
+use crate::future::{OwnCount, Recorder, ResponseFuture};
 use crate::state::Breaker;
 use crate::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 
@@ -34,6 +34,8 @@ use crate::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 pub struct CircuitBreaker<S, C = RejectionAware> {
     inner: S,
     breaker: Arc<Breaker>,
+    /// The layer's reference count for calls' futures, shared by its services (see `own`).
+    shared: Arc<OwnCount>,
     classifier: C,
     /// `poll_ready` found the breaker open and left the inner service alone: `call` refuses.
     refusing: bool,
@@ -59,10 +61,11 @@ impl<S> CircuitBreaker<S> {
 }
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn from_parts(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
+    pub(crate) fn from_parts(inner: S, shared: Arc<OwnCount>, classifier: C) -> Self {
         Self {
             inner,
-            breaker,
+            breaker: Arc::clone(&shared.0),
+            shared,
             classifier,
             refusing: false,
             own: None,
@@ -72,9 +75,9 @@ impl<S, C> CircuitBreaker<S, C> {
 
     /// The breaker for a call's future: this service's own count once it has one.
     #[inline]
-    fn held(&mut self) -> Held {
+    fn held(&mut self) -> Arc<OwnCount> {
         match &self.own {
-            Some(own) => Held::Own(Arc::clone(own)),
+            Some(own) => Arc::clone(own),
             None => self.held_shared(),
         }
     }
@@ -83,14 +86,14 @@ impl<S, C> CircuitBreaker<S, C> {
     /// service called more than a few times makes one).
     #[cold]
     #[inline(never)]
-    fn held_shared(&mut self) -> Held {
+    fn held_shared(&mut self) -> Arc<OwnCount> {
         self.calls += 1;
         if self.calls < OWN_AFTER {
-            return Held::Shared(Arc::clone(&self.breaker));
+            return Arc::clone(&self.shared);
         }
         let own = Arc::new(OwnCount(Arc::clone(&self.breaker)));
         self.own = Some(Arc::clone(&own));
-        Held::Own(own)
+        own
     }
 
     /// The handle of this service's breaker.
@@ -186,7 +189,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         Self::from_parts(
             self.inner.clone(),
-            Arc::clone(&self.breaker),
+            Arc::clone(&self.shared),
             self.classifier.clone(),
         )
     }
