@@ -33,8 +33,8 @@ use crate::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 /// nothing.
 pub struct CircuitBreaker<S, C = RejectionAware> {
     inner: S,
-    breaker: Arc<Breaker>,
-    /// The layer's reference count for calls' futures, shared by its services (see `own`).
+    /// The breaker, behind the layer's reference count for calls' futures, shared by its
+    /// services (see `own`). A clone takes one count on it, nothing more.
     shared: Arc<OwnCount>,
     classifier: C,
     /// `poll_ready` found the breaker open and left the inner service alone: `call` refuses.
@@ -64,7 +64,6 @@ impl<S, C> CircuitBreaker<S, C> {
     pub(crate) fn from_parts(inner: S, shared: Arc<OwnCount>, classifier: C) -> Self {
         Self {
             inner,
-            breaker: Arc::clone(&shared.0),
             shared,
             classifier,
             refusing: false,
@@ -91,14 +90,14 @@ impl<S, C> CircuitBreaker<S, C> {
         if self.calls < OWN_AFTER {
             return Arc::clone(&self.shared);
         }
-        let own = Arc::new(OwnCount(Arc::clone(&self.breaker)));
+        let own = Arc::new(OwnCount(Arc::clone(&self.shared.0)));
         self.own = Some(Arc::clone(&own));
         own
     }
 
     /// The handle of this service's breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(Arc::clone(&self.breaker))
+        CircuitBreakerHandle::new(Arc::clone(&self.shared.0))
     }
 
     /// The inner service.
@@ -129,7 +128,7 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.breaker.refuses(Instant::now) {
+        if self.shared.refuses(Instant::now) {
             // `call` will refuse: reserve nothing below and wait for nothing.
             self.refusing = true;
             return Poll::Ready(Ok(()));
@@ -145,15 +144,15 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         if self.refusing {
             self.refusing = false;
-            return refused_at_readiness(&self.breaker);
+            return refused_at_readiness(&self.shared);
         }
-        match self.breaker.acquire(Instant::now) {
+        match self.shared.acquire(Instant::now) {
             Ok(permit) => {
-                let start = self.breaker.needs_start().then(Instant::now);
+                let start = self.shared.needs_start().then(Instant::now);
                 let recorder = Recorder::new(self.held(), permit, start);
                 ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
             }
-            Err(retry_after) => rejected(&self.breaker, retry_after),
+            Err(retry_after) => rejected(&self.shared, retry_after),
         }
     }
 }
@@ -199,8 +198,8 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
-            .field("breaker", &self.breaker.emitter().name())
-            .field("state", &self.breaker.state())
+            .field("breaker", &self.shared.emitter().name())
+            .field("state", &self.shared.state())
             .finish_non_exhaustive()
     }
 }
